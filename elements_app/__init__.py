@@ -1,0 +1,1 @@
+"""Elements: the team's custom elements and the vendor's presets."""

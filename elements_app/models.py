@@ -1,0 +1,1 @@
+"""Models of elements_app (the elements issue defines Element)."""

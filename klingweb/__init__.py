@@ -1,0 +1,1 @@
+"""Klingweb: a team portal for the Kling generation API (the Django project package)."""

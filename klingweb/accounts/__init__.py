@@ -1,0 +1,1 @@
+"""Teams, memberships, invitations, Kling credentials and the access helpers."""

@@ -1,0 +1,22 @@
+"""Template context shared by every page: the team switcher and the portal-wide banners."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest
+
+from klingweb.accounts.models import Membership
+
+
+def portal(request: HttpRequest) -> dict:
+    """Add ``my_memberships`` (for the team switcher) and ``sandbox_mode`` (banner flag).
+
+    ``my_memberships`` is a lazy queryset, evaluated only by templates that use it.
+    """
+    user = getattr(request, "user", None)
+    memberships = (
+        Membership.objects.select_related("team").filter(user=user).order_by("team__name")
+        if user is not None and user.is_authenticated
+        else Membership.objects.none()
+    )
+    return {"my_memberships": memberships, "sandbox_mode": settings.KLING_SANDBOX_MODE}

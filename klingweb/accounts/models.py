@@ -1,0 +1,217 @@
+"""Teams, memberships, invitations and Kling accounts.
+
+Every piece of work in the portal belongs to a ``Team``; people reach a team through a
+``Membership`` whose role decides what they may do. A team's tasks go to a ``KlingAccount``:
+its own credentials if an admin added them, else the operator's default account (credentials
+from the environment, see ``KlingAccount.objects.operator_default``).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Role(models.TextChoices):
+    """A member's role in a team, strongest first. See ``ROLE_RANK`` for comparisons."""
+
+    OWNER = "owner", "Owner"
+    ADMIN = "admin", "Admin"
+    MEMBER = "member", "Member"
+    VIEWER = "viewer", "Viewer"
+
+
+#: Higher is stronger: ``ROLE_RANK[a] >= ROLE_RANK[b]`` means role ``a`` may do what ``b`` may.
+ROLE_RANK: dict[str, int] = {Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2, Role.OWNER: 3}
+
+
+class Region(models.TextChoices):
+    """Where a Kling account lives; credentials of one region do not work on another."""
+
+    SINGAPORE = "singapore", "Singapore (global)"
+    BEIJING = "beijing", "Beijing (China)"
+    CUSTOM = "custom", "Custom base URL"
+
+
+#: Base URL per region (KLING_API.md §1).
+REGION_BASE_URLS: dict[str, str] = {
+    Region.SINGAPORE: "https://api-singapore.klingai.com",
+    Region.BEIJING: "https://api-beijing.klingai.com",
+}
+
+
+class KlingAccountQuerySet(models.QuerySet):
+    """Queries over Kling accounts."""
+
+    def operator_default(self) -> KlingAccount:
+        """Return the single row standing for the operator's default account, creating it.
+
+        Its credentials are never stored: they come from ``KLING_ACCESS_KEY`` /
+        ``KLING_SECRET_KEY`` / ``KLING_API_BASE_URL`` each time a client is built. The row
+        exists so tasks can point at it and so a pause (codes 1100–1102) can be recorded.
+        """
+        account, _ = self.get_or_create(
+            is_operator_default=True,
+            defaults={"name": "Operator default", "region": Region.CUSTOM},
+        )
+        return account
+
+
+class KlingAccount(models.Model):
+    """A set of Kling API credentials (access key + Fernet-encrypted secret key).
+
+    ``team`` is null for the operator's default account. ``paused_*`` is set when the vendor
+    answered 1100/1101/1102 (account exception, arrears, resource pack used up): submissions
+    for this account wait until an admin clears it.
+    """
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    team = models.ForeignKey(
+        "accounts.Team",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="kling_accounts",
+    )
+    is_operator_default = models.BooleanField(default=False)
+    name = models.CharField(max_length=100)
+    region = models.CharField(max_length=20, choices=Region.choices, default=Region.SINGAPORE)
+    custom_base_url = models.URLField(blank=True)
+    access_key = models.CharField(max_length=200, blank=True)
+    secret_key_encrypted = models.TextField(blank=True, help_text="Fernet token; never shown.")
+    secret_key_last4 = models.CharField(max_length=4, blank=True)
+    paused_code = models.IntegerField(null=True, blank=True)
+    paused_message = models.TextField(blank=True)
+    paused_request_id = models.CharField(max_length=100, blank=True)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = KlingAccountQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_operator_default"],
+                condition=models.Q(is_operator_default=True),
+                name="one_operator_default_account",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def base_url(self) -> str:
+        """The API base URL (no trailing slash) for this account."""
+        if self.is_operator_default:
+            return settings.KLING_API_BASE_URL
+        if self.region == Region.CUSTOM:
+            return self.custom_base_url.rstrip("/")
+        return REGION_BASE_URLS[self.region]
+
+    @property
+    def is_paused(self) -> bool:
+        """True while submissions for this account are held (see ``paused_code``)."""
+        return self.paused_at is not None
+
+
+class Team(models.Model):
+    """A group of people sharing tasks, elements, a budget and usage reports.
+
+    ``kling_account`` is the account the team's new tasks go to; null means the operator's
+    default account. ``time_zone`` (IANA name) sets day boundaries in usage reports.
+    """
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=100)
+    time_zone = models.CharField(max_length=64, default="UTC")
+    kling_account = models.ForeignKey(
+        KlingAccount, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    """A user's place in a team, with a ``Role``; unique per (user, team)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "team"], name="one_membership_per_team")
+        ]
+        ordering = ["team__name", "user__username"]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} ({self.role})"
+
+    def has_role(self, minimum: str) -> bool:
+        """True when this membership's role is at least ``minimum`` (a ``Role`` value)."""
+        return ROLE_RANK[self.role] >= ROLE_RANK[minimum]
+
+    @property
+    def can_write(self) -> bool:
+        """Members and up create tasks and elements; viewers only read."""
+        return self.has_role(Role.MEMBER)
+
+    @property
+    def can_admin(self) -> bool:
+        """Admins and owners manage members, credentials and budgets."""
+        return self.has_role(Role.ADMIN)
+
+
+class Invitation(models.Model):
+    """An e-mailed, single-use invitation to join a team with a role.
+
+    Only a SHA-256 hash of the token is stored; the token itself lives in the e-mailed link.
+    Valid while not accepted, not revoked and before ``expires_at`` (7 days by default).
+    """
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    token_hash = models.CharField(max_length=64, unique=True)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Invitation of {self.email} to {self.team}"
+
+    @property
+    def is_pending(self) -> bool:
+        """True while the invitation can still be accepted."""
+        return (
+            self.accepted_at is None
+            and self.revoked_at is None
+            and self.expires_at > timezone.now()
+        )

@@ -1,0 +1,228 @@
+"""Klingweb settings: one file, everything that varies read from the environment.
+
+With nothing set, the portal runs on the embedded default: SQLite in the project folder and
+django-q2's ORM broker. ``DATABASE_URL`` switches to PostgreSQL, ``REDIS_URL`` moves the
+django-q2 broker to Redis. Every variable is listed in README.md's configuration table.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from klingweb.env import (
+    env_bool,
+    env_decimal,
+    env_int,
+    env_list,
+    env_str,
+    env_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG and env_bool("KLINGWEB_PRODUCTION", False):
+        raise ImproperlyConfigured("SECRET_KEY must be set in production (KLINGWEB_PRODUCTION=1).")
+    # Development and tests only; `make run` writes a real one into .env.
+    SECRET_KEY = "dev-insecure-klingweb-key-change-me-0123456789abcdefghijklmnopqrstuvwxyz"
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_htmx",
+    "template_partials",
+    "django_q",
+    "klingweb",  # project-level management commands (kling_api, kling_sandbox)
+    "klingweb.accounts",
+    "tasks_app",
+    "elements_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "klingweb.accounts.middleware.AccessMiddleware",
+]
+
+ROOT_URLCONF = "klingweb.urls"
+WSGI_APPLICATION = "klingweb.wsgi.application"
+ASGI_APPLICATION = "klingweb.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "klingweb.accounts.context_processors.portal",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    try:
+        DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    except Exception as exc:  # dj-database-url raises several types for a bad URL
+        raise ImproperlyConfigured(f"DATABASE_URL is not a usable database URL: {exc}") from None
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": env_str("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
+            # WAL + a busy timeout let the web server and the cluster share the file.
+            "OPTIONS": {
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Background cluster (django-q2) -------------------------------------------------------
+REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss", "unix"))
+Q_CLUSTER: dict = {
+    "name": "klingweb",
+    "workers": env_int("Q_WORKERS", 2, minimum=1),
+    "timeout": env_int("Q_TIMEOUT", 300, minimum=10),
+    # retry must be larger than timeout, or a slow job is handed to a second worker.
+    "retry": env_int("Q_TIMEOUT", 300, minimum=10) + 60,
+    "max_attempts": 3,
+    "catch_up": False,
+    "save_limit": 1000,
+    "ack_failures": True,
+    "poll": 0.5,
+    "label": "Background jobs",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# --- Auth ---------------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "accounts-login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "accounts-login"
+ALLOW_SIGNUP = env_bool("ALLOW_SIGNUP", False)
+INVITATION_DAYS = 7
+
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "klingweb@localhost")
+
+# --- I18N / time --------------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+# --- Static and media ---------------------------------------------------------------------
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+MEDIA_URL = "media/"
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # bytes; larger uploads spool to disk
+DATA_UPLOAD_MAX_MEMORY_SIZE = 15 * 1024 * 1024  # bytes; non-file POST bodies
+
+# --- Kling --------------------------------------------------------------------------------
+KLING_API_BASE_URL = env_url("KLING_API_BASE_URL", "https://api-singapore.klingai.com")
+KLING_ACCESS_KEY = env_str("KLING_ACCESS_KEY")
+KLING_SECRET_KEY = env_str("KLING_SECRET_KEY")
+if bool(KLING_ACCESS_KEY) != bool(KLING_SECRET_KEY):
+    raise ImproperlyConfigured("Set both KLING_ACCESS_KEY and KLING_SECRET_KEY, or neither.")
+KLING_SANDBOX_MODE = env_bool("KLING_SANDBOX_MODE", False)
+KLING_WEBHOOK_SECRET = env_str("KLING_WEBHOOK_SECRET")  # Standard Webhooks secret (whsec_...)
+PUBLIC_BASE_URL = env_url("PUBLIC_BASE_URL")  # where Kling can reach us, for callback_url
+KLING_CONNECT_TIMEOUT = 5.0  # seconds
+KLING_READ_TIMEOUT = 30.0  # seconds
+
+# Fernet keys for Kling secret keys at rest: comma-separated, newest first (MultiFernet).
+FERNET_KEYS = env_list("FERNET_KEYS")
+
+# --- Scheduling, polling, budgets ---------------------------------------------------------
+POLL_STALE_AFTER_SECONDS = env_int("POLL_STALE_AFTER_SECONDS", 2 * 3600, minimum=60)
+MEDIA_MAX_BYTES = env_int("MEDIA_MAX_BYTES", 500 * 1024 * 1024, minimum=1024)
+# Estimated units per task, by family and mode ("*" = any mode); per 5 s for videos.
+TASK_COST_ESTIMATES: dict[str, dict[str, Decimal]] = {
+    "avatar": {"std": Decimal("8"), "pro": Decimal("16")},
+    "video_extend": {"*": Decimal("10")},
+    "multi_shot": {"*": Decimal("4")},
+    "text2video": {"std": Decimal("10"), "pro": Decimal("35")},
+    "image2video": {"std": Decimal("10"), "pro": Decimal("35")},
+    "element": {"*": Decimal("2")},
+}
+TASK_COST_MULTIPLIER = env_decimal("TASK_COST_MULTIPLIER", "1")
+
+# Task families the portal offers; each names a TaskFamily object (tasks_app.families).
+# elements_app plugs its family in here, so tasks_app never imports elements_app.
+KLINGWEB_TASK_FAMILIES = [
+    "tasks_app.families.AVATAR",
+    "tasks_app.families.VIDEO_EXTEND",
+    "tasks_app.families.MULTI_SHOT",
+    "tasks_app.families.TEXT2VIDEO",
+    "tasks_app.families.IMAGE2VIDEO",
+    "elements_app.families.ELEMENT",
+]
+
+# --- Security -----------------------------------------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG and bool(PUBLIC_BASE_URL))
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+}

@@ -1,0 +1,14 @@
+"""Root URL configuration: each app owns its URLs under the prefixes set here."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", include("klingweb.accounts.urls")),
+    path("", include("tasks_app.urls")),
+    path("", include("tasks_app.usage_urls")),
+    path("", include("elements_app.urls")),
+]

@@ -1,0 +1,1 @@
+"""Tasks: models, task families, forms, views, the callback receiver, jobs, usage reports."""

@@ -1,0 +1,12 @@
+"""App config for tasks_app."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class TasksAppConfig(AppConfig):
+    """Tasks, the deduction ledger, budgets, jobs and usage reports."""
+
+    name = "tasks_app"
+    verbose_name = "Tasks and billing"

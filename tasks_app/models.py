@@ -1,0 +1,313 @@
+"""Tasks, their status history and kept media, the deduction ledger, and team budgets.
+
+A ``Task`` is one generation request of a team. Its ``code`` (UUID) is the public identifier
+and is also sent to Kling as ``external_task_id`` (KLING_API.md §4), which makes submission
+idempotent. Only ``tasks_app.services.task_apply_remote`` writes vendor status, result and
+cost; only it records ``Deduction`` rows for finished tasks.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Family(models.TextChoices):
+    """Kinds of task; each has an entry in the family registry (``tasks_app.families``)."""
+
+    AVATAR = "avatar", "Avatar"
+    VIDEO_EXTEND = "video_extend", "Video extension"
+    MULTI_SHOT = "multi_shot", "AI multi-shot"
+    TEXT2VIDEO = "text2video", "Text to video"
+    IMAGE2VIDEO = "image2video", "Image to video"
+    ELEMENT = "element", "Custom element"
+
+
+class Status(models.TextChoices):
+    """Task status. The vendor's ``task_status`` values plus ``queued`` and ``error``.
+
+    ``queued``: saved, not yet accepted by Kling. ``error``: Kling refused the create call
+    (e.g. 1201, 1301) — nothing runs and nothing is charged.
+    """
+
+    QUEUED = "queued", "Queued"
+    SUBMITTED = "submitted", "Submitted"
+    PROCESSING = "processing", "Processing"
+    SUCCEED = "succeed", "Succeeded"
+    FAILED = "failed", "Failed"
+    ERROR = "error", "Refused"
+
+
+#: Order in which statuses may move; a task never moves to a lower rank.
+STATUS_RANK: dict[str, int] = {
+    Status.QUEUED: 0,
+    Status.SUBMITTED: 1,
+    Status.PROCESSING: 2,
+    Status.SUCCEED: 3,
+    Status.FAILED: 3,
+    Status.ERROR: 3,
+}
+FINISHED = frozenset({Status.SUCCEED, Status.FAILED, Status.ERROR})
+IN_FLIGHT = frozenset({Status.SUBMITTED, Status.PROCESSING})
+
+
+class Task(models.Model):
+    """One generation task of a team.
+
+    ``params``: the request body as the form built it, minus bulky inputs: an uploaded file
+    appears as ``{"$file": "<storage name>"}`` and is read and Base64-encoded only when the
+    create call is sent. ``result``: the vendor's ``task_result`` as last seen.
+    ``final_unit_deduction``: units of Kling credit (Decimal) the vendor charged.
+    Scheduling: ``next_poll_at`` (when the poller should look again), ``poll_attempts``,
+    ``submit_attempts``, ``claimed_until`` (a lease so two clusters never work one row).
+    """
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="tasks")
+    creator = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="kling_tasks",
+    )
+    family = models.CharField(max_length=20, choices=Family.choices)
+    model_name = models.CharField(max_length=50, blank=True)
+    mode = models.CharField(max_length=10, blank=True)
+    prompt = models.TextField(blank=True, help_text="For display and search.")
+    summary = models.CharField(max_length=200, blank=True, help_text="File names etc.")
+    params = models.JSONField(default=dict, blank=True)
+    kling_account = models.ForeignKey(
+        "accounts.KlingAccount", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    estimated_units = models.DecimalField(max_digits=12, decimal_places=3, default=Decimal("0"))
+
+    task_id = models.CharField(max_length=100, blank=True, db_index=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
+    task_status_msg = models.TextField(blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    final_unit_deduction = models.DecimalField(
+        max_digits=12, decimal_places=3, null=True, blank=True
+    )
+    error_code = models.IntegerField(null=True, blank=True)
+    error_message = models.TextField(blank=True)
+    error_request_id = models.CharField(max_length=100, blank=True)
+    vendor_created_at = models.DateTimeField(null=True, blank=True)
+    vendor_updated_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    next_poll_at = models.DateTimeField(null=True, blank=True)
+    poll_attempts = models.PositiveIntegerField(default=0)
+    submit_attempts = models.PositiveIntegerField(default=0)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    is_stale = models.BooleanField(default=False)
+    imported = models.BooleanField(default=False, help_text="Found on Kling by kling_sync.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["team", "-created_at"], name="task_team_created"),
+            models.Index(fields=["team", "status", "-created_at"], name="task_team_status"),
+            models.Index(fields=["team", "family", "-created_at"], name="task_team_family"),
+            models.Index(fields=["creator", "-created_at"], name="task_creator_created"),
+            models.Index(fields=["status", "next_poll_at"], name="task_due"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_family_display()} {self.code}"
+
+    @property
+    def external_task_id(self) -> str:
+        """The id sent to Kling as ``external_task_id``: this task's ``code`` as text."""
+        return str(self.code)
+
+    @property
+    def is_finished(self) -> bool:
+        """True once succeed, failed or error: the row never changes status again."""
+        return self.status in FINISHED
+
+    @property
+    def is_in_flight(self) -> bool:
+        """True while queued, submitted or processing (the page keeps refreshing it)."""
+        return not self.is_finished
+
+
+class TaskEvent(models.Model):
+    """One entry of a task's status history (shown on the task page)."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events")
+    status = models.CharField(max_length=12, choices=Status.choices)
+    at = models.DateTimeField(default=timezone.now)
+    source = models.CharField(max_length=20, blank=True, help_text="form, submit, callback, poll…")
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.task_id}: {self.status} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class MediaKind(models.TextChoices):
+    """What a kept result file is."""
+
+    IMAGE = "image", "Image"
+    VIDEO = "video", "Video"
+
+
+class TaskMedia(models.Model):
+    """A result file of a succeeded task, copied from the vendor into the portal's storage.
+
+    ``source_url`` is the vendor's URL (deleted by the vendor 30 days after generation);
+    ``file`` is empty until the copy is kept. ``size`` in bytes; ``duration`` in seconds.
+    """
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="media")
+    kind = models.CharField(max_length=10, choices=MediaKind.choices)
+    index = models.PositiveIntegerField(default=0)
+    variant = models.CharField(max_length=20, blank=True, help_text="url, url_1, watermark…")
+    vendor_id = models.CharField(max_length=100, blank=True, help_text="Kling video id")
+    source_url = models.URLField(max_length=2000)
+    file = models.FileField(upload_to="results/%Y/%m/", blank=True, max_length=300)
+    content_type = models.CharField(max_length=100, blank=True)
+    size = models.BigIntegerField(null=True, blank=True)
+    duration = models.DecimalField(max_digits=8, decimal_places=3, null=True, blank=True)
+    kept_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["task", "kind", "index", "variant"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["task", "kind", "index", "variant"], name="one_media_per_slot"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.index} of {self.task_id}"
+
+
+class Deduction(models.Model):
+    """An append-only ledger row: units of Kling credit a team was charged for a task.
+
+    Exactly one primary row per task (``corrects`` null), recorded by
+    ``task_apply_remote`` when the task finishes with a ``final_unit_deduction`` — failed
+    tasks too when the vendor charged them. A correction is a new row whose ``corrects``
+    points at the row it corrects and whose ``units`` is the difference (may be negative).
+    """
+
+    team = models.ForeignKey("accounts.Team", on_delete=models.PROTECT, related_name="deductions")
+    task = models.ForeignKey(
+        Task, null=True, blank=True, on_delete=models.PROTECT, related_name="deductions"
+    )
+    member = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="deductions",
+    )
+    family = models.CharField(max_length=20, choices=Family.choices)
+    model_name = models.CharField(max_length=50, blank=True)
+    mode = models.CharField(max_length=10, blank=True)
+    task_status = models.CharField(max_length=12, choices=Status.choices, blank=True)
+    units = models.DecimalField(max_digits=12, decimal_places=3)
+    recorded_at = models.DateTimeField(default=timezone.now)
+    corrects = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="corrections"
+    )
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-recorded_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["task"],
+                condition=models.Q(corrects__isnull=True),
+                name="one_primary_deduction_per_task",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["team", "recorded_at"], name="deduction_team_time"),
+            models.Index(fields=["member", "recorded_at"], name="deduction_member_time"),
+            models.Index(fields=["recorded_at"], name="deduction_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.units} units, {self.team} ({self.recorded_at:%Y-%m-%d})"
+
+
+class BudgetPeriod(models.TextChoices):
+    """How often a budget resets (at midnight in the team's time zone; weeks start Monday)."""
+
+    DAILY = "daily", "Daily"
+    WEEKLY = "weekly", "Weekly"
+    MONTHLY = "monthly", "Monthly"
+
+
+class Budget(models.Model):
+    """A cap on the units a team (or one member of it, when ``member`` is set) may spend
+    per period. Checked with estimated costs before a task is queued."""
+
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="budgets")
+    member = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        help_text="Empty: the whole team's budget.",
+    )
+    period = models.CharField(max_length=10, choices=BudgetPeriod.choices)
+    units = models.DecimalField(max_digits=12, decimal_places=3)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "member", "period"], name="one_budget_per_scope_period"
+            ),
+            models.UniqueConstraint(
+                fields=["team", "period"],
+                condition=models.Q(member__isnull=True),
+                name="one_team_budget_per_period",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        who = self.member or "team"
+        return f"{self.team}: {self.units} units {self.period} ({who})"
+
+
+class BudgetAlert(models.Model):
+    """A budget threshold (80, 90, 100 %) reached in one period; unique so it fires once."""
+
+    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="alerts")
+    period_start = models.DateTimeField()
+    threshold = models.PositiveSmallIntegerField()
+    spent = models.DecimalField(max_digits=12, decimal_places=3)
+    created_at = models.DateTimeField(default=timezone.now)
+    emailed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["budget", "period_start", "threshold"], name="one_alert_per_threshold"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.budget}: {self.threshold}% from {self.period_start:%Y-%m-%d}"

@@ -1,0 +1,93 @@
+"""Shared fixtures: a team with one person per role, an outsider, and the Kling sandbox.
+
+``portal`` gives the cast used by every view test (DESIGN.md §3): ``owner``, ``admin``,
+``member``, ``viewer`` of ``team``, and ``outsider`` who owns ``other_team``.
+``sandbox`` is a real Kling look-alike HTTP server on a free loopback port, shared by the
+session; ``kling_settings`` points the operator default account at it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from klingweb.accounts.models import Membership, Role, Team
+
+SANDBOX_AK = "sandbox-access-key"
+SANDBOX_SK = "sandbox-secret-key-for-tests"
+PASSWORD = "correct-horse-battery-staple-42"
+
+
+@dataclass
+class Portal:
+    """The cast of a view test."""
+
+    team: Team
+    other_team: Team
+    owner: object
+    admin: object
+    member: object
+    viewer: object
+    outsider: object
+
+
+def make_user(username: str, **extra):
+    """Create a user with ``PASSWORD`` and e-mail ``<username>@example.com``."""
+    return get_user_model().objects.create_user(
+        username=username, email=f"{username}@example.com", password=PASSWORD, **extra
+    )
+
+
+@pytest.fixture
+def portal(db) -> Portal:
+    """A team with an owner, an admin, a member and a viewer; an outsider owning another."""
+    team = Team.objects.create(name="Blue team")
+    other = Team.objects.create(name="Red team")
+    users = {}
+    for role in (Role.OWNER, Role.ADMIN, Role.MEMBER, Role.VIEWER):
+        users[role] = make_user(role.value)
+        Membership.objects.create(user=users[role], team=team, role=role)
+    outsider = make_user("outsider")
+    Membership.objects.create(user=outsider, team=other, role=Role.OWNER)
+    return Portal(
+        team=team,
+        other_team=other,
+        owner=users[Role.OWNER],
+        admin=users[Role.ADMIN],
+        member=users[Role.MEMBER],
+        viewer=users[Role.VIEWER],
+        outsider=outsider,
+    )
+
+
+@pytest.fixture(scope="session")
+def sandbox():
+    """A running Kling sandbox (real HTTP on 127.0.0.1, free port), fast task clock."""
+    from klingweb.sandbox import SandboxConfig, SandboxServer
+
+    server = SandboxServer(
+        SandboxConfig(accounts={SANDBOX_AK: SANDBOX_SK}, task_seconds=1.0),
+        host="127.0.0.1",
+        port=0,
+    ).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh_sandbox(sandbox):
+    """The session sandbox with its fault knobs reset to none before and after the test."""
+    sandbox.reset_faults()
+    yield sandbox
+    sandbox.reset_faults()
+
+
+@pytest.fixture
+def kling_settings(settings, fresh_sandbox):
+    """Point the operator default Kling account at the sandbox."""
+    settings.KLING_API_BASE_URL = fresh_sandbox.base_url
+    settings.KLING_ACCESS_KEY = SANDBOX_AK
+    settings.KLING_SECRET_KEY = SANDBOX_SK
+    return settings
