@@ -1,0 +1,71 @@
+"""Configuration of the Kling sandbox: accounts, the task clock and the fault knobs.
+
+Plain Python (no Django). The server reads the config on every request, so tests and the
+reliability suites can change the knobs of a running ``SandboxServer`` through
+``server.config`` (for example ``server.config.error_rate = 0.3``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_ACCESS_KEY = "sandbox-access-key"
+DEFAULT_SECRET_KEY = "sandbox-secret-key"
+
+# The knobs ``SandboxServer.reset_faults()`` puts back, with their "no fault" value.
+FAULT_DEFAULTS: dict[str, float | int | None] = {
+    "error_rate": 0.0,
+    "create_rate_limit_rate": 0.0,
+    "create_concurrency_rate": 0.0,
+    "latency": 0.0,
+    "concurrency_limit": None,
+    "callback_drop_rate": 0.0,
+    "callback_duplicate_rate": 0.0,
+    "account_error_code": None,
+}
+
+
+@dataclass
+class SandboxConfig:
+    """Settings of one sandbox; mutable at runtime.
+
+    - ``accounts``: ``{access_key: secret_key}``; a JWT is accepted when its ``iss`` is one of
+      the access keys and it is signed (HS256) with that key's secret (KLING_API.md §1).
+      Every access key is a separate vendor account: its own tasks, external_task_id space,
+      concurrency slots and resource pack.
+    - ``task_seconds``: seconds on the sandbox clock from create to the final status; the task
+      turns ``processing`` after a third of it (KLING_API.md §4).
+    - ``error_rate``: probability in [0, 1] that any API request answers 5000 (HTTP 500) or
+      5001 (HTTP 503) instead of doing anything.
+    - ``create_rate_limit_rate``: probability that a create answers 1302 (HTTP 429).
+    - ``create_concurrency_rate``: probability that a create answers 1303 (HTTP 429).
+    - ``latency``: seconds added before every API answer (the work is done first, so a
+      client that times out on a create may still find the task afterwards).
+    - ``concurrency_limit``: unfinished tasks an account may have; a create beyond it answers
+      1303 (HTTP 429). ``None``: no limit.
+    - ``callback_drop_rate``: probability that a callback delivery is silently not sent.
+    - ``callback_duplicate_rate``: probability that a callback is delivered twice.
+    - ``account_error_code``: 1100, 1101 or 1102 makes every create answer that account
+      error (HTTP 429: account exception, arrears, resource pack used up); ``None``: off.
+    - ``seed``: seed of the sandbox's random generator (fault draws and generated ids), for
+      reproducible runs; ``None`` seeds from the OS.
+    """
+
+    accounts: dict[str, str] = field(
+        default_factory=lambda: {DEFAULT_ACCESS_KEY: DEFAULT_SECRET_KEY}
+    )
+    task_seconds: float = 5.0
+    error_rate: float = 0.0
+    create_rate_limit_rate: float = 0.0
+    create_concurrency_rate: float = 0.0
+    latency: float = 0.0
+    concurrency_limit: int | None = None
+    callback_drop_rate: float = 0.0
+    callback_duplicate_rate: float = 0.0
+    account_error_code: int | None = None
+    seed: int | None = None
+
+    def reset_faults(self) -> None:
+        """Set every fault knob (``FAULT_DEFAULTS``) back to "no fault"."""
+        for name, value in FAULT_DEFAULTS.items():
+            setattr(self, name, value)
