@@ -8,6 +8,8 @@ session; ``kling_settings`` points the operator default account at it.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 
 import pytest
@@ -18,6 +20,19 @@ from klingweb.accounts.models import Membership, Role, Team
 SANDBOX_AK = "sandbox-access-key"
 SANDBOX_SK = "sandbox-secret-key-for-tests"
 PASSWORD = "correct-horse-battery-staple-42"
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """SQLite tests use a per-process temporary file, not shared-cache memory: threads of a
+    ``transaction=True`` test (callback + poll at once) then wait on the busy timeout instead
+    of failing with "database table is locked"."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        name = os.path.join(tempfile.gettempdir(), f"klingweb-test-{os.getpid()}.sqlite3")
+        db.setdefault("TEST", {})["NAME"] = name
 
 
 @dataclass
@@ -38,6 +53,12 @@ def make_user(username: str, **extra):
     return get_user_model().objects.create_user(
         username=username, email=f"{username}@example.com", password=PASSWORD, **extra
     )
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """MD5 hashing in tests: the default PBKDF2 costs seconds per fixture on 2 cores."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

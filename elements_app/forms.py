@@ -1,0 +1,242 @@
+"""The create-element form (KLING_API.md §5.4).
+
+Fields follow the vendor's create body: ``element_name`` (≤ 20 characters),
+``element_description`` (≤ 100), ``reference_type``; for ``image_refer`` a frontal image and
+1–3 other-angle images (image rule, ``tasks_app.validators.check_image_file``); for
+``video_refer`` exactly one video (``elements_app.validators.check_element_video``); an
+optional voice id; tags. Files stay ``UploadedFile`` objects in ``cleaned_data``; they are
+written to storage by ``store_files`` (or by ``elements_app.services.element_create``).
+
+The form follows the protocol of the task forms (``tasks_app.forms``): constructed with
+``team=`` and ``user=``, and offering ``store_files``, ``describe``, ``initial_from_params``
+and ``initial_from_query``, so a generic task page could drive it too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from elements_app.models import ElementStatus, ElementTag, ReferenceType
+from elements_app.validators import check_element_video
+from tasks_app.validators import check_image_file
+
+NAME_MAX = 20
+DESCRIPTION_MAX = 100
+REFER_MIN = 1
+REFER_MAX = 3
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    """A file input that accepts several files (``<input type=file multiple>``)."""
+
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    """A file field whose cleaned value is a list of ``UploadedFile`` (possibly empty)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": ".jpg,.jpeg,.png"}))
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data, initial=None):
+        """Clean each file like a ``FileField``; returns ``list[UploadedFile]``."""
+        single_clean = super().clean
+        if isinstance(data, list | tuple):
+            return [single_clean(item, initial) for item in data if item]
+        return [single_clean(data, initial)] if data else []
+
+
+def _check_image(f, what: str):
+    try:
+        return check_image_file(f)
+    except ValidationError as exc:
+        raise ValidationError(
+            [f"{what} ({f.name}): {message}" for message in exc.messages], code="image"
+        ) from None
+
+
+def _file_label(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("$file", "")).rsplit("/", 1)[-1]
+    return getattr(value, "name", "") or ""
+
+
+def element_describe(data: dict) -> tuple[str, str]:
+    """``(prompt, summary)`` of element form data for the task lists: ``"name:
+    description"`` and the inputs in words (≤ 200 characters)."""
+    prompt = f"{data.get('name', '')}: {data.get('description', '')}"
+    if data.get("reference_type") == ReferenceType.VIDEO_REFER:
+        summary = f"Reference video: {_file_label(data.get('video'))}"
+    else:
+        refers = data.get("refer_images") or []
+        summary = f"Frontal image: {_file_label(data.get('frontal_image'))} · {len(refers)} other angle(s)"
+    return prompt, summary[:200]
+
+
+class ElementForm(forms.Form):
+    """Create a custom element. ``cleaned_data``: ``name``, ``description``,
+    ``reference_type``, ``frontal_image`` (UploadedFile|None), ``refer_images``
+    (list[UploadedFile], 1–3 for images, [] for video), ``video`` (UploadedFile|None),
+    ``voice_id`` (str, may be empty), ``tags`` (list of ``ElementTag`` values)."""
+
+    name = forms.CharField(
+        max_length=NAME_MAX,
+        help_text=f"At most {NAME_MAX} characters.",
+        widget=forms.TextInput(attrs={"autocomplete": "off"}),
+    )
+    description = forms.CharField(
+        max_length=DESCRIPTION_MAX,
+        help_text=f"At most {DESCRIPTION_MAX} characters.",
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
+    reference_type = forms.ChoiceField(
+        choices=[
+            (ReferenceType.IMAGE_REFER, "Images: a frontal image and 1–3 other angles"),
+            (ReferenceType.VIDEO_REFER, "Video: one 3–8 s 1080p clip of a real person"),
+        ],
+        initial=ReferenceType.IMAGE_REFER,
+        widget=forms.RadioSelect,
+        label="Reference",
+    )
+    frontal_image = forms.FileField(
+        required=False,
+        label="Frontal image",
+        help_text="JPG or PNG, at most 10 MB, at least 300 px each side, 1:2.5 to 2.5:1.",
+        widget=forms.ClearableFileInput(attrs={"accept": ".jpg,.jpeg,.png"}),
+    )
+    refer_images = MultipleFileField(
+        required=False,
+        label="Other angles",
+        help_text="1 to 3 images from other angles or close-ups (same image rule).",
+    )
+    video = forms.FileField(
+        required=False,
+        label="Reference video",
+        help_text="MP4 or MOV, 3–8 s, 1080p (1920×1080 or 1080×1920), at most 200 MB.",
+        widget=forms.ClearableFileInput(attrs={"accept": ".mp4,.mov,video/mp4,video/quicktime"}),
+    )
+    voice_id = forms.CharField(
+        required=False,
+        max_length=100,
+        label="Voice id",
+        help_text="Optional: bind an existing voice from the voice library.",
+    )
+    tags = forms.MultipleChoiceField(
+        required=False,
+        choices=ElementTag.choices,
+        widget=forms.CheckboxSelectMultiple,
+    )
+
+    def __init__(self, *args: Any, team: Any, user: Any = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.team = team
+        self.user = user
+
+    # -- the task-form protocol ---------------------------------------------------------
+    def store_files(self) -> list[str]:
+        """After ``is_valid()``: save the pending uploads (``upload_save``) and put
+        ``{"$file": name}`` in their place in ``cleaned_data``; returns the names saved."""
+        from elements_app.families import store_element_uploads
+
+        return store_element_uploads(self.cleaned_data, self.team)
+
+    def describe(self) -> tuple[str, str]:
+        """``(prompt, summary)`` for the task lists: "name: description", and the inputs."""
+        return element_describe(self.cleaned_data)
+
+    @classmethod
+    def initial_from_params(cls, params: dict) -> dict:
+        """Initial data from an element task's params (text fields and tags; files must be
+        uploaded again)."""
+        params = params or {}
+        return {
+            "name": params.get("element_name", ""),
+            "description": params.get("element_description", ""),
+            "reference_type": params.get("reference_type", ReferenceType.IMAGE_REFER),
+            "voice_id": params.get("element_voice_id", ""),
+            "tags": [t.get("tag_id") for t in params.get("tag_list") or [] if isinstance(t, dict)],
+        }
+
+    @classmethod
+    def initial_from_query(cls, query: Any) -> dict:
+        """``?reference_type=video_refer`` preselects the video variant."""
+        kind = query.get("reference_type") if query is not None else None
+        return {"reference_type": kind} if kind in ReferenceType.values else {}
+
+    def clean_name(self) -> str:
+        """Strip; the 20-character limit is the field's ``max_length``."""
+        return self.cleaned_data["name"].strip()
+
+    def clean_voice_id(self) -> str:
+        """Strip; empty means no bound voice."""
+        return self.cleaned_data.get("voice_id", "").strip()
+
+    def clean(self) -> dict:
+        """Require the inputs of the chosen reference type and check each file's content."""
+        data = super().clean()
+        kind = data.get("reference_type")
+        if kind == ReferenceType.IMAGE_REFER:
+            self._clean_images(data)
+            data["video"] = None
+        elif kind == ReferenceType.VIDEO_REFER:
+            self._clean_video(data)
+            data["frontal_image"] = None
+            data["refer_images"] = []
+        return data
+
+    def _clean_images(self, data: dict) -> None:
+        frontal = data.get("frontal_image")
+        if not frontal:
+            if "frontal_image" not in self.errors:
+                self.add_error("frontal_image", "Add a frontal image.")
+        else:
+            try:
+                _check_image(frontal, "Frontal image")
+            except ValidationError as exc:
+                self.add_error("frontal_image", exc)
+        refers = data.get("refer_images") or []
+        if not REFER_MIN <= len(refers) <= REFER_MAX:
+            self.add_error(
+                "refer_images",
+                f"Add 1 to 3 images from other angles (you gave {len(refers)}).",
+            )
+            return
+        for number, image in enumerate(refers, start=1):
+            try:
+                _check_image(image, f"Other angle {number}")
+            except ValidationError as exc:
+                self.add_error("refer_images", exc)
+
+    def _clean_video(self, data: dict) -> None:
+        video = data.get("video")
+        if not video:
+            if "video" not in self.errors:
+                self.add_error("video", "Add one reference video.")
+            return
+        try:
+            check_element_video(video)
+        except ValidationError as exc:
+            self.add_error("video", exc)
+
+
+class PresetFilterForm(forms.Form):
+    """Filters of the presets tab: ``q`` (name contains) and ``tag``."""
+
+    q = forms.CharField(required=False, max_length=100, label="Search by name")
+    tag = forms.ChoiceField(
+        required=False, choices=[("", "Any tag"), *ElementTag.choices], label="Tag"
+    )
+
+
+class ElementFilterForm(PresetFilterForm):
+    """Filters of the library: name, tag, ``status`` (an ``ElementStatus`` value) and
+    ``deleted`` (include deleted elements, hidden by default)."""
+
+    status = forms.ChoiceField(
+        required=False, choices=[("", "Any status"), *ElementStatus.choices], label="Status"
+    )
+    deleted = forms.BooleanField(required=False, label="Show deleted")

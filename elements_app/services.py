@@ -1,0 +1,426 @@
+"""Services of elements: create (as a task), materialise on success, delete, presets sync,
+import from the account's custom list, and where an element was used.
+
+Vendor reference: KLING_API.md §5.4 and kling-docs/elements.txt. Elements are per Kling
+account: an ``element_id`` is looked up, used and deleted on the account it was made on
+(``Element.kling_account``).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from elements_app.families import element_build_params, store_element_uploads
+from elements_app.forms import element_describe
+from elements_app.models import Element, ElementStatus, PresetElement, ReferenceType, tags_encode
+from klingweb.accounts.models import KlingAccount, Team
+from klingweb.accounts.services import account_for_team, kling_client_for
+from tasks_app.models import Family, Status, Task
+from tasks_app.submission import task_queue
+
+if TYPE_CHECKING:
+    from klingweb.kling import KlingTask
+
+log = logging.getLogger(__name__)
+
+#: Page size for the vendor's list endpoints (its maximum, KLING_API.md §4).
+LIST_PAGE_SIZE = 500
+#: The vendor serves pageNum 1..1000.
+LIST_MAX_PAGES = 1000
+
+
+class ElementNotDeletable(Exception):
+    """The element cannot be deleted now; ``str(exc)`` says why (for the user)."""
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """Outcome of a presets sync: rows ``created``, ``updated`` (vendor data changed),
+    ``unchanged``, and ``removed`` (no longer listed by the vendor)."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+
+    @property
+    def seen(self) -> int:
+        """Presets the vendor listed."""
+        return self.created + self.updated + self.unchanged
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """Outcome of an import: elements ``created`` in the team; skipped because already in
+    the portal (``known``), made by the portal (``portal``, their task will bring them),
+    ``deleted`` on Kling, or still ``unfinished`` there."""
+
+    created: int = 0
+    known: int = 0
+    portal: int = 0
+    deleted: int = 0
+    unfinished: int = 0
+
+
+# --- create --------------------------------------------------------------------------------
+
+
+def element_create(*, team: Team, user: Any, data: dict) -> Element:
+    """Queue the task that creates a custom element, and the element row (``creating``).
+
+    ``data``: ``ElementForm.cleaned_data`` (uploads as ``UploadedFile`` or already stored as
+    ``{"$file": name}``). Stores the uploads (``tasks_app.uploads.upload_save``), then in
+    one transaction queues a ``Task`` of family ``element`` through
+    ``tasks_app.submission.task_queue`` (budget check with the estimated units of Kling
+    credit, status ``queued``, ``tasks_app.jobs.submit_task`` enqueued on commit; params =
+    the §5.4 create body with ``{"$file": name}`` inputs) and creates the ``Element`` linked
+    to it. No Kling call here.
+
+    Raises ``tasks_app.budgets.BudgetExceeded``: nothing is kept (the uploads saved by this
+    call are deleted again).
+    """
+    data = dict(data)
+    prompt, summary = element_describe(data)
+    saved = store_element_uploads(data, team)
+    params = element_build_params(data, team)
+    try:
+        with transaction.atomic():
+            task = task_queue(
+                team=team,
+                user=user,
+                family=Family.ELEMENT.value,
+                params=params,
+                prompt=prompt,
+                summary=summary,
+            )
+            element = Element.objects.create(
+                team=team,
+                creator=user,
+                task=task,
+                kling_account_id=task.kling_account_id,
+                name=data["name"],
+                description=data["description"],
+                reference_type=data["reference_type"],
+                frontal_image=_name(data.get("frontal_image")),
+                refer_images=[_name(item) for item in data.get("refer_images") or []],
+                video=_name(data.get("video")),
+                voice_id=data.get("voice_id") or "",
+                tag_ids=tags_encode(list(data.get("tags") or [])),
+                status=ElementStatus.CREATING,
+                created_at=task.created_at,
+            )
+    except BaseException:
+        for name in saved:
+            default_storage.delete(name)
+        raise
+    return element
+
+
+def _name(value: Any) -> str:
+    """The storage name in ``{"$file": name}`` (``""`` for anything else)."""
+    if isinstance(value, dict):
+        return str(value.get("$file") or "")
+    return ""
+
+
+# --- materialise ---------------------------------------------------------------------------
+
+
+def element_materialise(*, task: Task, remote: KlingTask) -> Element | None:
+    """Make the task's element ready from ``remote.task_result.elements[0]`` (§5.4 result).
+
+    Called by the family's ``on_succeed`` inside ``task_apply_remote``'s transaction (the
+    task row is locked). Updates the ``Element`` linked to ``task`` — or creates it from the
+    task's params when the task was made elsewhere (e.g. a generic task form) — with the
+    vendor's ``element_id``, image/video lists, bound voice, tags, owner, and status
+    ``succeed`` (``deleted`` if the vendor already says so). A success without any element
+    marks the element ``failed`` with a message. Idempotent. Returns the element, or None
+    when it could not be stored (logged; never breaks the task's transaction).
+    """
+    element = Element.objects.filter(task=task).first()
+    if element is None:
+        params = task.params or {}
+        element = Element(
+            team_id=task.team_id,
+            creator_id=task.creator_id,
+            task=task,
+            kling_account_id=task.kling_account_id,
+            name=str(params.get("element_name") or "Element")[:100],
+            description=str(params.get("element_description") or "")[:500],
+            reference_type=params.get("reference_type") or ReferenceType.IMAGE_REFER,
+            imported=task.imported,
+            created_at=task.created_at,
+        )
+    if element.kling_account_id is None:
+        element.kling_account_id = task.kling_account_id
+    if not remote.elements:
+        element.status = ElementStatus.FAILED
+        element.status_msg = "Kling reported success but returned no element."
+    else:
+        vendor = remote.elements[0]
+        data = dict(vendor.raw or {})
+        data.setdefault("element_id", vendor.element_id)
+        element.vendor_apply(data)
+        element.status = (
+            ElementStatus.DELETED if vendor.status == "deleted" else ElementStatus.SUCCEED
+        )
+        element.status_msg = ""
+    try:
+        with transaction.atomic():
+            element.save()
+    except IntegrityError:
+        # Another row (e.g. imported a moment ago) already holds this vendor element.
+        log.warning(
+            "task %s: element %s is already in the portal; not materialising it twice",
+            task.pk,
+            element.element_id,
+        )
+        return None
+    return element
+
+
+# --- delete --------------------------------------------------------------------------------
+
+
+def element_can_delete(*, element: Element, user: Any, can_admin: bool) -> bool:
+    """True when ``user`` may delete ``element``: team admins and owners, and its creator."""
+    return can_admin or (element.creator_id is not None and element.creator_id == user.pk)
+
+
+def element_delete(*, element: Element, user: Any) -> Element:
+    """Delete ``element`` on Kling (``POST /v1/general/delete-elements``, §5.4) and mark it
+    ``deleted`` (the row stays, with ``deleted_at``/``deleted_by``).
+
+    An element that never reached Kling (failed) is marked deleted without a call.
+    Raises ``ElementNotDeletable`` (already deleted, or still being created) and
+    ``klingweb.kling.KlingError`` when the vendor refuses — in both cases nothing changes.
+    The caller checks permissions (``element_can_delete``).
+    """
+    status = element.effective_status
+    if status == ElementStatus.DELETED:
+        raise ElementNotDeletable("This element is already deleted.")
+    if status == ElementStatus.CREATING:
+        raise ElementNotDeletable(
+            "This element is still being created; delete it once its task has finished."
+        )
+    if element.element_id:
+        account = element.kling_account or account_for_team(team=element.team)
+        kling_client_for(account).delete_element(element.element_id)
+    now = timezone.now()
+    Element.objects.filter(pk=element.pk).exclude(status=ElementStatus.DELETED).update(
+        status=ElementStatus.DELETED, deleted_at=now, deleted_by=user, updated_at=now
+    )
+    element.refresh_from_db()
+    return element
+
+
+# --- vendor lists --------------------------------------------------------------------------
+
+
+def _fetch_pages(fetch: Callable[[int, int], list[KlingTask]]) -> list[KlingTask]:
+    """All items of a vendor list endpoint: pages of ``LIST_PAGE_SIZE`` until a short page."""
+    items: list[KlingTask] = []
+    for page in range(1, LIST_MAX_PAGES + 1):
+        batch = fetch(page, LIST_PAGE_SIZE)
+        items.extend(batch)
+        if len(batch) < LIST_PAGE_SIZE:
+            break
+    return items
+
+
+def _element_dicts(task: KlingTask) -> list[dict]:
+    out = []
+    for vendor in task.elements:
+        data = dict(vendor.raw or {})
+        data.setdefault("element_id", vendor.element_id)
+        data.setdefault("status", vendor.status)
+        data.setdefault("owned_by", vendor.owned_by)
+        out.append(data)
+    return out
+
+
+def presets_sync(*, account: KlingAccount) -> SyncReport:
+    """Refresh the ``PresetElement`` cache from the vendor's presets list
+    (``GET /v1/general/advanced-presets-elements``, all pages) read with ``account``.
+
+    Idempotent: rows are matched by ``element_id`` and updated in place; a second sync with
+    the same vendor data changes nothing but ``synced_at``. Presets no longer listed get
+    ``removed_at`` (only after a complete, non-empty listing). All pages are read before
+    anything is written, so a failed read leaves the cache as it was.
+    Raises ``klingweb.kling.KlingError`` (vendor or network failure).
+    """
+    client = kling_client_for(account)
+    tasks = _fetch_pages(lambda page, size: client.list_preset_elements(page=page, page_size=size))
+    now = timezone.now()
+    created = updated = unchanged = removed = 0
+    seen: set[str] = set()
+    with transaction.atomic():
+        existing = {p.element_id: p for p in PresetElement.objects.select_for_update()}
+        for task in tasks:
+            for data in _element_dicts(task):
+                element_id = str(data.get("element_id") or "")
+                if not element_id or element_id in seen:
+                    continue
+                seen.add(element_id)
+                preset = existing.get(element_id)
+                if preset is None:
+                    preset = PresetElement(element_id=element_id, first_seen_at=now)
+                    created += 1
+                elif preset.raw == data and preset.removed_at is None:
+                    unchanged += 1
+                    continue
+                else:
+                    updated += 1
+                preset.vendor_apply(data)
+                preset.status = str(data.get("status") or "")
+                preset.synced_at = now
+                preset.removed_at = None
+                preset.save()
+        PresetElement.objects.filter(element_id__in=seen).update(synced_at=now)
+        if seen:
+            removed = (
+                PresetElement.objects.filter(removed_at__isnull=True)
+                .exclude(element_id__in=seen)
+                .update(removed_at=now)
+            )
+    return SyncReport(created=created, updated=updated, unchanged=unchanged, removed=removed)
+
+
+def presets_sync_any() -> SyncReport | None:
+    """Sync the presets with the first account that answers: the operator default (when
+    ``KLING_ACCESS_KEY`` is set), then teams' own accounts that are not paused. The presets
+    are the vendor's, the same for every account, so one successful read is enough.
+
+    Returns None when no account is configured; re-raises the last ``KlingError`` when every
+    account failed. Used by the periodic job ``elements_app.jobs.sync_presets``.
+    """
+    from klingweb.kling import KlingError
+
+    accounts: list[KlingAccount] = []
+    if settings.KLING_ACCESS_KEY:
+        accounts.append(KlingAccount.objects.operator_default())
+    accounts.extend(
+        KlingAccount.objects.filter(is_operator_default=False, paused_at__isnull=True)
+        .exclude(access_key="")
+        .order_by("pk")
+    )
+    last_error: Exception | None = None
+    for account in accounts:
+        try:
+            return presets_sync(account=account)
+        except KlingError as exc:
+            log.warning("presets sync with account %s failed: %s", account.pk, exc)
+            last_error = exc
+    if last_error is not None:
+        raise last_error
+    return None
+
+
+def _portal_known(tasks: list[KlingTask]) -> set[str]:
+    """The vendor ``task_id``s among ``tasks`` that the portal has a ``Task`` for: by
+    ``task_id`` (sent or found by ``kling_sync``) or by ``external_task_id`` = a task code."""
+    codes: dict[str, str] = {}
+    for remote in tasks:
+        try:
+            codes[str(uuid.UUID(str(remote.external_task_id)))] = remote.task_id
+        except (TypeError, ValueError):
+            continue
+    task_ids = [remote.task_id for remote in tasks if remote.task_id]
+    known: set[str] = set()
+    rows = Task.objects.filter(Q(task_id__in=task_ids) | Q(code__in=list(codes)))
+    for task_id, code in rows.values_list("task_id", "code"):
+        if task_id:
+            known.add(task_id)
+        if str(code) in codes:
+            known.add(codes[str(code)])
+    return known
+
+
+def elements_import(*, team: Team, user: Any) -> ImportReport:
+    """Import into ``team`` the custom elements of the team's Kling account that were made
+    outside the portal (``GET /v1/general/advanced-custom-elements``, all pages, §5.4).
+
+    Idempotent by ``element_id``: an element already in the portal (any team, same account)
+    is skipped, as are elements of tasks the portal knows (sent by it, matched by
+    ``external_task_id``, or imported by ``kling_sync``, by ``task_id``: their task
+    brings them), elements the vendor marks ``deleted``,
+    presets (``owned_by == "kling"``) and tasks not finished successfully. Imported rows have
+    status ``succeed``, ``imported=True`` and no creator or task.
+    Raises ``klingweb.kling.KlingError`` (nothing imported).
+    """
+    account = account_for_team(team=team)
+    client = kling_client_for(account)
+    tasks = _fetch_pages(lambda page, size: client.list_tasks("element", page=page, page_size=size))
+    portal_tasks = _portal_known(tasks)
+    known = set(
+        Element.objects.filter(kling_account=account)
+        .exclude(element_id="")
+        .values_list("element_id", flat=True)
+    )
+    counts = {"created": 0, "known": 0, "portal": 0, "deleted": 0, "unfinished": 0}
+    now = timezone.now()
+    with transaction.atomic():
+        for task in tasks:
+            elements = _element_dicts(task)
+            if task.task_status != Status.SUCCEED:
+                counts["unfinished"] += max(1, len(elements))
+                continue
+            if task.task_id in portal_tasks:
+                counts["portal"] += len(elements)
+                continue
+            for data in elements:
+                element_id = str(data.get("element_id") or "")
+                if not element_id or data.get("owned_by") == "kling":
+                    continue
+                if data.get("status") == "deleted":
+                    counts["deleted"] += 1
+                    continue
+                if element_id in known:
+                    counts["known"] += 1
+                    continue
+                element = Element(
+                    team=team,
+                    kling_account=account,
+                    imported=True,
+                    status=ElementStatus.SUCCEED,
+                    created_at=task.created_at or now,
+                )
+                element.vendor_apply(data)
+                try:
+                    with transaction.atomic():
+                        element.save()
+                except IntegrityError:
+                    counts["known"] += 1
+                else:
+                    counts["created"] += 1
+                known.add(element_id)
+    log.info("team %s: elements import by %s: %s", team.pk, getattr(user, "pk", None), counts)
+    return ImportReport(**counts)
+
+
+# --- use -----------------------------------------------------------------------------------
+
+
+def element_usages(*, element: Element) -> QuerySet[Task]:
+    """The team's AI multi-shot tasks that used ``element``: their
+    ``element_frontal_image`` (§5.1) is the element's vendor frontal-image URL or its stored
+    frontal image (``{"$file": name}``). Newest first."""
+    match = Q()
+    url = element.vendor_frontal_image_url
+    if url:
+        match |= Q(params__element_frontal_image=url)
+    if element.frontal_image:
+        match |= Q(**{"params__element_frontal_image__$file": element.frontal_image.name})
+    if not match:
+        return Task.objects.none()
+    return Task.objects.filter(team_id=element.team_id, family=Family.MULTI_SHOT).filter(match)

@@ -1,0 +1,351 @@
+"""Views of elements_app: the library (team elements and vendor presets), the create form,
+the element page, delete, import and the presets "Sync now".
+
+Every view starts with an access helper (DESIGN.md §3): anonymous → login, outsider → 404,
+a role too weak → 403, wrong method → 405. Pages read the database; the create form only
+queues a task. Three admin/creator actions call Kling from the request because the person
+needs the answer at once: delete (a vendor refusal must leave everything as it was and say
+why), import, and presets "Sync now" (both report counts). Each is one bounded call chain
+with the client's explicit timeouts.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import NoReverseMatch, reverse
+from django_htmx.http import HttpResponseClientRedirect
+
+from elements_app.forms import ElementFilterForm, ElementForm, PresetFilterForm
+from elements_app.models import Element, ElementStatus, PresetElement
+from elements_app.services import (
+    ElementNotDeletable,
+    element_can_delete,
+    element_create,
+    element_delete,
+    element_usages,
+    elements_import,
+    presets_sync,
+)
+from klingweb.accounts.access import READ_WRITE, WRITE, object_for_user, team_for_user
+from klingweb.accounts.models import Role, Team
+from klingweb.accounts.services import SecretUnreadable, account_for_team
+from klingweb.kling import KlingError
+from tasks_app.budgets import BudgetExceeded
+
+PAGE_SIZE = 24
+
+
+def _is_partial(request: HttpRequest) -> bool:
+    """An HTMX swap (not a boosted full-page navigation)."""
+    htmx = getattr(request, "htmx", None)
+    return bool(htmx) and not htmx.boosted
+
+
+def _kling_message(exc: Exception) -> str:
+    """A vendor error as a sentence, with the request id support asks for."""
+    message = getattr(exc, "message", None) or str(exc)
+    code = getattr(exc, "code", None)
+    request_id = getattr(exc, "request_id", None)
+    parts = [f"Kling refused: {message}"]
+    if code is not None:
+        parts.append(f"(code {code}")
+        parts[-1] += f", request {request_id})" if request_id else ")"
+    return " ".join(parts)
+
+
+#: What a call to Kling from a view can raise that the person should read: the vendor's
+#: refusal, a stored secret that no longer decrypts, no credentials configured.
+KLING_FAILURES = (KlingError, SecretUnreadable, ImproperlyConfigured)
+
+
+def multishot_prefill_url(*, team: Team, element: Element | PresetElement) -> str | None:
+    """Link to the AI multi-shot create form with the element's frontal image filled in:
+    ``/t/<team>/tasks/new/multi_shot/?frontal_image_url=<vendor URL>&element=<code>``.
+
+    The vendor URL comes from ``element_image_list.frontal_image`` (KLING_API.md §5.4), so
+    the tasks app needs nothing from elements_app. None when the element has no frontal
+    image URL, is not usable, or the multi-shot form is not installed.
+    """
+    url = element.vendor_frontal_image_url
+    if not url:
+        return None
+    if isinstance(element, Element) and not element.is_usable:
+        return None
+    if isinstance(element, PresetElement) and element.removed_at is not None:
+        return None
+    try:
+        base = reverse("tasks-create", kwargs={"team": team.code, "family": "multi_shot"})
+    except NoReverseMatch:
+        return None
+    query = {"frontal_image_url": url}
+    if isinstance(element, Element):
+        query["element"] = str(element.code)
+    return f"{base}?{urlencode(query)}"
+
+
+# --- library ---------------------------------------------------------------------------------
+
+
+def _filtered_elements(team: Team, form: ElementFilterForm) -> QuerySet[Element]:
+    elements = Element.objects.filter(team=team).select_related("task", "creator")
+    data = form.cleaned_data if form.is_valid() else {}
+    status = data.get("status") or ""
+    if status:
+        elements = elements.with_status(status)
+    elif not data.get("deleted"):
+        elements = elements.visible()
+    if data.get("tag"):
+        elements = elements.with_tag(data["tag"])
+    if data.get("q"):
+        elements = elements.filter(name__icontains=data["q"])
+    return elements
+
+
+def element_list(request: HttpRequest, team) -> HttpResponse:
+    """GET /t/<team>/elements/ (``elements-list``): the team's elements as cards.
+
+    Query: ``q`` (name contains), ``tag`` (``o_101``…``o_108``), ``status``
+    (creating|succeed|failed|deleted), ``deleted=1`` (include deleted; hidden by default),
+    ``page``. An HTMX request gets the ``results`` partial only. Viewers and up.
+    """
+    access = team_for_user(request, team)
+    form = ElementFilterForm(request.GET or None)
+    page = Paginator(_filtered_elements(access.team, form), PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    context = {
+        "access": access,
+        "team": access.team,
+        "filters": form,
+        "page": page,
+        "query": _query_without_page(request),
+        "tab": "elements",
+    }
+    template = "elements_app/element_list.html"
+    return render(request, f"{template}#results" if _is_partial(request) else template, context)
+
+
+def _query_without_page(request: HttpRequest) -> str:
+    params = request.GET.copy()
+    params.pop("page", None)
+    return params.urlencode()
+
+
+def preset_list(request: HttpRequest, team) -> HttpResponse:
+    """GET /t/<team>/elements/presets/ (``elements-presets``): the vendor's preset elements
+    from the local cache (``PresetElement``), filtered by ``q`` and ``tag``, paginated.
+    An HTMX request gets the ``results`` partial. Viewers and up; admins see "Sync now".
+    """
+    access = team_for_user(request, team)
+    form = PresetFilterForm(request.GET or None)
+    presets = PresetElement.objects.filter(removed_at__isnull=True)
+    data = form.cleaned_data if form.is_valid() else {}
+    if data.get("tag"):
+        presets = presets.filter(tag_ids__contains=f",{data['tag']},")
+    if data.get("q"):
+        presets = presets.filter(name__icontains=data["q"])
+    page = Paginator(presets, PAGE_SIZE).get_page(request.GET.get("page"))
+    for preset in page.object_list:
+        preset.use_url = multishot_prefill_url(team=access.team, element=preset)
+    last_sync = PresetElement.objects.order_by("-synced_at").values_list("synced_at", flat=True)
+    context = {
+        "access": access,
+        "team": access.team,
+        "filters": form,
+        "page": page,
+        "query": _query_without_page(request),
+        "last_sync": last_sync.first(),
+        "tab": "presets",
+    }
+    template = "elements_app/preset_list.html"
+    return render(request, f"{template}#results" if _is_partial(request) else template, context)
+
+
+def preset_sync(request: HttpRequest, team) -> HttpResponse:
+    """POST /t/<team>/elements/presets/sync/ (``elements-presets-sync``): refresh the preset
+    cache now with the team's Kling account (admins and owners). Redirects to the presets
+    tab with a message giving the counts, or the vendor's refusal."""
+    access = team_for_user(request, team, role=Role.ADMIN, methods=WRITE)
+    try:
+        report = presets_sync(account=account_for_team(team=access.team))
+    except KLING_FAILURES as exc:
+        messages.error(request, _kling_message(exc))
+    else:
+        messages.success(
+            request,
+            f"Presets synced: {report.created} new, {report.updated} updated, "
+            f"{report.unchanged} unchanged, {report.removed} no longer offered.",
+        )
+    target = reverse("elements-presets", kwargs={"team": access.team.code})
+    return HttpResponseClientRedirect(target) if _is_partial(request) else redirect(target)
+
+
+# --- create --------------------------------------------------------------------------------
+
+
+def element_create_view(request: HttpRequest, team) -> HttpResponse:
+    """GET/POST /t/<team>/elements/new/ (``elements-create``): the create-element form
+    (members and up). A valid POST queues the element task (``element_create``) and goes to
+    the element page; an invalid one re-renders the form with errors next to the fields
+    (the ``form`` partial for HTMX). A passed budget is a form error."""
+    access = team_for_user(request, team, role=Role.MEMBER, methods=READ_WRITE)
+    if request.method == "POST":
+        form = ElementForm(request.POST, request.FILES, team=access.team)
+        if form.is_valid():
+            try:
+                element = element_create(
+                    team=access.team, user=request.user, data=form.cleaned_data
+                )
+            except BudgetExceeded as exc:
+                form.add_error(None, str(exc))
+            else:
+                messages.success(request, f"Element “{element.name}” is being created.")
+                target = reverse(
+                    "elements-detail", kwargs={"team": access.team.code, "code": element.code}
+                )
+                if _is_partial(request):
+                    return HttpResponseClientRedirect(target)
+                return redirect(target)
+    else:
+        form = ElementForm(team=access.team)
+    context = {"access": access, "team": access.team, "form": form}
+    template = "elements_app/element_form.html"
+    return render(request, f"{template}#form" if _is_partial(request) else template, context)
+
+
+# --- one element ---------------------------------------------------------------------------
+
+
+def element_detail(request: HttpRequest, team, code) -> HttpResponse:
+    """GET /t/<team>/elements/<code>/ (``elements-detail``): the element, the task that
+    created it, the multi-shot tasks that used it, "Use in AI multi-shot", delete link.
+    Deleted elements stay visible here (history). Viewers and up."""
+    element, access = object_for_user(
+        request, Element.objects.select_related("task", "creator", "deleted_by"), team, code
+    )
+    context = {
+        "access": access,
+        "team": access.team,
+        "element": element,
+        "usages": element_usages(element=element).select_related("creator")[:50],
+        "use_url": multishot_prefill_url(team=access.team, element=element),
+        "refer_urls": [
+            reverse(
+                "elements-file",
+                kwargs={"team": access.team.code, "code": element.code, "which": f"refer-{n}"},
+            )
+            for n in range(1, len(element.refer_image_names()) + 1)
+        ],
+        "can_delete": access.can_write
+        and element_can_delete(element=element, user=request.user, can_admin=access.can_admin)
+        and element.effective_status in (ElementStatus.SUCCEED, ElementStatus.FAILED),
+    }
+    return render(request, "elements_app/element_detail.html", context)
+
+
+def element_card(request: HttpRequest, team, code) -> HttpResponse:
+    """GET /t/<team>/elements/<code>/card/ (``elements-card``): one library card (HTMX
+    partial). A card of an element still being created polls this every few seconds and
+    stops once it is ready or failed."""
+    element, access = object_for_user(request, Element.objects.select_related("task"), team, code)
+    return render(request, "elements_app/_card.html", {"element": element, "team": access.team})
+
+
+_FILE_SLOTS = ("frontal", "refer-1", "refer-2", "refer-3", "video")
+
+
+def element_file(request: HttpRequest, team, code, which: str) -> FileResponse:
+    """GET /t/<team>/elements/<code>/files/<which>/ (``elements-file``): a stored input of
+    the element — ``frontal``, ``refer-1``…``refer-3`` or ``video`` — served to team
+    members only. 404 when that input is not stored."""
+    element, _access = object_for_user(request, Element.objects.all(), team, code)
+    if which not in _FILE_SLOTS:
+        raise Http404("No such file.")
+    if which == "frontal":
+        name = element.frontal_image.name
+    elif which == "video":
+        name = element.video.name
+    else:
+        refers = element.refer_image_names()
+        index = int(which.split("-")[1]) - 1
+        name = refers[index] if index < len(refers) else ""
+    if not name:
+        raise Http404("Not stored.")
+    storage = element.frontal_image.storage
+    if not storage.exists(name):
+        raise Http404("Not stored.")
+    return FileResponse(storage.open(name, "rb"))
+
+
+def element_delete_view(request: HttpRequest, team, code) -> HttpResponse:
+    """GET/POST /t/<team>/elements/<code>/delete/ (``elements-delete``): confirm, then
+    delete on Kling and mark ``deleted`` (admins, owners and the element's creator; 403 for
+    others). A vendor refusal is shown and nothing changes."""
+    element, access = object_for_user(
+        request,
+        Element.objects.select_related("task"),
+        team,
+        code,
+        role=Role.MEMBER,
+        methods=READ_WRITE,
+    )
+    if not element_can_delete(element=element, user=request.user, can_admin=access.can_admin):
+        raise PermissionDenied("Only an admin or the element's creator can delete it.")
+    detail = reverse("elements-detail", kwargs={"team": access.team.code, "code": element.code})
+    error = ""
+    if request.method == "POST":
+        try:
+            element_delete(element=element, user=request.user)
+        except ElementNotDeletable as exc:
+            error = str(exc)
+        except KLING_FAILURES as exc:
+            error = f"{_kling_message(exc)} The element was not deleted."
+        else:
+            messages.success(request, f"Element “{element.name}” deleted.")
+            target = reverse("elements-list", kwargs={"team": access.team.code})
+            return HttpResponseClientRedirect(target) if _is_partial(request) else redirect(target)
+    context = {
+        "access": access,
+        "team": access.team,
+        "element": element,
+        "detail_url": detail,
+        "error": error,
+    }
+    return render(
+        request,
+        "elements_app/element_confirm_delete.html",
+        context,
+        status=400 if error and not _is_partial(request) else 200,
+    )
+
+
+def element_import_view(request: HttpRequest, team) -> HttpResponse:
+    """GET/POST /t/<team>/elements/import/ (``elements-import``): admins import the custom
+    elements of the team's Kling account made outside the portal (``elements_import``).
+    POST redirects to the library with the counts, or re-renders with the vendor's refusal.
+    """
+    access = team_for_user(request, team, role=Role.ADMIN, methods=READ_WRITE)
+    error = ""
+    if request.method == "POST":
+        try:
+            report = elements_import(team=access.team, user=request.user)
+        except KLING_FAILURES as exc:
+            error = f"{_kling_message(exc)} Nothing was imported."
+        else:
+            messages.success(
+                request,
+                f"Imported {report.created} element(s); {report.known} already in the portal, "
+                f"{report.deleted} deleted on Kling, {report.portal + report.unfinished} "
+                "made by the portal or not finished.",
+            )
+            target = reverse("elements-list", kwargs={"team": access.team.code})
+            return HttpResponseClientRedirect(target) if _is_partial(request) else redirect(target)
+    context = {"access": access, "team": access.team, "error": error}
+    return render(request, "elements_app/element_import.html", context)
