@@ -103,5 +103,118 @@ def get_family(key: str) -> TaskFamily:
         raise UnknownFamily(key) from None
 
 
-# The built-in families (AVATAR, VIDEO_EXTEND, MULTI_SHOT, TEXT2VIDEO, IMAGE2VIDEO) are
-# defined below by the tasks issue, next to their forms in tasks_app/forms.py.
+# The built-in families (AVATAR, VIDEO_EXTEND, MULTI_SHOT, TEXT2VIDEO, IMAGE2VIDEO). Their
+# forms (tasks_app/forms.py) check the vendor rules and store uploads; the builders below turn
+# ``cleaned_data`` (files already ``{"$file": name}``, URLs as strings) into the request body
+# of KLING_API.md §5. The generic create view (tasks_app.views.task_create) serves any family
+# whose ``extra`` has no ``create_url_name``; see tasks_app/forms.py for the form protocol.
+
+
+def _put(body: dict, key: str, value: Any) -> None:
+    """Set ``body[key]`` unless ``value`` is empty (None or "")."""
+    if value is not None and value != "":
+        body[key] = value
+
+
+def _avatar_params(data: dict, team: Any) -> dict:
+    """§5.2: image, exactly one of sound_file / audio_id, prompt, mode, watermark_info."""
+    body: dict = {"image": data["image"]}
+    if data.get("audio_id"):
+        body["audio_id"] = data["audio_id"].strip()
+    else:
+        body["sound_file"] = data["sound"]
+    _put(body, "prompt", data.get("prompt"))
+    body["mode"] = data.get("mode") or "std"
+    body["watermark_info"] = {"enabled": bool(data.get("watermark"))}
+    return body
+
+
+def _video_extend_params(data: dict, team: Any) -> dict:
+    """§5.3: video_id, prompt, negative_prompt, cfg_scale, watermark_info."""
+    body: dict = {"video_id": data["video_id"]}
+    _put(body, "prompt", data.get("prompt"))
+    _put(body, "negative_prompt", data.get("negative_prompt"))
+    _put(body, "cfg_scale", data.get("cfg_scale"))
+    body["watermark_info"] = {"enabled": bool(data.get("watermark"))}
+    return body
+
+
+def _multi_shot_params(data: dict, team: Any) -> dict:
+    """§5.1: element_frontal_image."""
+    return {"element_frontal_image": data["frontal_image"]}
+
+
+def _text2video_params(data: dict, team: Any) -> dict:
+    """§5.6: model_name, prompt, negative_prompt, cfg_scale, mode, aspect_ratio, duration."""
+    body: dict = {"model_name": data["model_name"], "prompt": data["prompt"]}
+    _put(body, "negative_prompt", data.get("negative_prompt"))
+    _put(body, "cfg_scale", data.get("cfg_scale"))
+    body["mode"] = data.get("mode") or "std"
+    body["aspect_ratio"] = data.get("aspect_ratio") or "16:9"
+    body["duration"] = data.get("duration") or "5"
+    return body
+
+
+def _image2video_params(data: dict, team: Any) -> dict:
+    """§5.6: model_name, image, image_tail, prompt, negative_prompt, cfg_scale, mode,
+    duration."""
+    body: dict = {"model_name": data["model_name"], "image": data["image"]}
+    _put(body, "image_tail", data.get("image_tail"))
+    _put(body, "prompt", data.get("prompt"))
+    _put(body, "negative_prompt", data.get("negative_prompt"))
+    _put(body, "cfg_scale", data.get("cfg_scale"))
+    body["mode"] = data.get("mode") or "std"
+    body["duration"] = data.get("duration") or "5"
+    return body
+
+
+AVATAR = TaskFamily(
+    key="avatar",
+    label="Avatar",
+    client_family="avatar",
+    form_class="tasks_app.forms.AvatarForm",
+    template="tasks_app/create_avatar.html",
+    result_kind="videos",
+    description="A talking video from a portrait and a voice.",
+    build_params=_avatar_params,
+)
+VIDEO_EXTEND = TaskFamily(
+    key="video_extend",
+    label="Video extension",
+    client_family="video_extend",
+    form_class="tasks_app.forms.VideoExtendForm",
+    template="tasks_app/create_video_extend.html",
+    result_kind="videos",
+    description="Add 4–5 seconds to a video made by text- or image-to-video.",
+    build_params=_video_extend_params,
+)
+MULTI_SHOT = TaskFamily(
+    key="multi_shot",
+    label="AI multi-shot",
+    client_family="multi_shot",
+    form_class="tasks_app.forms.MultiShotForm",
+    template="tasks_app/create_multi_shot.html",
+    result_kind="images",
+    description="Three sets of shots of a subject from its frontal image.",
+    build_params=_multi_shot_params,
+)
+TEXT2VIDEO = TaskFamily(
+    key="text2video",
+    label="Text to video",
+    client_family="text2video",
+    form_class="tasks_app.forms.Text2VideoForm",
+    template="tasks_app/create_text2video.html",
+    result_kind="videos",
+    description="A video from a written prompt.",
+    build_params=_text2video_params,
+)
+IMAGE2VIDEO = TaskFamily(
+    key="image2video",
+    label="Image to video",
+    client_family="image2video",
+    form_class="tasks_app.forms.Image2VideoForm",
+    template="tasks_app/create_image2video.html",
+    result_kind="videos",
+    description="A video that starts from an image (and optionally ends on another).",
+    build_params=_image2video_params,
+)

@@ -1,14 +1,457 @@
-"""Views of tasks_app (placeholder until the tasks issue lands)."""
+"""Task pages: lists, create forms per family, the task page and its live partials, files.
+
+Every view starts with an access helper (DESIGN.md §3): anonymous → login, outsider → 404,
+viewer writing → 403, wrong method → 405. Pages render from the database only; no view
+calls Kling (the background cluster does). HTMX requests get named partials
+(``"page.html#name"``): the list's table, a row, the create form, the task page's live part.
+"""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+import json
+import mimetypes
+import posixpath
+from typing import Any
 
-from klingweb.accounts.access import team_for_user
+from django.core.files.storage import default_storage
+from django.core.paginator import Paginator
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import NoReverseMatch, reverse
+from django_htmx.http import HttpResponseClientRedirect
+
+from klingweb.accounts.access import READ, READ_WRITE, TeamAccess, object_for_user, team_for_user
+from klingweb.accounts.models import KlingAccount, Role
+from tasks_app.budgets import BudgetExceeded
+from tasks_app.families import TaskFamily, UnknownFamily, get_family, registry
+from tasks_app.forms import TaskFilterForm, video_extend_refusal
+from tasks_app.models import Family, Task, TaskMedia
+from tasks_app.templatetags.tasks_tags import units
+from tasks_app.uploads import (
+    team_upload_prefix,
+    upload_belongs_to,
+    upload_content_type,
+    upload_url,
+)
+
+PAGE_SIZE = 25
+
+#: Content types a kept result may be shown inline with; anything else is an attachment.
+_INLINE_RESULT_TYPES = {"image/png", "image/jpeg", "image/webp", "video/mp4", "video/quicktime"}
 
 
-def task_list(request: HttpRequest, team) -> HttpResponse:
-    """GET /t/<team>/tasks/: the team's tasks."""
-    access = team_for_user(request, team)
-    return render(request, "tasks_app/task_list.html", {"access": access, "team": access.team})
+def _paused_account(team: Any) -> KlingAccount | None:
+    """The Kling account of ``team`` if it is paused (for the banner), else None.
+
+    Reads only: unlike ``account_for_team`` it never creates the operator default row.
+    """
+    if team.kling_account_id is not None:
+        account = team.kling_account
+    else:
+        account = KlingAccount.objects.filter(is_operator_default=True).first()
+    return account if account is not None and account.is_paused else None
+
+
+def _own_create_url(family: TaskFamily, team: Any) -> str | None:
+    """The create page a family brings itself (``extra["create_url_name"]``), if any."""
+    name = family.extra.get("create_url_name")
+    if not name:
+        return None
+    try:
+        return reverse(name, kwargs={"team": team.code})
+    except NoReverseMatch:
+        return None
+
+
+def _families(team: Any) -> list[dict]:
+    """Every registered family with the URL of its create page (for the "new task" menu);
+    a family whose own page does not resolve is left out."""
+    out = []
+    for family in registry().values():
+        url = _own_create_url(family, team)
+        if url is None and family.extra.get("create_url_name"):
+            continue
+        if url is None:
+            url = reverse("tasks-create", kwargs={"team": team.code, "family": family.key})
+        out.append({"family": family, "url": url})
+    return out
+
+
+def _base_context(access: TeamAccess, *, banners: bool = True) -> dict:
+    """Context of every task page: the access, the team, and the banners' data."""
+    context: dict[str, Any] = {"access": access, "team": access.team}
+    if banners:
+        from tasks_app import budgets
+
+        context["paused_account"] = _paused_account(access.team)
+        banner_source = getattr(budgets, "budget_banners", None)
+        context["budget_banners"] = (
+            banner_source(team=access.team, user=access.membership.user) if banner_source else []
+        )
+    return context
+
+
+# -- lists ------------------------------------------------------------------------------
+
+
+def _task_list(request: HttpRequest, team: Any, *, mine: bool) -> HttpResponse:
+    access = team_for_user(request, team, methods=READ)
+    queryset = Task.objects.filter(team=access.team).select_related("creator")
+    if mine:
+        queryset = queryset.filter(creator=request.user)
+    labels = [(family.key, family.label) for family in registry().values()]
+    filters = TaskFilterForm(request.GET or None, team=access.team, families=labels, mine=mine)
+    queryset = filters.filter(queryset).prefetch_related("media")
+    page = Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        **_base_context(access),
+        "mine": mine,
+        "filters": filters,
+        "page": page,
+        "tasks": page.object_list,
+        "querystring": query.urlencode(),
+        "filtered": any(v for k, v in request.GET.items() if k not in ("page", "sort")),
+        "families": _families(access.team),
+        "list_url": request.path,
+    }
+    template = "tasks_app/task_list.html"
+    if request.htmx and not request.htmx.boosted:
+        template += "#table"
+    return render(request, template, context)
+
+
+def task_list(request: HttpRequest, team: Any) -> HttpResponse:
+    """GET /t/<team>/tasks/: the team's tasks, filtered, sorted, 25 a page.
+
+    Query: ``status`` (a status or ``active``), ``family``, ``creator`` (user id),
+    ``date_from``/``date_to`` (YYYY-MM-DD, team time zone, inclusive), ``q`` (prompt,
+    summary, code, vendor task_id), ``sort`` (``-created`` default | ``created``), ``page``.
+    HTMX: only the ``#table`` partial. Any member, viewers included.
+    """
+    return _task_list(request, team, mine=False)
+
+
+def task_mine(request: HttpRequest, team: Any) -> HttpResponse:
+    """GET /t/<team>/tasks/mine/: the caller's own tasks in this team (as ``task_list``)."""
+    return _task_list(request, team, mine=True)
+
+
+def task_row(request: HttpRequest, team: Any, code: Any) -> HttpResponse:
+    """GET /t/<team>/tasks/<code>/row/: one row of the list (HTMX polling of tasks in flight).
+
+    The row of a finished task carries no polling trigger, so the polling stops.
+    """
+    task, access = object_for_user(
+        request, Task.objects.select_related("creator").prefetch_related("media"), team, code
+    )
+    return render(
+        request,
+        "tasks_app/_row.html",
+        {**_base_context(access, banners=False), "task": task},
+    )
+
+
+# -- create -----------------------------------------------------------------------------
+
+
+def task_new(request: HttpRequest, team: Any) -> HttpResponse:
+    """GET /t/<team>/tasks/new/: choose what to create. Members and up (viewers 403)."""
+    access = team_for_user(request, team, role=Role.MEMBER, methods=READ)
+    return render(
+        request,
+        "tasks_app/task_new.html",
+        {**_base_context(access), "families": _families(access.team)},
+    )
+
+
+def _initial(request: HttpRequest, access: TeamAccess, family: TaskFamily, form_class: type):
+    initial: dict = {}
+    source = None
+    from_code = request.GET.get("from")
+    if from_code:
+        source = (
+            Task.objects.filter(team=access.team, code=_uuid_or_none(from_code))
+            .filter(family=family.key)
+            .first()
+        )
+        if source is not None and hasattr(form_class, "initial_from_params"):
+            initial.update(form_class.initial_from_params(source.params))
+    if hasattr(form_class, "initial_from_query"):
+        initial.update(form_class.initial_from_query(request.GET))
+    return initial, source
+
+
+def _uuid_or_none(value: str) -> Any:
+    import uuid
+
+    try:
+        return uuid.UUID(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def task_create(request: HttpRequest, team: Any, family: str) -> HttpResponse:
+    """GET/POST /t/<team>/tasks/new/<family>/: the create form of one family.
+
+    GET: the empty form; ``?from=<task code>`` prefills it from an earlier task of the team
+    ("run again with these settings"); the family's form may read more of the query
+    (``?video_id=``, ``?frontal_image_url=``). POST: validate (vendor rules, KLING_API.md
+    §5), store uploads, check the budget, queue the task (``task_queue``) and redirect to
+    the task page (``HX-Redirect`` for HTMX). Invalid: the form again with the errors next
+    to the fields (HTMX: the ``#form`` partial only). Members and up; viewers get 403;
+    unknown family 404. A family with a page of its own redirects there.
+    """
+    access = team_for_user(request, team, role=Role.MEMBER, methods=READ_WRITE)
+    try:
+        fam = get_family(family)
+    except UnknownFamily:
+        raise Http404("No such kind of task.") from None
+    if fam.extra.get("create_url_name"):
+        own = _own_create_url(fam, access.team)
+        if own is None:
+            raise Http404("No such kind of task.")
+        return redirect(own)
+    form_class = fam.get_form_class()
+    kwargs = {"team": access.team, "user": request.user}
+    source = None
+    if request.method == "POST":
+        form = form_class(request.POST, request.FILES, **kwargs)
+        if form.is_valid():
+            task = _queue_from_form(request, access, fam, form)
+            if task is not None:
+                url = reverse("tasks-detail", kwargs={"team": access.team.code, "code": task.code})
+                if request.htmx:
+                    return HttpResponseClientRedirect(url)
+                return redirect(url)
+    else:
+        initial, source = _initial(request, access, fam, form_class)
+        form = form_class(initial=initial, **kwargs)
+    context = {
+        **_base_context(access),
+        "family": fam,
+        "form": form,
+        "source": source,
+        "form_url": request.get_full_path(),
+    }
+    template = fam.template
+    if request.htmx and request.method == "POST":
+        template += "#form"
+    return render(request, template, context)
+
+
+def _queue_from_form(request: HttpRequest, access: TeamAccess, fam: TaskFamily, form) -> Any:
+    """Store the form's uploads, build the params and queue the task; on a budget refusal
+    delete the uploads again, add a form error and return None."""
+    from tasks_app.submission import task_queue
+
+    saved = form.store_files() if hasattr(form, "store_files") else []
+    if fam.build_params is not None:
+        params = fam.build_params(form.cleaned_data, access.team)
+    else:
+        params = form.build_params()
+    prompt, summary = form.describe() if hasattr(form, "describe") else ("", "")
+    try:
+        return task_queue(
+            team=access.team,
+            user=request.user,
+            family=fam.key,
+            params=params,
+            prompt=prompt or str(params.get("prompt") or ""),
+            summary=summary,
+        )
+    except BudgetExceeded as exc:
+        for name in saved:
+            default_storage.delete(name)
+        form.add_error(None, str(exc))
+        return None
+
+
+# -- the task page ----------------------------------------------------------------------
+
+
+def _param_rows(task: Task) -> list[dict]:
+    """The stored request params for display: uploads as previews, the rest as text."""
+    rows = []
+    for key, value in (task.params or {}).items():
+        row: dict[str, Any] = {"key": key, "value": value, "kind": "text"}
+        if isinstance(value, dict) and set(value) == {"$file"}:
+            name = value["$file"]
+            row["url"] = upload_url(team=task.team, name=name)
+            content_type = upload_content_type(name) or ""
+            row["kind"] = content_type.split("/")[0] if content_type else "file"
+            row["value"] = posixpath.basename(name)
+        elif isinstance(value, str) and value.startswith(("http://", "https://")):
+            row["kind"] = "url"
+        elif isinstance(value, dict | list):
+            row["kind"] = "json"
+            row["value"] = json.dumps(value, ensure_ascii=False)
+        rows.append(row)
+    return rows
+
+
+def _media_display(task: Task) -> list:
+    from tasks_app.media import media_for_display
+
+    return media_for_display(task)
+
+
+def _task_context(access: TeamAccess, task: Task, *, banners: bool = True) -> dict:
+    media = _media_display(task) if task.status == "succeed" else []
+    videos = [item for item in media if item.kind == "video" and not item.is_watermarked]
+    images = [item for item in media if item.kind == "image"]
+    extendable = []
+    if (
+        access.can_write
+        and Family.VIDEO_EXTEND in registry()
+        and task.family in (Family.TEXT2VIDEO, Family.IMAGE2VIDEO, Family.VIDEO_EXTEND)
+    ):
+        for video in (task.result or {}).get("videos") or []:
+            if isinstance(video, dict) and video.get("id"):
+                extendable.append({"id": video["id"], "refusal": video_extend_refusal(task, video)})
+    first = media[0] if media else None
+    return {
+        **_base_context(access, banners=banners),
+        "task": task,
+        "family": registry().get(task.family),
+        "events": list(task.events.all()),
+        "param_rows": _param_rows(task),
+        "media": media,
+        "videos": videos,
+        "images": images,
+        "watermarked": [item for item in media if item.is_watermarked],
+        "vendor_days_left": first.vendor_days_left if first else None,
+        "vendor_expired": bool(first and first.vendor_expired),
+        "all_kept": bool(media) and all(item.is_kept for item in media),
+        "extendable": extendable,
+        "task_json": _task_export(task),
+        "result_elements": [
+            item for item in (task.result or {}).get("elements") or [] if isinstance(item, dict)
+        ],
+    }
+
+
+def task_detail(request: HttpRequest, team: Any, code: Any) -> HttpResponse:
+    """GET /t/<team>/tasks/<code>/: a task's parameters, status history, results and cost.
+
+    While the task is in flight its ``#live`` region polls this URL (HTMX: the partial
+    only) and stops once the task has finished.
+    """
+    task, access = object_for_user(
+        request,
+        Task.objects.select_related("creator", "team", "kling_account").prefetch_related(
+            "media", "events"
+        ),
+        team,
+        code,
+    )
+    partial = bool(request.htmx and not request.htmx.boosted)
+    template = "tasks_app/task_detail.html" + ("#live" if partial else "")
+    return render(request, template, _task_context(access, task, banners=not partial))
+
+
+def _task_export(task: Task) -> dict:
+    """The task as plain JSON (for "copy as JSON"): settings, ids, status, result, cost.
+
+    Uploaded inputs appear as their storage names, never as Base64.
+    """
+    return {
+        "code": str(task.code),
+        "family": task.family,
+        "params": task.params,
+        "model_name": task.model_name,
+        "mode": task.mode,
+        "status": task.status,
+        "task_id": task.task_id,
+        "task_status_msg": task.task_status_msg,
+        "error": (
+            {
+                "code": task.error_code,
+                "message": task.error_message,
+                "request_id": task.error_request_id,
+            }
+            if task.error_code is not None or task.error_message
+            else None
+        ),
+        "final_unit_deduction": (
+            units(task.final_unit_deduction) if task.final_unit_deduction is not None else None
+        ),
+        "result": task.result,
+        "created_at": task.created_at,
+        "finished_at": task.finished_at,
+        "creator": task.creator.get_username() if task.creator else None,
+    }
+
+
+def task_json(request: HttpRequest, team: Any, code: Any) -> HttpResponse:
+    """GET /t/<team>/tasks/<code>/json/: the task as JSON (``_task_export``), as a file."""
+    task, _ = object_for_user(request, Task.objects.select_related("creator"), team, code)
+    response = JsonResponse(
+        _task_export(task), encoder=DjangoJSONEncoder, json_dumps_params={"indent": 2}
+    )
+    response["Content-Disposition"] = f'attachment; filename="task-{task.code}.json"'
+    return response
+
+
+# -- files ------------------------------------------------------------------------------
+
+
+def _safe_file_response(handle, *, content_type: str | None, filename: str, inline: bool):
+    response = FileResponse(
+        handle,
+        content_type=content_type or "application/octet-stream",
+        as_attachment=not inline,
+        filename=filename,
+    )
+    # Never let a browser run anything from an uploaded or fetched file.
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def task_input(request: HttpRequest, team: Any, name: str) -> HttpResponse:
+    """GET /t/<team>/uploads/<name>: one of the team's uploaded inputs.
+
+    ``name``: the storage name without its ``uploads/<team code>/`` prefix. Images and sound inline with their type
+    (decided from content when saved), anything else as an attachment; never HTML/SVG.
+    Outsiders and unknown names 404.
+    """
+    access = team_for_user(request, team, methods=READ)
+    name = team_upload_prefix(access.team) + name
+    if not upload_belongs_to(team=access.team, name=name):
+        raise Http404("No such file.")
+    content_type = upload_content_type(name)
+    return _safe_file_response(
+        default_storage.open(name, "rb"),
+        content_type=content_type,
+        filename=posixpath.basename(name),
+        inline=content_type is not None and request.GET.get("download") != "1",
+    )
+
+
+def task_media_file(request: HttpRequest, team: Any, code: Any, media: Any) -> HttpResponse:
+    """GET /t/<team>/tasks/<code>/media/<media code>/: a kept result file of a task.
+
+    Inline for images and videos (``?download=1``: as an attachment). 404 unless kept.
+    """
+    task, _ = object_for_user(request, Task.objects.all(), team, code)
+    item = TaskMedia.objects.filter(task=task, code=media).first()
+    if item is None or not item.file:
+        raise Http404("No such file.")
+    content_type = item.content_type or mimetypes.guess_type(item.file.name)[0] or ""
+    ext = posixpath.splitext(item.file.name)[1]
+    filename = (
+        f"{task.code}-{item.kind}-{item.index}{'-wm' if 'watermark' in item.variant else ''}{ext}"
+    )
+    try:
+        handle = item.file.open("rb")
+    except FileNotFoundError:
+        raise Http404("The kept file is missing.") from None
+    return _safe_file_response(
+        handle,
+        content_type=content_type,
+        filename=filename,
+        inline=content_type in _INLINE_RESULT_TYPES and request.GET.get("download") != "1",
+    )

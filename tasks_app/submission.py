@@ -1,0 +1,364 @@
+"""Queuing tasks from the forms and sending their create calls (DESIGN.md §2 steps 1–2).
+
+- ``task_queue``: the request side. Checks the budget, saves the task ``queued`` with a
+  ``queued`` event, and enqueues ``tasks_app.jobs.submit_task`` on commit. Never calls Kling.
+- ``task_submit``: the job side. Claims the row with a conditional update (a lease in
+  ``claimed_until``), so two clusters never send one task twice, then sends the create call
+  with ``external_task_id`` = the task's code and a signed ``callback_url``, and hands the
+  answer to ``task_apply_remote`` (the one writer of vendor state).
+- ``tasks_submit_due``: the safety net, called by the cluster's periodic poll job. Submits
+  queued tasks whose ``next_poll_at`` has passed: the retries after 1302/1303/5xx/network
+  errors, tasks whose account pause was lifted, and tasks whose enqueued job was lost.
+
+What each vendor answer does (KLING_API.md §2):
+
+=====================================  =====================================================
+INVALID_REQUEST, POLICY, PERMISSION,   the task ends ``error`` with code, message and
+NOT_FOUND (1103, 1200–1203, 1300–1304) request_id shown to its creator (``task_refuse``)
+RATE_LIMIT, CONCURRENCY, SERVER,       stays ``queued``, claim released, ``next_poll_at`` =
+NETWORK (1302, 1303, 5000–5002, none)  now + backoff (2 s doubling to 5 min, +0–25 % jitter)
+ACCOUNT (1100–1102), AUTHENTICATION    the Kling account is paused (``account_pause``: code,
+(1000–1004)                            message, request_id, time) and the task stays queued
+=====================================  =====================================================
+
+A create call that timed out is never re-sent blindly: the client itself looks the task up
+by ``external_task_id`` first, and any later attempt of ``task_submit`` (``submit_attempts``
+> 1) also looks it up before creating again.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from datetime import timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from klingweb.accounts.models import KlingAccount
+from tasks_app.budgets import budget_check, estimate_units
+from tasks_app.families import get_family
+from tasks_app.models import IN_FLIGHT, Status, Task, TaskEvent
+
+if TYPE_CHECKING:
+    from klingweb.kling import KlingError
+
+log = logging.getLogger(__name__)
+
+#: Seconds a claim lasts; longer than one create call with the client's own lookups.
+SUBMIT_LEASE_SECONDS = 300
+#: Seconds after queuing when the safety net may submit a task whose job never ran.
+SUBMIT_GRACE_SECONDS = 30
+#: Backoff of retryable failures: 2 s doubling per attempt, at most 300 s, + 0–25 % jitter.
+BACKOFF_BASE_SECONDS = 2.0
+BACKOFF_MAX_SECONDS = 300.0
+#: Seconds before a task of a paused account is looked at again.
+PAUSED_RECHECK_SECONDS = 60
+#: Seconds after acceptance when the poller first looks at a submitted task.
+FIRST_POLL_SECONDS = 5
+
+#: Outcomes returned by ``task_submit``.
+SUBMITTED = "submitted"  # accepted by Kling (or found there): the task is in flight
+FOUND = "found"  # an earlier attempt had created it; the lookup found it
+REFUSED = "refused"  # the vendor refused it: the task ended ``error``
+RETRY = "retry"  # retryable failure: stays queued, next_poll_at set
+PAUSED = "paused"  # the account is (now) paused: stays queued
+NOT_CLAIMED = "not-claimed"  # not queued, or another worker holds the claim
+
+_REFUSING = {"invalid_request", "policy", "permission", "not_found"}
+_PAUSING = {"account", "authentication"}
+
+
+def task_queue(
+    *,
+    team: Any,
+    user: Any,
+    family: str,
+    params: dict,
+    prompt: str = "",
+    summary: str = "",
+) -> Task:
+    """Save a new task ``queued`` and enqueue its submission on commit.
+
+    ``params``: the request body from ``TaskFamily.build_params`` (files as
+    ``{"$file": name}``). Checks ``budget_check(team=, user=, units=estimate_units(...))``
+    first: raises ``tasks_app.budgets.BudgetExceeded`` and saves nothing when a budget
+    would be passed. The task goes to ``account_for_team(team)``; ``model_name`` and
+    ``mode`` come from ``params``. Runs in a transaction; the job
+    ``tasks_app.jobs.submit_task`` is enqueued only once it commits.
+    """
+    from django_q.tasks import async_task
+
+    from klingweb.accounts.services import account_for_team
+
+    units = estimate_units(family=family, params=params)
+    budget_check(team=team, user=user, units=units)
+    now = timezone.now()
+    with transaction.atomic():
+        task = Task.objects.create(
+            team=team,
+            creator=user,
+            family=family,
+            params=params,
+            prompt=(prompt or "")[:5000],
+            summary=(summary or "")[:200],
+            model_name=str(params.get("model_name") or "")[:50],
+            mode=str(params.get("mode") or "")[:10],
+            kling_account=account_for_team(team=team),
+            estimated_units=units if isinstance(units, Decimal) else Decimal(str(units)),
+            status=Status.QUEUED,
+            created_at=now,
+            next_poll_at=now + timedelta(seconds=SUBMIT_GRACE_SECONDS),
+        )
+        TaskEvent.objects.create(task=task, status=Status.QUEUED, at=now, source="form")
+        task_pk = task.pk
+        transaction.on_commit(lambda: async_task("tasks_app.jobs.submit_task", task_pk))
+    return task
+
+
+def _claim(task_pk: int, now) -> bool:
+    return (
+        Task.objects.filter(pk=task_pk, status=Status.QUEUED)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .update(
+            claimed_until=now + timedelta(seconds=SUBMIT_LEASE_SECONDS),
+            submit_attempts=F("submit_attempts") + 1,
+        )
+        == 1
+    )
+
+
+def _backoff_seconds(attempts: int) -> float:
+    base = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, min(attempts - 1, 16)))
+    return base * (1 + random.uniform(0, 0.25))
+
+
+def task_refuse(
+    *, task_pk: int, code: int | None, message: str, request_id: str | None, source: str = "submit"
+) -> bool:
+    """End a still-queued task as ``error``: the vendor refused its create call.
+
+    Stores the vendor's ``code``, ``message`` and ``request_id`` (shown on the task page)
+    and a status-history entry. Touches only a task that is ``queued``; returns True when
+    it did. Nothing is charged for a refused create (KLING_API.md §2).
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        changed = Task.objects.filter(pk=task_pk, status=Status.QUEUED).update(
+            status=Status.ERROR,
+            error_code=code,
+            error_message=message or "",
+            error_request_id=request_id or "",
+            finished_at=now,
+            claimed_until=None,
+            next_poll_at=None,
+        )
+        if changed:
+            note = f"{code}: {message}" if code is not None else message
+            TaskEvent.objects.create(
+                task_id=task_pk, status=Status.ERROR, at=now, source=source, note=note
+            )
+    return changed == 1
+
+
+def _task_retry_later(
+    task_pk: int, *, code: int | None, message: str, request_id: str | None, delay: float
+) -> None:
+    """Keep a queued task queued: release the claim, note the error, come back in ``delay`` s."""
+    Task.objects.filter(pk=task_pk, status=Status.QUEUED).update(
+        claimed_until=None,
+        next_poll_at=timezone.now() + timedelta(seconds=delay),
+        error_code=code,
+        error_message=message or "",
+        error_request_id=request_id or "",
+    )
+
+
+def account_pause(
+    *, account_pk: int, code: int | None, message: str, request_id: str | None
+) -> bool:
+    """Pause submissions for a Kling account (codes 1100–1102, or credentials refused).
+
+    Records ``paused_code``, ``paused_message``, ``paused_request_id`` and ``paused_at``;
+    team admins see them in a banner. An account already paused keeps its first reason.
+    Returns True when this call paused it. An admin lifts the pause (accounts pages).
+    """
+    return (
+        KlingAccount.objects.filter(pk=account_pk, paused_at__isnull=True).update(
+            paused_code=code,
+            paused_message=message or "",
+            paused_request_id=request_id or "",
+            paused_at=timezone.now(),
+        )
+        == 1
+    )
+
+
+def _pause_message(error: KlingError) -> str:
+    if str(error.error_class) == "authentication":
+        hint = "Kling refused the credentials; an admin must check the access key and secret key"
+        if error.code == 1003:
+            hint = "Kling says the token is not yet valid; check this server's clock"
+        return f"{hint} ({error.message})."
+    reasons = {
+        1100: "Kling reports an account exception",
+        1101: "the Kling account is in arrears",
+        1102: "the Kling resource pack is used up or expired",
+    }
+    reason = reasons.get(error.code or 0, "Kling refused the account")
+    return f"Submissions are paused: {reason} ({error.message})."
+
+
+def _handle_error(task: Task, account: KlingAccount, error: KlingError) -> str:
+    """Apply the policy of the module docstring to a failed create or lookup."""
+    kind = str(error.error_class)
+    if kind in _REFUSING:
+        task_refuse(
+            task_pk=task.pk, code=error.code, message=error.message, request_id=error.request_id
+        )
+        return REFUSED
+    if kind in _PAUSING:
+        message = _pause_message(error)
+        if account_pause(
+            account_pk=account.pk, code=error.code, message=message, request_id=error.request_id
+        ):
+            log.warning("Kling account %s paused: %s", account.pk, message)
+        _task_retry_later(
+            task.pk,
+            code=error.code,
+            message=message,
+            request_id=error.request_id,
+            delay=PAUSED_RECHECK_SECONDS,
+        )
+        return PAUSED
+    delay = _backoff_seconds(task.submit_attempts)
+    _task_retry_later(
+        task.pk, code=error.code, message=error.message, request_id=error.request_id, delay=delay
+    )
+    log.info("task %s: %s; retrying in %.1f s", task.code, error, delay)
+    return RETRY
+
+
+def _after_accept(task_pk: int) -> None:
+    """Release the claim, forget the errors of earlier attempts, and give the poller its
+    first look time."""
+    now = timezone.now()
+    Task.objects.filter(pk=task_pk).exclude(status=Status.ERROR).update(
+        claimed_until=None, error_code=None, error_message="", error_request_id=""
+    )
+    Task.objects.filter(pk=task_pk, status__in=IN_FLIGHT).update(
+        next_poll_at=now + timedelta(seconds=FIRST_POLL_SECONDS), poll_attempts=0
+    )
+
+
+def task_submit(*, task_pk: int) -> str:
+    """Send the create call of queued task ``task_pk`` (the job ``submit_task``).
+
+    Steps: claim the row (``status=queued`` and no live claim → ``claimed_until`` = now +
+    300 s, ``submit_attempts`` + 1), else return ``NOT_CLAIMED``; a paused account →
+    ``PAUSED`` (stays queued); on a later attempt first ``get_task(external_task_id=code)``
+    and apply what is found (``FOUND``); else ``create_task(client_family,
+    request_body(task, callback_url=callback_url_for(task)))`` and apply the answer with
+    ``task_apply_remote(source="submit")`` (``SUBMITTED``). Failures follow the module
+    docstring's table (``REFUSED``, ``RETRY``, ``PAUSED``). Returns the outcome.
+    """
+    from klingweb.accounts.services import SecretUnreadable, account_for_team, kling_client_for
+    from klingweb.kling import ErrorClass, KlingError
+    from tasks_app.callbacks import callback_url_for
+    from tasks_app.services import task_apply_remote
+
+    now = timezone.now()
+    if not _claim(task_pk, now):
+        return NOT_CLAIMED
+    task = Task.objects.select_related("team", "kling_account").get(pk=task_pk)
+    account = task.kling_account
+    if account is None:
+        account = account_for_team(team=task.team)
+        Task.objects.filter(pk=task_pk).update(kling_account=account)
+    if account.is_paused:
+        _task_retry_later(
+            task_pk,
+            code=account.paused_code,
+            message=account.paused_message or "Submissions for this Kling account are paused.",
+            request_id=account.paused_request_id,
+            delay=PAUSED_RECHECK_SECONDS,
+        )
+        return PAUSED
+    family = get_family(task.family)
+    try:
+        client = kling_client_for(account)
+    except (ImproperlyConfigured, SecretUnreadable) as exc:
+        # A configuration problem of ours, not a vendor answer: wait for it to be fixed.
+        _task_retry_later(
+            task_pk, code=None, message=str(exc), request_id=None, delay=PAUSED_RECHECK_SECONDS
+        )
+        log.error("task %s: cannot build a Kling client: %s", task.code, exc)
+        return RETRY
+
+    try:
+        if task.submit_attempts > 1:
+            try:
+                found = client.get_task(
+                    family.client_family, external_task_id=task.external_task_id
+                )
+            except KlingError as exc:
+                if exc.error_class is not ErrorClass.NOT_FOUND:
+                    raise
+            else:
+                task_apply_remote(task_pk=task_pk, remote=found, source="submit")
+                _after_accept(task_pk)
+                return FOUND
+        try:
+            body = family.request_body(task, callback_url=callback_url_for(task))
+        except FileNotFoundError as exc:
+            task_refuse(
+                task_pk=task_pk,
+                code=None,
+                message=f"An uploaded input is missing from storage ({exc.filename or exc}).",
+                request_id=None,
+            )
+            return REFUSED
+        remote = client.create_task(family.client_family, body)
+    except KlingError as exc:
+        return _handle_error(task, account, exc)
+    task_apply_remote(task_pk=task_pk, remote=remote, source="submit")
+    _after_accept(task_pk)
+    return SUBMITTED
+
+
+def tasks_submit_due(*, limit: int = 50, time_budget_s: float = 20.0) -> int:
+    """Submit queued tasks whose ``next_poll_at`` ≤ now (the cluster's poll job calls this).
+
+    Oldest first, at most ``limit`` per call, stopping after ``time_budget_s`` seconds.
+    Skips tasks of paused accounts and tasks under a live claim; after a 1302/1303 for one
+    Kling account, that account's other tasks wait for the next call (one submission queue
+    per account, KLING_API.md §3). Returns how many tasks left the queue (accepted, found or
+    refused).
+    """
+    now = timezone.now()
+    due = (
+        Task.objects.filter(status=Status.QUEUED, next_poll_at__lte=now)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .exclude(kling_account__paused_at__isnull=False)
+        .order_by("created_at", "id")
+        .values_list("pk", "kling_account_id")[:limit]
+    )
+    started = time.monotonic()
+    busy_accounts: set[int | None] = set()
+    left_queue = 0
+    for task_pk, account_id in list(due):
+        if account_id in busy_accounts:
+            continue
+        if time.monotonic() - started > time_budget_s:
+            break
+        outcome = task_submit(task_pk=task_pk)
+        if outcome in (SUBMITTED, FOUND, REFUSED):
+            left_queue += 1
+        elif outcome in (RETRY, PAUSED):
+            busy_accounts.add(account_id)
+    return left_queue

@@ -1,0 +1,67 @@
+"""Template helpers of the task pages: elapsed time, row thumbnails, units."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django import template
+from django.utils import timezone
+
+register = template.Library()
+
+
+def _duration_text(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s" if seconds else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{hours // 24} days"
+
+
+@register.filter
+def elapsed(task: Any) -> str:
+    """How long a task has run: since creation until now (in flight) or until it finished."""
+    end = task.finished_at if task.finished_at else timezone.now()
+    return _duration_text((end - task.created_at).total_seconds())
+
+
+@register.filter
+def units(value: Decimal | None) -> str:
+    """Kling credit units for display: ``12.5``, ``3``, or ``—`` when unknown."""
+    if value is None:
+        return "—"
+    text = f"{value:f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+@register.simple_tag
+def task_thumb(task: Any) -> dict | None:
+    """The first result of a succeeded task for its list row: ``{"kind", "url"}`` or None.
+
+    A kept copy when there is one, else the vendor URL while the vendor still has it.
+    """
+    if task.status != "succeed":
+        return None
+    from tasks_app.media import media_for_display
+
+    for item in media_for_display(task):
+        if item.url and not item.is_watermarked:
+            return {"kind": item.kind, "url": item.url}
+    return None
+
+
+@register.filter
+def input_group(form: Any, name: str) -> dict | None:
+    """The file-or-URL input ``name`` of a create form (see ``TaskForm.input_group``)."""
+    for spec in getattr(form, "inputs", ()):
+        if spec.name == name:
+            return form.input_group(spec)
+    return None
