@@ -9,7 +9,7 @@ from klingweb.accounts.models import Membership
 
 
 def portal(request: HttpRequest) -> dict:
-    """Add ``my_memberships`` (for the team switcher) and ``sandbox_mode`` (banner flag).
+    """Add ``my_memberships`` (team switcher), ``sandbox_mode`` (banner), ``allow_signup``.
 
     ``my_memberships`` is a lazy queryset, evaluated only by templates that use it.
     """
@@ -19,4 +19,8 @@ def portal(request: HttpRequest) -> dict:
         if user is not None and user.is_authenticated
         else Membership.objects.none()
     )
-    return {"my_memberships": memberships, "sandbox_mode": settings.KLING_SANDBOX_MODE}
+    return {
+        "my_memberships": memberships,
+        "sandbox_mode": settings.KLING_SANDBOX_MODE,
+        "allow_signup": settings.ALLOW_SIGNUP,
+    }

@@ -141,8 +141,12 @@ class Team(models.Model):
 
 
 class Membership(models.Model):
-    """A user's place in a team, with a ``Role``; unique per (user, team)."""
+    """A user's place in a team, with a ``Role``; unique per (user, team).
 
+    ``code`` is the public identifier used in member URLs (change role, remove).
+    """
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
     )
@@ -206,6 +210,17 @@ class Invitation(models.Model):
 
     def __str__(self) -> str:
         return f"Invitation of {self.email} to {self.team}"
+
+    @property
+    def status(self) -> str:
+        """``accepted``, ``revoked``, ``expired`` or ``pending`` (for lists and the admin)."""
+        if self.accepted_at is not None:
+            return "accepted"
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at <= timezone.now():
+            return "expired"
+        return "pending"
 
     @property
     def is_pending(self) -> bool:

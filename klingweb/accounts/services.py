@@ -1,4 +1,14 @@
-"""Services over Kling accounts: secret-key encryption and building API clients.
+"""Services of accounts: teams and memberships, invitations, Kling accounts.
+
+Every function that a view calls for a state change lives here; each raises an
+``AccountsError`` subclass (its text is fit to show the user) and changes nothing when it
+refuses.
+
+Invitations: the e-mailed link carries a random token (``secrets.token_urlsafe``, 256 bits);
+only its SHA-256 hex digest is stored (``Invitation.token_hash``), so a database leak does not
+leak usable links. A token is single use: acceptance claims the row with a conditional update.
+
+Kling accounts: secret-key encryption and building API clients.
 
 Secret keys are encrypted with Fernet (``cryptography``) under ``settings.FERNET_KEYS``, a
 comma-separated list, newest first, read through ``MultiFernet``: encryption uses the first
@@ -12,14 +22,22 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import secrets
 import threading
+from datetime import timedelta
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ImproperlyConfigured
+from django.core.mail import send_mail
+from django.db import transaction
+from django.template.loader import render_to_string
+from django.utils import timezone
 
-from klingweb.accounts.models import KlingAccount, Team
-from klingweb.kling import KlingClient
+from klingweb.accounts.models import ROLE_RANK, Invitation, KlingAccount, Membership, Role, Team
+from klingweb.kling import KlingClient, ResourcePack
 
 
 class SecretUnreadable(Exception):
@@ -110,3 +128,310 @@ def kling_client_for(account: KlingAccount) -> KlingClient:
             )
             _clients[key] = client
         return client
+
+
+# --- Refusals -----------------------------------------------------------------------------
+
+
+class AccountsError(Exception):
+    """A request the accounts rules refuse; ``str(exc)`` is a message fit to show the user."""
+
+
+class LastOwnerError(AccountsError):
+    """The change would leave a team without an owner."""
+
+
+class AlreadyMemberError(AccountsError):
+    """The person is already a member of the team (duplicate membership)."""
+
+
+class RoleNotAllowed(AccountsError):
+    """The acting member may not grant this role or change this member."""
+
+
+class InvitationInvalid(AccountsError):
+    """The invitation token is unknown, expired, already used or revoked."""
+
+
+# --- Teams and memberships ----------------------------------------------------------------
+
+
+def team_create(*, name: str, owner: AbstractBaseUser, time_zone: str = "UTC") -> Team:
+    """Create a team named ``name`` and make ``owner`` its first owner; returns the team."""
+    with transaction.atomic():
+        team = Team.objects.create(name=name, time_zone=time_zone)
+        Membership.objects.create(team=team, user=owner, role=Role.OWNER)
+    return team
+
+
+def role_assignable(*, actor: Membership, role: str) -> bool:
+    """True when ``actor`` may grant ``role``: owners any role, admins up to admin."""
+    if not actor.can_admin:
+        return False
+    return actor.role == Role.OWNER or ROLE_RANK[role] <= ROLE_RANK[Role.ADMIN]
+
+
+def _check_may_manage(*, actor: Membership, target: Membership) -> None:
+    """Raise ``RoleNotAllowed`` unless ``actor`` may change or remove ``target``."""
+    if not actor.can_admin:
+        raise RoleNotAllowed("Only admins and owners can manage members.")
+    if target.role == Role.OWNER and actor.role != Role.OWNER:
+        raise RoleNotAllowed("Only an owner can change or remove another owner.")
+
+
+def _check_not_last_owner(*, membership: Membership) -> None:
+    """Raise ``LastOwnerError`` when ``membership`` is its team's only owner.
+
+    Locks the team's owner rows (``select_for_update``, a no-op on SQLite) so two owners
+    demoting each other at once cannot both succeed; call inside ``transaction.atomic``.
+    """
+    if membership.role != Role.OWNER:
+        return
+    owners = list(
+        Membership.objects.select_for_update()
+        .filter(team_id=membership.team_id, role=Role.OWNER)
+        .values_list("pk", flat=True)
+    )
+    if owners == [membership.pk] or not owners:
+        raise LastOwnerError(
+            f"{membership.user} is the last owner of {membership.team}: "
+            "make someone else an owner first."
+        )
+
+
+def membership_set_role(*, membership: Membership, role: str, actor: Membership) -> Membership:
+    """Give ``membership`` the ``Role`` value ``role``, acting as ``actor``.
+
+    Raises ``RoleNotAllowed`` (admins cannot grant owner or touch owners), ``LastOwnerError``
+    (demoting the last owner). Returns the saved membership.
+    """
+    if role not in ROLE_RANK:
+        raise RoleNotAllowed(f"Unknown role {role!r}.")
+    _check_may_manage(actor=actor, target=membership)
+    if not role_assignable(actor=actor, role=role):
+        raise RoleNotAllowed("Only an owner can make someone an owner.")
+    with transaction.atomic():
+        if role != Role.OWNER:
+            _check_not_last_owner(membership=membership)
+        membership.role = role
+        membership.save(update_fields=["role"])
+    return membership
+
+
+def membership_remove(*, membership: Membership, actor: Membership) -> None:
+    """Remove ``membership`` from its team, acting as ``actor`` (a member leaving: itself).
+
+    Raises ``RoleNotAllowed`` (an admin removing an owner), ``LastOwnerError``.
+    """
+    if actor.pk != membership.pk:
+        _check_may_manage(actor=actor, target=membership)
+    with transaction.atomic():
+        _check_not_last_owner(membership=membership)
+        membership.delete()
+
+
+# --- Invitations --------------------------------------------------------------------------
+
+
+def invitation_token_hash(token: str) -> str:
+    """The SHA-256 hex digest (64 chars) stored for an invitation ``token``."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def invitation_create(
+    *, team: Team, email: str, role: str, actor: Membership
+) -> tuple[Invitation, str]:
+    """Create an invitation of ``email`` to ``team`` with ``role``; returns (row, token).
+
+    The token is returned once, for the e-mailed link; only its hash is stored. Expires after
+    ``settings.INVITATION_DAYS`` days. Raises ``RoleNotAllowed``, ``AlreadyMemberError``
+    (a user with that e-mail is in the team), ``AccountsError`` (a pending invitation for
+    that e-mail exists already).
+    """
+    email = get_user_model().objects.normalize_email(email.strip())
+    if not role_assignable(actor=actor, role=role):
+        raise RoleNotAllowed("Only an owner can invite an owner.")
+    if Membership.objects.filter(team=team, user__email__iexact=email).exists():
+        raise AlreadyMemberError(f"{email} is already a member of {team}.")
+    pending = Invitation.objects.filter(
+        team=team,
+        email__iexact=email,
+        accepted_at__isnull=True,
+        revoked_at__isnull=True,
+        expires_at__gt=timezone.now(),
+    )
+    if pending.exists():
+        raise AccountsError(
+            f"{email} already has a pending invitation; revoke it to send a new one."
+        )
+    token = secrets.token_urlsafe(32)
+    invitation = Invitation.objects.create(
+        team=team,
+        email=email,
+        role=role,
+        token_hash=invitation_token_hash(token),
+        invited_by=actor.user,
+        expires_at=timezone.now() + timedelta(days=settings.INVITATION_DAYS),
+    )
+    return invitation, token
+
+
+def invitation_send(*, invitation: Invitation, accept_url: str) -> None:
+    """E-mail ``accept_url`` (which carries the token) to the invited address.
+
+    Uses ``settings.EMAIL_BACKEND`` (console by default); mail errors propagate
+    (``OSError``/``smtplib.SMTPException``) so the caller can roll the invitation back.
+    """
+    context = {
+        "invitation": invitation,
+        "accept_url": accept_url,
+        "days": settings.INVITATION_DAYS,
+    }
+    subject = render_to_string("accounts/invitation_subject.txt", context).strip()
+    body = render_to_string("accounts/invitation_email.txt", context)
+    send_mail(subject, body, None, [invitation.email])
+
+
+def invitation_check(*, token: str, lock: bool = False) -> Invitation:
+    """Return the invitation of ``token`` if it can still be accepted.
+
+    Raises ``InvitationInvalid`` saying why not: unknown, revoked, already used, expired.
+    ``lock`` selects the row for update (inside ``transaction.atomic``).
+    """
+    queryset = Invitation.objects.select_related("team")
+    if lock:
+        queryset = queryset.select_for_update(of=("self",))
+    invitation = queryset.filter(token_hash=invitation_token_hash(token)).first()
+    if invitation is None:
+        raise InvitationInvalid(
+            "This invitation link is not valid. Check that you copied the whole link."
+        )
+    if invitation.revoked_at is not None:
+        raise InvitationInvalid("This invitation was revoked. Ask a team admin for a new one.")
+    if invitation.accepted_at is not None:
+        raise InvitationInvalid("This invitation has already been used.")
+    if invitation.expires_at <= timezone.now():
+        raise InvitationInvalid(
+            f"This invitation expired on {invitation.expires_at:%Y-%m-%d %H:%M} UTC. "
+            "Ask a team admin for a new one."
+        )
+    return invitation
+
+
+def invitation_accept(*, token: str, user: AbstractBaseUser) -> Membership:
+    """Accept the invitation of ``token`` as ``user``; returns the new membership.
+
+    Single use: the row is claimed with a conditional update, so two requests with the same
+    token cannot both join. Raises ``InvitationInvalid``, ``AlreadyMemberError`` (nothing
+    changes: the invitation stays pending).
+    """
+    with transaction.atomic():
+        invitation = invitation_check(token=token, lock=True)
+        if Membership.objects.filter(team=invitation.team, user=user).exists():
+            raise AlreadyMemberError(f"You are already a member of {invitation.team}.")
+        now = timezone.now()
+        claimed = Invitation.objects.filter(
+            pk=invitation.pk,
+            accepted_at__isnull=True,
+            revoked_at__isnull=True,
+            expires_at__gt=now,
+        ).update(accepted_at=now, accepted_by=user)
+        if claimed != 1:
+            raise InvitationInvalid("This invitation has already been used.")
+        return Membership.objects.create(team=invitation.team, user=user, role=invitation.role)
+
+
+def invitation_accept_new_user(
+    *, token: str, username: str, password: str
+) -> tuple[AbstractBaseUser, Membership]:
+    """Create a user (``username``, the invited e-mail, ``password``) and accept as them.
+
+    All or nothing: if the invitation cannot be accepted, no user is created. Raises
+    ``InvitationInvalid``; ``AccountsError`` when a user with the invited e-mail exists (they
+    should sign in and accept instead). The caller validates username and password.
+    """
+    with transaction.atomic():
+        invitation = invitation_check(token=token, lock=True)
+        users = get_user_model().objects
+        if users.filter(email__iexact=invitation.email).exists():
+            raise AccountsError(
+                f"An account with the e-mail {invitation.email} exists already: "
+                "sign in with it, then accept the invitation."
+            )
+        user = users.create_user(username=username, email=invitation.email, password=password)
+        membership = invitation_accept(token=token, user=user)
+    return user, membership
+
+
+def invitation_revoke(*, invitation: Invitation) -> None:
+    """Revoke a pending invitation; its link stops working at once.
+
+    Raises ``AccountsError`` when it is no longer pending (accepted, revoked or expired).
+    """
+    revoked = Invitation.objects.filter(
+        pk=invitation.pk,
+        accepted_at__isnull=True,
+        revoked_at__isnull=True,
+        expires_at__gt=timezone.now(),
+    ).update(revoked_at=timezone.now())
+    if revoked != 1:
+        raise AccountsError(f"The invitation of {invitation.email} is no longer pending.")
+
+
+# --- Kling accounts -----------------------------------------------------------------------
+
+
+def account_use(*, team: Team, account: KlingAccount | None) -> None:
+    """Make ``account`` (one of ``team``'s, or None for the operator default) the team's."""
+    if account is not None and account.team_id != team.pk:
+        raise AccountsError("That Kling account belongs to another team.")
+    team.kling_account = account
+    team.save(update_fields=["kling_account"])
+
+
+def account_unpause(*, account: KlingAccount) -> bool:
+    """Clear the pause recorded on ``account`` (codes 1100–1102); False if it was not paused.
+
+    Queued tasks of the account are submitted again by the tasks stream's jobs.
+    """
+    cleared = KlingAccount.objects.filter(pk=account.pk, paused_at__isnull=False).update(
+        paused_at=None, paused_code=None, paused_message="", paused_request_id=""
+    )
+    account.refresh_from_db()
+    return cleared == 1
+
+
+#: Days of account costs "Test connection" asks for.
+ACCOUNT_TEST_DAYS = 30
+
+
+def account_test(*, account: KlingAccount) -> list[ResourcePack]:
+    """Call the account-costs endpoint (KLING_API.md §5.5) for the last 30 days.
+
+    Returns the resource packs (quantities in Kling credit units). Raises ``KlingError``
+    (vendor code, message, request_id), ``SecretUnreadable``, ``ImproperlyConfigured``
+    (operator default without credentials).
+    """
+    client = kling_client_for(account)
+    end = timezone.now()
+    return client.account_costs(start_time=end - timedelta(days=ACCOUNT_TEST_DAYS), end_time=end)
+
+
+def secrets_rotate_all() -> tuple[int, list[KlingAccount]]:
+    """Re-encrypt every stored secret key under the newest ``FERNET_KEYS`` key.
+
+    Returns (rotated count, accounts whose secret no configured key can read). A row edited
+    meanwhile is left alone (conditional update on the old ciphertext).
+    """
+    rotated = 0
+    unreadable: list[KlingAccount] = []
+    for account in KlingAccount.objects.exclude(secret_key_encrypted="").order_by("pk"):
+        try:
+            new = secret_rotate(account.secret_key_encrypted)
+        except SecretUnreadable:
+            unreadable.append(account)
+            continue
+        rotated += KlingAccount.objects.filter(
+            pk=account.pk, secret_key_encrypted=account.secret_key_encrypted
+        ).update(secret_key_encrypted=new)
+    return rotated, unreadable

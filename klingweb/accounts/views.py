@@ -1,11 +1,62 @@
-"""Views of accounts: the home redirect, teams, members, invitations, credentials."""
+"""Views of accounts: the home page, teams, members, invitations, Kling credentials, sign-up.
+
+Every team-scoped view starts with an access helper (``team_for_user``/``object_for_user``):
+anonymous → login redirect, outsider → 404, role too weak → 403, wrong method → 405. State
+changes are POST only (CSRF-protected by Django's middleware). A settings POST sent by HTMX
+answers with the changed section (``accounts/settings.html#<section>``) carrying its notice;
+without HTMX it redirects to the settings page with a message.
+"""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+import logging
+import smtplib
+from typing import Any
 
-from klingweb.accounts.access import READ, require_login, require_methods, user_teams
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters
+from django_htmx.http import HttpResponseClientRedirect
+
+from klingweb.accounts import services
+from klingweb.accounts.access import (
+    READ,
+    READ_WRITE,
+    WRITE,
+    TeamAccess,
+    object_for_user,
+    require_login,
+    require_methods,
+    team_for_user,
+    user_teams,
+)
+from klingweb.accounts.forms import (
+    InvitationForm,
+    InvitationSignupForm,
+    KlingAccountForm,
+    RoleForm,
+    SignupForm,
+    TeamForm,
+)
+from klingweb.accounts.models import Invitation, KlingAccount, Membership, Role, Team
+from klingweb.kling import KlingError
+
+logger = logging.getLogger(__name__)
+
+#: The sections of the settings page an HTMX request can swap.
+SECTIONS = ("team-form", "members", "invitations", "kling-accounts")
+
+_MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
+
+
+# --- Home and teams -----------------------------------------------------------------------
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -18,4 +69,384 @@ def home(request: HttpRequest) -> HttpResponse:
     first = user_teams(request).order_by("team__name").first()
     if first is not None:
         return redirect("tasks-list", team=first.team.code)
-    return render(request, "accounts/no_team.html")
+    return render(request, "accounts/no_team.html", {"form": TeamForm()})
+
+
+def team_create(request: HttpRequest) -> HttpResponse:
+    """GET/POST /accounts/teams/new/: any signed-in user creates a team and becomes its owner.
+
+    Anonymous → login redirect; other methods → 405. Success → the new team's settings.
+    """
+    require_login(request)
+    require_methods(request, READ_WRITE)
+    form = TeamForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        team = services.team_create(
+            name=form.cleaned_data["name"],
+            time_zone=form.cleaned_data["time_zone"],
+            owner=request.user,
+        )
+        messages.success(request, f"Team {team.name} created. You are its owner.")
+        return redirect("accounts-settings", team=team.code)
+    return render(request, "accounts/team_create.html", {"form": form})
+
+
+def _settings_context(request: HttpRequest, access: TeamAccess, **extra: Any) -> dict:
+    """The context of the settings page (and of each of its sections)."""
+    team = access.team
+    members = list(team.memberships.select_related("user").order_by("user__username"))
+    for m in members:
+        # Only owners touch owners; one removes oneself with "Leave team", not "Remove".
+        m.can_change_role = access.can_admin and (m.role != Role.OWNER or access.role == Role.OWNER)
+        m.can_remove = m.can_change_role and m.pk != access.membership.pk
+    context: dict[str, Any] = {
+        "access": access,
+        "team": team,
+        "members": members,
+        "owner_count": sum(1 for m in members if m.role == Role.OWNER),
+        "role_choices": RoleForm(actor=access.membership).fields["role"].choices,
+        "team_form": TeamForm(instance=team),
+    }
+    if access.can_admin:
+        context.update(
+            invitations=Invitation.objects.filter(team=team, accepted_at__isnull=True)
+            .select_related("invited_by")
+            .order_by("-created_at"),
+            invitation_form=InvitationForm(actor=access.membership),
+            kling_accounts=team.kling_accounts.order_by("name"),
+            operator_default_configured=bool(settings.KLING_ACCESS_KEY),
+        )
+    context.update(extra)
+    return context
+
+
+def _section(request: HttpRequest, access: TeamAccess, section: str, **extra: Any) -> HttpResponse:
+    """Render one section of the settings page (HTMX) or the whole page."""
+    context = _settings_context(request, access, **extra)
+    if request.htmx:
+        return render(request, f"accounts/settings.html#{section}", context)
+    return render(request, "accounts/settings.html", context)
+
+
+def _done(
+    request: HttpRequest, access: TeamAccess, section: str, text: str, *, ok: bool = True
+) -> HttpResponse:
+    """Finish a settings POST: HTMX → the section with a notice; else message + redirect."""
+    if request.htmx:
+        notice = {"ok": ok, "text": text, "section": section}
+        return _section(request, access, section, notice=notice)
+    (messages.success if ok else messages.error)(request, text)
+    return redirect("accounts-settings", team=access.team.code)
+
+
+def team_settings(request: HttpRequest, team: Any) -> HttpResponse:
+    """GET /t/<team>/settings/: name, time zone, members; for admins also invitations and
+    Kling accounts. Any member may read it (viewers see no controls)."""
+    access = team_for_user(request, team)
+    return render(request, "accounts/settings.html", _settings_context(request, access))
+
+
+def team_update(request: HttpRequest, team: Any) -> HttpResponse:
+    """POST /t/<team>/settings/team/: rename the team, set its time zone. Admins only.
+
+    HTMX → the ``team-form`` section.
+    """
+    access = team_for_user(request, team, role=Role.ADMIN, methods=WRITE)
+    # A copy, so a refused name does not show up in the page's headings.
+    form = TeamForm(request.POST, instance=Team.objects.get(pk=access.team.pk))
+    if not form.is_valid():
+        return _section(request, access, "team-form", team_form=form)
+    form.save()
+    return _done(request, access, "team-form", "Team settings saved.")
+
+
+def member_role(request: HttpRequest, team: Any, member: Any) -> HttpResponse:
+    """POST /t/<team>/settings/members/<member>/role/: change a member's role. Admins only;
+    only owners grant or take away owner; the last owner cannot be demoted.
+
+    HTMX → the ``members`` section (a full redirect when the caller changed their own role).
+    """
+    membership, access = object_for_user(
+        request,
+        Membership.objects.select_related("user", "team"),
+        team,
+        member,
+        role=Role.ADMIN,
+        methods=WRITE,
+    )
+    form = RoleForm(request.POST, actor=access.membership)
+    if not form.is_valid():
+        return _done(request, access, "members", "Choose one of the roles offered.", ok=False)
+    try:
+        services.membership_set_role(
+            membership=membership, role=form.cleaned_data["role"], actor=access.membership
+        )
+    except services.AccountsError as exc:
+        return _done(request, access, "members", str(exc), ok=False)
+    text = f"{membership.user} is now {membership.get_role_display().lower()}."
+    if membership.pk == access.membership.pk:
+        messages.success(request, text)
+        url = reverse("accounts-settings", kwargs={"team": access.team.code})
+        return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+    return _done(request, access, "members", text)
+
+
+def member_remove(request: HttpRequest, team: Any, member: Any) -> HttpResponse:
+    """POST /t/<team>/settings/members/<member>/remove/: remove a member. Admins only; only
+    owners remove owners; the last owner cannot be removed. HTMX → the ``members`` section."""
+    membership, access = object_for_user(
+        request,
+        Membership.objects.select_related("user", "team"),
+        team,
+        member,
+        role=Role.ADMIN,
+        methods=WRITE,
+    )
+    if membership.pk == access.membership.pk:
+        return _done(request, access, "members", "To leave the team, use Leave team.", ok=False)
+    try:
+        services.membership_remove(membership=membership, actor=access.membership)
+    except services.AccountsError as exc:
+        return _done(request, access, "members", str(exc), ok=False)
+    return _done(request, access, "members", f"{membership.user} was removed from the team.")
+
+
+def team_leave(request: HttpRequest, team: Any) -> HttpResponse:
+    """POST /t/<team>/settings/leave/: the caller leaves the team (any role, viewers too).
+
+    The last owner cannot leave. Success → home (HTMX: ``HX-Redirect``).
+    """
+    access = team_for_user(request, team, methods=WRITE, write_role=None)
+    try:
+        services.membership_remove(membership=access.membership, actor=access.membership)
+    except services.AccountsError as exc:
+        return _done(request, access, "members", str(exc), ok=False)
+    messages.success(request, f"You left {access.team.name}.")
+    url = reverse("home")
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+# --- Invitations --------------------------------------------------------------------------
+
+
+def _accept_url(request: HttpRequest, token: str) -> str:
+    """The absolute accept link for ``token`` (``PUBLIC_BASE_URL`` when set)."""
+    path = reverse("accounts-invitation-accept", kwargs={"token": token})
+    if settings.PUBLIC_BASE_URL:
+        return settings.PUBLIC_BASE_URL + path
+    return request.build_absolute_uri(path)
+
+
+def invitation_create(request: HttpRequest, team: Any) -> HttpResponse:
+    """POST /t/<team>/settings/invitations/: invite an e-mail address with a role and e-mail
+    the single-use link. Admins only (owners alone may invite owners). Refused with a message
+    and no change: invalid e-mail, already a member, already invited, mail failure.
+    HTMX → the ``invitations`` section."""
+    access = team_for_user(request, team, role=Role.ADMIN, methods=WRITE)
+    form = InvitationForm(request.POST, actor=access.membership)
+    if not form.is_valid():
+        return _section(request, access, "invitations", invitation_form=form)
+    try:
+        with transaction.atomic():
+            invitation, token = services.invitation_create(
+                team=access.team,
+                email=form.cleaned_data["email"],
+                role=form.cleaned_data["role"],
+                actor=access.membership,
+            )
+            services.invitation_send(invitation=invitation, accept_url=_accept_url(request, token))
+    except services.AccountsError as exc:
+        return _done(request, access, "invitations", str(exc), ok=False)
+    except (OSError, smtplib.SMTPException) as exc:
+        logger.warning("Invitation e-mail to %s failed: %s", form.cleaned_data["email"], exc)
+        text = "The invitation e-mail could not be sent; nothing was saved. Try again later."
+        return _done(request, access, "invitations", text, ok=False)
+    text = f"Invitation sent to {invitation.email} as {invitation.get_role_display().lower()}."
+    return _done(request, access, "invitations", text)
+
+
+def invitation_revoke(request: HttpRequest, team: Any, invitation: Any) -> HttpResponse:
+    """POST /t/<team>/settings/invitations/<invitation>/revoke/: revoke a pending invitation.
+    Admins only. HTMX → the ``invitations`` section."""
+    row, access = object_for_user(
+        request, Invitation.objects.all(), team, invitation, role=Role.ADMIN, methods=WRITE
+    )
+    try:
+        services.invitation_revoke(invitation=row)
+    except services.AccountsError as exc:
+        return _done(request, access, "invitations", str(exc), ok=False)
+    return _done(request, access, "invitations", f"The invitation of {row.email} was revoked.")
+
+
+@never_cache
+@sensitive_post_parameters("password1", "password2")
+def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
+    """GET/POST /accounts/invitations/<token>/: public by design (the token is the key).
+
+    GET shows the team and role, or why the link no longer works (unknown, expired, used,
+    revoked). POST by a signed-in user joins as that user; POST by an anonymous person
+    creates an account (username + password, the invited e-mail) and joins. Success → the
+    team's tasks. Nothing changes on a refusal.
+    """
+    require_methods(request, READ_WRITE)
+    try:
+        invitation = services.invitation_check(token=token)
+    except services.InvitationInvalid as exc:
+        return render(request, "accounts/invitation_invalid.html", {"reason": str(exc)})
+    signed_in = request.user.is_authenticated
+    form = InvitationSignupForm(
+        request.POST if request.method == "POST" and not signed_in else None
+    )
+    context = {"invitation": invitation, "form": form, "token": token}
+    if request.method != "POST":
+        return render(request, "accounts/invitation_accept.html", context)
+    try:
+        if signed_in:
+            membership = services.invitation_accept(token=token, user=request.user)
+        else:
+            if not form.is_valid():
+                return render(request, "accounts/invitation_accept.html", context)
+            user, membership = services.invitation_accept_new_user(
+                token=token,
+                username=form.cleaned_data["username"],
+                password=form.cleaned_data["password1"],
+            )
+            login(request, user, backend=_MODEL_BACKEND)
+    except services.InvitationInvalid as exc:
+        return render(request, "accounts/invitation_invalid.html", {"reason": str(exc)})
+    except services.AccountsError as exc:
+        context["error"] = str(exc)
+        return render(request, "accounts/invitation_accept.html", context)
+    messages.success(
+        request,
+        f"Welcome to {membership.team.name}! You joined as "
+        f"{membership.get_role_display().lower()}.",
+    )
+    return redirect("tasks-list", team=membership.team.code)
+
+
+@never_cache
+@sensitive_post_parameters("password1", "password2")
+def signup(request: HttpRequest) -> HttpResponse:
+    """GET/POST /accounts/signup/: open sign-up, only when ``settings.ALLOW_SIGNUP``.
+
+    Off (the default) → 404: people join through invitations. A signed-in user → home.
+    """
+    if not settings.ALLOW_SIGNUP:
+        raise Http404("Sign-up is closed; ask a team admin for an invitation.")
+    require_methods(request, READ_WRITE)
+    if request.user.is_authenticated:
+        return redirect("home")
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user, backend=_MODEL_BACKEND)
+        messages.success(request, "Welcome! Create a team, or ask for an invitation to one.")
+        return redirect("home")
+    return render(request, "accounts/signup.html", {"form": form})
+
+
+# --- Kling accounts -----------------------------------------------------------------------
+
+
+def _kling_account(request: HttpRequest, team: Any, account: Any, methods=WRITE):
+    """The team's Kling account ``account`` for an admin of ``team``, or refuse."""
+    return object_for_user(
+        request, KlingAccount.objects.all(), team, account, role=Role.ADMIN, methods=methods
+    )
+
+
+@sensitive_post_parameters("secret_key")
+def kling_create(request: HttpRequest, team: Any) -> HttpResponse:
+    """GET/POST /t/<team>/settings/kling/new/: add Kling credentials. Admins only.
+
+    The secret key is stored encrypted (Fernet) and never shown again. If the team had no
+    account of its own yet, the new one is used for the team.
+    """
+    access = team_for_user(request, team, role=Role.ADMIN, methods=READ_WRITE)
+    form = KlingAccountForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        account = form.save(commit=False)
+        account.team = access.team
+        services.account_set_secret(account=account, secret_key=form.cleaned_data["secret_key"])
+        account.save()
+        text = f"Kling account {account.name} added."
+        if access.team.kling_account_id is None:
+            services.account_use(team=access.team, account=account)
+            text += " The team now uses it."
+        messages.success(request, text)
+        return redirect("accounts-kling-detail", team=access.team.code, account=account.code)
+    return render(
+        request, "accounts/kling_form.html", {"access": access, "team": access.team, "form": form}
+    )
+
+
+def _kling_context(access: TeamAccess, account: KlingAccount, **extra: Any) -> dict:
+    return {
+        "access": access,
+        "team": access.team,
+        "account": account,
+        "in_use": access.team.kling_account_id == account.pk,
+        **extra,
+    }
+
+
+@sensitive_post_parameters("secret_key")
+def kling_detail(request: HttpRequest, team: Any, account: Any) -> HttpResponse:
+    """GET/POST /t/<team>/settings/kling/<account>/: show and edit one Kling account.
+    Admins only. A blank secret key keeps the stored one; the secret shows as its last 4."""
+    row, access = _kling_account(request, team, account, methods=READ_WRITE)
+    form = KlingAccountForm(request.POST or None, instance=row)
+    if request.method == "POST" and form.is_valid():
+        row = form.save(commit=False)
+        if form.cleaned_data["secret_key"]:
+            services.account_set_secret(account=row, secret_key=form.cleaned_data["secret_key"])
+        row.save()
+        messages.success(request, f"Kling account {row.name} saved.")
+        return redirect("accounts-kling-detail", team=access.team.code, account=row.code)
+    return render(request, "accounts/kling_detail.html", _kling_context(access, row, form=form))
+
+
+def kling_use(request: HttpRequest, team: Any, account: Any) -> HttpResponse:
+    """POST /t/<team>/settings/kling/<account>/use/: new tasks of the team go to this
+    account. Admins only. HTMX → the ``kling-accounts`` section."""
+    row, access = _kling_account(request, team, account)
+    services.account_use(team=access.team, account=row)
+    return _done(request, access, "kling-accounts", f"The team now uses {row.name}.")
+
+
+def kling_use_default(request: HttpRequest, team: Any) -> HttpResponse:
+    """POST /t/<team>/settings/kling/default/: go back to the operator's default account.
+    Admins only. HTMX → the ``kling-accounts`` section."""
+    access = team_for_user(request, team, role=Role.ADMIN, methods=WRITE)
+    services.account_use(team=access.team, account=None)
+    return _done(request, access, "kling-accounts", "The team now uses the operator's account.")
+
+
+def kling_unpause(request: HttpRequest, team: Any, account: Any) -> HttpResponse:
+    """POST /t/<team>/settings/kling/<account>/unpause/: clear a pause (codes 1100–1102)
+    so queued tasks are submitted again. Admins only. HTMX → the ``kling-accounts`` section."""
+    row, access = _kling_account(request, team, account)
+    if services.account_unpause(account=row):
+        text, ok = f"The pause of {row.name} was cleared; queued tasks will be sent again.", True
+    else:
+        text, ok = f"{row.name} was not paused.", False
+    return _done(request, access, "kling-accounts", text, ok=ok)
+
+
+def kling_test(request: HttpRequest, team: Any, account: Any) -> HttpResponse:
+    """POST /t/<team>/settings/kling/<account>/test/: call account costs (last 30 days,
+    KLING_API.md §5.5) and show the resource packs, or the vendor's code, message and
+    request_id. Admins only. HTMX → the ``test-result`` section of the account page."""
+    row, access = _kling_account(request, team, account)
+    result: dict[str, Any] = {}
+    try:
+        result["packs"] = services.account_test(account=row)
+    except KlingError as exc:
+        result["error"] = exc
+    except (services.SecretUnreadable, ImproperlyConfigured) as exc:
+        result["problem"] = str(exc)
+    context = _kling_context(access, row, test=result, form=KlingAccountForm(instance=row))
+    if request.htmx:
+        return render(request, "accounts/kling_detail.html#test-result", context)
+    return render(request, "accounts/kling_detail.html", context)

@@ -1,0 +1,160 @@
+"""Forms of accounts: teams, roles, invitations, Kling credentials, sign-up.
+
+Secret keys: the ``secret_key`` field is a password input that never renders its value back
+(``render_value=False``), so a form redisplayed with errors does not echo the secret.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from functools import cache
+from urllib.parse import urlparse
+
+from django import forms
+from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import UserCreationForm
+
+from klingweb.accounts.models import ROLE_RANK, KlingAccount, Membership, Region, Role, Team
+
+
+@cache
+def time_zone_choices() -> list[tuple[str, str]]:
+    """IANA time-zone names, sorted, as form choices (UTC first)."""
+    names = sorted(zoneinfo.available_timezones() - {"UTC", "localtime"})
+    return [("UTC", "UTC")] + [(name, name) for name in names]
+
+
+class TeamForm(forms.ModelForm):
+    """Create or rename a team; ``time_zone`` sets the day boundaries of usage reports."""
+
+    time_zone = forms.ChoiceField(
+        choices=time_zone_choices,
+        initial="UTC",
+        help_text="Days in usage reports and budgets start at midnight in this time zone.",
+    )
+
+    class Meta:
+        model = Team
+        fields = ["name", "time_zone"]
+
+
+def role_choices_for(actor: Membership | None) -> list[tuple[str, str]]:
+    """The roles ``actor`` may grant: all for owners, admin and below for admins."""
+    if actor is not None and actor.role == Role.OWNER:
+        return list(Role.choices)
+    return [
+        (value, label) for value, label in Role.choices if ROLE_RANK[value] <= ROLE_RANK[Role.ADMIN]
+    ]
+
+
+class RoleForm(forms.Form):
+    """Change a member's role (the roles offered depend on the acting member)."""
+
+    role = forms.ChoiceField(choices=Role.choices)
+
+    def __init__(self, *args, actor: Membership | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["role"].choices = role_choices_for(actor)
+
+
+class InvitationForm(forms.Form):
+    """Invite an e-mail address to the team with a role."""
+
+    email = forms.EmailField(
+        max_length=254,
+        error_messages={"invalid": "Enter a valid e-mail address, like name@example.com."},
+    )
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
+
+    def __init__(self, *args, actor: Membership | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["role"].choices = role_choices_for(actor)
+
+
+class KlingAccountForm(forms.ModelForm):
+    """Add or edit a team's Kling credentials.
+
+    ``secret_key`` is required when adding; when editing, blank keeps the stored one. The
+    view stores it with ``services.account_set_secret`` (Fernet), never in clear.
+    """
+
+    custom_base_url = forms.URLField(
+        required=False,
+        max_length=200,
+        assume_scheme="https",
+        label="Custom base URL",
+        help_text="Only for the custom region, e.g. http://127.0.0.1:8700.",
+    )
+    secret_key = forms.CharField(
+        required=False,
+        strip=True,
+        max_length=500,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted; never shown again.",
+    )
+
+    class Meta:
+        model = KlingAccount
+        fields = ["name", "region", "custom_base_url", "access_key"]
+        help_texts = {"region": "Credentials of one region do not work on the other."}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["access_key"].required = True
+        if self.instance.pk and self.instance.secret_key_encrypted:
+            self.fields["secret_key"].help_text = (
+                f"Stored, ending in …{self.instance.secret_key_last4}. "
+                "Leave blank to keep it; type a new one to replace it."
+            )
+
+    def clean(self) -> dict:
+        """Check the custom URL (http/https with a host) and that a secret exists."""
+        data = super().clean()
+        region = data.get("region")
+        url = (data.get("custom_base_url") or "").strip()
+        if region == Region.CUSTOM:
+            parsed = urlparse(url)
+            if "custom_base_url" in self.errors:
+                pass  # the URL field said what is wrong already
+            elif not url:
+                self.add_error("custom_base_url", "The custom region needs a base URL.")
+            elif parsed.scheme not in ("http", "https") or not parsed.netloc:
+                self.add_error("custom_base_url", "Use an http:// or https:// URL with a host.")
+            else:
+                data["custom_base_url"] = url.rstrip("/")
+        else:
+            data["custom_base_url"] = ""
+        has_stored = bool(self.instance.pk and self.instance.secret_key_encrypted)
+        if not data.get("secret_key") and not has_stored:
+            self.add_error("secret_key", "Enter the secret key.")
+        return data
+
+
+class InvitationSignupForm(UserCreationForm):
+    """A new person's username and password, when accepting an invitation."""
+
+    class Meta(UserCreationForm.Meta):
+        model = get_user_model()
+        fields = ("username",)
+
+
+class SignupForm(UserCreationForm):
+    """Open sign-up (only when ``settings.ALLOW_SIGNUP``): username, e-mail, password."""
+
+    email = forms.EmailField(
+        max_length=254,
+        error_messages={"invalid": "Enter a valid e-mail address, like name@example.com."},
+    )
+
+    class Meta(UserCreationForm.Meta):
+        model = get_user_model()
+        fields = ("username", "email")
+
+    def clean_email(self) -> str:
+        """Refuse an e-mail address another account already uses."""
+        email = self.cleaned_data["email"]
+        if get_user_model().objects.filter(email__iexact=email).exists():
+            raise forms.ValidationError(
+                "An account with this e-mail exists already; sign in or reset its password."
+            )
+        return email
