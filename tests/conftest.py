@@ -18,7 +18,7 @@ from django.contrib.auth import get_user_model
 from klingweb.accounts.models import Membership, Role, Team
 
 SANDBOX_AK = "sandbox-access-key"
-SANDBOX_SK = "sandbox-secret-key-for-tests"
+SANDBOX_SK = "sandbox-secret-key-for-the-klingweb-test-suite"
 PASSWORD = "correct-horse-battery-staple-42"
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 DEFAULT_ACCESS_KEY = "sandbox-access-key"
-DEFAULT_SECRET_KEY = "sandbox-secret-key"
+DEFAULT_SECRET_KEY = "sandbox-secret-key-loopback-only-0123456789"
 
 # The knobs ``SandboxServer.reset_faults()`` puts back, with their "no fault" value.
 FAULT_DEFAULTS: dict[str, float | int | None] = {
