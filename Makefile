@@ -26,10 +26,12 @@ lint: $(STAMP)
 test-sqlite: $(STAMP)
 	env -u DATABASE_URL -u REDIS_URL $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# The browser tests (marker e2e) run once, in the SQLite pass: they start their own portal
+# processes on the embedded default (what `make run` uses), so a second pass would repeat it.
 test-postgres: $(STAMP)
 	@if $(BIN)/python -c "import psycopg,sys; psycopg.connect('$(PG_URL)', connect_timeout=3).close()" 2>/dev/null; then \
 		echo "== PostgreSQL =="; \
-		DATABASE_URL=$(PG_URL) $(BIN)/python -m pytest -q $(PYTEST_ARGS); \
+		DATABASE_URL=$(PG_URL) $(BIN)/python -m pytest -q -m "not e2e" $(PYTEST_ARGS); \
 	else echo "== PostgreSQL not reachable on 127.0.0.1:5432: skipped =="; fi
 
 test: lint

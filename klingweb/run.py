@@ -1,0 +1,346 @@
+"""`make run`: prepare the local portal and start it as one supervised group of processes.
+
+``python -m klingweb.run`` (what ``make run`` calls, after creating ``.venv``):
+
+1. Reads ``.env`` in the project folder, writing it first if it is missing: a random
+   ``SECRET_KEY``, a Fernet key (``FERNET_KEYS``) that encrypts teams' Kling secret keys at
+   rest, and the demo accounts' password (``DEMO_PASSWORD``). The file is git-ignored and
+   kept: deleting it makes stored Kling secret keys unreadable and signs everybody out.
+   Variables already set in the environment win over the file.
+2. Chooses the mode. Without ``KLING_ACCESS_KEY`` the portal runs in sandbox mode: the
+   built-in Kling look-alike (``manage.py kling_sandbox``) starts on 127.0.0.1:8700 and the
+   operator's default Kling account points at it (``KLING_API_BASE_URL``, sandbox keys,
+   ``KLING_SANDBOX_MODE=1`` for the banner, ``PUBLIC_BASE_URL`` so the sandbox's callbacks
+   reach the portal). With ``KLING_ACCESS_KEY``/``KLING_SECRET_KEY`` set it talks to the
+   real Kling API and starts no sandbox.
+3. Prepares the database and files in one child process (``python -m klingweb.run
+   prepare``): ``migrate``, ``collectstatic``, ``setup_schedules`` (when that command
+   exists) and ``demo_data`` — each idempotent, so a second run reuses what exists.
+4. Starts ``honcho`` on the ``Procfile`` (``web`` = gunicorn, ``worker`` = the django-q2
+   cluster, ``sandbox`` in sandbox mode): one group, each line prefixed with its process
+   name, Ctrl-C stops all. Once the web server answers it prints the address to open and
+   the demo sign-in details.
+
+``python -m klingweb.run manage <command> [args]`` runs one management command with the same
+environment (for example ``kling_api costs`` against the sandbox while ``make run`` runs).
+
+The tests (``tests/e2e``) reuse ``env_build``, ``prepare`` and the ``Procfile`` so the
+browser suite exercises the same start-up path.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+ENV_FILE = BASE_DIR / ".env"
+PROCFILE = BASE_DIR / "Procfile"
+
+DEFAULT_PORT = 8000
+DEFAULT_SANDBOX_PORT = 8700
+#: Keys the local sandbox accepts; it listens on 127.0.0.1 only, so they guard nothing real.
+SANDBOX_ACCESS_KEY = "klingweb-sandbox-access-key"
+SANDBOX_SECRET_KEY = "klingweb-sandbox-secret-key-loopback-only"  # noqa: S105
+
+
+class RunError(Exception):
+    """A start-up step failed; the message says which and what to do."""
+
+
+# --- .env ------------------------------------------------------------------------------------
+
+
+def env_file_parse(text: str) -> dict[str, str]:
+    """Parse ``KEY=value`` lines (``#`` comments, optional quotes) into a dict.
+
+    Uses honcho's parser, the same one ``honcho start`` applies to ``.env`` files, so the
+    file means the same thing to both.
+    """
+    from honcho.environ import parse
+
+    return parse(text)
+
+
+def env_file_ensure(path: Path = ENV_FILE) -> dict[str, str]:
+    """Return the variables of ``path``, first creating it with fresh secrets if missing.
+
+    Written once with mode 0600: ``SECRET_KEY`` (URL-safe random, 64 chars), ``FERNET_KEYS``
+    (one urlsafe-Base64 32-byte Fernet key) and ``DEMO_PASSWORD`` (16 URL-safe chars).
+    Variables missing from an existing file are appended, never changed.
+    """
+    wanted = {
+        "SECRET_KEY": lambda: secrets.token_urlsafe(48),
+        "FERNET_KEYS": lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        "DEMO_PASSWORD": lambda: secrets.token_urlsafe(12),
+    }
+    existing = env_file_parse(path.read_text()) if path.exists() else {}
+    missing = {name: make() for name, make in wanted.items() if name not in existing}
+    if missing:
+        lines = []
+        if not path.exists():
+            lines += [
+                "# Local settings for `make run`, written once by klingweb/run.py. Git-ignored.",
+                "# Keep this file: FERNET_KEYS decrypts the Kling secret keys stored in the",
+                "# database. Add KLING_ACCESS_KEY=... and KLING_SECRET_KEY=... here to use the",
+                "# real Kling API instead of the sandbox.",
+            ]
+        lines += [f"{name}={value}" for name, value in missing.items()]
+        prefix = "" if not path.exists() or path.read_text().endswith("\n") else "\n"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as fh:
+            fh.write(prefix + "\n".join(lines) + "\n")
+        existing.update(missing)
+    return existing
+
+
+# --- environment -----------------------------------------------------------------------------
+
+
+def env_build(
+    *,
+    base: Mapping[str, str],
+    file_vars: Mapping[str, str],
+    port: int,
+    sandbox_port: int = DEFAULT_SANDBOX_PORT,
+) -> tuple[dict[str, str], bool]:
+    """Return ``(env, sandbox_mode)``: the environment every child process gets.
+
+    ``base`` (normally ``os.environ``) wins over ``file_vars`` (``.env``). Sandbox mode is on
+    when neither holds ``KLING_ACCESS_KEY``; then the Kling variables point at the sandbox on
+    ``127.0.0.1:<sandbox_port>`` and ``PUBLIC_BASE_URL`` at ``http://127.0.0.1:<port>`` (unless
+    set). The virtualenv's ``bin`` is put first on ``PATH`` so the Procfile's ``python`` and
+    ``gunicorn`` are this project's. ``SECURE_COOKIES`` defaults to on only for an https
+    ``PUBLIC_BASE_URL`` (a browser drops Secure cookies over plain http).
+    """
+    env = {**file_vars, **base}
+    env["PORT"] = str(port)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "klingweb.settings")
+    env["PYTHONUNBUFFERED"] = "1"
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", os.defpath)])
+    sandbox_mode = not env.get("KLING_ACCESS_KEY", "").strip()
+    if sandbox_mode:
+        env["KLING_API_BASE_URL"] = f"http://127.0.0.1:{sandbox_port}"
+        env["KLING_ACCESS_KEY"] = SANDBOX_ACCESS_KEY
+        env["KLING_SECRET_KEY"] = SANDBOX_SECRET_KEY
+        env["KLING_SANDBOX_MODE"] = "1"
+        env["KLING_SANDBOX_PORT"] = str(sandbox_port)
+        env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{port}")
+    env.setdefault(
+        "SECURE_COOKIES", "1" if env.get("PUBLIC_BASE_URL", "").startswith("https://") else "0"
+    )
+    return env, sandbox_mode
+
+
+def processes_for(*, sandbox_mode: bool) -> list[str]:
+    """The Procfile entries to start: ``web`` and ``worker``, plus ``sandbox`` in sandbox mode."""
+    return ["web", "worker", "sandbox"] if sandbox_mode else ["web", "worker"]
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when nothing listens on ``host:port`` (TCP)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+# --- preparation -----------------------------------------------------------------------------
+
+
+def prepare(*, env: Mapping[str, str], cwd: Path = BASE_DIR, quiet: bool = False) -> None:
+    """Run the idempotent start-up steps in a child process with ``env``.
+
+    Steps: ``migrate`` (``--run-syncdb`` so an app without migration files still gets its
+    tables), ``collectstatic``, ``setup_schedules`` if the command exists, ``demo_data``.
+    Raises ``RunError`` when a step fails (its output is on stderr).
+    """
+    cmd = [sys.executable, "-m", "klingweb.run", "prepare"]
+    if quiet:
+        cmd.append("--quiet")
+    result = subprocess.run(cmd, env=dict(env), cwd=cwd, check=False)  # noqa: S603
+    if result.returncode != 0:
+        raise RunError("Preparing the database failed (see the messages above).")
+
+
+def _prepare_here(*, quiet: bool) -> None:
+    """The body of ``prepare``: runs in the child process, Django configured from the env."""
+    import io
+
+    import django
+    from django.core.management import call_command, get_commands
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "klingweb.settings")
+    django.setup()
+    out = io.StringIO() if quiet else sys.stdout
+
+    def step(name: str, *args, **options) -> None:
+        if not quiet:
+            print(f"== {name}", flush=True)
+        call_command(name, *args, stdout=out, **options)
+
+    step("migrate", interactive=False, run_syncdb=True, verbosity=0 if quiet else 1)
+    step("collectstatic", interactive=False, verbosity=0)
+    if "setup_schedules" in get_commands():
+        step("setup_schedules")
+    elif not quiet:
+        print("== setup_schedules: command not available, skipped")
+    step("demo_data", verbosity=0 if quiet else 1)
+
+
+# --- supervision -----------------------------------------------------------------------------
+
+
+def honcho_command(
+    *, names: list[str], port: int, procfile: Path = PROCFILE, colour: bool = True
+) -> list[str]:
+    """The ``honcho start`` command line for the Procfile entries ``names``.
+
+    ``--env /dev/null``: the environment is already complete (``.env`` merged under the real
+    environment); honcho's own ``.env`` reading would override the real environment.
+    ``-p port``: honcho hands ``$PORT`` to the first entry (``web``). ``colour=False`` for
+    output written to a file.
+    """
+    return [
+        sys.executable,
+        "-m",
+        "honcho",
+        "start",
+        "--procfile",
+        str(procfile),
+        "--app-root",
+        str(procfile.parent),
+        "--env",
+        os.devnull,
+        "--port",
+        str(port),
+        *([] if colour else ["--no-colour"]),
+        *names,
+    ]
+
+
+def wait_http(url: str, *, timeout: float, proc: subprocess.Popen | None = None) -> bool:
+    """Poll ``url`` until it answers with any HTTP status below 500; False on timeout.
+
+    Stops early (False) when ``proc`` exits.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback)
+                if response.status < 500:
+                    return True
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500:
+                return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def banner(*, env: Mapping[str, str], port: int, sandbox_mode: bool) -> str:
+    """The text printed once the web server answers: address, mode, sign-in details."""
+    from klingweb.management.commands.demo_data import DEMO_USERS
+
+    url = f"http://127.0.0.1:{port}/"
+    mode = (
+        f"SANDBOX mode: tasks run on the built-in Kling look-alike at {env['KLING_API_BASE_URL']}"
+        if sandbox_mode
+        else f"REAL Kling API at {env.get('KLING_API_BASE_URL') or 'https://api-singapore.klingai.com'}"
+    )
+    width = max(len(u.username) for u in DEMO_USERS)
+    people = "\n".join(f"    {u.username:<{width}}  {u.describe}" for u in DEMO_USERS)
+    return (
+        "\n"
+        + "=" * 78
+        + f"\n  Klingweb is running: open {url}\n  {mode}\n\n"
+        + f"  Demo sign-in (password for all: {env.get('DEMO_PASSWORD', '(see .env)')}):\n"
+        + people
+        + "\n\n  Ctrl-C stops "
+        + (
+            "the web server, the worker and the sandbox."
+            if sandbox_mode
+            else "the web server and the worker."
+        )
+        + "\n"
+        + "=" * 78
+        + "\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``make run``; returns the exit status (see the module docstring)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["prepare"]:
+        _prepare_here(quiet="--quiet" in argv)
+        return 0
+
+    os.chdir(BASE_DIR)
+    try:
+        port = int(os.environ.get("PORT") or DEFAULT_PORT)
+        sandbox_port = int(os.environ.get("KLING_SANDBOX_PORT") or DEFAULT_SANDBOX_PORT)
+    except ValueError:
+        print("PORT and KLING_SANDBOX_PORT must be whole numbers.", file=sys.stderr)
+        return 2
+    file_vars = env_file_ensure(ENV_FILE)
+    env, sandbox_mode = env_build(
+        base=os.environ, file_vars=file_vars, port=port, sandbox_port=sandbox_port
+    )
+    if argv[:1] == ["manage"]:
+        # `python -m klingweb.run manage kling_api costs`: one management command with the
+        # environment `make run` gives its processes (.env, sandbox settings).
+        manage = [sys.executable, str(BASE_DIR / "manage.py"), *argv[1:]]
+        os.execve(sys.executable, manage, env)  # noqa: S606 (our own interpreter)
+
+    busy = [p for p in ([port, sandbox_port] if sandbox_mode else [port]) if not port_free(p)]
+    if busy:
+        print(
+            f"Port {', '.join(map(str, busy))} on 127.0.0.1 is in use (is the portal already "
+            "running?). Stop it, or choose others: PORT=8001 KLING_SANDBOX_PORT=8701 make run",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        prepare(env=env)
+    except RunError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+    names = processes_for(sandbox_mode=sandbox_mode)
+    proc = subprocess.Popen(honcho_command(names=names, port=port), env=env)  # noqa: S603
+    # Ctrl-C reaches honcho too (same process group) and it stops the group; we only wait
+    # for it. A SIGTERM sent to us alone is passed on.
+    stopping: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, _frame: stopping.append(signum))
+    signal.signal(
+        signal.SIGTERM, lambda signum, _frame: (stopping.append(signum), proc.terminate())
+    )
+    if wait_http(f"http://127.0.0.1:{port}/accounts/login/", timeout=60, proc=proc):
+        print(banner(env=env, port=port, sandbox_mode=sandbox_mode), flush=True)
+    elif proc.poll() is None and not stopping:
+        print(f"The web server did not answer on port {port} within 60 s.", file=sys.stderr)
+    returncode = proc.wait()
+    return 0 if stopping else returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
