@@ -2,4 +2,25 @@
 
 from __future__ import annotations
 
-urlpatterns: list = []
+from django.urls import path
+
+from tasks_app import usage_views
+
+urlpatterns = [
+    path("t/<uuid:team>/usage/", usage_views.usage_team, name="usage-team"),
+    path(
+        "t/<uuid:team>/usage/export/<str:table>.csv",
+        usage_views.usage_team_export,
+        name="usage-team-export",
+    ),
+    path("usage/me/", usage_views.usage_mine, name="usage-mine"),
+    path(
+        "usage/me/export/<str:table>.csv", usage_views.usage_mine_export, name="usage-mine-export"
+    ),
+    path("usage/company/", usage_views.usage_company, name="usage-company"),
+    path(
+        "usage/company/export/<str:table>.csv",
+        usage_views.usage_company_export,
+        name="usage-company-export",
+    ),
+]

@@ -1,0 +1,310 @@
+"""Views of the usage reports (issue 7): team usage, my usage, company usage, CSV exports.
+
+Every view starts with an access helper: a team report with ``team_for_user`` (any member,
+viewers included, reads it; an outsider gets 404), my usage with ``require_login``, the company
+report with ``require_login`` and ``is_staff`` (anyone else gets 404: the page reveals
+nothing). GET/HEAD only (anything else: 405).
+
+The period and filters are GET parameters (``period``, ``start``, ``end``, ``family``,
+``member``/``team``), so a report's URL can be shared. A request sent by HTMX (the picker
+changed) gets only the report region, ``<page>.html#report``; the picker pushes the URL.
+CSV exports stream (``StreamingHttpResponse`` over ``QuerySet.iterator``): header row, ISO
+8601 timestamps with the report zone's offset, units as plain decimal strings.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from django.db.models import Q
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    StreamingHttpResponse,
+)
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.cache import patch_vary_headers
+from django.utils.text import slugify
+
+from klingweb.accounts.access import READ, require_login, require_methods, team_for_user
+from klingweb.accounts.models import Membership
+from tasks_app.models import Budget
+from tasks_app.resource_packs import resource_packs_latest
+from tasks_app.usage import (
+    COMPANY_PERIODS,
+    COMPANY_TABLES,
+    MAX_COMPANY_RANGE_DAYS,
+    REPORT_TABLES,
+    TEAM_PERIODS,
+    Choice,
+    Scope,
+    UsageForm,
+    budgets_progress,
+    company_csv_rows,
+    company_report,
+    portal_zone,
+    report_csv_rows,
+    team_zone,
+    usage_choice,
+    usage_report,
+)
+
+#: Tables each page exports, with the link text.
+TEAM_EXPORTS = {
+    "ledger": "Ledger rows",
+    "days": "Units per day",
+    "families": "By kind of task",
+    "members": "By member",
+    "models": "By model and mode",
+    "tasks": "By task",
+}
+MINE_EXPORTS = {**{k: v for k, v in TEAM_EXPORTS.items() if k != "members"}, "teams": "By team"}
+COMPANY_EXPORTS = {"months": "Units per team per month", "ledger": "Ledger rows"}
+
+
+def _is_partial(request: HttpRequest) -> bool:
+    """True for an HTMX request that wants the report region (not a history restore)."""
+    htmx = getattr(request, "htmx", None)
+    return bool(htmx) and not htmx.history_restore_request
+
+
+def _render(request: HttpRequest, template: str, context: dict[str, Any]) -> HttpResponse:
+    """The page, or its report region for HTMX; the region's response pushes the canonical
+    URL of the choice (``?period=…``) so the address bar can be shared as it is."""
+    if not _is_partial(request):
+        response = render(request, template, context)
+    else:
+        response = render(request, f"{template}#report", context)
+        response["HX-Push-Url"] = f"{request.path}?{context['choice'].query}"
+    patch_vary_headers(response, ("HX-Request",))
+    return response
+
+
+class _Echo:
+    """A file-like object whose ``write`` hands the line back (csv writer → generator)."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def _csv_response(
+    *, filename: str, header: list[str], rows: Iterable[list[str]]
+) -> StreamingHttpResponse:
+    """A streamed ``text/csv`` download: ``header`` then ``rows``, one line at a time."""
+    writer = csv.writer(_Echo())
+
+    def lines() -> Iterator[str]:
+        yield writer.writerow(header)
+        for row in rows:
+            yield writer.writerow(row)
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+def _export_links(name: str, kwargs: dict[str, Any], tables: dict[str, str], choice: Choice):
+    return [
+        (label, f"{reverse(name, kwargs={**kwargs, 'table': table})}?{choice.query}")
+        for table, label in tables.items()
+    ]
+
+
+def _filename(prefix: str, table: str, choice: Choice) -> str:
+    period = choice.period
+    return f"{prefix}-{table}-{period.first_day:%Y%m%d}-{period.last_day:%Y%m%d}.csv"
+
+
+# --- Team ---------------------------------------------------------------------------------
+
+
+def _team_request(request: HttpRequest, team: Any):
+    access = team_for_user(request, team)
+    members = list(
+        Membership.objects.filter(team=access.team)
+        .order_by("user__username")
+        .values_list("user__username", flat=True)
+    )
+    form = UsageForm(
+        request.GET,
+        periods=TEAM_PERIODS,
+        default="this_month",
+        members=members,
+        offer=("family", "member"),
+    )
+    choice = usage_choice(form, tz=team_zone(access.team))
+    scope = Scope(team_id=access.team.pk, member_username=choice.member, family=choice.family)
+    return access, form, choice, scope
+
+
+def usage_team(request: HttpRequest, team: Any) -> HttpResponse:
+    """GET /t/<team>/usage/ (``usage-team``): the team's usage for a period.
+
+    Any member (viewers too) reads it; outsider → 404; anonymous → login; not GET → 405.
+    Query: ``period`` (``TEAM_PERIODS``; default this month), ``start``/``end`` (ISO dates,
+    custom), ``family``, ``member`` (username). Days run in the team's time zone. An HTMX
+    request gets ``tasks_app/usage.html#report``. A fixed number of queries.
+    """
+    access, form, choice, scope = _team_request(request, team)
+    context: dict[str, Any] = {
+        "page": "team",
+        "team": access.team,
+        "access": access,
+        "form": form,
+        "choice": choice,
+        "report": usage_report(scope=scope, choice=choice, group_kind="member"),
+        "exports": _export_links(
+            "usage-team-export", {"team": access.team.code}, TEAM_EXPORTS, choice
+        ),
+    }
+    if not _is_partial(request):
+        budgets = Budget.objects.filter(team=access.team).select_related("team", "member")
+        context["budgets"] = budgets_progress(
+            budgets=list(budgets.order_by("member__username", "period"))
+        )
+    return _render(request, "tasks_app/usage.html", context)
+
+
+def usage_team_export(request: HttpRequest, team: Any, table: str) -> HttpResponse:
+    """GET /t/<team>/usage/export/<table>.csv (``usage-team-export``): one table of the team
+    report (``TEAM_EXPORTS``: ledger, days, families, members, models, tasks) for the period
+    and filters in the query, as a streamed CSV. Access as ``usage_team``; unknown table →
+    404; invalid period → 400."""
+    access, form, choice, scope = _team_request(request, team)
+    if table not in TEAM_EXPORTS:
+        raise Http404("No such table.")
+    if not form.is_valid():
+        return HttpResponseBadRequest("Invalid period or filter.")
+    return _csv_response(
+        filename=_filename(f"usage-{slugify(access.team.name) or 'team'}", table, choice),
+        header=REPORT_TABLES[table],
+        rows=report_csv_rows(table=table, scope=scope, choice=choice),
+    )
+
+
+# --- Mine ---------------------------------------------------------------------------------
+
+
+def _mine_request(request: HttpRequest):
+    require_login(request)
+    require_methods(request, READ)
+    memberships = list(
+        Membership.objects.filter(user=request.user).select_related("team").order_by("team__name")
+    )
+    form = UsageForm(
+        request.GET,
+        periods=TEAM_PERIODS,
+        default="this_month",
+        teams=[(str(m.team.code), m.team.name) for m in memberships],
+        offer=("family", "team"),
+    )
+    choice = usage_choice(form, tz=portal_zone())
+    team_ids = [
+        m.team_id for m in memberships if not choice.team or str(m.team.code) == choice.team
+    ]
+    scope = Scope(team_ids=team_ids, member_id=request.user.pk, family=choice.family)
+    return memberships, form, choice, scope, team_ids
+
+
+def usage_mine(request: HttpRequest) -> HttpResponse:
+    """GET /usage/me/ (``usage-mine``): the signed-in member's usage across their teams.
+
+    Anonymous → login; not GET → 405. Query as ``usage_team`` with ``team`` (a team code)
+    instead of ``member``. Days run in the portal's time zone (``settings.TIME_ZONE``). Shows
+    the budgets that bind the member (their own and their teams'). HTMX → ``#report``.
+    """
+    memberships, form, choice, scope, team_ids = _mine_request(request)
+    context: dict[str, Any] = {
+        "page": "mine",
+        "form": form,
+        "choice": choice,
+        "report": usage_report(scope=scope, choice=choice, group_kind="team"),
+        "exports": _export_links("usage-mine-export", {}, MINE_EXPORTS, choice),
+    }
+    if not _is_partial(request):
+        budgets = (
+            Budget.objects.filter(team_id__in=[m.team_id for m in memberships])
+            .filter(Q(member__isnull=True) | Q(member=request.user))
+            .select_related("team", "member")
+            .order_by("team__name", "member__username", "period")
+        )
+        rows = list(budgets)
+        context["budgets"] = budgets_progress(budgets=rows)
+    return _render(request, "tasks_app/usage.html", context)
+
+
+def usage_mine_export(request: HttpRequest, table: str) -> HttpResponse:
+    """GET /usage/me/export/<table>.csv (``usage-mine-export``): one table of my usage
+    (``MINE_EXPORTS``) as a streamed CSV. Access as ``usage_mine``; unknown table → 404;
+    invalid period → 400."""
+    _, form, choice, scope, _ = _mine_request(request)
+    if table not in MINE_EXPORTS:
+        raise Http404("No such table.")
+    if not form.is_valid():
+        return HttpResponseBadRequest("Invalid period or filter.")
+    return _csv_response(
+        filename=_filename(f"usage-{slugify(request.user.get_username()) or 'me'}", table, choice),
+        header=REPORT_TABLES[table],
+        rows=report_csv_rows(table=table, scope=scope, choice=choice),
+    )
+
+
+# --- Company ------------------------------------------------------------------------------
+
+
+def _company_request(request: HttpRequest):
+    require_login(request)
+    require_methods(request, READ)
+    if not request.user.is_staff:
+        raise Http404("No such page.")
+    form = UsageForm(
+        request.GET,
+        periods=COMPANY_PERIODS,
+        default="12m",
+        offer=(),
+        max_days=MAX_COMPANY_RANGE_DAYS,
+    )
+    return form, usage_choice(form, tz=portal_zone())
+
+
+def usage_company(request: HttpRequest) -> HttpResponse:
+    """GET /usage/company/ (``usage-company``): units per team per month across all teams,
+    and the Kling accounts' resource packs from the latest snapshots.
+
+    Staff only (``is_staff``); anyone else signed in → 404; anonymous → login; not GET → 405.
+    Query: ``period`` (``COMPANY_PERIODS``; default the last 12 months), ``start``/``end``.
+    Months run in the portal's time zone. HTMX → ``usage_company.html#report``.
+    """
+    form, choice = _company_request(request)
+    context: dict[str, Any] = {
+        "page": "company",
+        "form": form,
+        "choice": choice,
+        "report": company_report(choice=choice),
+        "exports": _export_links("usage-company-export", {}, COMPANY_EXPORTS, choice),
+    }
+    if not _is_partial(request):
+        context["accounts"] = resource_packs_latest()
+    return _render(request, "tasks_app/usage_company.html", context)
+
+
+def usage_company_export(request: HttpRequest, table: str) -> HttpResponse:
+    """GET /usage/company/export/<table>.csv (``usage-company-export``): ``months`` (team,
+    YYYY-MM, units) or ``ledger`` (every team's rows) as a streamed CSV. Access as
+    ``usage_company``; unknown table → 404; invalid period → 400."""
+    form, choice = _company_request(request)
+    if table not in COMPANY_TABLES:
+        raise Http404("No such table.")
+    if not form.is_valid():
+        return HttpResponseBadRequest("Invalid period.")
+    return _csv_response(
+        filename=_filename("usage-company", table, choice),
+        header=COMPANY_TABLES[table],
+        rows=company_csv_rows(table=table, choice=choice),
+    )

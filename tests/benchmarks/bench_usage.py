@@ -1,0 +1,509 @@
+"""Bench of the usage reports (issue 7) on PostgreSQL with 1 000 000 ledger rows.
+
+Seeds 20 teams × 10 members, 1 000 000 tasks over the last 365 days (5 % failed without a
+charge, 4 % failed but charged) and exactly 1 000 000 ``Deduction`` rows (≈ 950 000 charges,
+the rest corrections, half of them negative) with ``INSERT … SELECT generate_series`` — then measures, for a
+team's month report (last month) and for the company report (last 12 months):
+
+- the page's server time: the view through ``django.test.Client`` (middleware, session,
+  access check, queries, template), the median of several runs after a warm-up;
+- the number of queries the page runs;
+- the floor: one hand-written SQL statement computing the same totals, median of several runs;
+- the ratio page / floor (goal: ≤ 2).
+
+Run: ``make bench`` (every bench) or ``.venv/bin/python -m tests.benchmarks.bench_usage``.
+``DATABASE_URL`` names the server (default ``postgres://postgres@127.0.0.1:5432/postgres``);
+the bench creates its own database ``klingweb_bench_usage`` and drops it at the end. The
+measuring runs in a child process so its Django settings never mix with another bench's.
+About 3–5 minutes on 2 cores, most of it seeding.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/postgres"
+BENCH_DB = "klingweb_bench_usage"
+ROOT = Path(__file__).resolve().parents[2]
+
+TEAMS = 20
+MEMBERS = 10
+TASKS = 1_000_000
+DAYS = 365
+RUNS = 9
+ZONES = ["Europe/Paris", "America/Los_Angeles", "Asia/Tokyo", "UTC"]
+
+
+# --- parent: database lifecycle -----------------------------------------------------------
+
+
+def _with_db(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+def main() -> int:
+    """Create the bench database, run the bench in a child process, drop the database.
+    Returns the child's exit status (0 when every figure was measured).
+
+    ``BENCH_USAGE_KEEP=1`` keeps the seeded database afterwards and reuses it next time
+    (for profiling; the figures are the same)."""
+    import psycopg
+
+    admin_url = os.environ.get("DATABASE_URL") or DEFAULT_URL
+    keep = os.environ.get("BENCH_USAGE_KEEP") == "1"
+    try:
+        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        print(f"bench_usage: PostgreSQL not reachable at {admin_url}: {exc}; skipped")
+        return 0
+    with admin:
+        exists = admin.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [BENCH_DB]
+        ).fetchone()
+        reuse = keep and exists is not None
+        if not reuse:
+            admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+            admin.execute(f"CREATE DATABASE {BENCH_DB}")
+    try:
+        env = {
+            **os.environ,
+            "DATABASE_URL": _with_db(admin_url, BENCH_DB),
+            "DJANGO_SETTINGS_MODULE": "klingweb.settings",
+            "DEBUG": "0",
+            "LOG_LEVEL": "WARNING",
+        }
+        env.pop("REDIS_URL", None)
+        args = [sys.executable, "-m", "tests.benchmarks.bench_usage", "--child"]
+        return subprocess.call(args + (["--reuse"] if reuse else []), env=env, cwd=ROOT)
+    finally:
+        if not keep:
+            with psycopg.connect(admin_url, autocommit=True) as admin:
+                admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+
+
+# --- child: seed and measure --------------------------------------------------------------
+
+
+def _log(message: str) -> None:
+    print(f"[bench_usage {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _interleaved_ms(fns: dict[str, Callable[[], Any]], runs: int = RUNS) -> dict[str, float]:
+    """Median ms of each function, run in turns (a, b, c, a, b, c, …) after two warm-up
+    rounds, so a change of load on the machine weighs on all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for round_ in range(runs + 2):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if round_ >= 2:
+                times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _insert_select(model: Any, exprs: dict[str, str], from_sql: str) -> int:
+    """``INSERT INTO <model> (every column) SELECT …``: the SQL expression given in ``exprs``
+    per attname, else the field's default (a parameter), else NULL. Returns the row count."""
+    from django.db import connection
+
+    quote = connection.ops.quote_name
+    columns, selects, params = [], [], []
+    for f in model._meta.concrete_fields:
+        if f.primary_key:
+            continue
+        columns.append(quote(f.column))
+        if f.attname in exprs:
+            selects.append(exprs[f.attname])
+        elif getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False):
+            selects.append("now()")
+        elif f.null and not f.has_default():
+            selects.append("NULL")
+        elif f.get_default() is not None:  # the default, or "" for a text field
+            selects.append("%s")
+            params.append(f.get_db_prep_save(f.get_default(), connection))
+        else:
+            raise RuntimeError(f"{model.__name__}.{f.attname}: no value to seed")
+    sql = (
+        f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(columns)}) "
+        f"SELECT {', '.join(selects)} {from_sql}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
+def _seed() -> dict[str, Any]:
+    import datetime as dt
+    from decimal import Decimal
+
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.utils import timezone
+
+    from klingweb.accounts.models import Membership, Role, Team
+    from tasks_app.models import Budget, Deduction, Task
+
+    User = get_user_model()
+    teams = Team.objects.bulk_create(
+        Team(name=f"Team {i:02d}", time_zone=ZONES[i % len(ZONES)]) for i in range(TEAMS)
+    )
+    users = User.objects.bulk_create(
+        User(username=f"t{t:02d}m{m}", email=f"t{t:02d}m{m}@example.com", password="!")
+        for t in range(TEAMS)
+        for m in range(MEMBERS)
+    )
+    Membership.objects.bulk_create(
+        Membership(user=users[t * MEMBERS + m], team=teams[t], role=Role.MEMBER)
+        for t in range(TEAMS)
+        for m in range(MEMBERS)
+    )
+    staff = User.objects.create(username="finance", is_staff=True, password="!")
+    Membership.objects.create(user=staff, team=teams[0], role=Role.VIEWER)
+    Budget.objects.create(team=teams[0], period="monthly", units=Decimal("20000"))
+    Budget.objects.create(team=teams[0], member=users[0], period="weekly", units=Decimal("500"))
+    Budget.objects.create(team=teams[0], member=users[1], period="daily", units=Decimal("80"))
+
+    now = timezone.now()
+    start = now - dt.timedelta(days=DAYS)
+    step = DAYS * 86400 / TASKS  # seconds between tasks: they arrive in time order
+    team_ids = ",".join(str(t.pk) for t in teams)
+    user_ids = ",".join(str(u.pk) for u in users)
+    units = "((1 + abs(hashint4(i + 3)) %% 40) * 0.125)::numeric(12, 3)"
+    # Hashes, not i modulo a small number, so no property lines up with the team (i % 20).
+    uncharged = "abs(hashint4(i + 11)) %% 20 = 0"  # 5 %: failed, not charged
+    failed_charged = "abs(hashint4(i + 13)) %% 25 = 0"  # 4 %: failed but charged
+    created = f"(TIMESTAMPTZ '{start.isoformat()}' + (i * {step}) * INTERVAL '1 second')"
+    _log(f"seeding {TASKS:,} tasks")
+    n_tasks = _insert_select(
+        Task,
+        {
+            "code": "gen_random_uuid()",
+            "team_id": f"(ARRAY[{team_ids}])[1 + i %% {TEAMS}]",
+            "creator_id": (
+                f"(ARRAY[{user_ids}])[1 + (i %% {TEAMS}) * {MEMBERS} + (i / {TEAMS}) %% {MEMBERS}]"
+            ),
+            "family": (
+                "(ARRAY['avatar','video_extend','multi_shot','text2video','image2video',"
+                "'element'])[1 + abs(hashint4(i)) %% 6]"
+            ),
+            "model_name": (
+                "(ARRAY['kling-v2-6','kling-v2-5-turbo','kling-v2-1-master','kling-v1-6'])"
+                "[1 + abs(hashint4(i + 2)) %% 4]"
+            ),
+            "mode": "CASE WHEN abs(hashint4(i + 1)) %% 3 = 0 THEN 'pro' ELSE 'std' END",
+            "task_id": "'bench-' || i",
+            "status": f"CASE WHEN {uncharged} OR {failed_charged} THEN 'failed' ELSE 'succeed' END",
+            "final_unit_deduction": f"CASE WHEN {uncharged} THEN NULL ELSE {units} END",
+            "estimated_units": units,
+            "created_at": created,
+            "submitted_at": f"{created} + INTERVAL '1 second'",
+            "finished_at": f"{created} + INTERVAL '90 seconds'",
+            "vendor_created_at": f"{created} + INTERVAL '1 second'",
+            "vendor_updated_at": f"{created} + INTERVAL '90 seconds'",
+        },
+        f"FROM generate_series(1, {TASKS}) AS i",
+    )
+    _log("seeding the charges")
+    n_charges = _insert_select(
+        Deduction,
+        {
+            "team_id": "t.team_id",
+            "task_id": "t.id",
+            "member_id": "t.creator_id",
+            "family": "t.family",
+            "model_name": "t.model_name",
+            "mode": "t.mode",
+            "task_status": "t.status",
+            "units": "t.final_unit_deduction",
+            "recorded_at": "t.finished_at",
+            "corrects_id": "NULL",
+        },
+        "FROM tasks_app_task t WHERE t.final_unit_deduction IS NOT NULL ORDER BY t.id",
+    )
+    corrections = TASKS - n_charges  # the ledger ends at exactly TASKS rows
+    _log(f"seeding {n_charges:,} charges done; {corrections:,} corrections")
+    n_corrections = _insert_select(
+        Deduction,
+        {
+            "team_id": "d.team_id",
+            "task_id": "d.task_id",
+            "member_id": "d.member_id",
+            "family": "d.family",
+            "model_name": "d.model_name",
+            "mode": "d.mode",
+            "task_status": "d.task_status",
+            "units": "CASE WHEN d.id %% 2 = 0 THEN -0.250 ELSE 0.500 END",
+            "recorded_at": "LEAST(d.recorded_at + INTERVAL '1 day', now())",
+            "corrects_id": "d.id",
+            "note": "'bench correction'",
+        },
+        "FROM tasks_app_deduction d WHERE abs(hashint8(d.id + 17)) %% 10 = 0 "
+        f"ORDER BY hashint8(d.id + 19) LIMIT {corrections}",
+    )
+    _log("vacuum analyze")
+    with connection.cursor() as cursor:
+        for table in ("tasks_app_task", "tasks_app_deduction", "auth_user", "accounts_team"):
+            cursor.execute(f"VACUUM ANALYZE {table}")
+    return {
+        "team": teams[0],
+        "member": users[0],
+        "staff": staff,
+        "tasks": n_tasks,
+        "ledger": n_charges + n_corrections,
+    }
+
+
+def _reuse() -> dict[str, Any]:
+    from django.contrib.auth import get_user_model
+
+    from klingweb.accounts.models import Team
+    from tasks_app.models import Deduction, Task
+
+    return {
+        "team": Team.objects.get(name="Team 00"),
+        "member": get_user_model().objects.get(username="t00m0"),
+        "staff": get_user_model().objects.get(username="finance"),
+        "tasks": Task.objects.count(),
+        "ledger": Deduction.objects.count(),
+    }
+
+
+TEAM_FLOOR_SQL = """
+WITH l AS (
+  SELECT COALESCE(SUM(units), 0) AS units,
+         COALESCE(SUM(units) FILTER (WHERE task_status = 'failed'), 0) AS failed_units,
+         COUNT(*) FILTER (WHERE corrects_id IS NULL) AS charged
+  FROM tasks_app_deduction
+  WHERE team_id = %(team)s AND recorded_at >= %(start)s AND recorded_at < %(end)s
+), t AS (
+  SELECT COUNT(*) FILTER (WHERE status IN ('submitted', 'processing', 'succeed', 'failed')) AS run,
+         COUNT(*) FILTER (WHERE status = 'succeed') AS succeeded,
+         COUNT(*) FILTER (WHERE status = 'failed') AS failed
+  FROM tasks_app_task
+  WHERE team_id = %(team)s AND created_at >= %(start)s AND created_at < %(end)s
+)
+SELECT l.units, l.failed_units, l.charged, t.run, t.succeeded, t.failed FROM l, t
+"""
+
+# Every ledger aggregate the team page shows (per day × family, per member, per model and
+# mode) in one scan: what a single hand-written statement would cost for the whole page.
+TEAM_ALL_SQL = """
+SELECT date_trunc('day', recorded_at AT TIME ZONE %(tz)s) AS day, family, member_id,
+       model_name, mode, SUM(units), SUM(units) FILTER (WHERE task_status = 'failed'),
+       COUNT(*) FILTER (WHERE corrects_id IS NULL)
+FROM tasks_app_deduction
+WHERE team_id = %(team)s AND recorded_at >= %(start)s AND recorded_at < %(end)s
+GROUP BY GROUPING SETS ((day, family), (member_id), (family, model_name, mode))
+"""
+
+COMPANY_FLOOR_SQL = """
+SELECT team_id, date_trunc('month', recorded_at AT TIME ZONE %(tz)s) AS month, SUM(units)
+FROM tasks_app_deduction
+WHERE recorded_at >= %(start)s AND recorded_at < %(end)s
+GROUP BY 1, 2
+"""
+
+
+def _sql(sql: str, params: dict[str, Any]) -> Callable[[], list[tuple]]:
+    """A function running one hand-written statement and fetching its rows."""
+    from django.db import connection
+
+    def run() -> list[tuple]:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+
+    return run
+
+
+def _page(client: Any, url: str, params: dict[str, str], **headers: str) -> Callable[[], int]:
+    """A function rendering a page through the test client; returns its size in bytes."""
+
+    def run() -> int:
+        response = client.get(url, params, headers=headers)
+        assert response.status_code == 200, response.status_code
+        return len(response.content)
+
+    return run
+
+
+def _queries(fn: Callable[[], Any]) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as ctx:
+        fn()
+    return len(ctx.captured_queries)
+
+
+def _export(client: Any, url: str, params: dict[str, str]) -> tuple[float, int, float]:
+    """Stream a CSV export to the end, twice: (ms of a plain run, lines, peak Python memory in
+    MB of a second run under tracemalloc, which slows it down)."""
+    import tracemalloc
+
+    start = time.perf_counter()
+    response = client.get(url, params)
+    lines = sum(chunk.count(b"\n") for chunk in response.streaming_content)
+    ms = (time.perf_counter() - start) * 1000
+    tracemalloc.start()
+    response = client.get(url, params)
+    for _ in response.streaming_content:
+        pass
+    peak = tracemalloc.get_traced_memory()[1] / 1e6
+    tracemalloc.stop()
+    return ms, lines, peak
+
+
+def child() -> int:
+    """Seed the bench database named by ``DATABASE_URL`` and print the figures."""
+    from decimal import Decimal
+
+    import django
+
+    django.setup()
+    from django.apps import apps
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.test import Client
+    from django.urls import reverse
+
+    from tasks_app.usage import (
+        Choice,
+        Scope,
+        company_report,
+        period_resolve,
+        portal_zone,
+        team_zone,
+        usage_report,
+    )
+
+    started = time.perf_counter()
+    # The schema straight from the models (as the tests' --nomigrations does); on reuse this
+    # only adds tables that are missing.
+    settings.MIGRATION_MODULES = {app.label: None for app in apps.get_app_configs()}
+    _log("creating the schema")
+    call_command("migrate", run_syncdb=True, verbosity=0, interactive=False)
+    seeded = _reuse() if "--reuse" in sys.argv else _seed()
+    seed_s = time.perf_counter() - started
+    _log(f"{seeded['tasks']:,} tasks and {seeded['ledger']:,} ledger rows ready in {seed_s:.0f} s")
+
+    team = seeded["team"]
+    client = Client()
+    client.force_login(seeded["staff"])
+    rows: list[tuple[str, str, str, str, str]] = []
+
+    # Team month report: last month, in the team's zone.
+    tz = team_zone(team)
+    month = period_resolve(key="last_month", tz=tz)
+    params = {"team": team.pk, "start": month.start, "end": month.end, "tz": str(tz)}
+    floor = _sql(TEAM_FLOOR_SQL, params)
+    units, failed_units, charged, run, succeeded, failed = floor()[0]
+    report = usage_report(scope=Scope(team_id=team.pk), choice=Choice(period=month))
+    t = report.totals
+    assert (t.units, t.failed_units, t.charged_tasks) == (units, failed_units, charged), t
+    assert (t.tasks_run, t.succeeded, t.failed) == (run, succeeded, failed), t
+    url = reverse("usage-team", kwargs={"team": team.code})
+    empty = {"period": "custom", "start": "2001-01-01", "end": "2001-01-31"}
+    fns = {
+        "page": _page(client, url, {"period": "last_month"}),
+        "region": _page(client, url, {"period": "last_month"}, HX_Request="true"),
+        "empty": _page(client, url, empty),
+        "floor": floor,
+        "all": _sql(TEAM_ALL_SQL, params),
+    }
+    _log("measuring the team month report")
+    ms = _interleaved_ms(fns)
+    f = ms["floor"]
+    label = f"Team month ({t.charged_tasks:,} charges, {t.units:,} units)"
+    rows += [
+        (
+            label,
+            f"{ms['page']:.1f}",
+            str(_queries(fns["page"])),
+            f"{f:.1f}",
+            f"{ms['page'] / f:.1f}×",
+        ),
+        (
+            "  same, HTMX report region",
+            f"{ms['region']:.1f}",
+            str(_queries(fns["region"])),
+            f"{f:.1f}",
+            f"{ms['region'] / f:.1f}×",
+        ),
+        (
+            "  same page, a month with no rows",
+            f"{ms['empty']:.1f}",
+            str(_queries(fns["empty"])),
+            "–",
+            "–",
+        ),
+        (
+            "  one SQL for all page aggregates",
+            f"{ms['all']:.1f}",
+            "1",
+            f"{f:.1f}",
+            f"{ms['all'] / f:.1f}×",
+        ),
+    ]
+
+    # Company report: last 12 months, in the portal's zone.
+    ptz = portal_zone()
+    year = period_resolve(key="12m", tz=ptz)
+    cfloor = _sql(COMPANY_FLOOR_SQL, {"start": year.start, "end": year.end, "tz": str(ptz)})
+    company = company_report(choice=Choice(period=year))
+    assert company.total == sum((r[2] for r in cfloor()), Decimal("0")), "company totals differ"
+    cfns = {"page": _page(client, reverse("usage-company"), {"period": "12m"}), "floor": cfloor}
+    _log("measuring the company report")
+    cms = _interleaved_ms(cfns)
+    rows.append(
+        (
+            f"Company 12 months ({company.total:,} units)",
+            f"{cms['page']:.1f}",
+            str(_queries(cfns["page"])),
+            f"{cms['floor']:.1f}",
+            f"{cms['page'] / cms['floor']:.2f}×",
+        )
+    )
+
+    # A year of one team's ledger as CSV (streamed).
+    export = reverse("usage-team-export", kwargs={"team": team.code, "table": "ledger"})
+    start = (year.first_day).isoformat()
+    exp_ms, lines, peak_mb = _export(
+        client, export, {"period": "custom", "start": start, "end": year.last_day.isoformat()}
+    )
+
+    header = ("Report", "Page ms (median)", "Queries", "Floor SQL ms", "Page / floor")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print()
+    print(
+        f"Usage reports on PostgreSQL: {seeded['ledger']:,} ledger rows, {seeded['tasks']:,} "
+        f"tasks, {TEAMS} teams, {DAYS} days; median of {RUNS} interleaved runs after 2 warm-ups"
+    )
+    for i, row in enumerate([header, *rows]):
+        print(
+            "  ".join(
+                str(c).ljust(w) if j == 0 else str(c).rjust(w)
+                for j, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    print(
+        f"CSV export of one team's 12-month ledger: {lines - 1:,} rows streamed in "
+        f"{exp_ms / 1000:.1f} s; peak Python memory while streaming {peak_mb:.1f} MB"
+    )
+    print(f"Seeding took {seed_s:.0f} s; total {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(child() if "--child" in sys.argv else main())
