@@ -37,6 +37,7 @@ from klingweb.accounts.access import READ_WRITE, WRITE, object_for_user, team_fo
 from klingweb.accounts.models import Role, Team
 from klingweb.accounts.services import SecretUnreadable, account_for_team
 from klingweb.kling import KlingError
+from klingweb.security import safe_file_headers
 from tasks_app.budgets import BudgetExceeded
 
 PAGE_SIZE = 24
@@ -281,7 +282,9 @@ def element_file(request: HttpRequest, team, code, which: str) -> FileResponse:
     storage = element.frontal_image.storage
     if not storage.exists(name):
         raise Http404("Not stored.")
-    return FileResponse(storage.open(name, "rb"))
+    # Stored names carry an extension decided by content (upload_save): images and videos
+    # only, never HTML/SVG. Still, never let a browser run anything from an uploaded file.
+    return safe_file_headers(FileResponse(storage.open(name, "rb")))
 
 
 def element_delete_view(request: HttpRequest, team, code) -> HttpResponse:

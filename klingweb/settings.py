@@ -7,8 +7,10 @@ django-q2 broker to Redis. Every variable is listed in README.md's configuration
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -25,9 +27,14 @@ from klingweb.env import (
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = env_bool("DEBUG", False)
+# Production mode (KLINGWEB_PRODUCTION=1): DEBUG off, SECRET_KEY required, HTTPS only (HSTS,
+# redirect, Secure cookies); `manage.py check --deploy` is clean (tests/test_security_settings.py).
+PRODUCTION = env_bool("KLINGWEB_PRODUCTION", False)
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("DEBUG must be off in production (KLINGWEB_PRODUCTION=1).")
 SECRET_KEY = env_str("SECRET_KEY")
 if not SECRET_KEY:
-    if not DEBUG and env_bool("KLINGWEB_PRODUCTION", False):
+    if PRODUCTION:
         raise ImproperlyConfigured("SECRET_KEY must be set in production (KLINGWEB_PRODUCTION=1).")
     # Development and tests only; `make run` writes a real one into .env.
     SECRET_KEY = "dev-insecure-klingweb-key-change-me-0123456789abcdefghijklmnopqrstuvwxyz"
@@ -47,6 +54,8 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "django_q",
+    "axes",  # sign-in throttling (AXES_* below)
+    "csp",  # Content-Security-Policy header (CONTENT_SECURITY_POLICY below)
     "klingweb",  # project-level management commands (kling_api, kling_sandbox)
     "klingweb.accounts",
     "tasks_app",
@@ -56,6 +65,10 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before anything reads a body (CSRF reads request.POST): 413 on an oversized one.
+    "klingweb.security.UploadLimitMiddleware",
+    "klingweb.security.SecurityHeadersMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -64,6 +77,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "klingweb.accounts.middleware.AccessMiddleware",
+    # Last, as django-axes asks: turns a locked-out sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "klingweb.urls"
@@ -98,6 +113,10 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": env_str("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
+            # Persistent connections: django-q2's ORM broker calls close_old_connections()
+            # on every async_task(); with 0 each enqueue closed the file (a WAL checkpoint,
+            # ~7 ms) and reopened it — most of the cost of applying a finished task.
+            "CONN_MAX_AGE": 60,
             # WAL + a busy timeout let the web server and the cluster share the file.
             "OPTIONS": {
                 "timeout": 20,
@@ -135,6 +154,21 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes first: it refuses a locked-out username+IP before the password is checked.
+AUTHENTICATION_BACKENDS = [
+    "klingweb.backends.RequestAxesBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = env_bool("AXES_ENABLED", True)
+AXES_FAILURE_LIMIT = 5  # failed sign-ins of one username from one IP...
+AXES_COOLOFF_TIME = timedelta(minutes=15)  # ...lock that pair out for 15 minutes
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False
+# The IP is REMOTE_ADDR: behind a reverse proxy every client has the proxy's address, so a
+# lockout then holds the username for everyone (still 15 minutes, still per username).
 LOGIN_URL = "accounts-login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "accounts-login"
@@ -167,6 +201,11 @@ STORAGES = {
 }
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # bytes; larger uploads spool to disk
 DATA_UPLOAD_MAX_MEMORY_SIZE = 15 * 1024 * 1024  # bytes; non-file POST bodies
+# Whole request bodies (klingweb.security.UploadLimitMiddleware answers 413 above these,
+# by Content-Length, before reading): forms of images and sound (≤ 10 MB + 10 MB + 5 MB)...
+UPLOAD_MAX_REQUEST_BYTES = 25 * 1024 * 1024
+# ...and, by URL name, the element form (a 200 MB reference video, or 4 images of 10 MB).
+UPLOAD_LARGE_REQUESTS = {"elements-create": 220 * 1024 * 1024}
 
 # --- Kling --------------------------------------------------------------------------------
 KLING_API_BASE_URL = env_url("KLING_API_BASE_URL", "https://api-singapore.klingai.com")
@@ -177,6 +216,9 @@ if bool(KLING_ACCESS_KEY) != bool(KLING_SECRET_KEY):
 KLING_SANDBOX_MODE = env_bool("KLING_SANDBOX_MODE", False)
 KLING_WEBHOOK_SECRET = env_str("KLING_WEBHOOK_SECRET")  # Standard Webhooks secret (whsec_...)
 PUBLIC_BASE_URL = env_url("PUBLIC_BASE_URL")  # where Kling can reach us, for callback_url
+# A callback token is refused this long after its task was created/submitted (the poller
+# keeps the task up to date after that): tasks_app.callbacks.callback_token_expired.
+KLING_CALLBACK_MAX_AGE = timedelta(days=env_int("KLING_CALLBACK_MAX_AGE_DAYS", 3, minimum=1))
 KLING_CONNECT_TIMEOUT = 5.0  # seconds
 KLING_READ_TIMEOUT = 30.0  # seconds
 
@@ -212,17 +254,74 @@ KLINGWEB_TASK_FAMILIES = [
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
-SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG and bool(PUBLIC_BASE_URL))
+SESSION_COOKIE_SECURE = env_bool(
+    "SECURE_COOKIES", PRODUCTION or (not DEBUG and bool(PUBLIC_BASE_URL))
+)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+CSRF_COOKIE_HTTPONLY = True  # the pages carry the token themselves (hx-headers, forms)
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# HTTPS. Behind a TLS-terminating proxy set BEHIND_TLS_PROXY=1 (the proxy must set
+# X-Forwarded-Proto and strip it from clients), or the redirect loops.
+if env_bool("BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 86400 if PRODUCTION else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Preloading is the operator's decision (it is hard to undo), so its reminder is silenced.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+
+# Content-Security-Policy (django-csp). No inline script or style anywhere: templates load
+# static/js/*.js and static/css/*.css; htmx's indicator <style> is off (base.html meta).
+# Results may be shown from the vendor's URLs until kept: images and videos from any https
+# host, and from the Kling base URL's origin when it is plain http (the sandbox).
+_KLING_ORIGIN = urlsplit(KLING_API_BASE_URL or "")
+_MEDIA_ORIGINS = (
+    [f"{_KLING_ORIGIN.scheme}://{_KLING_ORIGIN.netloc}"] if _KLING_ORIGIN.scheme == "http" else []
+)
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:", "blob:", "https:", *_MEDIA_ORIGINS],
+        "media-src": ["'self'", "blob:", "https:", *_MEDIA_ORIGINS],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+
+# Error reports (DEBUG page, mails to ADMINS) hide secret-looking locals in every frame and
+# redact callback tokens and JWTs (klingweb.security).
+DEFAULT_EXCEPTION_REPORTER = "klingweb.security.SafeExceptionReporter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "klingweb.security.SafeExceptionReporterFilter"
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Callback tokens, JWTs and secrets never reach a log line (klingweb.redaction).
+    "filters": {"redact": {"()": "klingweb.redaction.RedactingFilter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+    "loggers": {
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+        # Request paths (a callback's carries its token) are logged by these two.
+        "django.request": {"filters": ["redact"]},
+        "django.server": {
+            "handlers": ["console"],
+            "level": "INFO",
+            "propagate": False,
+            "filters": ["redact"],
+        },
+    },
 }

@@ -3,7 +3,10 @@
 Protocol: ``kling-docs/callback-protocol.txt`` and KLING_API.md §4 "Callbacks". The
 ``callback_url`` sent with each create call carries a token signed with Django's signing
 (``SECRET_KEY``, a salt of its own) and bound to one task's ``code``, so a callback can only
-ever touch the task it was issued for. When ``settings.KLING_WEBHOOK_SECRET`` is set, the
+ever touch the task it was issued for. A token expires ``settings.KLING_CALLBACK_MAX_AGE``
+(3 days) after the later of the task's creation and submission (``callback_token_expired``):
+the vendor calls back within minutes or hours of a status change, and after that the poller
+alone keeps the task up to date, so a token that leaks later opens nothing. When ``settings.KLING_WEBHOOK_SECRET`` is set, the
 Standard Webhooks signature (``webhook-id``/``webhook-timestamp``/``webhook-signature``)
 is verified too. The body goes to ``task_apply_remote`` (idempotent, monotonic, one
 deduction), so duplicates, out-of-order and late deliveries change nothing wrong.
@@ -16,11 +19,13 @@ import binascii
 import json
 import logging
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.core import signing
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from tasks_app.models import Task
@@ -32,6 +37,8 @@ log = logging.getLogger(__name__)
 CALLBACK_SALT = "tasks_app.callbacks.task-callback"
 #: Largest callback body accepted, in bytes (a task object is a few kB).
 CALLBACK_MAX_BYTES = 1024 * 1024
+#: Above any real task's cost (Kling credit units) and below the ledger column's 12 digits.
+MAX_UNITS = 10**8
 #: The vendor's ``task_status`` values (KLING_API.md §4).
 VENDOR_STATUSES = frozenset({"submitted", "processing", "succeed", "failed"})
 
@@ -39,20 +46,36 @@ VENDOR_STATUSES = frozenset({"submitted", "processing", "succeed", "failed"})
 def callback_token_for(task: Task) -> str:
     """The signed token of ``task``'s callback URL: ``"<task code>:<signature>"``.
 
-    Signed with ``django.core.signing.Signer`` (``SECRET_KEY``, salt ``CALLBACK_SALT``); no
-    expiry, since the vendor may call back long after the create call.
+    Signed with ``django.core.signing.Signer`` (``SECRET_KEY``, salt ``CALLBACK_SALT``). The
+    token carries no time stamp: its expiry is computed from the task's own times
+    (``callback_token_expired``), so tokens already given to the vendor keep their form.
     """
     return signing.Signer(salt=CALLBACK_SALT).sign(str(task.code))
 
 
+def callback_token_expired(task: Task, *, now=None) -> bool:
+    """True when ``task``'s callback token is too old to be accepted: more than
+    ``settings.KLING_CALLBACK_MAX_AGE`` (a ``timedelta``, default 3 days) has passed since the
+    later of ``created_at`` and ``submitted_at`` (a task held back by a pause is submitted,
+    and its token handed to the vendor, later than it was created)."""
+    max_age = getattr(settings, "KLING_CALLBACK_MAX_AGE", None) or timedelta(days=3)
+    issued = max(t for t in (task.created_at, task.submitted_at) if t is not None)
+    return (now or timezone.now()) - issued > max_age
+
+
 def task_for_token(token: str) -> Task | None:
-    """The task a callback token was issued for, or None (bad or forged token, gone task)."""
+    """The task a callback token was issued for, or None (bad or forged token, gone task,
+    expired token: ``callback_token_expired``)."""
     try:
         code = signing.Signer(salt=CALLBACK_SALT).unsign(token)
         code = uuid.UUID(code)
     except (signing.BadSignature, ValueError):
         return None
-    return Task.objects.filter(code=code).first()
+    task = Task.objects.filter(code=code).first()
+    if task is not None and callback_token_expired(task):
+        log.info("callback for task %s: token expired", task.code)
+        return None
+    return task
 
 
 def callback_url_for(task: Task) -> str | None:
@@ -90,10 +113,10 @@ def task_callback(request: HttpRequest, token: str) -> HttpResponse:
 
     Answers: 200 ``{"ok": true}`` once applied (also when it changed nothing: a duplicate,
     an older status, a finished task); 405 for another method; 404 for a bad, forged or
-    stale token; 413 for a body over 1 MB; 401 when a webhook secret is configured and the
+    expired token (``callback_token_expired``); 413 for a body over 1 MB; 401 when a webhook secret is configured and the
     Standard Webhooks signature is missing or wrong; 400 for a body that is not a JSON
     object with a known ``task_status`` (submitted|processing|succeed|failed), or whose ``task_id`` / ``external_task_id`` names
-    another task. Nothing changes unless the answer is 200.
+    another task, or whose ``final_unit_deduction`` is not a finite number in [0, 10^8). Nothing changes unless the answer is 200.
 
     No session or CSRF (the vendor is the caller); the token is the authority.
     """
@@ -116,7 +139,7 @@ def task_callback(request: HttpRequest, token: str) -> HttpResponse:
         return _bad("Bad webhook signature.", status=401)
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
         return _bad("Body is not JSON.")
     if not isinstance(data, dict) or not isinstance(data.get("task_status"), str):
         return _bad("Body is not a task object (no task_status).")
@@ -129,6 +152,9 @@ def task_callback(request: HttpRequest, token: str) -> HttpResponse:
         remote = parse_task(data)
     except Exception as exc:  # the parser's own errors: a malformed vendor object
         return _bad(f"Body is not a task object ({exc.__class__.__name__}).")
+    units = remote.final_unit_deduction
+    if units is not None and not (units.is_finite() and 0 <= units < MAX_UNITS):
+        return _bad("final_unit_deduction is not a plausible number of units.")
     if task.task_id and remote.task_id and remote.task_id != task.task_id:
         return _bad("task_id does not match this callback's task.")
     if remote.external_task_id and remote.external_task_id != task.external_task_id:

@@ -406,6 +406,25 @@ def team_videos(team: Any, *, limit: int = 200) -> list[tuple[Task, dict]]:
     return out
 
 
+def video_of_another_team(team: Any, video_id: str) -> bool:
+    """True when ``video_id`` is a result video of another team's task in the portal: such
+    an id must not be extended from ``team`` (both teams may share the operator's Kling
+    account, so the vendor would accept it)."""
+    if not video_id:
+        return False
+    tasks = (
+        Task.objects.exclude(team=team)
+        .filter(family__in=[Family.TEXT2VIDEO, Family.IMAGE2VIDEO, Family.VIDEO_EXTEND])
+        .filter(result__icontains=video_id)
+        .only("result")
+    )
+    for task in tasks.iterator():
+        for video in (task.result or {}).get("videos") or []:
+            if isinstance(video, dict) and str(video.get("id")) == video_id:
+                return True
+    return False
+
+
 class VideoExtendForm(TaskForm):
     """Video extension (§5.3): a video of the team's (or a pasted ``video_id``; exactly one),
     prompt and negative prompt ≤ 2500, cfg_scale in [0, 1], watermark."""
@@ -460,6 +479,13 @@ class VideoExtendForm(TaskForm):
                 self.add_error("video_id" if pasted else "source_video", reason)
                 return cleaned
             self._notes["video"] = f"extends {known[0].prompt[:40] or video_id}"
+        elif video_of_another_team(self.team, video_id):
+            self.add_error(
+                "video_id" if pasted else "source_video",
+                "This video_id is not one of your team's videos; pick one of them, or paste "
+                "the id of a video made outside the portal.",
+            )
+            return cleaned
         else:
             self._notes["video"] = f"extends video {video_id}"
         cleaned["video_id"] = video_id
