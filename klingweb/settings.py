@@ -224,6 +224,13 @@ KLING_READ_TIMEOUT = 30.0  # seconds
 
 # Fernet keys for Kling secret keys at rest: comma-separated, newest first (MultiFernet).
 FERNET_KEYS = env_list("FERNET_KEYS")
+if PRODUCTION and not FERNET_KEYS:
+    # Without it the key would be derived from SECRET_KEY, and rotating SECRET_KEY would
+    # make every stored team secret unreadable.
+    raise ImproperlyConfigured(
+        "FERNET_KEYS must be set in production (KLINGWEB_PRODUCTION=1); generate one with "
+        "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'."
+    )
 
 # --- Scheduling, polling, budgets ---------------------------------------------------------
 POLL_STALE_AFTER_SECONDS = env_int("POLL_STALE_AFTER_SECONDS", 2 * 3600, minimum=60)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 from axes.models import AccessAttempt
+from cryptography.fernet import Fernet
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.test import Client
@@ -291,6 +292,7 @@ def production_env(tmp_path, **extra) -> dict[str, str]:
         **_clean_env(),
         "KLINGWEB_PRODUCTION": "1",
         "SECRET_KEY": secrets.token_urlsafe(50),
+        "FERNET_KEYS": Fernet.generate_key().decode(),
         "ALLOWED_HOSTS": "portal.example.com",
         "PUBLIC_BASE_URL": "https://portal.example.com",
         "SQLITE_PATH": str(tmp_path / "prod.sqlite3"),
@@ -334,6 +336,7 @@ def test_check_deploy_flags_the_development_settings(tmp_path):
     [
         ({"DEBUG": "1"}, "DEBUG must be off in production"),
         ({"SECRET_KEY": ""}, "SECRET_KEY must be set in production"),
+        ({"FERNET_KEYS": ""}, "FERNET_KEYS must be set in production"),
     ],
 )
 def test_production_refuses_unsafe_settings(tmp_path, extra, message):
