@@ -10,5 +10,6 @@ urlpatterns = [
     path("", include("klingweb.accounts.urls")),
     path("", include("tasks_app.urls")),
     path("", include("tasks_app.usage_urls")),
+    path("", include("tasks_app.admin_urls")),
     path("", include("elements_app.urls")),
 ]

@@ -1,34 +1,369 @@
-"""Team budgets: cost estimates, the check before a task is queued, and alerts.
+"""Team budgets: cost estimates, the check before a task is queued, alerts and banners.
 
-Interface used by the task forms (tasks issue); the background-cluster issue fills in the
-bodies.
+Periods are computed in the team's time zone (``Team.time_zone``): days start at midnight,
+weeks on Monday at midnight, months on the 1st at midnight. Units are Kling credit units
+(Decimal). "Spent" in a period = the ledger (``Deduction`` rows recorded in the period,
+corrections included) + the ``estimated_units`` of the team's unfinished tasks (queued,
+submitted, processing), so that parallel submissions cannot overshoot a budget.
+Alerts (80/90/100 %) are raised on the ledger alone: they report what was actually charged.
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.db.models import Q, Sum
+from django.utils import timezone
+
+from tasks_app.models import (
+    Budget,
+    BudgetAlert,
+    BudgetPeriod,
+    Deduction,
+    Status,
+    Task,
+)
+
+log = logging.getLogger(__name__)
+
+THRESHOLDS = (80, 90, 100)  # percent of a budget's units
+PENDING_STATUSES = (Status.QUEUED, Status.SUBMITTED, Status.PROCESSING)
+ZERO = Decimal("0")
 
 
 class BudgetExceeded(Exception):
-    """A task would pass a budget. ``str(exc)`` names the budget and when it resets."""
+    """A task would pass a budget. ``str(exc)`` names the budget and when it resets.
+
+    Attributes: ``budget`` (``Budget``), ``spent`` and ``needed`` (units, Decimal),
+    ``resets_at`` (aware datetime in the team's time zone).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        budget: Budget | None = None,
+        spent: Decimal = ZERO,
+        needed: Decimal = ZERO,
+        resets_at: datetime | None = None,
+    ):
+        super().__init__(message)
+        self.budget = budget
+        self.spent = spent
+        self.needed = needed
+        self.resets_at = resets_at
 
 
 def estimate_units(*, family: str, params: dict) -> Decimal:
     """Estimated units of Kling credit for a task of ``family`` with request ``params``,
-    from ``settings.TASK_COST_ESTIMATES`` (family × mode; × duration/5 for videos)."""
+    from ``settings.TASK_COST_ESTIMATES`` (family × mode; × duration/5 for videos), times
+    ``settings.TASK_COST_MULTIPLIER``. Unknown family or mode: 0 (``"*"`` matches any mode).
+    """
     table = settings.TASK_COST_ESTIMATES.get(family, {})
     mode = params.get("mode") or "std"
-    base = table.get(mode, table.get("*", Decimal("0")))
-    duration = Decimal(str(params.get("duration") or "5"))
+    base = table.get(mode, table.get("*", ZERO))
+    try:
+        duration = Decimal(str(params.get("duration") or "5"))
+    except ArithmeticError:
+        duration = Decimal("5")
     return base * (duration / Decimal("5")) * settings.TASK_COST_MULTIPLIER
 
 
-def budget_check(*, team, user, units: Decimal) -> None:
-    """Raise ``BudgetExceeded`` if ``units`` more would pass a budget of ``team`` or of
-    ``user`` in it this period."""
+# --- periods and formatting --------------------------------------------------------------
 
 
-def budget_alerts_check(*, team_pk: int) -> None:
-    """Record (and e-mail admins about) each 80/90/100 % threshold reached this period."""
+def team_zone(team) -> ZoneInfo:
+    """The team's time zone (``ZoneInfo``); UTC when the stored name is unknown."""
+    try:
+        return ZoneInfo(team.time_zone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def period_bounds(*, period: str, zone: ZoneInfo, now: datetime | None = None):
+    """``(start, end)`` of the ``BudgetPeriod`` containing ``now``, aware in ``zone``.
+
+    Daily: local midnight to midnight; weekly: Monday 00:00 to the next Monday; monthly: the
+    1st 00:00 to the next 1st. ``end`` is the reset moment.
+    """
+    local = (now or timezone.now()).astimezone(zone)
+    today = local.date()
+    if period == BudgetPeriod.DAILY:
+        first, nxt = today, today + timedelta(days=1)
+    elif period == BudgetPeriod.WEEKLY:
+        first = today - timedelta(days=today.weekday())
+        nxt = first + timedelta(days=7)
+    else:
+        first = date(today.year, today.month, 1)
+        nxt = date(today.year + (today.month == 12), today.month % 12 + 1, 1)
+    start = datetime(first.year, first.month, first.day, tzinfo=zone)
+    end = datetime(nxt.year, nxt.month, nxt.day, tzinfo=zone)
+    return start, end
+
+
+def units_text(units: Decimal) -> str:
+    """Units for people: ``Decimal("950.000")`` → ``"950"``, ``"12.500"`` → ``"12.5"``."""
+    units = Decimal(units)
+    if units == units.to_integral_value():
+        return str(units.quantize(Decimal("1")))
+    return format(units.normalize(), "f")
+
+
+def budget_label(budget: Budget) -> str:
+    """ "Team monthly budget" or "Monthly cap for alice"."""
+    period = budget.get_period_display()
+    if budget.member_id is None:
+        return f"Team {period.lower()} budget"
+    return f"{period} cap for {budget.member.get_username()}"
+
+
+def resets_text(resets_at: datetime, zone: ZoneInfo) -> str:
+    """``"2026-12-01 00:00 Europe/Paris"``."""
+    return f"{resets_at.astimezone(zone):%Y-%m-%d %H:%M} {zone.key}"
+
+
+# --- spending ----------------------------------------------------------------------------
+
+
+def ledger_spent(*, budget: Budget, start: datetime, end: datetime) -> Decimal:
+    """Units recorded in the ledger for the budget's scope between ``start`` and ``end``."""
+    qs = Deduction.objects.filter(
+        team_id=budget.team_id, recorded_at__gte=start, recorded_at__lt=end
+    )
+    if budget.member_id is not None:
+        qs = qs.filter(member_id=budget.member_id)
+    return qs.aggregate(total=Sum("units"))["total"] or ZERO
+
+
+def pending_units(*, budget: Budget) -> Decimal:
+    """Estimated units of the scope's unfinished tasks (queued, submitted, processing)."""
+    qs = Task.objects.filter(team_id=budget.team_id, status__in=PENDING_STATUSES)
+    if budget.member_id is not None:
+        qs = qs.filter(creator_id=budget.member_id)
+    return qs.aggregate(total=Sum("estimated_units"))["total"] or ZERO
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    """A budget as the budgets page shows it. Units are Decimal; times aware, team zone."""
+
+    budget: Budget
+    label: str
+    units: Decimal
+    ledger: Decimal
+    pending: Decimal
+    period_start: datetime
+    resets_at: datetime
+    resets: str
+
+    @property
+    def spent(self) -> Decimal:
+        """Ledger + pending estimates: what ``budget_check`` compares with ``units``."""
+        return self.ledger + self.pending
+
+    @property
+    def percent(self) -> int:
+        """Spent as a whole percentage of the budget (0 when the budget is 0)."""
+        if self.units <= 0:
+            return 100 if self.spent > 0 else 0
+        return int(self.spent * 100 / self.units)
+
+
+def budget_status(*, budget: Budget, now: datetime | None = None) -> BudgetStatus:
+    """Current spending of one budget (``BudgetStatus``)."""
+    zone = team_zone(budget.team)
+    start, end = period_bounds(period=budget.period, zone=zone, now=now)
+    return BudgetStatus(
+        budget=budget,
+        label=budget_label(budget),
+        units=budget.units,
+        ledger=ledger_spent(budget=budget, start=start, end=end),
+        pending=pending_units(budget=budget),
+        period_start=start,
+        resets_at=end,
+        resets=resets_text(end, zone),
+    )
+
+
+def team_budgets(*, team) -> list[Budget]:
+    """The team's budgets: team-wide first (daily, weekly, monthly), then member caps."""
+    order = {BudgetPeriod.DAILY: 0, BudgetPeriod.WEEKLY: 1, BudgetPeriod.MONTHLY: 2}
+    budgets = list(Budget.objects.filter(team=team).select_related("team", "member"))
+    budgets.sort(
+        key=lambda b: (
+            b.member_id is not None,
+            b.member.get_username() if b.member_id else "",
+            order.get(b.period, 9),
+        )
+    )
+    return budgets
+
+
+def budget_check(*, team, user, units: Decimal, now: datetime | None = None) -> None:
+    """Raise ``BudgetExceeded`` if ``units`` more would pass a budget of ``team``, or a cap of
+    ``user`` in it, in the current period.
+
+    Call it inside the ``transaction.atomic()`` block that saves the queued task (with its
+    ``estimated_units``): the team's budget rows are locked (``SELECT … FOR UPDATE`` on
+    PostgreSQL; SQLite serialises writers), so two submissions at the same moment see each
+    other and cannot overshoot together. Message example: "Team monthly budget: 950 of 1000
+    units spent; this task needs about 80. Resets 2026-12-01 00:00 Europe/Paris."
+    """
+    units = Decimal(units)
+    scope = Q(member__isnull=True)
+    if user is not None and getattr(user, "pk", None) is not None:
+        scope |= Q(member_id=user.pk)
+    qs = Budget.objects.filter(team=team).filter(scope)
+    if transaction.get_connection().in_atomic_block:
+        list(qs.select_for_update().values_list("pk", flat=True))
+    budgets = [b for b in team_budgets(team=team) if b.member_id in (None, getattr(user, "pk", -1))]
+    for budget in budgets:
+        status = budget_status(budget=budget, now=now)
+        if status.spent + units > status.units:
+            raise BudgetExceeded(
+                f"{status.label}: {units_text(status.spent)} of {units_text(status.units)} "
+                f"units spent; this task needs about {units_text(units)}. "
+                f"Resets {status.resets}.",
+                budget=budget,
+                spent=status.spent,
+                needed=units,
+                resets_at=status.resets_at,
+            )
+
+
+# --- alerts and banners ------------------------------------------------------------------
+
+
+def _team_admin_emails(team) -> list[str]:
+    from klingweb.accounts.models import Membership, Role
+
+    emails = (
+        Membership.objects.filter(team=team, role__in=[Role.OWNER, Role.ADMIN])
+        .exclude(user__email="")
+        .values_list("user__email", flat=True)
+    )
+    return sorted(set(emails))
+
+
+def budget_alerts_check(*, team_pk: int, now: datetime | None = None) -> list[BudgetAlert]:
+    """Record each 80/90/100 % threshold the team's budgets reached this period, once each
+    (``BudgetAlert`` is unique per budget, period start and threshold), and e-mail the team's
+    owners and admins once per budget for what is new. Spending here is the ledger only.
+    Returns the alerts created by this call (empty when nothing new).
+    """
+    from klingweb.accounts.models import Team
+
+    team = Team.objects.filter(pk=team_pk).first()
+    if team is None:
+        return []
+    created_all: list[BudgetAlert] = []
+    for budget in team_budgets(team=team):
+        status = budget_status(budget=budget, now=now)
+        if status.units <= 0:
+            continue
+        created: list[BudgetAlert] = []
+        for threshold in THRESHOLDS:
+            if status.ledger * 100 < status.units * threshold:
+                break
+            try:
+                with transaction.atomic():
+                    alert = BudgetAlert.objects.create(
+                        budget=budget,
+                        period_start=status.period_start,
+                        threshold=threshold,
+                        spent=status.ledger,
+                    )
+            except IntegrityError:
+                continue  # already raised this period
+            created.append(alert)
+        if created:
+            _alert_mail(team, status, max(a.threshold for a in created))
+            BudgetAlert.objects.filter(pk__in=[a.pk for a in created]).update(
+                emailed_at=timezone.now()
+            )
+            created_all.extend(created)
+    return created_all
+
+
+def budget_alerts_check_all() -> int:
+    """``budget_alerts_check`` for every team that has a budget; returns alerts created."""
+    team_pks = Budget.objects.values_list("team_id", flat=True).distinct()
+    return sum(len(budget_alerts_check(team_pk=pk)) for pk in team_pks)
+
+
+def _alert_mail(team, status: BudgetStatus, threshold: int) -> None:
+    recipients = _team_admin_emails(team)
+    if not recipients:
+        return
+    subject = f"[Klingweb] {team.name}: {status.label} at {threshold} %"
+    body = (
+        f"{status.label} of team {team.name} has reached {threshold} %: "
+        f"{units_text(status.ledger)} of {units_text(status.units)} units charged this period.\n"
+        f"It resets {status.resets}.\n"
+    )
+    if threshold >= 100:
+        body += "New tasks that would pass the budget are refused until then.\n"
+    try:
+        send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients)
+    except Exception:  # a mail server hiccup must not undo the alert
+        log.exception("budget alert mail for team %s failed", team.pk)
+
+
+@dataclass(frozen=True)
+class BudgetBanner:
+    """One in-app banner line: ``message`` is ready to show; ``level`` "warning" or "error"."""
+
+    label: str
+    threshold: int
+    spent: Decimal
+    units: Decimal
+    resets: str
+    level: str
+    message: str
+
+
+def budget_banners(*, team, user=None, now: datetime | None = None) -> list[BudgetBanner]:
+    """Banners for ``team`` pages: the highest alert of each budget in its current period
+    (team budgets, plus ``user``'s own caps). Empty when no alert was raised this period."""
+    budgets = [
+        b
+        for b in team_budgets(team=team)
+        if b.member_id is None or (user is not None and b.member_id == getattr(user, "pk", None))
+    ]
+    if not budgets:
+        return []
+    alerts: dict[tuple[int, datetime], int] = {}
+    for alert in BudgetAlert.objects.filter(budget__in=budgets):
+        key = (alert.budget_id, alert.period_start)
+        alerts[key] = max(alerts.get(key, 0), alert.threshold)
+    banners = []
+    for budget in budgets:
+        zone = team_zone(team)
+        start, end = period_bounds(period=budget.period, zone=zone, now=now)
+        threshold = next((t for (pk, s), t in alerts.items() if pk == budget.pk and s == start), 0)
+        if not threshold:
+            continue
+        status = budget_status(budget=budget, now=now)
+        message = (
+            f"{status.label}: {threshold} % reached ({units_text(status.ledger)} of "
+            f"{units_text(status.units)} units). Resets {status.resets}."
+        )
+        banners.append(
+            BudgetBanner(
+                label=status.label,
+                threshold=threshold,
+                spent=status.ledger,
+                units=status.units,
+                resets=status.resets,
+                level="error" if threshold >= 100 else "warning",
+                message=message,
+            )
+        )
+    return banners

@@ -15,10 +15,19 @@ def submit_task(task_pk: int) -> None:
 
 
 def poll_due() -> None:
-    """One poll cycle over every task that is due (``tasks_app.polling.tasks_poll``)."""
-    from tasks_app.polling import tasks_poll
+    """One poll cycle: submit due queued tasks, then poll every task that is due
+    (``tasks_app.polling.poll_cycle`` → ``tasks_poll``)."""
+    from tasks_app.polling import poll_cycle
 
-    tasks_poll()
+    poll_cycle()
+
+
+def poll_loop() -> None:
+    """A cycle every 5 s for ~55 s under a cluster-wide lease, then re-arm
+    (``tasks_app.polling.poll_loop``). Started by the ``klingweb-poll`` schedule."""
+    from tasks_app.polling import poll_loop as loop
+
+    loop(rearm=True)
 
 
 def keep_media(task_pk: int) -> None:
@@ -33,3 +42,24 @@ def check_budget_alerts(team_pk: int) -> None:
     from tasks_app.budgets import budget_alerts_check
 
     budget_alerts_check(team_pk=team_pk)
+
+
+def sweep_media() -> None:
+    """Retry keeping results not kept yet (``tasks_app.media.media_sweep``)."""
+    from tasks_app.media import media_sweep
+
+    media_sweep()
+
+
+def check_all_budget_alerts() -> None:
+    """Budget alerts of every team with a budget (safety net for lost per-task jobs)."""
+    from tasks_app.budgets import budget_alerts_check_all
+
+    budget_alerts_check_all()
+
+
+def reconcile_ledger() -> None:
+    """Nightly: compare the ledger with the vendor (``tasks_app.reconcile.ledger_reconcile``)."""
+    from tasks_app.reconcile import ledger_reconcile
+
+    ledger_reconcile()

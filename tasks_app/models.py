@@ -109,6 +109,9 @@ class Task(models.Model):
     submit_attempts = models.PositiveIntegerField(default=0)
     claimed_until = models.DateTimeField(null=True, blank=True)
     is_stale = models.BooleanField(default=False)
+    poll_errors = models.PositiveIntegerField(
+        default=0, help_text="Consecutive failed polls (transient vendor errors); sets back-off."
+    )
     imported = models.BooleanField(default=False, help_text="Found on Kling by kling_sync.")
 
     class Meta:
@@ -170,6 +173,7 @@ class TaskMedia(models.Model):
     ``file`` is empty until the copy is kept. ``size`` in bytes; ``duration`` in seconds.
     """
 
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="media")
     kind = models.CharField(max_length=10, choices=MediaKind.choices)
     index = models.PositiveIntegerField(default=0)
@@ -183,6 +187,10 @@ class TaskMedia(models.Model):
     kept_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(
+        null=True, blank=True, help_text="Download lease / retry time; null: due now."
+    )
+    gave_up = models.BooleanField(default=False, help_text="Permanent failure; not retried.")
 
     class Meta:
         ordering = ["task", "kind", "index", "variant"]
@@ -258,6 +266,7 @@ class Budget(models.Model):
     """A cap on the units a team (or one member of it, when ``member`` is set) may spend
     per period. Checked with estimated costs before a task is queued."""
 
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="budgets")
     member = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -311,3 +320,107 @@ class BudgetAlert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.budget}: {self.threshold}% from {self.period_start:%Y-%m-%d}"
+
+
+class IssueKind(models.TextChoices):
+    """What reconciliation found wrong with a finished task."""
+
+    MISMATCH = "mismatch", "Units differ"
+    NOT_FOUND = "not_found", "Unknown at the vendor"
+    STATUS = "status", "Status differs"
+
+
+class ReconciliationIssue(models.Model):
+    """A difference between the ledger and the vendor's view of one finished task.
+
+    Found by the nightly reconciliation (``tasks_app.reconcile``); never applied on its own.
+    ``ledger_units``: sum of the task's ``Deduction`` rows (corrections included);
+    ``vendor_units``: the vendor's ``final_unit_deduction`` (null when it sent none or the
+    task is unknown there). A staff member resolves it: ``corrected`` (a correction row was
+    appended, ``correction``) or ``dismissed``. At most one open issue per task.
+    """
+
+    class Resolution(models.TextChoices):
+        CORRECTED = "corrected", "Corrected"
+        DISMISSED = "dismissed", "Dismissed"
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="reconciliation_issues")
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=12, choices=IssueKind.choices)
+    ledger_units = models.DecimalField(max_digits=12, decimal_places=3)
+    vendor_units = models.DecimalField(max_digits=12, decimal_places=3, null=True, blank=True)
+    vendor_status = models.CharField(max_length=12, blank=True)
+    detail = models.TextField(blank=True)
+    found_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolution = models.CharField(max_length=12, choices=Resolution.choices, blank=True)
+    correction = models.ForeignKey(
+        Deduction, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-found_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["task"],
+                condition=models.Q(resolved_at__isnull=True),
+                name="one_open_issue_per_task",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: task {self.task_id}"
+
+    @property
+    def difference(self) -> Decimal:
+        """Units the ledger lacks (positive) or has too many (negative) versus the vendor."""
+        return (self.vendor_units or Decimal("0")) - self.ledger_units
+
+
+class ClusterLease(models.Model):
+    """A named lease shared by every cluster (e.g. the poll loop): one holder at a time.
+
+    Taken with a conditional update on ``until``; see ``tasks_app.polling.lease_take``.
+    """
+
+    name = models.CharField(max_length=50, unique=True)
+    holder = models.CharField(max_length=100, blank=True)
+    until = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} held by {self.holder or 'nobody'}"
+
+
+class ResourcePackSnapshot(models.Model):
+    """One fetch of a Kling account's resource packs (account costs, KLING_API.md §5.5).
+
+    Written by ``tasks_app.resource_packs.resource_packs_refresh``. ``requested_at`` is set
+    before the call (it doubles as the claim that keeps calls per account at most once a
+    second); ``received_at`` when the answer came. ``packs``: one dict per pack with
+    ``resource_pack_name``, ``resource_pack_id``, ``resource_pack_type``, ``total_quantity``
+    and ``remaining_quantity`` (units as decimal strings), ``purchase_time``,
+    ``effective_time``, ``invalid_time`` (ISO 8601 or null) and ``status``. ``error``: why
+    the fetch failed (then ``packs`` is empty). The vendor's remaining quantity lags by up to
+    12 hours: it informs people and never gates submission.
+    """
+
+    account = models.ForeignKey("accounts.KlingAccount", on_delete=models.CASCADE, related_name="+")
+    requested_at = models.DateTimeField(default=timezone.now)
+    received_at = models.DateTimeField(null=True, blank=True)
+    packs = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        indexes = [
+            models.Index(fields=["account", "-requested_at"], name="packsnap_account_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account_id}: {len(self.packs)} packs at {self.requested_at:%Y-%m-%d %H:%M}"

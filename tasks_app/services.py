@@ -60,15 +60,20 @@ def task_apply_remote(*, task_pk: int, remote: KlingTask, source: str) -> bool:
         task = Task.objects.select_for_update().get(pk=task_pk)
         if task.status in FINISHED:
             return False
+        refreshed = False
         if remote.task_id and not task.task_id:
             task.task_id = remote.task_id
+            refreshed = True
         if remote.created_at and not task.vendor_created_at:
             task.vendor_created_at = remote.created_at
+            refreshed = True
         if STATUS_RANK[new_status] <= STATUS_RANK[task.status]:
             if remote.updated_at and (
                 task.vendor_updated_at is None or remote.updated_at > task.vendor_updated_at
             ):
                 task.vendor_updated_at = remote.updated_at
+                refreshed = True
+            if refreshed:  # a newly learnt task_id is kept even without a newer updated_at
                 task.save(update_fields=["task_id", "vendor_created_at", "vendor_updated_at"])
             return False
 
@@ -90,7 +95,10 @@ def task_apply_remote(*, task_pk: int, remote: KlingTask, source: str) -> bool:
             task=task, status=new_status, at=now, source=source, note=task.task_status_msg
         )
         if new_status in FINISHED:
-            _record_deduction(task, now)
+            # An imported task (kling_sync) was charged when Kling finished it, not now:
+            # usage days and budget periods follow the vendor's time.
+            charged_at = remote.updated_at if source == "sync" and remote.updated_at else now
+            _record_deduction(task, charged_at)
         if new_status == Status.SUCCEED:
             _run_on_succeed(task, remote)
             _enqueue_on_commit("tasks_app.jobs.keep_media", task.pk)

@@ -1,0 +1,287 @@
+"""Nightly reconciliation of the ledger with the vendor, and the correction path.
+
+``ledger_reconcile`` compares, for each finished task of the last few days, the sum of its
+``Deduction`` rows with the vendor's ``final_unit_deduction`` (read from the family's list
+pages, 500 a page, with single queries for what the pages missed; KLING_API.md §4). A
+difference becomes a ``ReconciliationIssue`` shown on the staff page ``/ops/reconciliation/``.
+Nothing is rewritten: the ledger only changes when a staff member corrects an issue
+(``deduction_correct``), which appends a new row pointing at the row it corrects.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from django.db import IntegrityError, transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from tasks_app.models import (
+    FINISHED,
+    Deduction,
+    IssueKind,
+    ReconciliationIssue,
+    Status,
+    Task,
+)
+from tasks_app.polling import CREATED_SKEW, MAX_PAGE_NUM, PAGE_SIZE, _client_family
+
+if TYPE_CHECKING:
+    from klingweb.kling import KlingClient, KlingTask
+
+log = logging.getLogger(__name__)
+
+ZERO = Decimal("0")
+EXTRA_PAGES = 10  # nightly, deeper pages are cheaper than many single queries
+
+
+class IssueResolved(Exception):
+    """The issue was already corrected or dismissed."""
+
+
+@dataclass
+class ReconcileReport:
+    """What one reconciliation run did: tasks ``checked``, ``ok`` (in step), issues
+    ``opened``/``updated``, Kling ``requests``, ``errors`` (tasks left for the next run)."""
+
+    checked: int = 0
+    ok: int = 0
+    opened: int = 0
+    updated: int = 0
+    requests: int = 0
+    errors: int = 0
+    messages: list[str] = field(default_factory=list)
+
+
+def ledger_units_by_task(task_pks: list[int]) -> dict[int, Decimal]:
+    """Sum of ``Deduction.units`` (primary + corrections) per task primary key."""
+    totals: dict[int, Decimal] = {}
+    for start in range(0, len(task_pks), 500):
+        rows = (
+            Deduction.objects.filter(task_id__in=task_pks[start : start + 500])
+            .values("task_id")
+            .annotate(total=Sum("units"))
+        )
+        totals.update({row["task_id"]: row["total"] or ZERO for row in rows})
+    return totals
+
+
+def _issue_record(
+    task: Task,
+    *,
+    kind: str,
+    ledger: Decimal,
+    vendor: Decimal | None,
+    vendor_status: str,
+    detail: str,
+    report: ReconcileReport,
+) -> None:
+    now = timezone.now()
+    values = {
+        "kind": kind,
+        "ledger_units": ledger,
+        "vendor_units": vendor,
+        "vendor_status": vendor_status,
+        "detail": detail,
+        "last_seen_at": now,
+    }
+    if ReconciliationIssue.objects.filter(task=task, resolved_at__isnull=True).update(**values):
+        report.updated += 1
+        return
+    try:
+        with transaction.atomic():
+            ReconciliationIssue.objects.create(
+                task=task, team_id=task.team_id, found_at=now, **values
+            )
+        report.opened += 1
+    except IntegrityError:  # opened by a concurrent run
+        ReconciliationIssue.objects.filter(task=task, resolved_at__isnull=True).update(**values)
+        report.updated += 1
+
+
+def _compare(task: Task, remote: KlingTask, ledger: Decimal, report: ReconcileReport) -> None:
+    vendor = remote.final_unit_deduction
+    if remote.task_status not in FINISHED or remote.task_status != task.status:
+        _issue_record(
+            task,
+            kind=IssueKind.STATUS,
+            ledger=ledger,
+            vendor=vendor,
+            vendor_status=remote.task_status,
+            detail=f"Portal says {task.status}, Kling says {remote.task_status}.",
+            report=report,
+        )
+        return
+    if (vendor or ZERO) != ledger:
+        _issue_record(
+            task,
+            kind=IssueKind.MISMATCH,
+            ledger=ledger,
+            vendor=vendor,
+            vendor_status=remote.task_status,
+            detail=f"Ledger {ledger} units, Kling final_unit_deduction {vendor}.",
+            report=report,
+        )
+        return
+    report.ok += 1
+
+
+def _group_remote(
+    client: KlingClient, family: str, tasks: list[Task], report: ReconcileReport
+) -> tuple[dict[int, KlingTask], set[int]]:
+    """Vendor objects of ``tasks`` by pk (list pages, then single queries), and the pks the
+    vendor does not know. Tasks hit by other errors are in neither (checked next run)."""
+    from klingweb.kling import ErrorClass, KlingError
+
+    client_family = _client_family(family)
+    by_task_id = {task.task_id: task for task in tasks}
+    oldest = min((t.vendor_created_at or t.created_at) for t in tasks) - CREATED_SKEW
+    max_pages = min(MAX_PAGE_NUM, math.ceil(len(tasks) / PAGE_SIZE) + EXTRA_PAGES)
+    found: dict[int, KlingTask] = {}
+    for page in range(1, max_pages + 1):
+        report.requests += 1
+        try:
+            items = client.list_tasks(client_family, page=page, page_size=PAGE_SIZE)
+        except KlingError as exc:
+            report.errors += 1
+            report.messages.append(f"list {client_family} page {page}: {exc}")
+            break
+        for item in items:
+            task = by_task_id.get(item.task_id)
+            if task is not None:
+                found[task.pk] = item
+        if len(found) == len(tasks) or len(items) < PAGE_SIZE:
+            break
+        created = [item.created_at for item in items if item.created_at]
+        if created and min(created) < oldest:
+            break
+    unknown: set[int] = set()
+    for task in tasks:
+        if task.pk in found:
+            continue
+        report.requests += 1
+        try:
+            found[task.pk] = client.get_task(client_family, task_id=task.task_id)
+        except KlingError as exc:
+            if exc.error_class == ErrorClass.NOT_FOUND:
+                unknown.add(task.pk)
+            else:
+                report.errors += 1
+                report.messages.append(f"get {client_family} {task.task_id}: {exc}")
+    return found, unknown
+
+
+def ledger_reconcile(*, days: int = 3, now: datetime | None = None) -> ReconcileReport:
+    """Compare the ledger with the vendor for tasks finished (succeed/failed) in the last
+    ``days`` days; open or refresh a ``ReconciliationIssue`` per difference (units differ,
+    status differs, or the task is unknown at the vendor). Never writes the ledger.
+    Vendor errors are counted in the report and leave those tasks for the next run.
+    """
+    from klingweb.accounts.services import account_for_team, kling_client_for
+
+    now = now or timezone.now()
+    report = ReconcileReport()
+    tasks = list(
+        Task.objects.filter(
+            status__in=[Status.SUCCEED, Status.FAILED],
+            finished_at__gte=now - timedelta(days=days),
+        )
+        .exclude(task_id="")
+        .select_related("team", "kling_account")
+    )
+    ledger = ledger_units_by_task([task.pk for task in tasks])
+    groups: dict[tuple[int, str], list[Task]] = defaultdict(list)
+    accounts = {}
+    for task in tasks:
+        account = task.kling_account or account_for_team(team=task.team)
+        accounts[account.pk] = account
+        groups[(account.pk, task.family)].append(task)
+    for (account_pk, family), group in groups.items():
+        try:
+            client = kling_client_for(accounts[account_pk])
+        except Exception as exc:
+            report.errors += len(group)
+            report.messages.append(f"account {account_pk}: {exc}")
+            continue
+        found, unknown = _group_remote(client, family, group, report)
+        for task in group:
+            units = ledger.get(task.pk, ZERO)
+            if task.pk in found:
+                report.checked += 1
+                _compare(task, found[task.pk], units, report)
+            elif task.pk in unknown:
+                report.checked += 1
+                _issue_record(
+                    task,
+                    kind=IssueKind.NOT_FOUND,
+                    ledger=units,
+                    vendor=None,
+                    vendor_status="",
+                    detail=f"Kling does not know task_id {task.task_id}.",
+                    report=report,
+                )
+    log.info("reconciliation: %s", report)
+    return report
+
+
+def deduction_correct(*, issue: ReconciliationIssue, user, note: str = "") -> Deduction | None:
+    """Correct the ledger for ``issue`` (a staff action): append one ``Deduction`` whose
+    ``units`` = vendor units − current ledger sum and whose ``corrects`` points at the
+    task's primary row (when the task has no primary row — e.g. a failed task the vendor
+    charged — the new row becomes the primary one). Marks the issue corrected.
+
+    Returns the new row, or None when the ledger already matches (the issue is then closed
+    as corrected without a row). Raises ``IssueResolved`` if the issue is already closed.
+    """
+    with transaction.atomic():
+        issue = ReconciliationIssue.objects.select_for_update().get(pk=issue.pk)
+        if issue.resolved_at is not None:
+            raise IssueResolved("This issue is already resolved.")
+        task = Task.objects.select_for_update().get(pk=issue.task_id)
+        current = Deduction.objects.filter(task=task).aggregate(t=Sum("units"))["t"] or ZERO
+        diff = (issue.vendor_units or ZERO) - current
+        row = None
+        now = timezone.now()
+        who = user.get_username() if user is not None else "system"
+        text = f"Reconciliation correction by {who}: ledger {current}, Kling {issue.vendor_units}."
+        if note:
+            text += f" {note}"
+        if diff != ZERO:
+            primary = Deduction.objects.filter(task=task, corrects__isnull=True).first()
+            row = Deduction.objects.create(
+                team_id=task.team_id,
+                task=task,
+                member_id=task.creator_id,
+                family=task.family,
+                model_name=task.model_name,
+                mode=task.mode,
+                task_status=task.status,
+                units=diff,
+                recorded_at=now,
+                corrects=primary,
+                note=text,
+            )
+        issue.resolved_at = now
+        issue.resolved_by = user
+        issue.resolution = ReconciliationIssue.Resolution.CORRECTED
+        issue.correction = row
+        issue.save(update_fields=["resolved_at", "resolved_by", "resolution", "correction"])
+    return row
+
+
+def issue_dismiss(*, issue: ReconciliationIssue, user) -> None:
+    """Close ``issue`` without touching the ledger (a staff action). Raises ``IssueResolved``."""
+    with transaction.atomic():
+        issue = ReconciliationIssue.objects.select_for_update().get(pk=issue.pk)
+        if issue.resolved_at is not None:
+            raise IssueResolved("This issue is already resolved.")
+        issue.resolved_at = timezone.now()
+        issue.resolved_by = user
+        issue.resolution = ReconciliationIssue.Resolution.DISMISSED
+        issue.save(update_fields=["resolved_at", "resolved_by", "resolution"])

@@ -1,0 +1,380 @@
+"""Bench of the poller (issue 5): Kling requests and time per poll cycle, and how long a
+finished task takes to show in the portal, with callbacks and with polling only.
+
+For N = 10, 100, 1 000, 5 000 tasks in flight against a real sandbox on loopback:
+
+1. **cycle** — N tasks created in the sandbox through the real client (task clock one hour),
+   matching ``Task`` rows inserted; three poll cycles with every task due: Kling requests per
+   cycle (list pages + single queries) and wall time per cycle (median). Then the sandbox
+   clock is advanced so all N finish at once, and one cycle applies them ("drain": N
+   ``task_apply_remote`` transactions, N ledger rows).
+2. **polling only** — N tasks with a 20 s task clock, created while the poll loop runs (a
+   cycle every 5 s, as ``poll_loop`` does); latency = the row's ``finished_at`` − the moment
+   the sandbox finished the task (its ``updated_at``). p50 / p95 / max.
+3. **callbacks** — the same with a ``callback_url`` on every task, delivered by the sandbox to
+   the portal's real callback view served by a Django WSGI server thread on loopback; the
+   poll loop keeps running as the fallback, as in production.
+
+Database: a throwaway SQLite file (WAL, the project's settings) in a temp directory; tables
+are created straight from the models (``migrate --run-syncdb`` with migrations disabled, as
+the test suite does). The measuring runs in a child process so its settings never mix with
+another bench's. ``BENCH_POLLING_SIZES=10,100`` picks sizes. About 4–6 minutes on 2 cores.
+
+Run: ``make bench`` or ``.venv/bin/python -m tests.benchmarks.bench_polling``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SIZES = [10, 100, 1000, 5000]
+CYCLE_SECONDS = 5.0  # the poll loop's cadence (POLL_CYCLE_SECONDS)
+LATENCY_TASK_SECONDS = 20.0
+SPREAD_SECONDS = 10.0  # tasks are created (and so finish) over at least two poll cycles
+WSGI_THREADS = 8  # the callback receiver's worker threads (like gunicorn --threads 8)
+AK, SK = "bench-access-key", "bench-secret-key-0123456789"
+T2V = {"model_name": "kling-v1", "prompt": "bench", "mode": "std", "duration": "5"}
+
+
+def main() -> int:
+    """Run the bench in a child process with a throwaway SQLite database; returns its status."""
+    with tempfile.TemporaryDirectory(prefix="klingweb-bench-polling-") as tmp:
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in ("DATABASE_URL", "REDIS_URL")
+        }
+        env.update(
+            {
+                "DJANGO_SETTINGS_MODULE": "klingweb.settings",
+                "SQLITE_PATH": str(Path(tmp) / "bench.sqlite3"),
+                "MEDIA_ROOT": str(Path(tmp) / "media"),
+                "LOG_LEVEL": "ERROR",
+            }
+        )
+        child = [sys.executable, "-m", "tests.benchmarks.bench_polling", "--child"]
+        return subprocess.call(child, cwd=ROOT, env=env)
+
+
+# --- child --------------------------------------------------------------------------------
+
+
+class _NoMigrations(dict):
+    def __contains__(self, item):
+        return True
+
+    def __getitem__(self, item):
+        return None
+
+
+def _django_setup() -> None:
+    import django
+    from django.conf import settings
+
+    django.setup()
+    settings.MIGRATION_MODULES = _NoMigrations()
+    from django.core.management import call_command
+
+    call_command("migrate", run_syncdb=True, verbosity=0)
+
+
+def _sandbox(task_seconds: float):
+    from klingweb.sandbox import SandboxConfig, SandboxServer
+
+    return SandboxServer(
+        SandboxConfig(accounts={AK: SK}, task_seconds=task_seconds, seed=5),
+        host="127.0.0.1",
+        port=0,
+    ).start()
+
+
+def _team_and_account(sandbox, label: str):
+    from klingweb.accounts.models import KlingAccount, Region, Team
+    from klingweb.accounts.services import account_set_secret
+
+    team = Team.objects.create(name=f"Bench {label}")
+    account = KlingAccount(
+        team=team,
+        name=f"Bench {label}",
+        region=Region.CUSTOM,
+        custom_base_url=sandbox.base_url,
+        access_key=AK,
+    )
+    account_set_secret(account=account, secret_key=SK)
+    account.save()
+    team.kling_account = account
+    team.save()
+    return team, account
+
+
+def _create_tasks(
+    team, account, n: int, *, callback_base: str | None = None, spread_s: float = 0.0
+) -> list:
+    """N tasks: rows first (queued), then created in the sandbox in chunks by 4 threads; each
+    chunk's rows become submitted with a conditional update (a callback may be faster).
+    ``spread_s``: creation takes at least this long (so finish times spread over cycles)."""
+    from django.db import connections, transaction
+    from django.urls import reverse
+    from django.utils import timezone
+
+    from klingweb.accounts.services import kling_client_for
+    from tasks_app.callbacks import callback_token_for
+    from tasks_app.models import Status, Task
+
+    now = timezone.now()
+    tasks = [
+        Task(
+            team=team,
+            family="text2video",
+            params=T2V,
+            kling_account=account,
+            status=Status.QUEUED,
+            created_at=now,
+        )
+        for _ in range(n)
+    ]
+    Task.objects.bulk_create(tasks, batch_size=500)
+    client = kling_client_for(account)
+
+    def create(task):
+        body = {**T2V, "external_task_id": task.external_task_id}
+        if callback_base:
+            token = callback_token_for(task)
+            body["callback_url"] = callback_base + reverse(
+                "tasks-callback", kwargs={"token": token}
+            )
+        return task, client.create_task("text2video", body)
+
+    chunk = max(1, min(250, math.ceil(n / 10)))
+    chunks = math.ceil(n / chunk)
+    began = time.monotonic()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for number, start in enumerate(range(0, n, chunk)):
+            pause = began + spread_s * number / chunks - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            answers = list(pool.map(create, tasks[start : start + chunk]))
+            stamp = timezone.now()
+            with transaction.atomic():
+                for task, remote in answers:
+                    Task.objects.filter(pk=task.pk, status=Status.QUEUED).update(
+                        task_id=remote.task_id,
+                        status=Status.SUBMITTED,
+                        vendor_created_at=remote.created_at,
+                        vendor_updated_at=remote.updated_at,
+                        submitted_at=stamp,
+                        next_poll_at=stamp,
+                    )
+                    task.task_id = remote.task_id
+    connections.close_all()
+    return tasks
+
+
+def _make_due(tasks) -> None:
+    from django.utils import timezone
+
+    from tasks_app.models import Task
+
+    pks = [t.pk for t in tasks]
+    for start in range(0, len(pks), 500):
+        Task.objects.filter(pk__in=pks[start : start + 500]).update(
+            next_poll_at=timezone.now(), claimed_until=None
+        )
+
+
+def _bench_cycles(n: int) -> dict:
+    from tasks_app.models import Deduction, Status, Task
+    from tasks_app.polling import tasks_poll
+
+    sandbox = _sandbox(3600.0)
+    try:
+        team, account = _team_and_account(sandbox, f"cycle {n}")
+        started = time.monotonic()
+        tasks = _create_tasks(team, account, n)
+        create_s = time.monotonic() - started
+        reports = []
+        for _ in range(3):
+            _make_due(tasks)
+            reports.append(tasks_poll())
+        assert all(r.claimed == n and r.errors == 0 for r in reports), reports
+        sandbox.advance(3601)
+        _make_due(tasks)
+        drain = tasks_poll()
+        done = Task.objects.filter(team=team, status=Status.SUCCEED).count()
+        ledger = Deduction.objects.filter(team=team).count()
+        assert done == ledger == n, (done, ledger)
+        return {
+            "create_s": create_s,
+            "requests": statistics.median(r.requests for r in reports),
+            "single": max(r.single_queries for r in reports),
+            "cycle_s": statistics.median(r.seconds for r in reports),
+            "drain_requests": drain.requests,
+            "drain_s": drain.seconds,
+        }
+    finally:
+        sandbox.stop()
+
+
+class _Loop(threading.Thread):
+    """The poll loop as ``poll_loop`` runs it: a cycle every 5 s."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.stop_event = threading.Event()
+        self.reports = []
+
+    def run(self):
+        from django.db import connections
+
+        from tasks_app.polling import tasks_poll
+
+        try:
+            while not self.stop_event.is_set():
+                started = time.monotonic()
+                self.reports.append(tasks_poll())
+                self.stop_event.wait(max(0.0, CYCLE_SECONDS - (time.monotonic() - started)))
+        finally:
+            connections.close_all()
+
+
+def _serve_portal():
+    """The portal's WSGI app on a free loopback port: a fixed pool of ``WSGI_THREADS``
+    threads (each keeps its database connection, like gunicorn's threaded workers)."""
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.core.servers.basehttp import WSGIRequestHandler, WSGIServer
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    class Pooled(WSGIServer):
+        pool = ThreadPoolExecutor(max_workers=WSGI_THREADS)
+
+        def process_request(self, request, client_address):
+            self.pool.submit(self._work, request, client_address)
+
+        def _work(self, request, client_address):
+            try:
+                self.finish_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
+            finally:
+                self.shutdown_request(request)
+
+    server = Pooled(("127.0.0.1", 0), Quiet, allow_reuse_address=True)
+    server.set_app(WSGIHandler())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def _bench_latency(n: int, *, callbacks: bool) -> dict:
+    from tasks_app.models import FINISHED, Task
+
+    sandbox = _sandbox(LATENCY_TASK_SECONDS)
+    server = None
+    loop = _Loop()
+    try:
+        team, account = _team_and_account(sandbox, f"latency {n} {callbacks}")
+        base = None
+        if callbacks:
+            server, base = _serve_portal()
+        loop.start()
+        tasks = _create_tasks(team, account, n, callback_base=base, spread_s=SPREAD_SECONDS)
+        deadline = time.monotonic() + LATENCY_TASK_SECONDS + 300
+        while time.monotonic() < deadline:
+            left = Task.objects.filter(team=team).exclude(status__in=list(FINISHED)).count()
+            if not left:
+                break
+            time.sleep(0.5)
+        else:
+            raise RuntimeError(f"{left} tasks still unfinished")
+        finished_at = {
+            row["task_id"]: row["updated_at"] / 1000.0 for row in sandbox.tasks_snapshot()
+        }
+        latencies = sorted(
+            t.finished_at.timestamp() - finished_at[t.task_id]
+            for t in Task.objects.filter(team=team).only("task_id", "finished_at")
+        )
+        via = _finish_sources(team)
+        return {
+            "p50": latencies[len(latencies) // 2],
+            "p95": latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))],
+            "max": latencies[-1],
+            "via_callback": via.get("callback", 0),
+            "via_poll": via.get("poll", 0),
+            "n": len(tasks),
+        }
+    finally:
+        loop.stop_event.set()
+        loop.join(timeout=30)
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        sandbox.stop()
+
+
+def _finish_sources(team) -> dict:  # noqa: N802 - reads like the Counter it returns
+    """How the final status arrived: source of each task's last event."""
+    from django.db.models import Count
+
+    from tasks_app.models import FINISHED, TaskEvent
+
+    rows = (
+        TaskEvent.objects.filter(task__team=team, status__in=list(FINISHED))
+        .values("source")
+        .annotate(n=Count("id"))
+    )
+    return {row["source"]: row["n"] for row in rows}
+
+
+def child() -> int:
+    _django_setup()
+    sizes = [int(s) for s in os.environ.get("BENCH_POLLING_SIZES", "").split(",") if s] or SIZES
+    rows = []
+    started = time.monotonic()
+    for n in sizes:
+        print(f"N={n}: cycles…", flush=True)
+        cycle = _bench_cycles(n)
+        print(f"N={n}: latency, polling only…", flush=True)
+        polled = _bench_latency(n, callbacks=False)
+        print(f"N={n}: latency, callbacks…", flush=True)
+        called = _bench_latency(n, callbacks=True)
+        rows.append((n, cycle, polled, called))
+    print()
+    print("Poll cycles against the sandbox (SQLite, loopback); latency = sandbox finish → row")
+    head = (
+        f"{'N':>6} | {'req/cycle':>9} | {'cycle s':>7} | {'drain s':>7} | "
+        f"{'poll-only p50/p95/max s':>23} | {'callbacks p50/p95/max s':>23} | {'cb/poll':>9}"
+    )
+    print(head)
+    print("-" * len(head))
+    for n, cycle, polled, called in rows:
+        print(
+            f"{n:>6} | {cycle['requests']:>9.0f} | {cycle['cycle_s']:>7.2f} | "
+            f"{cycle['drain_s']:>7.2f} | "
+            f"{polled['p50']:>6.2f} / {polled['p95']:>6.2f} / {polled['max']:>6.2f} | "
+            f"{called['p50']:>6.2f} / {called['p95']:>6.2f} / {called['max']:>6.2f} | "
+            f"{called['via_callback']:>4}/{called['via_poll']:<4}"
+        )
+    print(
+        f"\nreq/cycle: Kling requests of one cycle with all N due (expected ⌈N/500⌉); cycle s:"
+        f" its wall time (median of 3); drain s: the cycle that applies N finished tasks;"
+        f" cb/poll: finished tasks learnt by callback / by poll. Total {time.monotonic() - started:.0f} s."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    if "--child" in sys.argv:
+        sys.exit(child())
+    sys.exit(main())
