@@ -117,3 +117,17 @@ def test_bad_values_fail_at_start_with_a_clear_message(extra, message):
     assert out.returncode != 0
     assert "ImproperlyConfigured" in out.stderr
     assert message in out.stderr
+
+
+def test_migrations_match_the_models():
+    """Every model change has its migration (the suite runs on the migrations)."""
+    environ = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    out = subprocess.run(
+        [sys.executable, "manage.py", "makemigrations", "--check", "--dry-run"],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
