@@ -131,7 +131,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss", "unix"))
 Q_CLUSTER: dict = {
     "name": "klingweb",
-    "workers": env_int("Q_WORKERS", 2, minimum=1),
+    # One worker is held by the poll loop (tasks_app.jobs.poll_loop), hence 3.
+    "workers": env_int("Q_WORKERS", 3, minimum=1),
     "timeout": env_int("Q_TIMEOUT", 300, minimum=10),
     # retry must be larger than timeout, or a slow job is handed to a second worker.
     "retry": env_int("Q_TIMEOUT", 300, minimum=10) + 60,
@@ -255,6 +256,10 @@ KLINGWEB_TASK_FAMILIES = [
     "tasks_app.families.TEXT2VIDEO",
     "tasks_app.families.IMAGE2VIDEO",
     "elements_app.families.ELEMENT",
+]
+# Periodic jobs of plugged-in apps, created by `manage.py setup_schedules` (minutes apart).
+KLINGWEB_PLUGIN_SCHEDULES = [
+    {"name": "klingweb-element-presets", "func": "elements_app.jobs.sync_presets", "minutes": 360},
 ]
 
 # --- Security -----------------------------------------------------------------------------

@@ -107,6 +107,10 @@ def _chunks(items: list, size: int = CHUNK) -> Iterator[list]:
         yield items[start : start + size]
 
 
+def _ids(pks: Iterable[int]) -> str:
+    return ",".join(str(pk) for pk in pks)
+
+
 def _free(now: datetime) -> Q:
     return Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
 
@@ -143,6 +147,15 @@ def tasks_claim(*, now: datetime | None = None, limit: int = 20000) -> tuple[lis
                 "team", "kling_account"
             )
         )
+    if tasks and log.isEnabledFor(logging.DEBUG):
+        # The claims audit of the soak (tests/benchmarks/soak.py): which cycle held which
+        # task when; a release line follows for every claimed task.
+        log.debug(
+            "poll claim lease=%s t=%.6f pks=%s",
+            lease.isoformat(),
+            time.time(),
+            _ids(task.pk for task in tasks),
+        )
     return tasks, lease
 
 
@@ -164,6 +177,12 @@ def _unchanged(task: Task, remote: KlingTask) -> bool:
     if remote.updated_at is None:
         return True
     return task.vendor_updated_at is not None and remote.updated_at <= task.vendor_updated_at
+
+
+def _log_release(lease: datetime, pks: list[int]) -> None:
+    """Audit line (DEBUG) once this cycle's claim of ``pks`` is given up."""
+    if pks and log.isEnabledFor(logging.DEBUG):
+        log.debug("poll release lease=%s t=%.6f pks=%s", lease.isoformat(), time.time(), _ids(pks))
 
 
 class _Cycle:
@@ -225,6 +244,7 @@ class _Cycle:
             Task.objects.filter(
                 pk__in=chunk, status__in=list(IN_FLIGHT), claimed_until=self.lease
             ).update(claimed_until=None, poll_attempts=F("poll_attempts") + 1, **values)
+        _log_release(self.lease, pks)
 
     # -- polling one group -----------------------------------------------------------------
     def error(self, message: str) -> None:
@@ -373,6 +393,7 @@ def tasks_poll(*, now: datetime | None = None, limit: int = 20000) -> PollReport
         # Whatever is still claimed by this cycle (an unexpected error) is released.
         for chunk in _chunks([task.pk for task in tasks]):
             Task.objects.filter(pk__in=chunk, claimed_until=lease).update(claimed_until=None)
+        _log_release(lease, [task.pk for task in tasks])
     report.seconds = time.monotonic() - started
     if report.errors:
         log.warning("poll: %s", report)

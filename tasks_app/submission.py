@@ -87,19 +87,23 @@ def task_queue(
 
     ``params``: the request body from ``TaskFamily.build_params`` (files as
     ``{"$file": name}``). Checks ``budget_check(team=, user=, units=estimate_units(...))``
-    first: raises ``tasks_app.budgets.BudgetExceeded`` and saves nothing when a budget
-    would be passed. The task goes to ``account_for_team(team)``; ``model_name`` and
+    first, under a lock on the team row so concurrent submissions cannot both pass: raises
+    ``tasks_app.budgets.BudgetExceeded`` and saves nothing when a budget would be passed. The task goes to ``account_for_team(team)``; ``model_name`` and
     ``mode`` come from ``params``. Runs in a transaction; the job
     ``tasks_app.jobs.submit_task`` is enqueued only once it commits.
     """
     from django_q.tasks import async_task
 
+    from klingweb.accounts.models import Team
     from klingweb.accounts.services import account_for_team
 
     units = estimate_units(family=family, params=params)
-    budget_check(team=team, user=user, units=units)
     now = timezone.now()
     with transaction.atomic():
+        # Lock the team row so two submissions of one team check the budget one after the
+        # other (PostgreSQL); on SQLite every write transaction is already serialised.
+        Team.objects.select_for_update().filter(pk=team.pk).exists()
+        budget_check(team=team, user=user, units=units)
         task = Task.objects.create(
             team=team,
             creator=user,

@@ -187,10 +187,13 @@ def test_setup_schedules_is_idempotent(settings):
     names = sorted(Schedule.objects.values_list("name", flat=True))
     assert names == [
         "klingweb-budget-alerts",
+        "klingweb-element-presets",
         "klingweb-media-sweep",
         "klingweb-poll",
         "klingweb-reconcile",
+        "klingweb-resource-packs",
     ]
+    assert Schedule.objects.count() == 6  # the second run created nothing new
     poll = Schedule.objects.get(name="klingweb-poll")
     assert (poll.func, poll.schedule_type, poll.minutes) == ("tasks_app.jobs.poll_loop", "I", 1)
     assert Schedule.objects.get(name="klingweb-reconcile").next_run == nightly

@@ -385,6 +385,12 @@ class _HTTPServer(ThreadingHTTPServer):
         self.sandbox = sandbox
         super().__init__(address, handler)
 
+    def handle_error(self, request, client_address) -> None:
+        """Stay quiet when a client hung up first (its timeout fired); report the rest."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
 
 class SandboxServer:
     """A running Kling look-alike (contract in /tmp/klingweb-contracts.md "The sandbox").

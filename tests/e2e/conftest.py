@@ -33,8 +33,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -43,15 +41,8 @@ from pathlib import Path
 
 import pytest
 
-from klingweb.run import (
-    BASE_DIR,
-    SANDBOX_ACCESS_KEY,
-    SANDBOX_SECRET_KEY,
-    env_build,
-    honcho_command,
-    prepare,
-    wait_http,
-)
+from klingweb.run import BASE_DIR, SANDBOX_ACCESS_KEY, SANDBOX_SECRET_KEY, prepare, wait_http
+from tests.processes import free_port, portal_env, start_honcho, stop_process
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -70,28 +61,6 @@ ARTIFACTS = BASE_DIR / "artifacts" / "e2e"
 TASK_SECONDS = 300.0
 #: Milliseconds Playwright waits for a page element or navigation.
 TIMEOUT_MS = 20_000
-#: Environment variables of the developer's shell that must not leak into the portal
-#: processes under test (they would point them at other databases, brokers or APIs).
-_STRIPPED = (
-    "DATABASE_URL",
-    "REDIS_URL",
-    "SQLITE_PATH",
-    "MEDIA_ROOT",
-    "KLING_API_BASE_URL",
-    "KLING_ACCESS_KEY",
-    "KLING_SECRET_KEY",
-    "KLING_SANDBOX_MODE",
-    "KLING_WEBHOOK_SECRET",
-    "PUBLIC_BASE_URL",
-    "SECRET_KEY",
-    "FERNET_KEYS",
-    "DEBUG",
-    "SECURE_COOKIES",
-    "PORT",
-    "DJANGO_SETTINGS_MODULE",
-    "DEMO_PASSWORD",
-    "ALLOWED_HOSTS",
-)
 
 
 #: CSP hash of the empty string: a refused ``style=""`` changes nothing on the page.
@@ -100,12 +69,6 @@ _EMPTY_STYLE_HASH = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
 
 def _ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -192,51 +155,29 @@ def stack(chromium_path, tmp_path_factory, pytestconfig) -> Iterator[Stack]:
         host="127.0.0.1",
         port=0,
     ).start()
-    port = _free_port()
+    port = free_port()
     password = secrets.token_urlsafe(12)
-    base = {k: v for k, v in os.environ.items() if k not in _STRIPPED}
-    base.update(
-        SQLITE_PATH=str(work / "db.sqlite3"),
-        MEDIA_ROOT=str(work / "media"),
-        KLINGWEB_E2E_STATIC_ROOT=str(work / "static"),
-        DJANGO_SETTINGS_MODULE="tests.e2e.server_settings",
-        Q_WORKERS="2",
-        WEB_CONCURRENCY="2",
-    )
-    if pytestconfig.getoption("nomigrations", default=False):
-        base["KLINGWEB_E2E_NOMIGRATIONS"] = "1"
-    env, sandbox_mode = env_build(
-        base=base,
-        file_vars={"SECRET_KEY": secrets.token_urlsafe(48), "DEMO_PASSWORD": password},
+    env = portal_env(
+        work=work,
         port=port,
-        sandbox_port=int(sandbox.base_url.rsplit(":", 1)[1]),
+        sandbox_url=sandbox.base_url,
+        secret_key=secrets.token_urlsafe(48),
+        password=password,
+        nomigrations=bool(pytestconfig.getoption("nomigrations", default=False)),
     )
-    assert sandbox_mode and env["KLING_API_BASE_URL"] == sandbox.base_url
     log_path = work / "servers.log"
     proc = None
     try:
         prepare(env=env, quiet=True)
-        with log_path.open("w") as log:
-            proc = subprocess.Popen(  # noqa: S603
-                honcho_command(names=["web", "worker"], port=port, colour=False),
-                env=env,
-                cwd=BASE_DIR,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        proc = start_honcho(names=["web", "worker"], env=env, port=port, log_path=log_path)
         url = f"http://127.0.0.1:{port}"
         if not wait_http(f"{url}/accounts/login/", timeout=60, proc=proc):
             tail = log_path.read_text()[-3000:]
             pytest.fail(f"the portal did not start; end of {log_path}:\n{tail}")
         yield Stack(url=url, sandbox=sandbox, password=password, log_path=log_path)
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()  # honcho stops web and worker, then exits
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            stop_process(proc, timeout=20)  # honcho stops web and worker, then exits
         sandbox.stop()
         if log_path.exists():
             shutil.copy(log_path, ARTIFACTS / "servers.log")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime, time, timedelta
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 from django_q.models import Schedule
@@ -49,6 +50,13 @@ SCHEDULES = [
         "first_run": timezone.now,
     },
     {
+        "name": "klingweb-resource-packs",
+        "func": "tasks_app.resource_packs.resource_packs_refresh",
+        "schedule_type": Schedule.MINUTES,
+        "minutes": 15,
+        "first_run": timezone.now,
+    },
+    {
         "name": "klingweb-reconcile",
         "func": "tasks_app.jobs.reconcile_ledger",
         "schedule_type": Schedule.DAILY,
@@ -58,10 +66,27 @@ SCHEDULES = [
 ]
 
 
+def _plugin_schedules() -> list[dict]:
+    """Schedules other apps declare in ``settings.KLINGWEB_PLUGIN_SCHEDULES`` (e.g. the
+    elements app's presets sync), so tasks_app never imports them: ``{"name", "func",
+    "minutes"}`` each, run every ``minutes`` minutes."""
+    return [
+        {
+            "name": spec["name"],
+            "func": spec["func"],
+            "schedule_type": Schedule.MINUTES,
+            "minutes": spec["minutes"],
+            "first_run": timezone.now,
+        }
+        for spec in getattr(settings, "KLINGWEB_PLUGIN_SCHEDULES", [])
+    ]
+
+
 def schedules_setup() -> list[tuple[str, bool]]:
-    """Create or update every schedule of ``SCHEDULES``; returns ``(name, created)`` pairs."""
+    """Create or update every schedule of ``SCHEDULES`` and the plugin schedules; returns
+    ``(name, created)`` pairs."""
     done = []
-    for spec in SCHEDULES:
+    for spec in [*SCHEDULES, *_plugin_schedules()]:
         _, created = Schedule.objects.update_or_create(
             name=spec["name"],
             defaults={
@@ -83,6 +108,8 @@ def schedules_setup() -> list[tuple[str, bool]]:
 
 
 class Command(BaseCommand):
+    """Create or update the cluster's periodic schedules; prints one line per schedule."""
+
     help = "Create or update the background cluster's periodic schedules (idempotent)."
 
     def handle(self, *args, **options):
