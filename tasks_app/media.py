@@ -11,8 +11,10 @@ then later by the sweep (``media_sweep``) using ``TaskMedia.attempts``/``next_at
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
+import socket
 import tempfile
 import time
 from dataclasses import dataclass
@@ -125,8 +127,48 @@ def _storage_name(task: Task, media: TaskMedia, ext: str) -> str:
     return f"results/{task.team.code}/{task.code}/{media.kind}-{media.index}-{media.variant}{ext}"
 
 
-def media_download(*, url: str, kind: str, max_bytes: int | None = None):
+def _public_address_guard(trusted_hosts: frozenset[str]):
+    """An httpx request hook refusing hosts that resolve to private, loopback, link-local or
+    otherwise non-public addresses — unless the host is one of ``trusted_hosts`` (the Kling
+    base URLs' hosts, e.g. the sandbox on loopback). Runs for every redirect hop too, so a
+    result URL cannot be used to reach the portal's internal network (SSRF)."""
+
+    def check(request: httpx.Request) -> None:
+        host = (request.url.host or "").lower()
+        if host in trusted_hosts:
+            return
+        try:
+            infos = socket.getaddrinfo(host, request.url.port or 443, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise httpx.ConnectError(f"cannot resolve {host}: {exc}", request=request) from None
+        for info in infos:
+            address = ipaddress.ip_address(info[4][0])
+            if not address.is_global:
+                raise MediaRejected(f"refusing to fetch from a non-public address ({host})")
+
+    return check
+
+
+def media_trusted_hosts(task: Task) -> frozenset[str]:
+    """Hosts of the Kling base URLs that concern ``task`` (its account's and the operator
+    default's): result media on these may live on private addresses (the sandbox)."""
+    urls = [settings.KLING_API_BASE_URL]
+    if task.kling_account_id is not None:
+        urls.append(task.kling_account.base_url)
+    return frozenset((urlsplit(u).hostname or "").lower() for u in urls if u)
+
+
+def media_download(
+    *,
+    url: str,
+    kind: str,
+    max_bytes: int | None = None,
+    trusted_hosts: frozenset[str] | None = None,
+):
     """Stream ``url`` into a temporary file; return ``(file, content_type, size)``.
+
+    ``trusted_hosts``: when given, any other host (first request or redirect) must resolve
+    to public addresses only (``MediaRejected`` otherwise); ``None`` skips that check.
 
     The caller closes the returned ``NamedTemporaryFile`` (deleted on close). Raises
     ``MediaRejected`` (non-http(s) URL, 4xx, Content-Type not allowed for ``kind``, more than
@@ -143,7 +185,16 @@ def media_download(*, url: str, kind: str, max_bytes: int | None = None):
     tmp = tempfile.NamedTemporaryFile(prefix="klingweb-media-")  # noqa: SIM115 - returned
     try:
         with (
-            httpx.Client(timeout=timeout, follow_redirects=True, max_redirects=3) as client,
+            httpx.Client(
+                timeout=timeout,
+                follow_redirects=True,
+                max_redirects=3,
+                event_hooks=(
+                    {"request": [_public_address_guard(trusted_hosts)]}
+                    if trusted_hosts is not None
+                    else {}
+                ),
+            ) as client,
             client.stream("GET", url) as response,
         ):
             status = response.status_code
@@ -229,7 +280,9 @@ def _keep_one(task: Task, media: TaskMedia, report: KeepReport, sleep=time.sleep
         if try_number:
             sleep(float(2 ** (try_number - 1)))
         try:
-            tmp, content_type, size = media_download(url=media.source_url, kind=media.kind)
+            tmp, content_type, size = media_download(
+                url=media.source_url, kind=media.kind, trusted_hosts=media_trusted_hosts(task)
+            )
         except MediaRejected as exc:
             error = exc
             break
@@ -279,7 +332,7 @@ def media_keep(*, task_pk: int) -> KeepReport:
     conditional update). A task that is not ``succeed`` is left alone. Returns a
     ``KeepReport``; raises ``Task.DoesNotExist``.
     """
-    task = Task.objects.select_related("team").get(pk=task_pk)
+    task = Task.objects.select_related("team", "kling_account").get(pk=task_pk)
     report = KeepReport()
     if task.status != Status.SUCCEED:
         return report

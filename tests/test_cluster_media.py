@@ -165,10 +165,13 @@ class _Origin(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def origin():
+def origin(settings):
+    """A local origin playing the vendor's CDN; its host is the Kling host, as the
+    sandbox's is, so the portal's refusal of private addresses lets it through."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Origin)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    settings.KLING_API_BASE_URL = f"http://127.0.0.1:{server.server_address[1]}"
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()

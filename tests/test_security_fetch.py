@@ -75,6 +75,9 @@ class Origin(BaseHTTPRequestHandler):
             self._redirect("file:///etc/passwd")
         elif route == "/to-ftp":
             self._redirect("ftp://127.0.0.1/x.png")
+        elif route == "/to-localhost":
+            port = self.server.server_address[1]
+            self._redirect(f"http://localhost:{port}/ok.png?internal")
         elif route.startswith("/loop"):
             n = int(route[5:] or 0)
             self._redirect(f"/loop{n + 1}")
@@ -180,8 +183,9 @@ def test_stalled_server_hits_the_read_timeout(origin, monkeypatch):
     assert time.monotonic() - started < 2
 
 
-def test_only_the_vendors_result_urls_are_fetched(origin, portal):
+def test_only_the_vendors_result_urls_are_fetched(origin, portal, settings):
     """A URL the user typed (params) is passed to Kling, never fetched by the portal."""
+    settings.KLING_API_BASE_URL = origin  # the origin plays the vendor (as the sandbox does)
     task = Task.objects.create(
         team=portal.team,
         family="multi_shot",
@@ -210,3 +214,38 @@ def test_a_vendor_result_with_a_local_file_url_is_never_read(portal):
     assert report.gave_up == 1 and report.kept == 0
     row = TaskMedia.objects.get(task=task)
     assert row.gave_up and not row.file
+
+
+def _loopback_result_task(portal, url: str) -> Task:
+    return Task.objects.create(
+        team=portal.team,
+        family="multi_shot",
+        status=Status.SUCCEED,
+        finished_at=timezone.now(),
+        result={"images": [{"index": 0, "url_1": url}]},
+    )
+
+
+def test_results_on_private_addresses_are_refused_unless_on_the_kling_host(
+    origin, portal, settings
+):
+    """SSRF: a result URL pointing into the portal's own network is never fetched, unless
+    its host is the configured Kling base URL's (the sandbox on loopback)."""
+    settings.KLING_API_BASE_URL = "https://api-singapore.klingai.com"
+    task = _loopback_result_task(portal, origin + "/ok.png?internal")
+    report = media_keep(task_pk=task.pk)
+    assert report.kept == 0
+    assert Origin.seen == []
+    row = TaskMedia.objects.get(task=task)
+    assert row.gave_up and "non-public address" in row.last_error
+
+
+def test_a_redirect_from_the_kling_host_to_another_internal_host_is_refused(
+    origin, portal, settings
+):
+    settings.KLING_API_BASE_URL = origin
+    task = _loopback_result_task(portal, origin + "/to-localhost")
+    report = media_keep(task_pk=task.pk)
+    assert report.kept == 0
+    assert Origin.seen == ["/to-localhost"]  # the internal hop was never requested
+    assert "non-public address" in TaskMedia.objects.get(task=task).last_error
