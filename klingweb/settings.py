@@ -215,6 +215,8 @@ KLING_SECRET_KEY = env_str("KLING_SECRET_KEY")
 if bool(KLING_ACCESS_KEY) != bool(KLING_SECRET_KEY):
     raise ImproperlyConfigured("Set both KLING_ACCESS_KEY and KLING_SECRET_KEY, or neither.")
 KLING_SANDBOX_MODE = env_bool("KLING_SANDBOX_MODE", False)
+# Base URLs a team admin may choose as a "custom" region (besides KLING_API_BASE_URL).
+KLING_CUSTOM_BASE_URLS = [u.rstrip("/") for u in env_list("KLING_CUSTOM_BASE_URLS")]
 KLING_WEBHOOK_SECRET = env_str("KLING_WEBHOOK_SECRET")  # Standard Webhooks secret (whsec_...)
 PUBLIC_BASE_URL = env_url("PUBLIC_BASE_URL")  # where Kling can reach us, for callback_url
 # A callback token is refused this long after its task was created/submitted (the poller

@@ -732,6 +732,27 @@ def test_add_kling_account_refuses_bad_input(client, portal):
     assert team_state(portal.team) == before
 
 
+def test_custom_base_url_must_be_allowed_by_the_operator(client, portal, settings):
+    """A team admin cannot point the server at an arbitrary URL (it is called with a
+    signed token); the operator allows URLs with KLING_CUSTOM_BASE_URLS."""
+    client.force_login(portal.owner)
+    settings.KLING_CUSTOM_BASE_URLS = ["https://kling-proxy.example.com"]
+    before = team_state(portal.team)
+    data = {"name": "X", "region": "custom", "access_key": "ak", "secret_key": SECRET}
+    response = client.post(
+        _kling_url("accounts-kling-create", portal),
+        {**data, "custom_base_url": "http://169.254.169.254/latest"},
+    )
+    assert "This base URL is not allowed here" in response.content.decode()
+    assert team_state(portal.team) == before
+    response = client.post(
+        _kling_url("accounts-kling-create", portal),
+        {**data, "custom_base_url": "https://kling-proxy.example.com/"},
+    )
+    assert response.status_code == 302
+    assert portal.team.kling_accounts.get().base_url == "https://kling-proxy.example.com"
+
+
 def test_edit_kling_account_keeps_or_replaces_the_secret(client, portal, things):
     client.force_login(portal.owner)
     url = _kling_url("accounts-kling-detail", portal, things.account)

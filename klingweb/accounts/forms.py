@@ -11,6 +11,7 @@ from functools import cache
 from urllib.parse import urlparse
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import UserCreationForm
 
@@ -22,6 +23,14 @@ def time_zone_choices() -> list[tuple[str, str]]:
     """IANA time-zone names, sorted, as form choices (UTC first)."""
     names = sorted(zoneinfo.available_timezones() - {"UTC", "localtime"})
     return [("UTC", "UTC")] + [(name, name) for name in names]
+
+
+def allowed_custom_base_urls() -> set[str]:
+    """Custom base URLs a team admin may enter: ``settings.KLING_CUSTOM_BASE_URLS`` plus the
+    operator's own ``KLING_API_BASE_URL`` (so the sandbox works out of the box)."""
+    allowed = {u.rstrip("/") for u in settings.KLING_CUSTOM_BASE_URLS}
+    allowed.add(settings.KLING_API_BASE_URL.rstrip("/"))
+    return allowed
 
 
 class TeamForm(forms.ModelForm):
@@ -120,6 +129,14 @@ class KlingAccountForm(forms.ModelForm):
                 self.add_error("custom_base_url", "The custom region needs a base URL.")
             elif parsed.scheme not in ("http", "https") or not parsed.netloc:
                 self.add_error("custom_base_url", "Use an http:// or https:// URL with a host.")
+            elif url.rstrip("/") not in allowed_custom_base_urls():
+                # The server calls this URL with the account's signed token: an arbitrary
+                # one would let a team admin make the portal call into its own network.
+                self.add_error(
+                    "custom_base_url",
+                    "This base URL is not allowed here; ask the operator to add it to "
+                    "KLING_CUSTOM_BASE_URLS.",
+                )
             else:
                 data["custom_base_url"] = url.rstrip("/")
         else:
