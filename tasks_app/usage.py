@@ -1,10 +1,13 @@
 """Usage reports: what each team, member and kind of task cost (issue 7).
 
-Every figure is computed in the database by a grouped query over the deduction ledger
-(``Deduction``: units the vendor charged, KLING_API.md §4 ``final_unit_deduction``) or over
-``Task`` for counts; Python only reshapes the few aggregated rows (a handful of families,
-days, members) for the page. No ledger row is loaded into Python, and the number of queries
-of a report is fixed: it does not grow with the data.
+Every figure is computed in the database by grouped queries over the deduction ledger
+(``Deduction``: units the vendor charged, KLING_API.md §4 ``final_unit_deduction``) and over
+``Task`` for counts. A team or personal report runs them as ONE statement (``usage_figures``):
+the period's ledger rows are read from the table once, into a common table expression, and
+each grouping (per day × family, per member or team, per model and mode, the most expensive
+tasks) is a branch of a ``UNION ALL``. Python only reshapes the few hundred aggregated rows
+(bounded by days × families, members, models) for the page. No ledger row is loaded into
+Python, and the number of queries of a report is fixed: it does not grow with the data.
 
 Units are Kling credit units: ``Decimal`` with 3 places, summed exactly by the database
 (PostgreSQL ``numeric``; on SQLite the sums are quantised back to 3 places, which removes the
@@ -28,15 +31,19 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import functools
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
 from django import forms
-from django.db.models import Count, DecimalField, Q, QuerySet, Sum, Value
-from django.db.models.functions import Coalesce, TruncDay, TruncMonth
+from django.contrib.auth import get_user_model
+from django.db import connections
+from django.db.models import CharField, DecimalField, F, Q, QuerySet, Sum, Value
+from django.db.models.functions import Cast, Coalesce, TruncDay, TruncMonth
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
@@ -51,6 +58,30 @@ ZERO = Decimal("0.000")
 RUN_STATUSES = (Status.SUBMITTED, Status.PROCESSING, Status.SUCCEED, Status.FAILED)
 #: How many of the most expensive tasks a report lists.
 TOP_TASKS = 10
+#: What the most expensive tasks table shows of a task (not its parameters and results).
+TOP_TASK_FIELDS = (
+    "code",
+    "family",
+    "model_name",
+    "mode",
+    "prompt",
+    "summary",
+    "status",
+    "created_at",
+    "team__code",
+    "team__name",
+    "creator__username",
+)
+#: The ``Totals`` fields a report adds up over its families.
+TOTAL_FIELDS = (
+    "units",
+    "failed_units",
+    "charged_tasks",
+    "tasks_run",
+    "succeeded",
+    "failed",
+    "in_flight",
+)
 #: Longest custom range, in days: a year for the per-day reports, ten for the company's
 #: per-month report.
 MAX_RANGE_DAYS = 366
@@ -199,12 +230,20 @@ def period_resolve(
     return Period(key=key, label=label, first_day=first, last_day=last, tz=tz)
 
 
+def _pairs(values: Iterable[str]) -> list[tuple[str, str]]:
+    return [(v, v) for v in values]
+
+
 class UsageForm(forms.Form):
     """The period picker and filters of a usage page (GET parameters).
 
     ``period``: a key of ``periods``; ``start``/``end``: ISO dates for ``custom`` (at most
     ``max_days`` days); ``family``: a ``Family`` value; ``member``: a username (team page);
     ``team``: a team code (my usage). Filters a page does not ``offer`` are removed.
+
+    ``members`` may be a callable returning the usernames: it is then called at most once,
+    and only when the choices are needed (a ``member`` value to validate, or the picker to
+    draw), so a report region without a member filter costs no query for them.
     """
 
     period = forms.ChoiceField(required=False)
@@ -220,7 +259,7 @@ class UsageForm(forms.Form):
         *,
         periods: Mapping[str, str],
         default: str,
-        members: Sequence[str] = (),
+        members: Sequence[str] | Callable[[], Iterable[str]] = (),
         teams: Sequence[tuple[str, str]] = (),
         offer: Iterable[str] = ("family",),
         max_days: int = MAX_RANGE_DAYS,
@@ -230,7 +269,11 @@ class UsageForm(forms.Form):
         self.max_days = max_days
         self.fields["period"].choices = list(periods.items())
         self.fields["family"].choices = [("", "All kinds"), *Family.choices]
-        self.fields["member"].choices = [("", "All members"), *((m, m) for m in members)]
+        if callable(members):
+            load = functools.cache(members)
+            self.fields["member"].choices = lambda: [("", "All members"), *_pairs(load())]
+        else:
+            self.fields["member"].choices = [("", "All members"), *_pairs(members)]
         self.fields["team"].choices = [("", "All teams"), *teams]
         for name in ("family", "member", "team"):
             if name not in offer:
@@ -483,200 +526,271 @@ def _task_url(team_code: Any, code: Any) -> str:
         return f"/t/{team_code}/tasks/{code}/"
 
 
-def usage_by_day_family(*, ledger: QuerySet[Deduction], period: Period) -> QuerySet:
-    """Grouped query: one row per (local day, family) with ``spent``, ``failed_spent`` and
-    ``charged`` (primary ledger rows). Days are truncated in ``period.tz``."""
-    return (
-        ledger.annotate(day=TruncDay("recorded_at", tzinfo=period.tz))
-        .values("day", "family")
-        .annotate(
-            spent=units_sum(),
-            failed_spent=units_sum(Q(task_status=Status.FAILED)),
-            charged=Count("id", filter=Q(corrects__isnull=True)),
+def _group_labels(kind: str) -> QuerySet:
+    """The rows naming a report's groups (``k_id``, ``k_key``, ``k_label``): users by username
+    for ``member``, teams by code and name for ``team``. Joined to the few grouped rows, not to
+    every ledger row. Raises ``KeyError`` for another ``kind``."""
+    if kind == "member":
+        username = get_user_model().USERNAME_FIELD
+        return get_user_model().objects.values(k_id=F("pk"), k_key=F(username), k_label=F(username))
+    if kind == "team":
+        return Team.objects.values(
+            k_id=F("pk"), k_key=Cast("code", output_field=CharField()), k_label=F("name")
         )
-        .order_by()
-    )
+    raise KeyError(kind)
 
 
-def usage_task_counts(*, tasks: QuerySet[Task]) -> QuerySet:
-    """Grouped query: one row per (family, status) with ``n`` tasks."""
-    return tasks.values("family", "status").annotate(n=Count("id")).order_by()
+#: The ledger column a report's second table groups on: ``member`` (team report) or
+#: ``team`` (my usage).
+GROUP_FIELDS = {"member": "member_id", "team": "team_id"}
+
+# One statement for every figure of a report. ``l`` is the period's ledger rows of the scope,
+# ``t`` its tasks and ``x`` the names of members (or teams), all three compiled by the ORM
+# (``Scope.ledger`` / ``Scope.tasks`` / ``_group_labels``) so the filters live in one place.
+# Each branch is one grouping of ``l`` (or ``t``); the CTE ``l`` is read once from the table
+# (PostgreSQL materialises a CTE used more than once) and each grouping hashes its few thousand
+# rows. Rows come back as (part, day, family, ref, name1, name2, spent, failed_spent, n):
+#   day   — per (local day, family): units, units of failed tasks, primary rows (charged tasks);
+#   group — per member or team (ref = its id; name1/name2 = key/label): the same three sums;
+#   model — per (family, model_name = name1, mode = name2): units and charged tasks;
+#   task  — the TOP_TASKS tasks with the most units in the period (ref = task id), most first;
+#   tasks — tasks created in the period per (family, status = name1): n.
+# Top tasks without grouping every task: a task has at most one primary row (constraint
+# ``one_primary_deduction_per_task``), so a task with no correction recorded in the period has
+# one row there and its units are that row's; only the few tasks with a correction in the period
+# are summed. The NULL placeholders of the first branch carry types so that PostgreSQL can match
+# the branches' columns; the SQL is otherwise plain and runs on SQLite as well.
+_LEDGER_BRANCHES = """
+SELECT 'day' AS part, l_day AS day, l_family AS family, CAST(NULL AS bigint) AS ref,
+       CAST(NULL AS text) AS name1, CAST(NULL AS text) AS name2, SUM(l_units) AS spent,
+       SUM(CASE WHEN l_status = %s THEN l_units ELSE 0 END) AS failed_spent,
+       COUNT(CASE WHEN l_corrects IS NULL THEN 1 END) AS n
+  FROM l GROUP BY l_day, l_family
+UNION ALL
+SELECT 'group', NULL, NULL, g.l_group, x.k_key, x.k_label, g.spent, g.failed_spent, g.n
+  FROM (SELECT l_group, SUM(l_units) AS spent,
+               SUM(CASE WHEN l_status = %s THEN l_units ELSE 0 END) AS failed_spent,
+               COUNT(CASE WHEN l_corrects IS NULL THEN 1 END) AS n
+          FROM l GROUP BY l_group) g
+  LEFT JOIN x ON x.k_id = g.l_group
+UNION ALL
+SELECT 'model', NULL, l_family, NULL, l_model, l_mode, SUM(l_units), NULL,
+       COUNT(CASE WHEN l_corrects IS NULL THEN 1 END)
+  FROM l GROUP BY l_family, l_model, l_mode
+UNION ALL
+SELECT 'task', NULL, NULL, task, NULL, NULL, spent, NULL, NULL FROM (
+  SELECT l_task AS task, l_units AS spent FROM l
+   WHERE l_corrects IS NULL AND l_task IS NOT NULL
+     AND l_task NOT IN (SELECT l_task FROM l WHERE l_corrects IS NOT NULL AND l_task IS NOT NULL)
+  UNION ALL
+  SELECT l_task, SUM(l_units) FROM l
+   WHERE l_task IN (SELECT l_task FROM l WHERE l_corrects IS NOT NULL)
+   GROUP BY l_task
+  ORDER BY spent DESC, task DESC LIMIT %s
+) top_tasks"""
+_TASK_BRANCH = """
+SELECT 'tasks', NULL, t_family, NULL, t_status, NULL, NULL, NULL, COUNT(*)
+  FROM t GROUP BY t_family, t_status"""
 
 
-def usage_by_member(*, ledger: QuerySet[Deduction]) -> QuerySet:
-    """Grouped query: one row per member (``member_id``, ``member__username``; None for a
-    deleted account) with ``spent``, ``failed_spent``, ``charged``; most units first."""
-    return (
-        ledger.values("member_id", "member__username")
-        .annotate(
-            spent=units_sum(),
-            failed_spent=units_sum(Q(task_status=Status.FAILED)),
-            charged=Count("id", filter=Q(corrects__isnull=True)),
-        )
-        .order_by("-spent", "member__username")
-    )
+def _compiled(qs: QuerySet) -> tuple[str, tuple[Any, ...]]:
+    """SQL and parameters of ``qs`` as the ORM would run it. A filter that can match nothing
+    (``team_id__in=[]``) compiles to an always-false predicate instead of raising."""
+    compiler = qs.query.get_compiler(using=qs.db, elide_empty=False)
+    sql, params = compiler.as_sql()
+    return sql, tuple(params)
 
 
-def usage_by_team(*, ledger: QuerySet[Deduction]) -> QuerySet:
-    """Grouped query: one row per team (``team_id``, ``team__code``, ``team__name``) with
-    ``spent``, ``failed_spent``, ``charged``; most units first."""
-    return (
-        ledger.values("team_id", "team__code", "team__name")
-        .annotate(
-            spent=units_sum(),
-            failed_spent=units_sum(Q(task_status=Status.FAILED)),
-            charged=Count("id", filter=Q(corrects__isnull=True)),
-        )
-        .order_by("-spent", "team__name")
-    )
+def _units(value: Any) -> Decimal:
+    """A sum read back from the statement as Decimal units (3 places; 0 for NULL).
+    PostgreSQL returns ``Decimal``; SQLite an int or a float, quantised here (``q3``)."""
+    if value is None:
+        return ZERO
+    return q3(value if isinstance(value, Decimal) else Decimal(str(value)))
 
 
-def usage_by_model(*, ledger: QuerySet[Deduction]) -> QuerySet:
-    """Grouped query: one row per (family, model_name, mode) with ``spent`` and ``charged``;
-    most units first."""
-    return (
-        ledger.values("family", "model_name", "mode")
-        .annotate(spent=units_sum(), charged=Count("id", filter=Q(corrects__isnull=True)))
-        .order_by("-spent", "family", "model_name", "mode")
-    )
+def _local_day(value: Any, tz: dt.tzinfo) -> dt.date:
+    """The local day of a truncated timestamp read back from the statement: a naive local
+    midnight (PostgreSQL), an aware datetime, or ``YYYY-MM-DD HH:MM:SS`` text (SQLite)."""
+    if isinstance(value, dt.datetime):
+        return value.astimezone(tz).date() if value.tzinfo else value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])
 
 
-def usage_by_task(*, ledger: QuerySet[Deduction]) -> QuerySet:
-    """Grouped query: one row per task (``task_id``) with its ``spent`` units in the period
-    (its charge plus corrections recorded in the period); most units first."""
-    return (
-        ledger.filter(task__isnull=False)
-        .values("task_id")
-        .annotate(spent=units_sum())
-        .order_by("-spent", "-task_id")
-    )
+def _group_key(kind: str, value: Any) -> str:
+    """A group's key as the page links with it: a username ("" for a deleted account), or a
+    team code in its canonical dashed form (SQLite stores it as 32 hex digits)."""
+    if value is None:
+        return ""
+    return str(uuid.UUID(str(value))) if kind == "team" else str(value)
 
 
 @dataclass
-class Breakdown:
-    """Totals, the families table, units per day and the models table of one period."""
+class Figures:
+    """Every figure of a report period, from ``usage_figures``. Units are Decimal (3 places).
+
+    ``per_day``: units per (local day, family), only the pairs with ledger rows;
+    ``families``: ``FamilyRow`` per family with ledger rows or tasks, in ``Family`` order;
+    ``totals``: the sum of ``families``; ``groups``: per member or team, most units first;
+    ``models``: per (family, model, mode), most units first; ``top``: (task pk, units) of the
+    ``TOP_TASKS`` tasks with the most units, most first (ties: newest task first).
+    """
 
     totals: Totals
     families: list[FamilyRow]
-    days: DaySeries
+    per_day: dict[tuple[dt.date, str], Decimal]
+    groups: list[GroupRow]
     models: list[ModelRow]
+    top: list[tuple[int, Decimal]]
+
+    def days(self, period: Period) -> DaySeries:
+        """Units per day of ``period`` (every day, zeros included), one series per family
+        that has ledger rows, in ``families`` order."""
+        charted = {family for _, family in self.per_day}
+        families = [f.family for f in self.families if f.family in charted]
+        rows = []
+        for day in period.days:
+            values = [self.per_day.get((day, family), ZERO) for family in families]
+            rows.append((day, values, sum(values, ZERO)))
+        return DaySeries(families=families, rows=rows)
 
 
-def usage_breakdown(*, scope: Scope, period: Period) -> Breakdown:
-    """Totals, families, units per day and models of ``scope`` in ``period``: three grouped
-    queries (ledger by local day × family; ledger by family × model × mode; tasks by
-    family × status)."""
-    ledger = scope.ledger(period)
+def usage_figures(*, scope: Scope, period: Period, group_kind: str = "member") -> Figures:
+    """Every figure of ``scope`` in ``period`` from ONE statement (``_LEDGER_BRANCHES``):
+    units per local day × family, per member (``group_kind="member"``) or team (``"team"``),
+    per family × model × mode, the most expensive tasks, and the tasks run per family ×
+    status. The database groups; Python only reshapes the few hundred grouped rows (bounded by
+    days × families, members, models — not by ledger rows). Raises ``KeyError`` for an unknown
+    ``group_kind``."""
+    ledger = scope.ledger(period).values(
+        l_day=TruncDay("recorded_at", tzinfo=period.tz),
+        l_family=F("family"),
+        l_model=F("model_name"),
+        l_mode=F("mode"),
+        l_status=F("task_status"),
+        l_units=F("units"),
+        l_corrects=F("corrects_id"),
+        l_task=F("task_id"),
+        l_group=F(GROUP_FIELDS[group_kind]),
+    )
+    tasks = scope.tasks(period).values(t_family=F("family"), t_status=F("status"))
+    ledger_sql, ledger_params = _compiled(ledger)
+    tasks_sql, tasks_params = _compiled(tasks)
+    labels_sql, labels_params = _compiled(_group_labels(group_kind))
+    sql = (
+        f"WITH l AS ({ledger_sql}), t AS ({tasks_sql}), x AS ({labels_sql})"
+        f"{_LEDGER_BRANCHES} UNION ALL {_TASK_BRANCH}"
+    )
+    params = (
+        *ledger_params,
+        *tasks_params,
+        *labels_params,
+        Status.FAILED,
+        Status.FAILED,
+        TOP_TASKS,
+    )
+    with connections[ledger.db].cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+
     by_family: dict[str, FamilyRow] = {}
     per_day: dict[tuple[dt.date, str], Decimal] = {}
-    for row in usage_by_day_family(ledger=ledger, period=period):
-        fam = by_family.setdefault(row["family"], FamilyRow(family=row["family"]))
-        fam.units += q3(row["spent"])
-        fam.failed_units += q3(row["failed_spent"])
-        fam.charged_tasks += row["charged"]
-        day = row["day"].astimezone(period.tz).date()
-        per_day[(day, row["family"])] = q3(row["spent"])
-
-    for row in usage_task_counts(tasks=scope.tasks(period)):
-        fam = by_family.setdefault(row["family"], FamilyRow(family=row["family"]))
-        if row["status"] in RUN_STATUSES:
-            fam.tasks_run += row["n"]
-        if row["status"] == Status.SUCCEED:
-            fam.succeeded += row["n"]
-        elif row["status"] == Status.FAILED:
-            fam.failed += row["n"]
-        elif row["status"] in (Status.SUBMITTED, Status.PROCESSING):
-            fam.in_flight += row["n"]
+    groups: list[GroupRow] = []
+    models: list[ModelRow] = []
+    top: list[tuple[int, Decimal]] = []
+    for part, day, family, ref, name1, name2, spent, failed_spent, n in rows:
+        if part == "day":
+            fam = by_family.setdefault(family, FamilyRow(family=family))
+            units = _units(spent)
+            fam.units += units
+            fam.failed_units += _units(failed_spent)
+            fam.charged_tasks += n
+            per_day[(_local_day(day, period.tz), family)] = units
+        elif part == "group":
+            groups.append(
+                GroupRow(
+                    key=_group_key(group_kind, name1),
+                    label=name2 or ("(deleted account)" if group_kind == "member" else ""),
+                    units=_units(spent),
+                    failed_units=_units(failed_spent),
+                    charged_tasks=n,
+                )
+            )
+        elif part == "model":
+            models.append(
+                ModelRow(
+                    family=family,
+                    model_name=name1,
+                    mode=name2,
+                    units=_units(spent),
+                    charged_tasks=n,
+                )
+            )
+        elif part == "task":
+            top.append((ref, _units(spent)))
+        else:  # tasks created in the period, per family and status
+            fam = by_family.setdefault(family, FamilyRow(family=family))
+            if name1 in RUN_STATUSES:
+                fam.tasks_run += n
+            if name1 == Status.SUCCEED:
+                fam.succeeded += n
+            elif name1 == Status.FAILED:
+                fam.failed += n
+            elif name1 in (Status.SUBMITTED, Status.PROCESSING):
+                fam.in_flight += n
 
     order = {key: i for i, key in enumerate(Family.values)}
     families = sorted(by_family.values(), key=lambda f: (order.get(f.family, 99), f.family))
     totals = Totals()
     for fam in families:
-        for name in (
-            "units",
-            "failed_units",
-            "charged_tasks",
-            "tasks_run",
-            "succeeded",
-            "failed",
-            "in_flight",
-        ):
+        for name in TOTAL_FIELDS:
             setattr(totals, name, getattr(totals, name) + getattr(fam, name))
-
-    charted = [f.family for f in families if any(k[1] == f.family for k in per_day)]
-    day_rows = []
-    for day in period.days:
-        values = [per_day.get((day, fam), ZERO) for fam in charted]
-        day_rows.append((day, values, sum(values, ZERO)))
-    models = [
-        ModelRow(
-            family=r["family"],
-            model_name=r["model_name"],
-            mode=r["mode"],
-            units=q3(r["spent"]),
-            charged_tasks=r["charged"],
-        )
-        for r in usage_by_model(ledger=ledger)
-    ]
-    return Breakdown(
+    for g in groups:
+        if totals.units:
+            g.share = (g.units * 100 / totals.units).quantize(Decimal("0.1"))
+    groups.sort(key=lambda g: (-g.units, g.label))
+    models.sort(key=lambda m: (-m.units, m.family, m.model_name, m.mode))
+    top.sort(key=lambda t: (-t[1], -t[0]))
+    return Figures(
         totals=totals,
         families=families,
-        days=DaySeries(families=charted, rows=day_rows),
+        per_day=per_day,
+        groups=groups,
         models=models,
+        top=top,
     )
 
 
 def usage_report(*, scope: Scope, choice: Choice, group_kind: str = "member") -> UsageReport:
-    """Build the report of ``scope`` for ``choice``: 7 queries whatever the data.
+    """Build the report of ``scope`` for ``choice``: two queries whatever the data (the
+    statement of ``usage_figures``, then the most expensive tasks with their team and creator;
+    none for the latter when nothing was charged).
 
     ``group_kind``: ``"member"`` (team report: units per member) or ``"team"`` (my usage:
     units per team).
     """
     period = choice.period
-    ledger = scope.ledger(period)
-    breakdown = usage_breakdown(scope=scope, period=period)
-    totals = breakdown.totals
-
-    if group_kind == "team":
-        groups = [
-            GroupRow(
-                key=str(r["team__code"]),
-                label=r["team__name"],
-                units=q3(r["spent"]),
-                failed_units=q3(r["failed_spent"]),
-                charged_tasks=r["charged"],
-            )
-            for r in usage_by_team(ledger=ledger)
-        ]
-    else:
-        groups = [
-            GroupRow(
-                key=r["member__username"] or "",
-                label=r["member__username"] or "(deleted account)",
-                units=q3(r["spent"]),
-                failed_units=q3(r["failed_spent"]),
-                charged_tasks=r["charged"],
-            )
-            for r in usage_by_member(ledger=ledger)
-        ]
-    for g in groups:
-        if totals.units:
-            g.share = (g.units * 100 / totals.units).quantize(Decimal("0.1"))
-
-    top = {r["task_id"]: q3(r["spent"]) for r in usage_by_task(ledger=ledger)[:TOP_TASKS]}
-    tasks = Task.objects.filter(pk__in=list(top)).select_related("team", "creator")
+    figures = usage_figures(scope=scope, period=period, group_kind=group_kind)
+    units = dict(figures.top)
+    tasks = (
+        Task.objects.filter(pk__in=list(units))
+        .select_related("team", "creator")
+        .only(*TOP_TASK_FIELDS)
+    )
     top_tasks = sorted(
-        (TaskRow(task=t, units=top[t.pk], url=_task_url(t.team.code, t.code)) for t in tasks),
+        (TaskRow(task=t, units=units[t.pk], url=_task_url(t.team.code, t.code)) for t in tasks),
         key=lambda r: (-r.units, -r.task.pk),
     )
     return UsageReport(
         choice=choice,
-        totals=totals,
-        families=breakdown.families,
-        days=breakdown.days,
-        groups=groups,
+        totals=figures.totals,
+        families=figures.families,
+        days=figures.days(period),
+        groups=figures.groups,
         group_kind=group_kind,
-        models=breakdown.models,
+        models=figures.models,
         top_tasks=top_tasks,
     )
 
@@ -948,8 +1062,8 @@ def ledger_csv_rows(*, ledger: QuerySet[Deduction], tz: dt.tzinfo) -> Iterator[l
 
 def report_csv_rows(*, table: str, scope: Scope, choice: Choice) -> Iterator[list[str]]:
     """Rows (without header) of ``table`` (a key of ``REPORT_TABLES``) for ``scope`` and
-    ``choice``; the same grouped queries as the page. Raises ``KeyError`` for an unknown
-    table."""
+    ``choice``: the tables are the page's figures (``usage_figures``), the ledger and the
+    per-task table stream from grouped queries. Raises ``KeyError`` for an unknown table."""
     if table not in REPORT_TABLES:
         raise KeyError(table)
     period = choice.period
@@ -958,11 +1072,11 @@ def report_csv_rows(*, table: str, scope: Scope, choice: Choice) -> Iterator[lis
     if table == "ledger":
         yield from ledger_csv_rows(ledger=ledger, tz=tz)
     elif table == "days":
-        rows = usage_by_day_family(ledger=ledger, period=period).order_by("day", "family")
-        for r in rows.iterator(chunk_size=2000):
-            yield [r["day"].astimezone(tz).date().isoformat(), r["family"], str(q3(r["spent"]))]
+        figures = usage_figures(scope=scope, period=period)
+        for (day, family), units in sorted(figures.per_day.items()):
+            yield [day.isoformat(), family, str(units)]
     elif table == "families":
-        for f in usage_breakdown(scope=scope, period=period).families:
+        for f in usage_figures(scope=scope, period=period).families:
             yield [
                 f.family,
                 str(f.units),
@@ -973,30 +1087,23 @@ def report_csv_rows(*, table: str, scope: Scope, choice: Choice) -> Iterator[lis
                 str(f.succeeded),
                 str(f.failed),
             ]
-    elif table == "members":
-        for r in usage_by_member(ledger=ledger).iterator(chunk_size=2000):
+    elif table in ("members", "teams"):
+        kind = "member" if table == "members" else "team"
+        for g in usage_figures(scope=scope, period=period, group_kind=kind).groups:
             yield [
-                csv_text(r["member__username"]),
-                str(q3(r["spent"])),
-                str(q3(r["failed_spent"])),
-                str(r["charged"]),
-            ]
-    elif table == "teams":
-        for r in usage_by_team(ledger=ledger).iterator(chunk_size=2000):
-            yield [
-                csv_text(r["team__name"]),
-                str(q3(r["spent"])),
-                str(q3(r["failed_spent"])),
-                str(r["charged"]),
+                csv_text(g.key if kind == "member" else g.label),
+                str(g.units),
+                str(g.failed_units),
+                str(g.charged_tasks),
             ]
     elif table == "models":
-        for r in usage_by_model(ledger=ledger).iterator(chunk_size=2000):
+        for m in usage_figures(scope=scope, period=period).models:
             yield [
-                r["family"],
-                csv_text(r["model_name"]),
-                csv_text(r["mode"]),
-                str(q3(r["spent"])),
-                str(r["charged"]),
+                m.family,
+                csv_text(m.model_name),
+                csv_text(m.mode),
+                str(m.units),
+                str(m.charged_tasks),
             ]
     else:  # tasks: every task charged in the period, most units first
         rows = (

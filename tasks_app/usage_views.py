@@ -126,7 +126,7 @@ def _filename(prefix: str, table: str, choice: Choice) -> str:
 
 def _team_request(request: HttpRequest, team: Any):
     access = team_for_user(request, team)
-    members = list(
+    members = (
         Membership.objects.filter(team=access.team)
         .order_by("user__username")
         .values_list("user__username", flat=True)
@@ -135,7 +135,7 @@ def _team_request(request: HttpRequest, team: Any):
         request.GET,
         periods=TEAM_PERIODS,
         default="this_month",
-        members=members,
+        members=lambda: list(members),  # queried only if a member filter or the picker needs it
         offer=("family", "member"),
     )
     choice = usage_choice(form, tz=team_zone(access.team))

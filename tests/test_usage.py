@@ -18,6 +18,7 @@ from django.urls import reverse
 from klingweb.accounts.models import KlingAccount, Membership, Role, Team
 from tasks_app.models import Budget, Deduction, ResourcePackSnapshot, Status, Task
 from tasks_app.resource_packs import resource_packs_latest, resource_packs_refresh
+from tasks_app.templatetags.usage_tags import usage_cells, usage_count, usage_day, usage_units
 from tasks_app.usage import (
     Choice,
     Scope,
@@ -171,6 +172,58 @@ def test_negative_correction_in_a_later_period_counts_there(portal, ledger):
     assert report.totals.units == Decimal("-1.25")
     assert report.totals.charged_tasks == 0
     assert report.totals.average is None
+
+
+def test_most_expensive_tasks_count_only_their_rows_in_the_period(portal):
+    """A task's units are its ledger rows recorded in the period: a charge corrected twice in
+    the period counts all three rows, a correction of a charge recorded before the period
+    counts alone, a big charge corrected down ranks by what is left; ties: newest task first;
+    at most ten tasks."""
+    team, member = portal.team, portal.member
+    march = dt.datetime(2025, 3, 5, 12, tzinfo=UTC)
+    older = make_task(team, member, at=dt.datetime(2025, 2, 27, tzinfo=UTC))
+    charge(older, "2", at=march, corrects=charge(older, "50"))  # 50 in February: 2 in March
+    twice = make_task(team, member, at=march)
+    first = charge(twice, "3")
+    charge(twice, "1.5", at=march + dt.timedelta(days=1), corrects=first)
+    charge(twice, "-0.5", at=march + dt.timedelta(days=2), corrects=first)  # 4 in March
+    cut = make_task(team, member, at=march)
+    charge(cut, "-8", at=march + dt.timedelta(days=1), corrects=charge(cut, "9"))  # 1
+    tie_a, tie_b = (make_task(team, member, at=march) for _ in range(2))
+    charge(tie_a, "2")
+    charge(tie_b, "2")
+    small = [make_task(team, member, at=march) for _ in range(7)]
+    for t in small:
+        charge(t, "0.125")
+    report = team_report(team, MARCH)
+    top = [(r.task.pk, r.units) for r in report.top_tasks]
+    assert top == [
+        (twice.pk, Decimal("4")),
+        (tie_b.pk, Decimal("2")),
+        (tie_a.pk, Decimal("2")),
+        (older.pk, Decimal("2")),
+        (cut.pk, Decimal("1")),
+        *((t.pk, Decimal("0.125")) for t in reversed(small[-5:])),
+    ]
+    assert report.totals.units == Decimal("11.875")  # 2 + 4 + 1 + 2 + 2 + 7 × 0.125
+
+
+def test_units_of_a_deleted_account_are_shown_as_such(client, portal, ledger):
+    task = ledger["t1"]
+    Deduction.objects.create(
+        team=portal.team,
+        task=None,
+        member=None,
+        family=task.family,
+        units=Decimal("0.75"),
+        recorded_at=task.created_at,
+    )
+    groups = {g.label: (g.key, g.units) for g in team_report(portal.team, MARCH).groups}
+    assert groups["(deleted account)"] == ("", Decimal("0.75"))
+    client.force_login(portal.member)
+    url = reverse("usage-team-export", kwargs={"team": portal.team.code, "table": "members"})
+    rows = parse_csv(client.get(url, MARCH))
+    assert ["", "0.750", "0.000", "1"] in rows
 
 
 def test_most_expensive_tasks_link_to_task_pages(client, portal, ledger):
@@ -562,6 +615,16 @@ def test_charts_are_served_by_the_portal_with_tables(client, portal, ledger):
     assert "Units per day as a table" in html
 
 
+def test_table_filters_format_units_counts_and_days():
+    assert usage_units(Decimal("12345.500")) == "12,345.5"
+    assert usage_units(Decimal("-0.000")) == "0"
+    assert usage_count(4032) == "4,032"
+    assert usage_day(dt.date(2025, 10, 1)) == "Wed 1 Oct"
+    assert (
+        usage_cells([Decimal("1.250"), None]) == '<td class="num">1.25</td><td class="num">–</td>'
+    )
+
+
 # --- queries ------------------------------------------------------------------------------
 
 
@@ -617,8 +680,22 @@ def test_query_count_does_not_grow_with_the_data(client, portal, django_assert_m
     small = [_count(client, url, MARCH) for url in pages]
     _seed(portal, 200)
     assert [_count(client, url, MARCH) for url in pages] == small
-    with django_assert_max_num_queries(14):
+    # Session, user, access, member choices, the report's one statement, its top tasks, the
+    # budgets and their units, the team switcher.
+    with django_assert_max_num_queries(9):
         client.get(pages[0], MARCH)
+    # The report region alone: no budgets, no switcher, no member choices (no member filter).
+    with django_assert_max_num_queries(5):
+        client.get(pages[0], MARCH, headers={"HX-Request": "true"})
+    with django_assert_max_num_queries(6):  # a member filter is checked against the team
+        client.get(pages[0], {**MARCH, "member": "member"}, headers={"HX-Request": "true"})
+
+
+def test_report_figures_come_from_one_statement(portal, ledger, django_assert_num_queries):
+    with django_assert_num_queries(2):  # every figure, then the top tasks' team and creator
+        team_report(portal.team, MARCH)
+    with django_assert_num_queries(1):  # nothing charged: no task to load
+        team_report(portal.team, custom("2001-01-01", "2001-01-31"))
 
 
 # --- resource packs -----------------------------------------------------------------------
