@@ -30,6 +30,26 @@ def poll_loop() -> None:
     loop(rearm=True)
 
 
+def cluster_worker_started(sender: object = None, proc_name: str = "", **kwargs: object) -> None:
+    """Receiver of django-q2's ``post_spawn`` (a cluster worker process started; connected in
+    ``TasksAppConfig.ready``): start the poll loop unless one runs
+    (``tasks_app.polling.poll_loop_ensure``). Does nothing when jobs run synchronously
+    (``Q_CLUSTER["sync"]``, tests: django-q2 then "spawns" a worker for every job). Never
+    raises: a worker must start anyway."""
+    import logging
+
+    from django_q.conf import Conf
+
+    from tasks_app.polling import poll_loop_ensure
+
+    if Conf.SYNC:
+        return
+    try:
+        poll_loop_ensure()
+    except Exception:
+        logging.getLogger(__name__).exception("could not start the poll loop")
+
+
 def keep_media(task_pk: int) -> None:
     """Copy a succeeded task's result files into storage (``tasks_app.media.media_keep``)."""
     from tasks_app.media import media_keep

@@ -58,6 +58,7 @@ ERROR_BACKOFF_MAX = 300.0  # seconds
 PAUSED_INTERVAL = 60.0  # seconds; an account paused by an admin is looked at again later
 CHUNK = 500  # primary keys per IN (...) clause
 POLL_LOOP_LEASE = "poll-loop"
+SERVER_CODES = (5000, 5001, 5002)  # the vendor's server-side failures (KLING_API.md §2)
 
 
 @dataclass
@@ -216,10 +217,24 @@ class _Cycle:
                 next_poll_at=self.now + timedelta(seconds=delay),
                 is_stale=stale,
                 poll_errors=0,
+                error_code=None,
+                error_message="",
+                error_request_id="",
             )
 
-    def reschedule_error(self, tasks: Iterable[Task], *, minimum: float = 0.0) -> None:
-        """Back off with jitter after a failed poll; never fails the task."""
+    def reschedule_error(
+        self, tasks: Iterable[Task], *, minimum: float = 0.0, error: Exception | None = None
+    ) -> None:
+        """Back off with jitter after a failed poll; never fails the task. ``error`` (the
+        vendor's code, message and request_id, or the exception's text) is kept on the task
+        so its page can say why it waits; the next successful poll clears it."""
+        reason: dict = {}
+        if error is not None:
+            reason = {
+                "error_code": getattr(error, "code", None),
+                "error_message": (getattr(error, "message", None) or str(error))[:1000],
+                "error_request_id": getattr(error, "request_id", None) or "",
+            }
         buckets: dict[tuple[int, bool], list[int]] = defaultdict(list)
         for task in tasks:
             stale = self._age(task) >= self.stale_after
@@ -231,7 +246,24 @@ class _Cycle:
                 next_poll_at=self.now + timedelta(seconds=delay),
                 is_stale=stale,
                 poll_errors=F("poll_errors") + 1,
+                **reason,
             )
+
+    def wake_after_outage(self, account: KlingAccount, family: str) -> None:
+        """The list endpoint answered again: tasks of this (account, family) that back off
+        after server or network errors (up to 5 min) become due now, so they catch up at the
+        next cycle (one more list page read) instead of over the following minutes. Tasks
+        backing off for other reasons (1203 not found, 1302 rate limit) keep waiting."""
+        server_failure = Q(error_code__in=SERVER_CODES) | (
+            Q(error_code__isnull=True) & ~Q(error_message="")
+        )
+        Task.objects.filter(
+            kling_account=account,
+            family=family,
+            status__in=list(IN_FLIGHT),
+            poll_errors__gt=0,
+            next_poll_at__gt=self.now,
+        ).filter(server_failure).filter(_free(self.now)).update(next_poll_at=self.now)
 
     def reschedule_paused(self, tasks: Iterable[Task]) -> None:
         """Look at an account paused by the vendor's account codes again in about a minute."""
@@ -276,19 +308,22 @@ class _Cycle:
         except Exception as exc:  # unreadable secret, missing operator credentials
             log.warning("poll: no client for account %s: %s", account.pk, exc)
             self.error(f"account {account.pk}: {exc}")
-            self.reschedule_error(tasks, minimum=60.0)
+            self.reschedule_error(tasks, minimum=60.0, error=exc)
             return
         client_family = _client_family(family)
         found, failed = self._read_pages(client, client_family, tasks)
+        if failed is None:
+            self.wake_after_outage(account, family)
         missing = [task for task in tasks if task.pk not in found]
         if failed is not None:
             for task in tasks:
                 if task.pk in found:
                     self.apply(task, found[task.pk])
             self.reschedule_ok([t for t in tasks if t.pk in found])
-            self.reschedule_error(missing)
+            self.reschedule_error(missing, error=failed)
             return
         backed_off: list[Task] = []
+        last_error: Exception | None = None
         for position, task in enumerate(missing):
             self.report.requests += 1
             self.report.single_queries += 1
@@ -300,6 +335,7 @@ class _Cycle:
             except KlingError as exc:
                 self.error(f"get {family} {task.task_id or task.external_task_id}: {exc}")
                 backed_off.append(task)
+                last_error = exc
                 if exc.error_class != ErrorClass.NOT_FOUND:
                     # The vendor is unhappy (5xx, 1302, network, credentials): leave the
                     # rest of the group for a later cycle.
@@ -311,7 +347,7 @@ class _Cycle:
             if task.pk in found:
                 self.apply(task, found[task.pk])
         self.reschedule_ok([t for t in tasks if t.pk in found])
-        self.reschedule_error(backed_off)
+        self.reschedule_error(backed_off, error=last_error)
 
     def _read_pages(
         self, client: KlingClient, client_family: str, tasks: list[Task]
@@ -388,7 +424,7 @@ def tasks_poll(*, now: datetime | None = None, limit: int = 20000) -> PollReport
             except Exception as exc:
                 log.exception("poll: group (%s, %s) failed", account_pk, family)
                 cycle.error(f"group ({account_pk}, {family}): {exc}")
-                cycle.reschedule_error(group)
+                cycle.reschedule_error(group, error=exc)
     finally:
         # Whatever is still claimed by this cycle (an unexpected error) is released.
         for chunk in _chunks([task.pk for task in tasks]):
@@ -418,24 +454,75 @@ def poll_cycle() -> PollReport:
 # --- the loop and its lease --------------------------------------------------------------
 
 
+def _holder_name() -> str:
+    """A lease holder's name: ``host:pid:random`` (``_holder_dead`` reads host and pid)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _holder_dead(holder: str) -> bool:
+    """True when ``holder`` names a process of this host that no longer exists (a cluster
+    killed with SIGKILL, or by the OOM killer, never releases its lease). Holders of other
+    hosts, and names not of the ``host:pid:random`` form, are taken to be alive. Machines
+    (containers) running clusters must have distinct host names; if two shared one, they
+    would take the lease from each other now and then — per-task claims still keep any
+    task from being polled twice."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # e.g. PermissionError: it exists, as another user
+        return False
+    try:  # Linux: a killed process not yet reaped by its parent is a zombie ("Z")
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
 def lease_take(*, name: str, holder: str, seconds: float) -> bool:
     """Take (or renew) the named ``ClusterLease`` for ``seconds``; True when ``holder`` has it.
 
-    A conditional UPDATE: succeeds when the lease is free, expired, or already ``holder``'s.
+    A conditional UPDATE: succeeds when the lease is free, expired, already ``holder``'s, or
+    held by a process of this host that has died (``_holder_dead``; compared-and-swapped on
+    the dead holder's name, so two takers cannot both win). Without that last case a cluster
+    killed mid-loop kept the loop stopped until its lease expired (``run_seconds`` + 30 s),
+    and a cluster restarted faster than that never polled at all.
     """
     now = timezone.now()
-    if not ClusterLease.objects.filter(name=name).exists():
+    current = ClusterLease.objects.filter(name=name).values_list("holder", "until").first()
+    if current is None:
         try:
             with transaction.atomic():
                 ClusterLease.objects.create(name=name)
         except IntegrityError:
             pass
+    free = Q(until__isnull=True) | Q(until__lt=now) | Q(holder=holder)
+    held = current is not None and current[0] and current[1] is not None and current[1] >= now
+    if held and _holder_dead(current[0]):
+        log.warning("lease %s: holder %s has died; taking it over", name, current[0])
+        free |= Q(holder=current[0])
     taken = (
         ClusterLease.objects.filter(name=name)
-        .filter(Q(until__isnull=True) | Q(until__lt=now) | Q(holder=holder))
+        .filter(free)
         .update(holder=holder, until=now + timedelta(seconds=seconds), heartbeat_at=now)
     )
     return taken == 1
+
+
+def lease_live(*, name: str) -> bool:
+    """True when the named lease is held by someone who is (as far as we can tell) alive:
+    not expired, and not a dead process of this host."""
+    current = ClusterLease.objects.filter(name=name).values_list("holder", "until").first()
+    if current is None or not current[0] or current[1] is None:
+        return False
+    return current[1] >= timezone.now() and not _holder_dead(current[0])
 
 
 def lease_release(*, name: str, holder: str) -> None:
@@ -465,7 +552,7 @@ def poll_loop(
         if cycle_seconds is not None
         else getattr(settings, "POLL_CYCLE_SECONDS", FAST_INTERVAL)
     )
-    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    holder = _holder_name()
     lease_seconds = run_seconds + 30.0
     if not lease_take(name=POLL_LOOP_LEASE, holder=holder, seconds=lease_seconds):
         return 0
@@ -495,3 +582,22 @@ def poll_loop(
 
         async_task("tasks_app.jobs.poll_loop", task_name="klingweb-poll-loop")
     return cycles
+
+
+def poll_loop_ensure() -> bool:
+    """Start the poll loop now unless a live loop holds its lease; True when one was
+    enqueued.
+
+    Called when a cluster's worker process starts (``tasks_app.jobs.cluster_worker_started``,
+    on django-q2's ``post_spawn``): the one-minute schedule alone first fires about 30 s
+    after a cluster starts (django-q2's scheduler runs every 30 s of the cluster's life), so a
+    cluster that restarts often — after a crash, or each deploy — would poll late or never.
+    Several workers starting at once may enqueue several loops; all but one return at once
+    (``poll_loop`` takes the lease first).
+    """
+    if lease_live(name=POLL_LOOP_LEASE):
+        return False
+    from django_q.tasks import async_task
+
+    async_task("tasks_app.jobs.poll_loop", task_name="klingweb-poll-loop")
+    return True

@@ -81,6 +81,8 @@ def task_apply_remote(*, task_pk: int, remote: KlingTask, source: str) -> bool:
         task.status = new_status
         task.vendor_updated_at = remote.updated_at or task.vendor_updated_at
         task.task_status_msg = remote.task_status_msg or ""
+        # The vendor answered: an earlier failed submit or poll no longer explains anything.
+        task.error_code, task.error_message, task.error_request_id = None, "", ""
         if task.submitted_at is None:
             task.submitted_at = now
         if new_status in FINISHED:

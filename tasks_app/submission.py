@@ -35,6 +35,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import F, Q
@@ -50,7 +51,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Seconds a claim lasts; longer than one create call with the client's own lookups.
+#: Seconds a claim lasts; longer than one create call with the client's own lookups. A
+#: cluster killed mid-create leaves its task claimed this long (``settings.
+#: SUBMIT_LEASE_SECONDS`` overrides it; the soak's small size uses a short one). A claim that
+#: runs out early costs only a wasted call: the vendor refuses a reused external_task_id and
+#: the client then returns the task that holds it.
 SUBMIT_LEASE_SECONDS = 300
 #: Seconds after queuing when the safety net may submit a task whose job never ran.
 SUBMIT_GRACE_SECONDS = 30
@@ -130,7 +135,8 @@ def _claim(task_pk: int, now) -> bool:
         Task.objects.filter(pk=task_pk, status=Status.QUEUED)
         .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
         .update(
-            claimed_until=now + timedelta(seconds=SUBMIT_LEASE_SECONDS),
+            claimed_until=now
+            + timedelta(seconds=getattr(settings, "SUBMIT_LEASE_SECONDS", SUBMIT_LEASE_SECONDS)),
             submit_attempts=F("submit_attempts") + 1,
         )
         == 1
@@ -341,8 +347,9 @@ def tasks_submit_due(*, limit: int = 50, time_budget_s: float = 20.0) -> int:
     Oldest first, at most ``limit`` per call, stopping after ``time_budget_s`` seconds.
     Skips tasks of paused accounts and tasks under a live claim; after a 1302/1303 for one
     Kling account, that account's other tasks wait for the next call (one submission queue
-    per account, KLING_API.md §3). Returns how many tasks left the queue (accepted, found or
-    refused).
+    per account, KLING_API.md §3), and so they do after ``SERVER_FAILURES_PER_CALL`` server
+    or network failures (a vendor that fails is not hammered; one random 5000 does not stop
+    the queue). Returns how many tasks left the queue (accepted, found or refused).
     """
     now = timezone.now()
     due = (
@@ -354,6 +361,8 @@ def tasks_submit_due(*, limit: int = 50, time_budget_s: float = 20.0) -> int:
     )
     started = time.monotonic()
     busy_accounts: set[int | None] = set()
+    answering: set[int | None] = set()
+    server_failures: dict[int | None, int] = {}
     left_queue = 0
     for task_pk, account_id in list(due):
         if account_id in busy_accounts:
@@ -363,6 +372,46 @@ def tasks_submit_due(*, limit: int = 50, time_budget_s: float = 20.0) -> int:
         outcome = task_submit(task_pk=task_pk)
         if outcome in (SUBMITTED, FOUND, REFUSED):
             left_queue += 1
+            if outcome != REFUSED:
+                answering.add(account_id)
+        elif outcome == RETRY and not _limited(task_pk):
+            server_failures[account_id] = server_failures.get(account_id, 0) + 1
+            if server_failures[account_id] >= SERVER_FAILURES_PER_CALL:
+                busy_accounts.add(account_id)
         elif outcome in (RETRY, PAUSED):
             busy_accounts.add(account_id)
+    for account_id in answering - busy_accounts - {None}:
+        _wake_after_outage(account_id, now=timezone.now())
     return left_queue
+
+
+#: Rate and concurrency limits (KLING_API.md §2): the account's queue waits after one.
+_LIMIT_CODES = (1302, 1303)
+#: Server or network failures of one account after which ``tasks_submit_due`` leaves the
+#: account's other tasks for its next call.
+SERVER_FAILURES_PER_CALL = 3
+
+
+def _limited(task_pk: int) -> bool:
+    """True when the task's last create failed on a rate or concurrency limit."""
+    code = Task.objects.filter(pk=task_pk).values_list("error_code", flat=True).first()
+    return code in _LIMIT_CODES
+
+
+def _wake_after_outage(account_id: int, *, now) -> int:
+    """Kling accepted a create for this account again: its queued tasks that wait out the
+    backoff of a server or network error (up to 5 min each) become due now, so a queue built
+    up during an outage drains at the next calls instead of over the following minutes.
+    Tasks waiting after 1302/1303 (rate and concurrency limits) keep their backoff. Returns
+    how many were woken."""
+    from tasks_app.polling import SERVER_CODES
+
+    server_failure = Q(error_code__in=SERVER_CODES) | (
+        Q(error_code__isnull=True) & ~Q(error_message="")
+    )
+    return (
+        Task.objects.filter(status=Status.QUEUED, kling_account_id=account_id, next_poll_at__gt=now)
+        .filter(server_failure)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .update(next_poll_at=now)
+    )

@@ -97,7 +97,8 @@ def _base_context(access: TeamAccess, *, banners: bool = True) -> dict:
 
 def _task_list(request: HttpRequest, team: Any, *, mine: bool) -> HttpResponse:
     access = team_for_user(request, team, methods=READ)
-    queryset = Task.objects.filter(team=access.team).select_related("creator")
+    # "team": kept results link to /t/<team code>/… (one query per row without it).
+    queryset = Task.objects.filter(team=access.team).select_related("creator", "team")
     if mine:
         queryset = queryset.filter(creator=request.user)
     labels = [(family.key, family.label) for family in registry().values()]

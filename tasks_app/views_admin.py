@@ -36,7 +36,7 @@ from klingweb.accounts.models import Role
 from tasks_app.budgets import (
     budget_banners,
     budget_label,
-    budget_status,
+    budget_statuses,
     team_budgets,
     units_text,
 )
@@ -73,7 +73,7 @@ class BudgetForm(forms.Form):
 
 
 def _budgets_context(request: HttpRequest, access, **extra: Any) -> dict:
-    statuses = [budget_status(budget=budget) for budget in team_budgets(team=access.team)]
+    statuses = budget_statuses(budgets=team_budgets(team=access.team))
     context = {
         "access": access,
         "team": access.team,

@@ -12,6 +12,7 @@ import sys
 BENCHES = [
     "tests.benchmarks.bench_usage",
     "tests.benchmarks.bench_polling",
+    "tests.benchmarks.bench_load",
 ]
 
 

@@ -1,0 +1,463 @@
+"""Load bench (issue 9, "Load"): 50 signed-in users against gunicorn, one team of 100 000 tasks.
+
+On PostgreSQL (a database ``klingweb_bench_load`` on ``DATABASE_URL``'s server, default
+``postgres://postgres@127.0.0.1:5432/postgres``, created and dropped), the bench seeds one team
+with 50 members and 100 000 tasks over the last 30 days (``INSERT … SELECT generate_series``:
+82 % succeeded with a result video, 6 % failed, 2 % failed and charged, 4 % refused, 6 % in
+flight or queued) and a ledger row for every charged task, then starts the portal's ``web``
+process from the ``Procfile`` (gunicorn, ``WEB_CONCURRENCY`` workers × 4 threads, through
+``tests/processes.py`` like the browser tests and the soak) and runs Debian's ``wrk`` on
+loopback for 60 s with 50 connections at once, each request carrying one of 50 sessions made
+in the database (``session_cookie_for``):
+
+- 20 connections on the task list (``/t/<team>/tasks/``, page 1, 25 rows);
+- 20 on the HTMX row partials (``/t/<team>/tasks/<code>/row/`` with ``HX-Request``, 2 000
+  different tasks, in flight and finished);
+- 10 on the team's usage page (``/t/<team>/usage/``, this month).
+
+It prints requests per second, p50/p95 latency and errors (connection errors, timeouts and
+any answer other than 200 — a redirect to the sign-in page counts as one). Then, in the same
+run and against the same gunicorn, it times the task list next to Django admin's change list
+of the same rows (``/admin/tasks_app/task/``, as a superuser), one request at a time,
+interleaved, median and p95 of 15 each after two warm-ups.
+
+``wrk`` is installed with ``apt-get install -y wrk`` when missing and the bench runs as root;
+otherwise the bench says so and fails. ``BENCH_LOAD_SECONDS`` / ``BENCH_LOAD_TASKS`` change
+the duration and the size. Run: ``make bench`` or
+``.venv/bin/python -m tests.benchmarks.bench_load``. About 2–3 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/postgres"
+BENCH_DB = "klingweb_bench_load"
+TASKS = int(os.environ.get("BENCH_LOAD_TASKS", "100000"))
+SECONDS = int(os.environ.get("BENCH_LOAD_SECONDS", "60"))
+MEMBERS = 50
+ROW_TASKS = 2000
+#: (name, connections, path kind) of the three wrk processes running at once: 50 users.
+MIXES = [("task list", 20, "list"), ("HTMX row partials", 20, "rows"), ("usage page", 10, "usage")]
+TIMING_RUNS = 15
+
+WRK_SCRIPT = r"""
+-- One of many paths, one of many session cookies per request; counts answers other than 200.
+local paths = {PATHS}
+local cookies = {COOKIES}
+local hx = {HX}
+local threads = {}
+local n = 0
+bad = 0
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function request()
+  n = n + 1
+  local headers = {}
+  headers["Cookie"] = "sessionid=" .. cookies[(n % #cookies) + 1]
+  if hx then headers["HX-Request"] = "true" end
+  return wrk.format("GET", paths[(n * 7919 % #paths) + 1], headers)
+end
+
+function response(status, headers, body)
+  if status ~= 200 then bad = bad + 1 end
+end
+
+function done(summary, latency, requests)
+  local not200 = 0
+  for _, thread in ipairs(threads) do not200 = not200 + thread:get("bad") end
+  local e = summary.errors
+  io.write(string.format(
+    'WRK-RESULT {"requests": %d, "duration_us": %d, "p50_us": %d, "p95_us": %d, ' ..
+    '"p99_us": %d, "connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d, ' ..
+    '"not200": %d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(95),
+    latency:percentile(99), e.connect, e.read, e.write, e.status, e.timeout, not200))
+end
+"""
+
+
+def _with_db(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+def _wrk() -> str | None:
+    """The path of ``wrk``, installing Debian's package first when missing (as root)."""
+    found = shutil.which("wrk")
+    if found or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return found
+    print("bench_load: installing wrk (apt-get install -y wrk)", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-qq", "wrk"]
+    for cmd in (install, ["apt-get", "update", "-qq"], install):
+        subprocess.run(cmd, env=env, check=False, stdout=subprocess.DEVNULL)  # noqa: S603
+        if shutil.which("wrk"):
+            break
+    return shutil.which("wrk")
+
+
+def main() -> int:
+    """Create the bench database, run the bench in a child process, drop the database."""
+    import psycopg
+
+    if _wrk() is None:
+        print("bench_load: wrk is missing (apt-get install -y wrk); failed")
+        return 1
+    admin_url = os.environ.get("DATABASE_URL") or DEFAULT_URL
+    try:
+        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        print(f"bench_load: PostgreSQL not reachable at {admin_url}: {exc}; skipped")
+        return 0
+    with admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {BENCH_DB}")
+    try:
+        env = {
+            **os.environ,
+            "DATABASE_URL": _with_db(admin_url, BENCH_DB),
+            "DJANGO_SETTINGS_MODULE": "tests.e2e.server_settings",
+            "KLINGWEB_E2E_NOMIGRATIONS": "1",
+            "DEBUG": "0",
+            "LOG_LEVEL": "WARNING",
+        }
+        env.pop("REDIS_URL", None)
+        args = [sys.executable, "-m", "tests.benchmarks.bench_load", "--child"]
+        return subprocess.call(args, env=env, cwd=ROOT)  # noqa: S603
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+
+
+# --- child --------------------------------------------------------------------------------
+
+
+def _log(message: str) -> None:
+    print(f"[bench_load {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _seed() -> dict:
+    """One team, 50 members, ``TASKS`` tasks and their ledger rows (bulk SQL)."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.utils import timezone
+
+    from klingweb.accounts.models import Membership, Role, Team
+    from tasks_app.models import Deduction, Task
+    from tests.benchmarks.bench_usage import _insert_select
+
+    User = get_user_model()
+    team = Team.objects.create(name="Load team")
+    users = User.objects.bulk_create(
+        User(username=f"user{m:02d}", email=f"user{m:02d}@example.com", password="!")
+        for m in range(MEMBERS)
+    )
+    Membership.objects.bulk_create(
+        Membership(user=user, team=team, role=Role.OWNER if m == 0 else Role.MEMBER)
+        for m, user in enumerate(users)
+    )
+    admin = User.objects.create(username="operator", is_staff=True, is_superuser=True)
+    Membership.objects.create(user=admin, team=team, role=Role.VIEWER)  # both pages, one user
+    user_ids = ",".join(str(u.pk) for u in users)
+    step = 30 * 86400 / TASKS
+    start = timezone.now() - timedelta(days=30)
+    created = f"(TIMESTAMPTZ '{start.isoformat()}' + (i * {step}) * INTERVAL '1 second')"
+    bucket = (
+        "(abs(hashint4(i + 5)) %% 50)"  # 0..49: 41 succeed, 3 failed, 1 charged, 2 error, 3 live
+    )
+    status = (
+        f"CASE WHEN {bucket} < 41 THEN 'succeed' WHEN {bucket} < 44 THEN 'failed' "
+        f"WHEN {bucket} = 44 THEN 'failed' WHEN {bucket} < 47 THEN 'error' "
+        f"WHEN {bucket} = 47 THEN 'queued' WHEN {bucket} = 48 THEN 'submitted' "
+        "ELSE 'processing' END"
+    )
+    charged = f"({bucket} < 41 OR {bucket} = 44)"
+    units = "((1 + abs(hashint4(i + 3)) %% 40) * 0.25)::numeric(12, 3)"
+    finished = f"{bucket} < 47"
+    _log(f"seeding {TASKS:,} tasks")
+    _insert_select(
+        Task,
+        {
+            "code": "gen_random_uuid()",
+            "team_id": str(team.pk),
+            "creator_id": f"(ARRAY[{user_ids}])[1 + i %% {MEMBERS}]",
+            "family": (
+                "(ARRAY['avatar','video_extend','multi_shot','text2video','image2video'])"
+                "[1 + abs(hashint4(i)) %% 5]"
+            ),
+            "model_name": "(ARRAY['kling-v2-6','kling-v1-6'])[1 + abs(hashint4(i + 2)) %% 2]",
+            "mode": "CASE WHEN abs(hashint4(i + 1)) %% 3 = 0 THEN 'pro' ELSE 'std' END",
+            "prompt": "'A load-test prompt, number ' || i",
+            "task_id": f"CASE WHEN {bucket} BETWEEN 45 AND 47 THEN '' ELSE 'load-' || i END",
+            "status": status,
+            "task_status_msg": f"CASE WHEN {bucket} BETWEEN 41 AND 44 THEN 'sandbox says no' ELSE '' END",
+            "error_code": f"CASE WHEN {bucket} IN (45, 46) THEN 1301 WHEN {bucket} = 47 THEN 5000 END",
+            "error_message": f"CASE WHEN {bucket} IN (45, 46, 47) THEN 'refused' ELSE '' END",
+            "final_unit_deduction": f"CASE WHEN {charged} THEN {units} END",
+            "estimated_units": units,
+            "result": (
+                f"CASE WHEN {bucket} < 41 THEN jsonb_build_object('videos', jsonb_build_array("
+                "jsonb_build_object('id', 'v' || i, 'url', 'https://cdn.example.com/' || i || "
+                "'.mp4', 'duration', '5.1'))) ELSE '{}'::jsonb END"
+            ),
+            "created_at": created,
+            "submitted_at": f"CASE WHEN {bucket} <> 47 THEN {created} + INTERVAL '2 seconds' END",
+            "finished_at": f"CASE WHEN {finished} THEN {created} + INTERVAL '90 seconds' END",
+            "vendor_created_at": f"{created} + INTERVAL '2 seconds'",
+            "vendor_updated_at": f"{created} + INTERVAL '90 seconds'",
+        },
+        f"FROM generate_series(1, {TASKS}) AS i",
+    )
+    _log("seeding the ledger")
+    _insert_select(
+        Deduction,
+        {
+            "team_id": "t.team_id",
+            "task_id": "t.id",
+            "member_id": "t.creator_id",
+            "family": "t.family",
+            "model_name": "t.model_name",
+            "mode": "t.mode",
+            "task_status": "t.status",
+            "units": "t.final_unit_deduction",
+            "recorded_at": "t.finished_at",
+            "corrects_id": "NULL",
+        },
+        "FROM tasks_app_task t WHERE t.final_unit_deduction IS NOT NULL ORDER BY t.id",
+    )
+    with connection.cursor() as cursor:
+        for table in ("tasks_app_task", "tasks_app_deduction", "auth_user", "accounts_team"):
+            cursor.execute(f"VACUUM ANALYZE {table}")
+    return {"team": team, "users": users, "admin": admin}
+
+
+def _wrk_run(wrk: str, url: str, paths: list[str], cookies: list[str], *, hx: bool, conns: int):
+    """Start one wrk process (its Lua script in a temp file); returns (process, script)."""
+    script = WRK_SCRIPT.replace("{PATHS}", json.dumps(paths).replace("[", "{").replace("]", "}"))
+    script = script.replace("{COOKIES}", json.dumps(cookies).replace("[", "{").replace("]", "}"))
+    script = script.replace("{HX}", "true" if hx else "false")
+    handle = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115
+    handle.write(script)
+    handle.close()
+    cmd = [wrk, "-t", "1", "-c", str(conns), "-d", f"{SECONDS}s", "--timeout", "10s"]
+    cmd += ["-s", handle.name, url]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # noqa: S603
+    return proc, handle.name
+
+
+def _time_pages(base: str, cookie: str, urls: dict[str, str]) -> dict[str, tuple[float, float]]:
+    """Median and p95 ms of each URL, requested one at a time, interleaved, after warm-ups."""
+    import httpx
+
+    times: dict[str, list[float]] = {name: [] for name in urls}
+    with httpx.Client(base_url=base, cookies={"sessionid": cookie}, timeout=60) as client:
+        for round_ in range(TIMING_RUNS + 2):
+            for name, url in urls.items():
+                began = time.perf_counter()
+                response = client.get(url)
+                elapsed = (time.perf_counter() - began) * 1000
+                if response.status_code != 200:
+                    raise RuntimeError(f"{url}: HTTP {response.status_code}")
+                if round_ >= 2:
+                    times[name].append(elapsed)
+    out = {}
+    for name, values in times.items():
+        values.sort()
+        p95 = values[min(len(values) - 1, round(0.95 * (len(values) - 1)))]
+        out[name] = (statistics.median(values), p95)
+    return out
+
+
+def child() -> int:
+    """Seed, start gunicorn, load it with wrk, time list vs admin, print the tables."""
+    import django
+
+    django.setup()
+    import httpx
+    from django.core.management import call_command
+    from django.urls import reverse
+
+    from klingweb.run import wait_http
+    from tasks_app.models import Task
+    from tests.processes import ProcfileProcess, free_port, portal_env, session_cookie_for
+
+    started = time.perf_counter()
+    call_command("migrate", run_syncdb=True, verbosity=0, interactive=False)
+    seeded = _seed()
+    team = seeded["team"]
+    seed_s = time.perf_counter() - started
+    _log(f"seeded in {seed_s:.0f} s; starting gunicorn")
+    cookies = [session_cookie_for(user) for user in seeded["users"]]
+    admin_cookie = session_cookie_for(seeded["admin"])
+
+    work = Path(tempfile.mkdtemp(prefix="klingweb-bench-load-"))
+    port = free_port()
+    env = portal_env(
+        work=work,
+        port=port,
+        sandbox_url=f"http://127.0.0.1:{free_port()}",  # never called: pages do not call Kling
+        secret_key=os.environ.get("SECRET_KEY") or secrets.token_urlsafe(48),
+        password=secrets.token_urlsafe(12),
+        nomigrations=True,
+        extra={
+            "DATABASE_URL": os.environ["DATABASE_URL"],
+            "DJANGO_SETTINGS_MODULE": "tests.e2e.server_settings",
+            "LOG_LEVEL": "WARNING",
+            "WEB_CONCURRENCY": os.environ.get("WEB_CONCURRENCY", "2"),
+        },
+    )
+    # The sessions above were signed with this process's SECRET_KEY: the server needs it too.
+    from django.conf import settings
+
+    env["SECRET_KEY"] = settings.SECRET_KEY
+    web = ProcfileProcess("web", env=env, log_path=work / "web.log").start()
+    base = f"http://127.0.0.1:{port}"
+    wrk = shutil.which("wrk")
+    try:
+        if not wait_http(f"{base}/accounts/login/", timeout=60, proc=web.proc):
+            raise RuntimeError(f"gunicorn did not start: {(work / 'web.log').read_text()[-2000:]}")
+        list_url = reverse("tasks-list", kwargs={"team": team.code})
+        usage_url = reverse("usage-team", kwargs={"team": team.code})
+        codes = list(
+            Task.objects.filter(team=team).order_by("?").values_list("code", flat=True)[:ROW_TASKS]
+        )
+        row_urls = [
+            reverse("tasks-row", kwargs={"team": team.code, "code": code}) for code in codes
+        ]
+        paths = {"list": [list_url], "rows": row_urls, "usage": [usage_url]}
+        # Every kind of request answers 200 for a signed-in member before the clock starts.
+        for kind, urls in paths.items():
+            for url in urls[:3]:
+                response = httpx.get(
+                    base + url,
+                    cookies={"sessionid": cookies[1]},
+                    headers={"HX-Request": "true"} if kind == "rows" else {},
+                    timeout=60,
+                )
+                if response.status_code != 200:
+                    raise RuntimeError(f"{url}: HTTP {response.status_code} before the run")
+        _log(f"wrk: {sum(c for _, c, _ in MIXES)} connections for {SECONDS} s")
+        runs = []
+        for name, conns, kind in MIXES:
+            proc, script = _wrk_run(
+                wrk, base, paths[kind], cookies, hx=(kind == "rows"), conns=conns
+            )
+            runs.append((name, conns, proc, script))
+        results = []
+        for name, conns, proc, script in runs:
+            output, _ = proc.communicate(timeout=SECONDS + 120)
+            os.unlink(script)
+            line = next((x for x in output.splitlines() if x.startswith("WRK-RESULT ")), None)
+            if line is None:
+                raise RuntimeError(f"wrk gave no result for {name}:\n{output[-2000:]}")
+            data = json.loads(line[len("WRK-RESULT ") :])
+            results.append((name, conns, data))
+        _log("timing the task list next to the admin change list")
+        admin_url = "/admin/tasks_app/task/"
+        timed = _time_pages(
+            base,
+            admin_cookie,
+            {"list": list_url, "admin": admin_url, "row": row_urls[0], "usage": usage_url},
+        )
+    finally:
+        web.stop(timeout=10)
+        shutil.rmtree(work, ignore_errors=True)
+
+    print()
+    print(
+        f"Load on PostgreSQL: {TASKS:,} tasks in one team, {MEMBERS} signed-in users, "
+        f"{sum(c for _, c, _ in MIXES)} wrk connections for {SECONDS} s against gunicorn "
+        f"({env['WEB_CONCURRENCY']} workers × 4 threads), loopback"
+    )
+    header = ("pages", "users", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors")
+    rows = []
+    total_errors = 0
+    for name, conns, d in results:
+        errors = d["connect"] + d["read"] + d["write"] + d["timeout"] + d["not200"]
+        total_errors += errors
+        rows.append(
+            (
+                name,
+                str(conns),
+                f"{d['requests']:,}",
+                f"{d['requests'] / (d['duration_us'] / 1e6):.1f}",
+                f"{d['p50_us'] / 1000:.0f}",
+                f"{d['p95_us'] / 1000:.0f}",
+                f"{d['p99_us'] / 1000:.0f}",
+                str(errors),
+            )
+        )
+    total = sum(d["requests"] for _, _, d in results)
+    duration = max(d["duration_us"] for _, _, d in results) / 1e6
+    rows.append(
+        ("all", "50", f"{total:,}", f"{total / duration:.1f}", "", "", "", str(total_errors))
+    )
+    _table(header, rows)
+    print()
+    print(
+        f"Server time of one page, no other load (median / p95 of {TIMING_RUNS}, interleaved, "
+        f"same gunicorn, same {TASKS:,} rows)"
+    )
+    _table(
+        ("page", "median ms", "p95 ms"),
+        [
+            (
+                "task list /t/<team>/tasks/ (25 rows)",
+                f"{timed['list'][0]:.1f}",
+                f"{timed['list'][1]:.1f}",
+            ),
+            (
+                "Django admin /admin/tasks_app/task/ (100 rows)",
+                f"{timed['admin'][0]:.1f}",
+                f"{timed['admin'][1]:.1f}",
+            ),
+            (
+                "(for scale) one HTMX row partial",
+                f"{timed['row'][0]:.1f}",
+                f"{timed['row'][1]:.1f}",
+            ),
+            (
+                "(for scale) usage page, this month",
+                f"{timed['usage'][0]:.1f}",
+                f"{timed['usage'][1]:.1f}",
+            ),
+        ],
+    )
+    print(f"Seeding took {seed_s:.0f} s; total {time.perf_counter() - started:.0f} s")
+    if total_errors:
+        print(f"bench_load: {total_errors} errors (must be 0)")
+        return 1
+    return 0
+
+
+def _table(header: tuple, rows: list[tuple]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for index, row in enumerate([header, *rows]):
+        print(
+            "  ".join(
+                str(c).ljust(w) if j == 0 else str(c).rjust(w)
+                for j, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+        if index == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+if __name__ == "__main__":
+    sys.exit(child() if "--child" in sys.argv else main())
