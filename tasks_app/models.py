@@ -253,6 +253,33 @@ class Deduction(models.Model):
     def __str__(self) -> str:
         return f"{self.units} units, {self.team} ({self.recorded_at:%Y-%m-%d})"
 
+    @classmethod
+    def for_task(
+        cls,
+        task: Task,
+        *,
+        units: Decimal,
+        recorded_at,
+        corrects: Deduction | None = None,
+        note: str = "",
+    ) -> Deduction:
+        """An unsaved ledger row charging ``units`` (units of Kling credit, may be negative
+        for a correction) for ``task``: team, member, family, model, mode and status are
+        copied from the task, so every writer of the ledger fills them the same way."""
+        return cls(
+            team_id=task.team_id,
+            task=task,
+            member_id=task.creator_id,
+            family=task.family,
+            model_name=task.model_name,
+            mode=task.mode,
+            task_status=task.status,
+            units=units,
+            recorded_at=recorded_at,
+            corrects=corrects,
+            note=note,
+        )
+
 
 class BudgetPeriod(models.TextChoices):
     """How often a budget resets (at midnight in the team's time zone; weeks start Monday)."""

@@ -254,19 +254,8 @@ def deduction_correct(*, issue: ReconciliationIssue, user, note: str = "") -> De
             text += f" {note}"
         if diff != ZERO:
             primary = Deduction.objects.filter(task=task, corrects__isnull=True).first()
-            row = Deduction.objects.create(
-                team_id=task.team_id,
-                task=task,
-                member_id=task.creator_id,
-                family=task.family,
-                model_name=task.model_name,
-                mode=task.mode,
-                task_status=task.status,
-                units=diff,
-                recorded_at=now,
-                corrects=primary,
-                note=text,
-            )
+            row = Deduction.for_task(task, units=diff, recorded_at=now, corrects=primary, note=text)
+            row.save()
         issue.resolved_at = now
         issue.resolved_by = user
         issue.resolution = ReconciliationIssue.Resolution.CORRECTED

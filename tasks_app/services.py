@@ -119,17 +119,7 @@ def _record_deduction(task: Task, now) -> None:
         # A savepoint, so a duplicate (impossible under the row lock, but guarded by the
         # unique constraint) does not poison the surrounding transaction.
         with transaction.atomic():
-            Deduction.objects.create(
-                team_id=task.team_id,
-                task=task,
-                member_id=task.creator_id,
-                family=task.family,
-                model_name=task.model_name,
-                mode=task.mode,
-                task_status=task.status,
-                units=units,
-                recorded_at=now,
-            )
+            Deduction.for_task(task, units=units, recorded_at=now).save()
     except IntegrityError:
         log.warning("task %s: deduction already recorded; not recording twice", task.pk)
 

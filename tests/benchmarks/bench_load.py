@@ -159,8 +159,8 @@ def _seed() -> dict:
     from django.utils import timezone
 
     from klingweb.accounts.models import Membership, Role, Team
-    from tasks_app.models import Deduction, Task
-    from tests.benchmarks.bench_usage import _insert_select
+    from tasks_app.models import Task
+    from tests.benchmarks.bench_usage import _insert_select, seed_charges_from_tasks
 
     User = get_user_model()
     team = Team.objects.create(name="Load team")
@@ -225,22 +225,7 @@ def _seed() -> dict:
         f"FROM generate_series(1, {TASKS}) AS i",
     )
     _log("seeding the ledger")
-    _insert_select(
-        Deduction,
-        {
-            "team_id": "t.team_id",
-            "task_id": "t.id",
-            "member_id": "t.creator_id",
-            "family": "t.family",
-            "model_name": "t.model_name",
-            "mode": "t.mode",
-            "task_status": "t.status",
-            "units": "t.final_unit_deduction",
-            "recorded_at": "t.finished_at",
-            "corrects_id": "NULL",
-        },
-        "FROM tasks_app_task t WHERE t.final_unit_deduction IS NOT NULL ORDER BY t.id",
-    )
+    seed_charges_from_tasks()
     with connection.cursor() as cursor:
         for table in ("tasks_app_task", "tasks_app_deduction", "auth_user", "accounts_team"):
             cursor.execute(f"VACUUM ANALYZE {table}")

@@ -114,6 +114,29 @@ def _interleaved_ms(fns: dict[str, Callable[[], Any]], runs: int = RUNS) -> dict
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def seed_charges_from_tasks() -> int:
+    """One primary ledger row per seeded task that has a ``final_unit_deduction``, dated when
+    the task finished, as ``task_apply_remote`` records them. Returns the row count."""
+    from tasks_app.models import Deduction
+
+    return _insert_select(
+        Deduction,
+        {
+            "team_id": "t.team_id",
+            "task_id": "t.id",
+            "member_id": "t.creator_id",
+            "family": "t.family",
+            "model_name": "t.model_name",
+            "mode": "t.mode",
+            "task_status": "t.status",
+            "units": "t.final_unit_deduction",
+            "recorded_at": "t.finished_at",
+            "corrects_id": "NULL",
+        },
+        "FROM tasks_app_task t WHERE t.final_unit_deduction IS NOT NULL ORDER BY t.id",
+    )
+
+
 def _insert_select(model: Any, exprs: dict[str, str], from_sql: str) -> int:
     """``INSERT INTO <model> (every column) SELECT …``: the SQL expression given in ``exprs``
     per attname, else the field's default (a parameter), else NULL. Returns the row count."""
@@ -217,22 +240,7 @@ def _seed() -> dict[str, Any]:
         f"FROM generate_series(1, {TASKS}) AS i",
     )
     _log("seeding the charges")
-    n_charges = _insert_select(
-        Deduction,
-        {
-            "team_id": "t.team_id",
-            "task_id": "t.id",
-            "member_id": "t.creator_id",
-            "family": "t.family",
-            "model_name": "t.model_name",
-            "mode": "t.mode",
-            "task_status": "t.status",
-            "units": "t.final_unit_deduction",
-            "recorded_at": "t.finished_at",
-            "corrects_id": "NULL",
-        },
-        "FROM tasks_app_task t WHERE t.final_unit_deduction IS NOT NULL ORDER BY t.id",
-    )
+    n_charges = seed_charges_from_tasks()
     corrections = TASKS - n_charges  # the ledger ends at exactly TASKS rows
     _log(f"seeding {n_charges:,} charges done; {corrections:,} corrections")
     n_corrections = _insert_select(
