@@ -1031,3 +1031,44 @@ def test_create_timeout_with_unreachable_lookup_raises_network(fresh_sandbox):
     assert info.value.error_class is ErrorClass.NETWORK
     assert transport.count("POST") == 1
     assert len(tasks_with_external_id(fresh_sandbox, external)) == 1
+
+
+def test_iter_tasks_reads_pages_until_a_short_page(fresh_sandbox, client):
+    """Seven tasks at three a page: pages of 3, 3 and 1, newest first, then the loop ends."""
+    created = [
+        client.create_text2video(create_body("text2video"), external_task_id=new_external_id())
+        for _ in range(7)
+    ]
+    pages = list(client.iter_tasks("text2video", page_size=3))
+    assert [len(page) for page in pages] == [3, 3, 1]
+    seen = [task.task_id for page in pages for task in page]
+    assert sorted(seen) == sorted(task.task_id for task in created)
+
+
+def test_iter_tasks_asks_for_no_page_the_caller_does_not_read(fresh_sandbox):
+    """Breaking after the first page sends exactly one list request over the wire."""
+    sent: list[str] = []
+
+    class Counting(httpx.HTTPTransport):
+        def handle_request(self, request):
+            sent.append(request.method + " " + request.url.path)
+            return super().handle_request(request)
+
+    with make_client(fresh_sandbox.base_url, transport=Counting()) as kling:
+        for _ in range(4):
+            kling.create_text2video(create_body("text2video"), external_task_id=new_external_id())
+        sent.clear()
+        first = next(iter(kling.iter_tasks("text2video", page_size=2)))
+    assert len(first) == 2
+    assert sent == ["GET /v1/videos/text2video"]
+
+
+def test_backoff_delay_grows_doubles_and_is_capped():
+    from klingweb.kling.backoff import backoff_delay
+
+    assert [backoff_delay(n, base=2, cap=30) for n in range(1, 7)] == [2, 4, 8, 16, 30, 30]
+    assert backoff_delay(0, base=2, cap=30) == 2
+    jittered = [backoff_delay(3, base=1, cap=60, jitter=(0.5, 1.0)) for _ in range(50)]
+    assert all(2.0 <= d <= 4.0 for d in jittered) and len(set(jittered)) > 1
+    with pytest.raises(ValueError):
+        backoff_delay(1, base=1, cap=1, jitter=(1.0, 0.5))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -33,6 +34,7 @@ from urllib.parse import quote
 import httpx
 
 from klingweb.kling.auth import TokenSigner
+from klingweb.kling.backoff import backoff_delay
 from klingweb.kling.errors import ErrorClass, KlingError, classify
 from klingweb.kling.models import (
     KlingTask,
@@ -159,8 +161,13 @@ class KlingClient:
 
     def _backoff(self, attempt: int) -> float:
         """Full-jitter delay in seconds before retry number ``attempt`` (0-based)."""
-        ceiling = min(self.backoff_max, self.backoff_base * (2**attempt))
-        return self._random.uniform(0, max(0.0, ceiling))
+        return backoff_delay(
+            attempt + 1,
+            base=self.backoff_base,
+            cap=self.backoff_max,
+            jitter=(0.0, 1.0),
+            rng=self._random,
+        )
 
     def _exchange(
         self,
@@ -364,6 +371,28 @@ class KlingClient:
             raise ValueError("The task id must not be empty.")
         envelope = self._query(f"{family_path(family)}/{quote(ident, safe='')}")
         return parse_task(self._data(envelope, dict))
+
+    def iter_tasks(
+        self, family: str, *, page_size: int = 500, max_pages: int = 1000
+    ) -> Iterator[list[KlingTask]]:
+        """Yield the family's list pages, newest first: ``list_tasks`` for page 1, 2, ...
+
+        Each item is one page (a list of ``KlingTask``, at most ``page_size`` long; 1..500).
+        Stops after a short page (the list's end) or after ``max_pages`` pages (the vendor's
+        ``pageNum`` goes up to 1000). The caller stops early by breaking out of the loop, so a
+        page is requested only when the caller asks for it. ``family`` is a client family
+        name, or ``"preset_elements"`` for the vendor's ready-made elements. Raises
+        ``KlingError`` from the page that failed (pages already yielded stay valid).
+        Vendor doc: "Query Task (List)" of each family (KLING_API.md §5).
+        """
+        for page in range(1, max(1, min(int(max_pages), 1000)) + 1):
+            if family == "preset_elements":
+                items = self.list_preset_elements(page=page, page_size=page_size)
+            else:
+                items = self.list_tasks(family, page=page, page_size=page_size)
+            yield items
+            if len(items) < page_size:
+                return
 
     def list_tasks(self, family: str, *, page: int = 1, page_size: int = 30) -> list[KlingTask]:
         """Query one page of tasks: ``GET <family path>?pageNum=&pageSize=``, newest first.
