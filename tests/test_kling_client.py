@@ -1034,15 +1034,17 @@ def test_create_timeout_with_unreachable_lookup_raises_network(fresh_sandbox):
 
 
 def test_iter_tasks_reads_pages_until_a_short_page(fresh_sandbox, client):
-    """Seven tasks at three a page: pages of 3, 3 and 1, newest first, then the loop ends."""
+    """Pages of three, newest first, full until the short page that ends the loop."""
     created = [
         client.create_text2video(create_body("text2video"), external_task_id=new_external_id())
         for _ in range(7)
     ]
     pages = list(client.iter_tasks("text2video", page_size=3))
-    assert [len(page) for page in pages] == [3, 3, 1]
+    assert all(len(page) == 3 for page in pages[:-1]) and len(pages[-1]) < 3
     seen = [task.task_id for page in pages for task in page]
-    assert sorted(seen) == sorted(task.task_id for task in created)
+    assert len(seen) == len(set(seen))
+    assert {task.task_id for task in created} <= set(seen)
+    assert seen[:7] == [task.task_id for task in reversed(created)]  # newest first
 
 
 def test_iter_tasks_asks_for_no_page_the_caller_does_not_read(fresh_sandbox):
