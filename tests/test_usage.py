@@ -18,8 +18,8 @@ from django.urls import reverse
 from klingweb.accounts.models import KlingAccount, Membership, Role, Team
 from tasks_app.models import Budget, Deduction, ResourcePackSnapshot, Status, Task
 from tasks_app.resource_packs import resource_packs_latest, resource_packs_refresh
-from tasks_app.templatetags.usage_tags import usage_cells, usage_count, usage_day, usage_units
-from tasks_app.usage import (
+from klingweb.reporting.templatetags.usage_tags import usage_cells, usage_count, usage_day, usage_units
+from klingweb.reporting.figures import (
     Choice,
     Scope,
     period_resolve,

@@ -458,7 +458,7 @@ def child() -> int:
     from django.test import Client
     from django.urls import reverse
 
-    from tasks_app.usage import (
+    from klingweb.reporting.figures import (
         Choice,
         Scope,
         company_report,

@@ -35,7 +35,7 @@ from klingweb.accounts.access import READ, require_login, require_methods, team_
 from klingweb.accounts.models import Membership
 from tasks_app.models import Budget
 from tasks_app.resource_packs import resource_packs_latest
-from tasks_app.usage import (
+from klingweb.reporting.figures import (
     COMPANY_PERIODS,
     COMPANY_TABLES,
     MAX_COMPANY_RANGE_DAYS,
@@ -149,7 +149,7 @@ def usage_team(request: HttpRequest, team: Any) -> HttpResponse:
     Any member (viewers too) reads it; outsider → 404; anonymous → login; not GET → 405.
     Query: ``period`` (``TEAM_PERIODS``; default this month), ``start``/``end`` (ISO dates,
     custom), ``family``, ``member`` (username). Days run in the team's time zone. An HTMX
-    request gets ``tasks_app/usage.html#report``. A fixed number of queries.
+    request gets ``reporting/usage.html#report``. A fixed number of queries.
     """
     access, form, choice, scope = _team_request(request, team)
     context: dict[str, Any] = {
@@ -168,7 +168,7 @@ def usage_team(request: HttpRequest, team: Any) -> HttpResponse:
         context["budgets"] = budgets_progress(
             budgets=list(budgets.order_by("member__username", "period"))
         )
-    return _render(request, "tasks_app/usage.html", context)
+    return _render(request, "reporting/usage.html", context)
 
 
 def usage_team_export(request: HttpRequest, team: Any, table: str) -> HttpResponse:
@@ -236,7 +236,7 @@ def usage_mine(request: HttpRequest) -> HttpResponse:
         )
         rows = list(budgets)
         context["budgets"] = budgets_progress(budgets=rows)
-    return _render(request, "tasks_app/usage.html", context)
+    return _render(request, "reporting/usage.html", context)
 
 
 def usage_mine_export(request: HttpRequest, table: str) -> HttpResponse:
@@ -291,7 +291,7 @@ def usage_company(request: HttpRequest) -> HttpResponse:
     }
     if not _is_partial(request):
         context["accounts"] = resource_packs_latest()
-    return _render(request, "tasks_app/usage_company.html", context)
+    return _render(request, "reporting/usage_company.html", context)
 
 
 def usage_company_export(request: HttpRequest, table: str) -> HttpResponse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from tasks_app import usage_views
+from klingweb.reporting import views as usage_views
 
 urlpatterns = [
     path("t/<uuid:team>/usage/", usage_views.usage_team, name="usage-team"),
