@@ -16,15 +16,16 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from klingweb.accounts.models import KlingAccount, Membership, Role, Team
+from klingweb.reporting.figures import Scope, usage_report
+from klingweb.reporting.periods import Choice, period_resolve
+from klingweb.reporting.templatetags.usage_tags import (
+    usage_cells,
+    usage_count,
+    usage_day,
+    usage_units,
+)
 from tasks_app.models import Budget, Deduction, ResourcePackSnapshot, Status, Task
 from tasks_app.resource_packs import resource_packs_latest, resource_packs_refresh
-from klingweb.reporting.templatetags.usage_tags import usage_cells, usage_count, usage_day, usage_units
-from klingweb.reporting.figures import (
-    Choice,
-    Scope,
-    period_resolve,
-    usage_report,
-)
 
 UTC = dt.UTC
 PARIS = ZoneInfo("Europe/Paris")
