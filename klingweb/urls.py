@@ -10,6 +10,7 @@ urlpatterns = [
     path("", include("klingweb.accounts.urls")),
     path("", include("tasks_app.urls")),
     path("", include("klingweb.reporting.urls")),
-    path("", include("tasks_app.admin_urls")),
+    path("", include("tasks_app.urls_budgets")),
+    path("", include("tasks_app.urls_ops")),
     path("", include("elements_app.urls")),
 ]
