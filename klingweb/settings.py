@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "klingweb.accounts",
     "tasks_app",
     "elements_app",
+    "klingweb.reporting",  # usage reports; reads the ledger of tasks_app, one way
 ]
 
 MIDDLEWARE = [

@@ -9,7 +9,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("klingweb.accounts.urls")),
     path("", include("tasks_app.urls")),
-    path("", include("tasks_app.usage_urls")),
-    path("", include("tasks_app.admin_urls")),
+    path("", include("klingweb.reporting.urls")),
+    path("", include("tasks_app.urls_budgets")),
+    path("", include("tasks_app.urls_ops")),
     path("", include("elements_app.urls")),
 ]

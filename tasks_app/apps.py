@@ -6,7 +6,7 @@ from django.apps import AppConfig
 
 
 class TasksAppConfig(AppConfig):
-    """Tasks, the deduction ledger, budgets, jobs and usage reports."""
+    """Tasks, the deduction ledger, budgets and jobs."""
 
     name = "tasks_app"
     verbose_name = "Tasks and billing"

@@ -458,15 +458,9 @@ def child() -> int:
     from django.test import Client
     from django.urls import reverse
 
-    from tasks_app.usage import (
-        Choice,
-        Scope,
-        company_report,
-        period_resolve,
-        portal_zone,
-        team_zone,
-        usage_report,
-    )
+    from klingweb.reporting.figures import Scope, company_report, usage_report
+    from klingweb.reporting.periods import Choice, period_resolve, portal_zone
+    from tasks_app.budgets import team_zone
 
     started = time.perf_counter()
     # The schema straight from the models (as the tests' --nomigrations does); on reuse this

@@ -1,11 +1,8 @@
-"""Views of the background-cluster features: team budgets and the staff-only operations
-pages (reconciliation issues, stale tasks). Kept result files are served by the tasks
-stream's ``tasks-media-file`` view.
+"""Views of a team's budgets: the budgets page (``/t/<team>/budgets/``) and removing one.
 
-Access (DESIGN.md §3): team pages start with ``team_for_user``/``object_for_user``
+Access (DESIGN.md §3): each view starts with ``team_for_user``/``object_for_user``
 (anonymous → login, outsider → 404, viewer writing → 403, wrong method → 405). Budgets are
-read by every member and written by admins and owners. The ``/ops/`` pages are for staff
-users only; everybody else gets 404 (they do not learn the page exists).
+read by every member and written by admins and owners. Units are Kling credit units.
 
 HTMX: a POST from the budgets page answers the ``budgets`` partial with a notice; without
 HTMX it redirects back with a message.
@@ -20,18 +17,10 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
-from klingweb.accounts.access import (
-    READ,
-    READ_WRITE,
-    WRITE,
-    object_for_user,
-    require_login,
-    require_methods,
-    team_for_user,
-)
+from klingweb.accounts.access import READ_WRITE, WRITE, object_for_user, team_for_user
 from klingweb.accounts.models import Role
 from tasks_app.budgets import (
     budget_banners,
@@ -40,14 +29,7 @@ from tasks_app.budgets import (
     team_budgets,
     units_text,
 )
-from tasks_app.models import (
-    IN_FLIGHT,
-    Budget,
-    BudgetPeriod,
-    ReconciliationIssue,
-    Task,
-)
-from tasks_app.reconcile import IssueResolved, deduction_correct, issue_dismiss
+from tasks_app.models import Budget, BudgetPeriod
 
 
 class BudgetForm(forms.Form):
@@ -146,79 +128,3 @@ def budget_delete(request: HttpRequest, team: Any, code: Any) -> HttpResponse:
     label = budget_label(budget)
     budget.delete()
     return _budgets_answer(request, access, ok=True, text=f"{label} removed.")
-
-
-# --- staff-only operations pages --------------------------------------------------------
-
-
-def _staff(request: HttpRequest, methods=READ) -> None:
-    """Access helper of the /ops/ pages: login, method, then staff (else 404)."""
-    require_login(request)
-    require_methods(request, methods)
-    if not (request.user.is_staff or request.user.is_superuser):
-        raise Http404("Not found.")
-
-
-def reconciliation(request: HttpRequest) -> HttpResponse:
-    """GET /ops/reconciliation/ (staff): open issues found by the nightly reconciliation,
-    with their ledger and vendor units, and the last 50 resolved. HTMX → ``issues`` partial."""
-    _staff(request)
-    return _issues_page(request)
-
-
-def _issues_page(request: HttpRequest, notice: dict | None = None) -> HttpResponse:
-    open_issues = ReconciliationIssue.objects.filter(resolved_at__isnull=True).select_related(
-        "task", "team"
-    )
-    resolved = (
-        ReconciliationIssue.objects.filter(resolved_at__isnull=False)
-        .select_related("task", "team", "resolved_by", "correction")
-        .order_by("-resolved_at")[:50]
-    )
-    context = {"open_issues": open_issues, "resolved": resolved, "notice": notice}
-    template = "tasks_app/reconcile.html#issues" if request.htmx else "tasks_app/reconcile.html"
-    return render(request, template, context)
-
-
-def reconciliation_resolve(request: HttpRequest, code: Any) -> HttpResponse:
-    """POST /ops/reconciliation/<code>/ (staff) with ``action`` = ``correct`` (append a
-    correction row to the ledger) or ``dismiss``; redirects (HTMX: the ``issues`` partial)."""
-    _staff(request, methods=WRITE)
-    issue = ReconciliationIssue.objects.filter(code=code).first()
-    if issue is None:
-        raise Http404("Not found.")
-    action = request.POST.get("action")
-    try:
-        if action == "correct":
-            row = deduction_correct(
-                issue=issue, user=request.user, note=request.POST.get("note", "")
-            )
-            text = (
-                f"Correction of {row.units} units appended to the ledger."
-                if row
-                else "The ledger already matched; issue closed."
-            )
-        elif action == "dismiss":
-            issue_dismiss(issue=issue, user=request.user)
-            text = "Issue dismissed; the ledger is unchanged."
-        else:
-            messages.error(request, "Unknown action.")
-            return redirect("tasks-reconciliation")
-    except IssueResolved as exc:
-        text = str(exc)
-    if request.htmx:
-        return _issues_page(request, notice={"ok": True, "text": text})
-    messages.success(request, text)
-    return redirect("tasks-reconciliation")
-
-
-def stale_tasks(request: HttpRequest) -> HttpResponse:
-    """GET /ops/stale/ (staff): tasks in flight flagged stale (not finished after
-    ``POLL_STALE_AFTER_SECONDS``; still polled every ~5 min), oldest first."""
-    _staff(request)
-    tasks = (
-        Task.objects.filter(is_stale=True, status__in=list(IN_FLIGHT))
-        .select_related("team", "creator")
-        .order_by("created_at")[:500]
-    )
-    return render(request, "tasks_app/reconcile_stale.html", {"tasks": tasks})

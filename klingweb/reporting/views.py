@@ -8,24 +8,16 @@ nothing). GET/HEAD only (anything else: 405).
 The period and filters are GET parameters (``period``, ``start``, ``end``, ``family``,
 ``member``/``team``), so a report's URL can be shared. A request sent by HTMX (the picker
 changed) gets only the report region, ``<page>.html#report``; the picker pushes the URL.
-CSV exports stream (``StreamingHttpResponse`` over ``QuerySet.iterator``): header row, ISO
-8601 timestamps with the report zone's offset, units as plain decimal strings.
+CSV exports stream (``klingweb.reporting.exports``): header row, ISO 8601 timestamps with the
+report zone's offset, units as plain decimal strings.
 """
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django.db.models import Q
-from django.http import (
-    Http404,
-    HttpRequest,
-    HttpResponse,
-    HttpResponseBadRequest,
-    StreamingHttpResponse,
-)
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
@@ -33,26 +25,26 @@ from django.utils.text import slugify
 
 from klingweb.accounts.access import READ, require_login, require_methods, team_for_user
 from klingweb.accounts.models import Membership
-from tasks_app.models import Budget
-from tasks_app.resource_packs import resource_packs_latest
-from tasks_app.usage import (
-    COMPANY_PERIODS,
+from klingweb.reporting.exports import (
     COMPANY_TABLES,
-    MAX_COMPANY_RANGE_DAYS,
     REPORT_TABLES,
+    company_csv_rows,
+    csv_response,
+    report_csv_rows,
+)
+from klingweb.reporting.figures import Scope, budgets_progress, company_report, usage_report
+from klingweb.reporting.periods import (
+    COMPANY_PERIODS,
+    MAX_COMPANY_RANGE_DAYS,
     TEAM_PERIODS,
     Choice,
-    Scope,
     UsageForm,
-    budgets_progress,
-    company_csv_rows,
-    company_report,
     portal_zone,
-    report_csv_rows,
-    team_zone,
     usage_choice,
-    usage_report,
 )
+from tasks_app.budgets import team_zone
+from tasks_app.models import Budget
+from tasks_app.resource_packs import resource_packs_latest
 
 #: Tables each page exports, with the link text.
 TEAM_EXPORTS = {
@@ -82,30 +74,6 @@ def _render(request: HttpRequest, template: str, context: dict[str, Any]) -> Htt
         response = render(request, f"{template}#report", context)
         response["HX-Push-Url"] = f"{request.path}?{context['choice'].query}"
     patch_vary_headers(response, ("HX-Request",))
-    return response
-
-
-class _Echo:
-    """A file-like object whose ``write`` hands the line back (csv writer → generator)."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
-def _csv_response(
-    *, filename: str, header: list[str], rows: Iterable[list[str]]
-) -> StreamingHttpResponse:
-    """A streamed ``text/csv`` download: ``header`` then ``rows``, one line at a time."""
-    writer = csv.writer(_Echo())
-
-    def lines() -> Iterator[str]:
-        yield writer.writerow(header)
-        for row in rows:
-            yield writer.writerow(row)
-
-    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    response["Cache-Control"] = "private, no-store"
     return response
 
 
@@ -149,7 +117,7 @@ def usage_team(request: HttpRequest, team: Any) -> HttpResponse:
     Any member (viewers too) reads it; outsider → 404; anonymous → login; not GET → 405.
     Query: ``period`` (``TEAM_PERIODS``; default this month), ``start``/``end`` (ISO dates,
     custom), ``family``, ``member`` (username). Days run in the team's time zone. An HTMX
-    request gets ``tasks_app/usage.html#report``. A fixed number of queries.
+    request gets ``reporting/usage.html#report``. A fixed number of queries.
     """
     access, form, choice, scope = _team_request(request, team)
     context: dict[str, Any] = {
@@ -168,7 +136,7 @@ def usage_team(request: HttpRequest, team: Any) -> HttpResponse:
         context["budgets"] = budgets_progress(
             budgets=list(budgets.order_by("member__username", "period"))
         )
-    return _render(request, "tasks_app/usage.html", context)
+    return _render(request, "reporting/usage.html", context)
 
 
 def usage_team_export(request: HttpRequest, team: Any, table: str) -> HttpResponse:
@@ -181,7 +149,7 @@ def usage_team_export(request: HttpRequest, team: Any, table: str) -> HttpRespon
         raise Http404("No such table.")
     if not form.is_valid():
         return HttpResponseBadRequest("Invalid period or filter.")
-    return _csv_response(
+    return csv_response(
         filename=_filename(f"usage-{slugify(access.team.name) or 'team'}", table, choice),
         header=REPORT_TABLES[table],
         rows=report_csv_rows(table=table, scope=scope, choice=choice),
@@ -236,7 +204,7 @@ def usage_mine(request: HttpRequest) -> HttpResponse:
         )
         rows = list(budgets)
         context["budgets"] = budgets_progress(budgets=rows)
-    return _render(request, "tasks_app/usage.html", context)
+    return _render(request, "reporting/usage.html", context)
 
 
 def usage_mine_export(request: HttpRequest, table: str) -> HttpResponse:
@@ -248,7 +216,7 @@ def usage_mine_export(request: HttpRequest, table: str) -> HttpResponse:
         raise Http404("No such table.")
     if not form.is_valid():
         return HttpResponseBadRequest("Invalid period or filter.")
-    return _csv_response(
+    return csv_response(
         filename=_filename(f"usage-{slugify(request.user.get_username()) or 'me'}", table, choice),
         header=REPORT_TABLES[table],
         rows=report_csv_rows(table=table, scope=scope, choice=choice),
@@ -291,7 +259,7 @@ def usage_company(request: HttpRequest) -> HttpResponse:
     }
     if not _is_partial(request):
         context["accounts"] = resource_packs_latest()
-    return _render(request, "tasks_app/usage_company.html", context)
+    return _render(request, "reporting/usage_company.html", context)
 
 
 def usage_company_export(request: HttpRequest, table: str) -> HttpResponse:
@@ -303,7 +271,7 @@ def usage_company_export(request: HttpRequest, table: str) -> HttpResponse:
         raise Http404("No such table.")
     if not form.is_valid():
         return HttpResponseBadRequest("Invalid period.")
-    return _csv_response(
+    return csv_response(
         filename=_filename("usage-company", table, choice),
         header=COMPANY_TABLES[table],
         rows=company_csv_rows(table=table, choice=choice),

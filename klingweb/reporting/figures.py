@@ -1,4 +1,4 @@
-"""Usage reports: what each team, member and kind of task cost (issue 7).
+"""Usage figures: what each team, member and kind of task cost (issue 7).
 
 Every figure is computed in the database by grouped queries over the deduction ledger
 (``Deduction``: units the vendor charged, KLING_API.md §4 ``final_unit_deduction``) and over
@@ -13,9 +13,11 @@ Units are Kling credit units: ``Decimal`` with 3 places, summed exactly by the d
 (PostgreSQL ``numeric``; on SQLite the sums are quantised back to 3 places, which removes the
 binary floating-point error SQLite's ``SUM`` carries).
 
-Periods run from midnight to midnight in a time zone: the team's (``Team.time_zone``) for a
-team report, the portal's (``settings.TIME_ZONE``) for the signed-in member's report across
-teams and for the company report. ``start`` is inclusive, ``end`` exclusive.
+A report covers a ``Period`` (``klingweb.reporting.periods``: whole days, midnight to midnight
+in the team's or the portal's time zone) and a ``Scope`` (which teams, member, family). Besides
+the team and personal reports, this module computes the company report (units per team per
+month) and the budget bars of the usage pages (``budgets_progress``, windows from
+``tasks_app.budgets``).
 
 What counts:
 - *units spent*: the sum of ledger rows recorded in the period, corrections included (a
@@ -29,25 +31,22 @@ What counts:
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
-import functools
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlencode
 
-from django import forms
 from django.contrib.auth import get_user_model
 from django.db import connections
 from django.db.models import CharField, DecimalField, F, Q, QuerySet, Sum, Value
 from django.db.models.functions import Cast, Coalesce, TruncDay, TruncMonth
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils import timezone
 
 from klingweb.accounts.models import Team
+from klingweb.reporting.periods import FAMILY_LABELS, Choice, Period
 from tasks_app.budgets import period_bounds, team_zone
 from tasks_app.models import Budget, Deduction, Family, Status, Task
 
@@ -82,26 +81,6 @@ TOTAL_FIELDS = (
     "failed",
     "in_flight",
 )
-#: Longest custom range, in days: a year for the per-day reports, ten for the company's
-#: per-month report.
-MAX_RANGE_DAYS = 366
-MAX_COMPANY_RANGE_DAYS = 3660
-
-TEAM_PERIODS: dict[str, str] = {
-    "this_month": "This month",
-    "last_month": "Last month",
-    "7d": "Last 7 days",
-    "30d": "Last 30 days",
-    "90d": "Last 90 days",
-    "custom": "Custom range",
-}
-COMPANY_PERIODS: dict[str, str] = {
-    "12m": "Last 12 months",
-    "this_year": "This year",
-    "last_year": "Last year",
-    "custom": "Custom range",
-}
-FAMILY_LABELS: dict[str, str] = dict(Family.choices)
 
 
 def units_sum(condition: Q | None = None) -> Coalesce:
@@ -114,233 +93,6 @@ def q3(value: Decimal) -> Decimal:
     back: a no-op on PostgreSQL; on SQLite it drops the float error of ``SUM`` (e.g.
     ``299.999999999994`` for a thousand 0.1 + 0.2)."""
     return value.quantize(Decimal("0.001"))
-
-
-def portal_zone() -> dt.tzinfo:
-    """The portal's time zone (``settings.TIME_ZONE``), for reports across teams."""
-    return timezone.get_default_timezone()
-
-
-def local_midnight(day: dt.date, tz: dt.tzinfo) -> dt.datetime:
-    """The aware datetime at which ``day`` starts in ``tz``."""
-    return dt.datetime.combine(day, dt.time(0), tzinfo=tz)
-
-
-# --- Periods ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Period:
-    """A report period: whole days ``first_day`` … ``last_day`` (inclusive) in ``tz``.
-
-    ``start``/``end`` are the aware instants bounding it (midnight in ``tz``; end exclusive).
-    """
-
-    key: str
-    label: str
-    first_day: dt.date
-    last_day: dt.date
-    tz: dt.tzinfo
-
-    @property
-    def start(self) -> dt.datetime:
-        """Midnight at the start of ``first_day`` in ``tz`` (inclusive)."""
-        return local_midnight(self.first_day, self.tz)
-
-    @property
-    def end(self) -> dt.datetime:
-        """Midnight after ``last_day`` in ``tz`` (exclusive)."""
-        return local_midnight(self.last_day + dt.timedelta(days=1), self.tz)
-
-    @property
-    def days(self) -> list[dt.date]:
-        """Every day of the period, in order."""
-        count = (self.last_day - self.first_day).days + 1
-        return [self.first_day + dt.timedelta(days=i) for i in range(count)]
-
-    @property
-    def months(self) -> list[dt.date]:
-        """The first day of every month the period touches, in order."""
-        out, month = [], self.first_day.replace(day=1)
-        while month <= self.last_day:
-            out.append(month)
-            month = (month + dt.timedelta(days=32)).replace(day=1)
-        return out
-
-    @property
-    def params(self) -> dict[str, str]:
-        """Query parameters that reproduce this period (for links and exports)."""
-        if self.key == "custom":
-            return {
-                "period": "custom",
-                "start": self.first_day.isoformat(),
-                "end": self.last_day.isoformat(),
-            }
-        return {"period": self.key}
-
-    @property
-    def tz_name(self) -> str:
-        """The zone's name, for display (``Europe/Paris``)."""
-        return str(getattr(self.tz, "key", self.tz))
-
-
-def _add_months(day: dt.date, months: int) -> dt.date:
-    index = day.year * 12 + day.month - 1 + months
-    year, month = divmod(index, 12)
-    return dt.date(year, month + 1, min(day.day, calendar.monthrange(year, month + 1)[1]))
-
-
-def period_resolve(
-    *,
-    key: str,
-    tz: dt.tzinfo,
-    now: dt.datetime | None = None,
-    start: dt.date | None = None,
-    end: dt.date | None = None,
-) -> Period:
-    """The ``Period`` for a picker ``key`` (``TEAM_PERIODS`` or ``COMPANY_PERIODS``) as seen
-    at ``now`` in ``tz``. "Last N days" ends today and includes it. ``custom`` uses ``start``
-    and ``end`` (dates, inclusive). Raises ``ValueError`` for an unknown key or a custom range
-    without dates."""
-    today = (now or timezone.now()).astimezone(tz).date()
-    labels = {**TEAM_PERIODS, **COMPANY_PERIODS}
-    if key not in labels:
-        raise ValueError(f"Unknown period {key!r}.")
-    month_start = today.replace(day=1)
-    if key == "this_month":
-        first, last = month_start, today
-    elif key == "last_month":
-        last = month_start - dt.timedelta(days=1)
-        first = last.replace(day=1)
-    elif key in ("7d", "30d", "90d"):
-        first, last = today - dt.timedelta(days=int(key[:-1]) - 1), today
-    elif key == "12m":
-        first, last = _add_months(month_start, -11), today
-    elif key == "this_year":
-        first, last = today.replace(month=1, day=1), today
-    elif key == "last_year":
-        first, last = dt.date(today.year - 1, 1, 1), dt.date(today.year - 1, 12, 31)
-    else:
-        if start is None or end is None:
-            raise ValueError("A custom range needs a start and an end date.")
-        first, last = start, end
-    label = labels[key]
-    if key == "custom":
-        label = f"{first:%d %b %Y} – {last:%d %b %Y}"
-    return Period(key=key, label=label, first_day=first, last_day=last, tz=tz)
-
-
-def _pairs(values: Iterable[str]) -> list[tuple[str, str]]:
-    return [(v, v) for v in values]
-
-
-class UsageForm(forms.Form):
-    """The period picker and filters of a usage page (GET parameters).
-
-    ``period``: a key of ``periods``; ``start``/``end``: ISO dates for ``custom`` (at most
-    ``max_days`` days); ``family``: a ``Family`` value; ``member``: a username (team page);
-    ``team``: a team code (my usage). Filters a page does not ``offer`` are removed.
-
-    ``members`` may be a callable returning the usernames: it is then called at most once,
-    and only when the choices are needed (a ``member`` value to validate, or the picker to
-    draw), so a report region without a member filter costs no query for them.
-    """
-
-    period = forms.ChoiceField(required=False)
-    start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    family = forms.ChoiceField(required=False)
-    member = forms.ChoiceField(required=False)
-    team = forms.ChoiceField(required=False)
-
-    def __init__(
-        self,
-        data: Mapping[str, Any] | None,
-        *,
-        periods: Mapping[str, str],
-        default: str,
-        members: Sequence[str] | Callable[[], Iterable[str]] = (),
-        teams: Sequence[tuple[str, str]] = (),
-        offer: Iterable[str] = ("family",),
-        max_days: int = MAX_RANGE_DAYS,
-    ):
-        super().__init__(data)
-        self.default = default
-        self.max_days = max_days
-        self.fields["period"].choices = list(periods.items())
-        self.fields["family"].choices = [("", "All kinds"), *Family.choices]
-        if callable(members):
-            load = functools.cache(members)
-            self.fields["member"].choices = lambda: [("", "All members"), *_pairs(load())]
-        else:
-            self.fields["member"].choices = [("", "All members"), *_pairs(members)]
-        self.fields["team"].choices = [("", "All teams"), *teams]
-        for name in ("family", "member", "team"):
-            if name not in offer:
-                del self.fields[name]
-
-    def clean(self) -> dict[str, Any]:
-        """A custom range needs both dates, start ≤ end, at most ``max_days`` days."""
-        data = super().clean()
-        if (data.get("period") or self.default) == "custom":
-            start, end = data.get("start"), data.get("end")
-            if start is None or end is None:
-                raise forms.ValidationError("A custom range needs a start and an end date.")
-            if start > end:
-                raise forms.ValidationError("The start date is after the end date.")
-            if (end - start).days + 1 > self.max_days:
-                raise forms.ValidationError(f"A range is at most {self.max_days} days.")
-        return data
-
-
-@dataclass(frozen=True)
-class Choice:
-    """What a usage request asked for, once validated: a period and optional filters."""
-
-    period: Period
-    family: str = ""
-    member: str = ""
-    team: str = ""
-
-    @property
-    def family_label(self) -> str:
-        """The display name of the ``family`` filter ("" when none)."""
-        return FAMILY_LABELS.get(self.family, self.family)
-
-    @property
-    def period_query(self) -> str:
-        """The query string reproducing the period alone (``period=…[&start=…&end=…]``)."""
-        return urlencode(self.period.params)
-
-    @property
-    def query(self) -> str:
-        """The query string reproducing this choice (``period=…&family=…``)."""
-        params = dict(self.period.params)
-        for name in ("family", "member", "team"):
-            if getattr(self, name):
-                params[name] = getattr(self, name)
-        return urlencode(params)
-
-
-def usage_choice(form: UsageForm, *, tz: dt.tzinfo, now: dt.datetime | None = None) -> Choice:
-    """The validated ``Choice`` of a bound ``UsageForm``. An invalid form falls back to the
-    default period with no filter (the form keeps its errors for the page to show)."""
-    if not form.is_valid():
-        return Choice(period=period_resolve(key=form.default, tz=tz, now=now))
-    data = form.cleaned_data
-    period = period_resolve(
-        key=data.get("period") or form.default,
-        tz=tz,
-        now=now,
-        start=data.get("start"),
-        end=data.get("end"),
-    )
-    return Choice(
-        period=period,
-        family=data.get("family") or "",
-        member=data.get("member") or "",
-        team=data.get("team") or "",
-    )
 
 
 # --- Scope: which rows a report covers ----------------------------------------------------
@@ -517,13 +269,6 @@ class UsageReport:
                 {"key": "units", "label": "Units", "data": [str(g.units) for g in self.groups]}
             ],
         }
-
-
-def _task_url(team_code: Any, code: Any) -> str:
-    try:
-        return reverse("tasks-detail", kwargs={"team": team_code, "code": code})
-    except NoReverseMatch:  # the tasks pages follow the contract's path
-        return f"/t/{team_code}/tasks/{code}/"
 
 
 def _group_labels(kind: str) -> QuerySet:
@@ -780,7 +525,14 @@ def usage_report(*, scope: Scope, choice: Choice, group_kind: str = "member") ->
         .only(*TOP_TASK_FIELDS)
     )
     top_tasks = sorted(
-        (TaskRow(task=t, units=units[t.pk], url=_task_url(t.team.code, t.code)) for t in tasks),
+        (
+            TaskRow(
+                task=t,
+                units=units[t.pk],
+                url=reverse("tasks-detail", kwargs={"team": t.team.code, "code": t.code}),
+            )
+            for t in tasks
+        ),
         key=lambda r: (-r.units, -r.task.pk),
     )
     return UsageReport(
@@ -952,207 +704,3 @@ def company_report(*, choice: Choice) -> CompanyReport:
         total=sum(month_totals, ZERO),
         used_teams=[r for r in rows if r.team["pk"] in cells],
     )
-
-
-# --- CSV rows -----------------------------------------------------------------------------
-
-#: Exportable tables of a team / personal report, with their header rows.
-REPORT_TABLES: dict[str, list[str]] = {
-    "ledger": [
-        "recorded_at",
-        "team",
-        "member",
-        "task",
-        "kind",
-        "family",
-        "model_name",
-        "mode",
-        "task_status",
-        "units",
-        "note",
-    ],
-    "days": ["day", "family", "units"],
-    "families": [
-        "family",
-        "units",
-        "failed_task_units",
-        "tasks_charged",
-        "average_units_per_task",
-        "tasks_run",
-        "succeeded",
-        "failed",
-    ],
-    "members": ["member", "units", "failed_task_units", "tasks_charged"],
-    "teams": ["team", "units", "failed_task_units", "tasks_charged"],
-    "models": ["family", "model_name", "mode", "units", "tasks_charged"],
-    "tasks": [
-        "task",
-        "team",
-        "family",
-        "model_name",
-        "mode",
-        "status",
-        "creator",
-        "created_at",
-        "units",
-    ],
-}
-COMPANY_TABLES: dict[str, list[str]] = {
-    "months": ["team", "month", "units"],
-    "ledger": REPORT_TABLES["ledger"],
-}
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_text(value: Any) -> str:
-    """A free-text cell made safe for spreadsheets: a leading ``= + - @`` is prefixed with
-    ``'`` so the cell is never run as a formula (units are written as numbers, unprefixed)."""
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
-
-
-def _iso(value: dt.datetime | None, tz: dt.tzinfo) -> str:
-    return value.astimezone(tz).isoformat() if value else ""
-
-
-def ledger_csv_rows(*, ledger: QuerySet[Deduction], tz: dt.tzinfo) -> Iterator[list[str]]:
-    """Rows of the ``ledger`` table, oldest first, streamed from the database in chunks of
-    2000 (``QuerySet.iterator``): a year of rows never sits in memory. Timestamps ISO 8601
-    with the offset of ``tz``; units as plain decimal strings."""
-    rows = ledger.order_by("recorded_at", "id").values_list(
-        "recorded_at",
-        "team__name",
-        "member__username",
-        "task__code",
-        "corrects_id",
-        "family",
-        "model_name",
-        "mode",
-        "task_status",
-        "units",
-        "note",
-    )
-    for (
-        recorded,
-        team,
-        member,
-        task,
-        corrects,
-        family,
-        model,
-        mode,
-        status,
-        units,
-        note,
-    ) in rows.iterator(chunk_size=2000):
-        yield [
-            _iso(recorded, tz),
-            csv_text(team),
-            csv_text(member),
-            str(task) if task else "",
-            "correction" if corrects else "charge",
-            family,
-            csv_text(model),
-            csv_text(mode),
-            status,
-            str(units),
-            csv_text(note),
-        ]
-
-
-def report_csv_rows(*, table: str, scope: Scope, choice: Choice) -> Iterator[list[str]]:
-    """Rows (without header) of ``table`` (a key of ``REPORT_TABLES``) for ``scope`` and
-    ``choice``: the tables are the page's figures (``usage_figures``), the ledger and the
-    per-task table stream from grouped queries. Raises ``KeyError`` for an unknown table."""
-    if table not in REPORT_TABLES:
-        raise KeyError(table)
-    period = choice.period
-    ledger = scope.ledger(period)
-    tz = period.tz
-    if table == "ledger":
-        yield from ledger_csv_rows(ledger=ledger, tz=tz)
-    elif table == "days":
-        figures = usage_figures(scope=scope, period=period)
-        for (day, family), units in sorted(figures.per_day.items()):
-            yield [day.isoformat(), family, str(units)]
-    elif table == "families":
-        for f in usage_figures(scope=scope, period=period).families:
-            yield [
-                f.family,
-                str(f.units),
-                str(f.failed_units),
-                str(f.charged_tasks),
-                "" if f.average is None else str(f.average),
-                str(f.tasks_run),
-                str(f.succeeded),
-                str(f.failed),
-            ]
-    elif table in ("members", "teams"):
-        kind = "member" if table == "members" else "team"
-        for g in usage_figures(scope=scope, period=period, group_kind=kind).groups:
-            yield [
-                csv_text(g.key if kind == "member" else g.label),
-                str(g.units),
-                str(g.failed_units),
-                str(g.charged_tasks),
-            ]
-    elif table == "models":
-        for m in usage_figures(scope=scope, period=period).models:
-            yield [
-                m.family,
-                csv_text(m.model_name),
-                csv_text(m.mode),
-                str(m.units),
-                str(m.charged_tasks),
-            ]
-    else:  # tasks: every task charged in the period, most units first
-        rows = (
-            ledger.filter(task__isnull=False)
-            .values(
-                "task_id",
-                "task__code",
-                "task__team__name",
-                "task__family",
-                "task__model_name",
-                "task__mode",
-                "task__status",
-                "task__creator__username",
-                "task__created_at",
-            )
-            .annotate(spent=units_sum())
-            .order_by("-spent", "-task_id")
-        )
-        for r in rows.iterator(chunk_size=2000):
-            yield [
-                str(r["task__code"]),
-                csv_text(r["task__team__name"]),
-                r["task__family"],
-                csv_text(r["task__model_name"]),
-                csv_text(r["task__mode"]),
-                r["task__status"],
-                csv_text(r["task__creator__username"]),
-                _iso(r["task__created_at"], tz),
-                str(q3(r["spent"])),
-            ]
-
-
-def company_csv_rows(*, table: str, choice: Choice) -> Iterator[list[str]]:
-    """Rows (without header) of a company table (``COMPANY_TABLES``): ``months`` (team,
-    YYYY-MM, units; long format, teams with no units left out) or ``ledger`` (every team's
-    ledger rows). Raises ``KeyError`` for an unknown table."""
-    if table not in COMPANY_TABLES:
-        raise KeyError(table)
-    period = choice.period
-    if table == "ledger":
-        yield from ledger_csv_rows(ledger=Scope().ledger(period), tz=period.tz)
-        return
-    rows = (
-        Deduction.objects.filter(recorded_at__gte=period.start, recorded_at__lt=period.end)
-        .annotate(month=TruncMonth("recorded_at", tzinfo=period.tz))
-        .values("team_id", "team__name", "month")
-        .annotate(spent=units_sum())
-        .order_by("team__name", "team_id", "month")
-    )
-    for r in rows.iterator(chunk_size=2000):
-        month = r["month"].astimezone(period.tz)
-        yield [csv_text(r["team__name"]), f"{month:%Y-%m}", str(q3(r["spent"]))]

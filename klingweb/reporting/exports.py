@@ -1,0 +1,253 @@
+"""The CSV exports of the usage reports: their tables, rows and the streamed download.
+
+Every export is a header row, then rows streamed from the database (``QuerySet.iterator`` in
+chunks of 2000: a year of ledger rows never sits in memory) or the page's own figures
+(``usage_figures``). Timestamps are ISO 8601 with the offset of the report's zone; units are
+Kling credit units written as plain decimal strings (3 places); free text is made safe for
+spreadsheets (``csv_text``).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from django.db.models import QuerySet
+from django.db.models.functions import TruncMonth
+from django.http import StreamingHttpResponse
+
+from klingweb.reporting.figures import Scope, q3, units_sum, usage_figures
+from klingweb.reporting.periods import Choice
+from tasks_app.models import Deduction
+
+#: Exportable tables of a team / personal report, with their header rows.
+REPORT_TABLES: dict[str, list[str]] = {
+    "ledger": [
+        "recorded_at",
+        "team",
+        "member",
+        "task",
+        "kind",
+        "family",
+        "model_name",
+        "mode",
+        "task_status",
+        "units",
+        "note",
+    ],
+    "days": ["day", "family", "units"],
+    "families": [
+        "family",
+        "units",
+        "failed_task_units",
+        "tasks_charged",
+        "average_units_per_task",
+        "tasks_run",
+        "succeeded",
+        "failed",
+    ],
+    "members": ["member", "units", "failed_task_units", "tasks_charged"],
+    "teams": ["team", "units", "failed_task_units", "tasks_charged"],
+    "models": ["family", "model_name", "mode", "units", "tasks_charged"],
+    "tasks": [
+        "task",
+        "team",
+        "family",
+        "model_name",
+        "mode",
+        "status",
+        "creator",
+        "created_at",
+        "units",
+    ],
+}
+COMPANY_TABLES: dict[str, list[str]] = {
+    "months": ["team", "month", "units"],
+    "ledger": REPORT_TABLES["ledger"],
+}
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: Any) -> str:
+    """A free-text cell made safe for spreadsheets: a leading ``= + - @`` is prefixed with
+    ``'`` so the cell is never run as a formula (units are written as numbers, unprefixed)."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def _iso(value: dt.datetime | None, tz: dt.tzinfo) -> str:
+    return value.astimezone(tz).isoformat() if value else ""
+
+
+def ledger_csv_rows(*, ledger: QuerySet[Deduction], tz: dt.tzinfo) -> Iterator[list[str]]:
+    """Rows of the ``ledger`` table, oldest first, streamed from the database in chunks of
+    2000 (``QuerySet.iterator``): a year of rows never sits in memory. Timestamps ISO 8601
+    with the offset of ``tz``; units as plain decimal strings."""
+    rows = ledger.order_by("recorded_at", "id").values_list(
+        "recorded_at",
+        "team__name",
+        "member__username",
+        "task__code",
+        "corrects_id",
+        "family",
+        "model_name",
+        "mode",
+        "task_status",
+        "units",
+        "note",
+    )
+    for (
+        recorded,
+        team,
+        member,
+        task,
+        corrects,
+        family,
+        model,
+        mode,
+        status,
+        units,
+        note,
+    ) in rows.iterator(chunk_size=2000):
+        yield [
+            _iso(recorded, tz),
+            csv_text(team),
+            csv_text(member),
+            str(task) if task else "",
+            "correction" if corrects else "charge",
+            family,
+            csv_text(model),
+            csv_text(mode),
+            status,
+            str(units),
+            csv_text(note),
+        ]
+
+
+def report_csv_rows(*, table: str, scope: Scope, choice: Choice) -> Iterator[list[str]]:
+    """Rows (without header) of ``table`` (a key of ``REPORT_TABLES``) for ``scope`` and
+    ``choice``: the tables are the page's figures (``usage_figures``), the ledger and the
+    per-task table stream from grouped queries. Raises ``KeyError`` for an unknown table."""
+    if table not in REPORT_TABLES:
+        raise KeyError(table)
+    period = choice.period
+    ledger = scope.ledger(period)
+    tz = period.tz
+    if table == "ledger":
+        yield from ledger_csv_rows(ledger=ledger, tz=tz)
+    elif table == "days":
+        figures = usage_figures(scope=scope, period=period)
+        for (day, family), units in sorted(figures.per_day.items()):
+            yield [day.isoformat(), family, str(units)]
+    elif table == "families":
+        for f in usage_figures(scope=scope, period=period).families:
+            yield [
+                f.family,
+                str(f.units),
+                str(f.failed_units),
+                str(f.charged_tasks),
+                "" if f.average is None else str(f.average),
+                str(f.tasks_run),
+                str(f.succeeded),
+                str(f.failed),
+            ]
+    elif table in ("members", "teams"):
+        kind = "member" if table == "members" else "team"
+        for g in usage_figures(scope=scope, period=period, group_kind=kind).groups:
+            yield [
+                csv_text(g.key if kind == "member" else g.label),
+                str(g.units),
+                str(g.failed_units),
+                str(g.charged_tasks),
+            ]
+    elif table == "models":
+        for m in usage_figures(scope=scope, period=period).models:
+            yield [
+                m.family,
+                csv_text(m.model_name),
+                csv_text(m.mode),
+                str(m.units),
+                str(m.charged_tasks),
+            ]
+    else:  # tasks: every task charged in the period, most units first
+        rows = (
+            ledger.filter(task__isnull=False)
+            .values(
+                "task_id",
+                "task__code",
+                "task__team__name",
+                "task__family",
+                "task__model_name",
+                "task__mode",
+                "task__status",
+                "task__creator__username",
+                "task__created_at",
+            )
+            .annotate(spent=units_sum())
+            .order_by("-spent", "-task_id")
+        )
+        for r in rows.iterator(chunk_size=2000):
+            yield [
+                str(r["task__code"]),
+                csv_text(r["task__team__name"]),
+                r["task__family"],
+                csv_text(r["task__model_name"]),
+                csv_text(r["task__mode"]),
+                r["task__status"],
+                csv_text(r["task__creator__username"]),
+                _iso(r["task__created_at"], tz),
+                str(q3(r["spent"])),
+            ]
+
+
+def company_csv_rows(*, table: str, choice: Choice) -> Iterator[list[str]]:
+    """Rows (without header) of a company table (``COMPANY_TABLES``): ``months`` (team,
+    YYYY-MM, units; long format, teams with no units left out) or ``ledger`` (every team's
+    ledger rows). Raises ``KeyError`` for an unknown table."""
+    if table not in COMPANY_TABLES:
+        raise KeyError(table)
+    period = choice.period
+    if table == "ledger":
+        yield from ledger_csv_rows(ledger=Scope().ledger(period), tz=period.tz)
+        return
+    rows = (
+        Deduction.objects.filter(recorded_at__gte=period.start, recorded_at__lt=period.end)
+        .annotate(month=TruncMonth("recorded_at", tzinfo=period.tz))
+        .values("team_id", "team__name", "month")
+        .annotate(spent=units_sum())
+        .order_by("team__name", "team_id", "month")
+    )
+    for r in rows.iterator(chunk_size=2000):
+        month = r["month"].astimezone(period.tz)
+        yield [csv_text(r["team__name"]), f"{month:%Y-%m}", str(q3(r["spent"]))]
+
+
+# --- The streamed download -----------------------------------------------------------
+
+
+class _Echo:
+    """A file-like object whose ``write`` hands the line back (csv writer → generator)."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def csv_response(
+    *, filename: str, header: list[str], rows: Iterable[list[str]]
+) -> StreamingHttpResponse:
+    """A streamed ``text/csv`` download named ``filename``: ``header`` then ``rows``, one line
+    at a time (``StreamingHttpResponse``; nothing is buffered). Not cached (``private,
+    no-store``): a report carries a team's spending."""
+    writer = csv.writer(_Echo())
+
+    def lines() -> Iterator[str]:
+        yield writer.writerow(header)
+        for row in rows:
+            yield writer.writerow(row)
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Cache-Control"] = "private, no-store"
+    return response
