@@ -916,3 +916,22 @@ def test_iter_task_pages_asks_only_for_pages_read_and_stops_on_a_repeated_cursor
         assert first.next_cursor == "same" and len(fake.seen) == 1
         assert len(list(client.iter_task_pages())) == 2  # "same" then "same" again: stop
         assert len(list(client.iter_task_pages(max_pages=1))) == 1
+
+
+@pytest.mark.parametrize("bad_key", ["two words", "line\nbreak", "clé-0123456789"])
+def test_api_key_that_cannot_be_a_header_is_refused(bad_key):
+    with pytest.raises(ValueError, match="printable ASCII"):
+        KlingClient(api_key=bad_key, base_url="http://127.0.0.1:9")
+
+
+def test_failures_never_log_or_show_the_api_key(fake, caplog):
+    caplog.set_level("DEBUG")
+    fake.routes[("GET", "/tasks")] = lambda seen: (
+        500,
+        envelope(None, code=5000, message="server error"),
+    )
+    with key_client(fake.base_url) as client, pytest.raises(KlingError) as info:
+        client.get_tasks(["1"])
+    assert len(fake.seen) == 3  # 1 + max_retries, each logged
+    assert API_KEY not in str(info.value) and API_KEY not in repr(info.value)
+    assert API_KEY not in caplog.text

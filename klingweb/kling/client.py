@@ -12,14 +12,16 @@ from the vendor envelope ``{code, message, request_id, data}`` (KLING_API.md §2
 into the dataclasses of ``klingweb.kling.models``; every failure is a ``KlingError``.
 
 Retry policy:
-- Queries (GET) retry retryable errors (rate limit, concurrency, server, network) up to
+- Queries (GET, and the read-only ``POST /tasks``) retry retryable errors (rate limit, concurrency, server, network) up to
   ``max_retries`` times with exponential backoff and full jitter:
   ``sleep = uniform(0, min(backoff_max, backoff_base * 2**attempt))`` seconds.
-- Any call answered 1004 (token expired) or 1003 (token not yet valid) is re-signed with a
-  fresh token and sent once more; the vendor refused it before doing anything.
+- Any call of an access-key client answered 1004 (token expired) or 1003 (token not yet
+  valid) is re-signed with a fresh token and sent once more; the vendor refused it before
+  doing anything. An API key cannot be re-signed: 1003/1004 is raised as it comes.
 - A create (POST) is never re-sent blindly. When it fails after the request may have gone
   out (read timeout, dropped connection), the task is looked up by the body's
-  ``external_task_id``: found → that task is returned; NOT_FOUND → the create is sent again
+  ``external_task_id`` (2026 design: ``options.external_task_id``, looked up with
+  ``GET /tasks?external_task_ids=``): found → that task is returned; NOT_FOUND → the create is sent again
   (at most ``max_retries`` times). Without an ``external_task_id`` the NETWORK error is
   raised. When the connection could not even be opened, nothing reached the vendor and
   the create is simply sent again (bounded). Vendor error answers to a create (1303, 5000,
@@ -226,6 +228,9 @@ class KlingClient:
             )
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key.strip() if has_key and api_key else None
+        if self._api_key and not all(33 <= ord(char) <= 126 for char in self._api_key):
+            # It goes into an HTTP header as is: no spaces, control or non-ASCII characters.
+            raise ValueError("A Kling API key must be printable ASCII without spaces.")
         # TokenSigner refuses half a pair with its own ValueError.
         self.signer: TokenSigner | None = (
             None
