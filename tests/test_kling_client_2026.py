@@ -935,3 +935,29 @@ def test_failures_never_log_or_show_the_api_key(fake, caplog):
     assert len(fake.seen) == 3  # 1 + max_retries, each logged
     assert API_KEY not in str(info.value) and API_KEY not in repr(info.value)
     assert API_KEY not in caplog.text
+
+
+def test_get_task_and_create_task_take_a_new_design_endpoint_name(fake):
+    fake.routes[("GET", "/tasks")] = answer_known
+    fake.routes[("POST", "/motion-control/kling-3.0")] = lambda seen: (
+        200,
+        envelope({"id": "m-1", "status": "submitted", "external_id": "x-m"}),
+    )
+    with key_client(fake.base_url) as client:
+        created = client.create_task(
+            "motion_control_3_0",
+            {"contents": [], "settings": {"character_orientation": "image"}},
+        )
+        by_id = client.get_task("motion_control_3_0", task_id="t-2")
+        by_external = client.get_task("text_to_video_3_0_turbo", external_task_id="x-4")
+        with pytest.raises(KlingError) as info:
+            client.get_task("motion_control_3_0", task_id="t-3")  # unknown to the vendor
+    assert (created.task_id, created.design) == ("m-1", DESIGN_2026)
+    assert (by_id.task_id, by_id.task_status) == ("t-2", "succeed")
+    assert by_external.external_task_id == "x-4"
+    assert info.value.error_class is ErrorClass.NOT_FOUND and not info.value.retryable
+    assert [s.raw_path for s in fake.requests("GET", "/tasks")] == [
+        "/tasks?task_ids=t-2",
+        "/tasks?external_task_ids=x-4",
+        "/tasks?task_ids=t-3",
+    ]

@@ -460,10 +460,13 @@ class KlingClient:
         Raises ``KlingError``: vendor answers as they come (e.g. 1201 INVALID_REQUEST, 1303
         CONCURRENCY, 5000 SERVER — not retried here), NETWORK when the outcome stays unknown
         or there is no ``external_task_id`` to look it up with. Vendor doc: "Create Task" of
-        each family; KLING_API.md §4 on ``external_task_id``.
+        each family; KLING_API.md §4 on ``external_task_id``. ``family`` may also be a
+        2026-design endpoint (a ``NEW_DESIGN_PATHS`` key): see ``create_new_design_task``.
         """
         if not isinstance(body, dict):
             raise ValueError("The create body must be a dict.")
+        if family in NEW_DESIGN_PATHS:
+            return self.create_new_design_task(family, body)
         return self._create(
             family_path(family),
             body,
@@ -553,12 +556,32 @@ class KlingClient:
         in the same path position (kling-docs "Query Task (Single)", Path Parameters), URL
         encoded. Raises ``ValueError`` unless exactly one is given; ``KlingError`` (1203
         NOT_FOUND for an unknown task; retryable errors after ``max_retries`` retries).
+
+        ``family`` may also be a 2026-design endpoint (a ``NEW_DESIGN_PATHS`` key): the task
+        is then asked with ``GET /tasks?task_ids=`` (or ``external_task_ids=``), and an id
+        the vendor does not list raises a NOT_FOUND ``KlingError`` (code None), so a caller
+        handles both designs alike (KLING_API_2026.md §3).
         """
         if (task_id is None) == (external_task_id is None):
             raise ValueError("Give exactly one of task_id and external_task_id.")
         ident = str(task_id if task_id is not None else external_task_id)
         if not ident:
             raise ValueError("The task id must not be empty.")
+        if family in NEW_DESIGN_PATHS:
+            found = (
+                self.get_tasks([ident])
+                if task_id is not None
+                else self.get_tasks(external_task_ids=[ident])
+            )
+            attr = "task_id" if task_id is not None else "external_task_id"
+            for task in found:
+                if getattr(task, attr) == ident:
+                    return task
+            raise KlingError(
+                f"Task {ident} not found by GET {TASKS_PATH} ({attr}).",
+                http_status=200,
+                error_class=ErrorClass.NOT_FOUND,
+            )
         envelope = self._query(f"{family_path(family)}/{quote(ident, safe='')}")
         return self._task(self._data(envelope, dict), envelope)
 
