@@ -211,8 +211,16 @@ UPLOAD_LARGE_REQUESTS = {"elements-create": 220 * 1024 * 1024}
 
 # --- Kling --------------------------------------------------------------------------------
 KLING_API_BASE_URL = env_url("KLING_API_BASE_URL", "https://api-singapore.klingai.com")
+# The operator's default account: an API key (sent as the bearer itself; both API designs),
+# or an access key + secret key pair (JWT; the legacy /v1 design only). One kind, not both.
+KLING_API_KEY = env_str("KLING_API_KEY")
 KLING_ACCESS_KEY = env_str("KLING_ACCESS_KEY")
 KLING_SECRET_KEY = env_str("KLING_SECRET_KEY")
+if KLING_API_KEY and (KLING_ACCESS_KEY or KLING_SECRET_KEY):
+    raise ImproperlyConfigured(
+        "Set either KLING_API_KEY, or KLING_ACCESS_KEY and KLING_SECRET_KEY — not both kinds "
+        "of Kling credentials."
+    )
 if bool(KLING_ACCESS_KEY) != bool(KLING_SECRET_KEY):
     raise ImproperlyConfigured("Set both KLING_ACCESS_KEY and KLING_SECRET_KEY, or neither.")
 KLING_SANDBOX_MODE = env_bool("KLING_SANDBOX_MODE", False)

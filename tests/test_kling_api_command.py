@@ -177,3 +177,152 @@ def test_subprocess_vendor_error_is_one_stderr_line_and_exit_one(fresh_sandbox):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "code=1203" in lines[0] and "request_id=" in lines[0] and "message=" in lines[0]
+
+
+# -- API keys and the unified query GET /tasks (KLING_API_2026.md §2, §3) -----------------
+
+
+@pytest.fixture
+def fake_kling():
+    """A loopback fake of the vendor's 2026 design (the sandbox does not speak it yet)."""
+    from tests.test_kling_client_2026 import FakeKling
+
+    server = FakeKling().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def key_settings(settings, fake_kling):
+    """The operator default account as an API key only, pointed at the fake vendor."""
+    settings.KLING_API_BASE_URL = fake_kling.base_url
+    settings.KLING_API_KEY = API_KEY
+    settings.KLING_ACCESS_KEY = ""
+    settings.KLING_SECRET_KEY = ""
+    return settings
+
+
+def answer_tasks(seen) -> tuple[int, dict]:
+    """``GET /tasks``: one succeeded item per asked id, in the vendor's documented shape."""
+    from tests.test_kling_client_2026 import VIDEO_SUCCEEDED, envelope
+
+    (key,) = seen.query
+    field = "id" if key == "task_ids" else "external_id"
+    ids = seen.query[key][0].split(",")
+    return 200, envelope([dict(VIDEO_SUCCEEDED, **{field: ident}) for ident in ids])
+
+
+API_KEY = "operator-api-key-0123456789abcdef"
+
+
+def test_tasks_prints_the_unified_query_data_with_the_api_key_as_bearer(key_settings, fake_kling):
+    fake_kling.routes[("GET", "/tasks")] = answer_tasks
+    data = run("tasks", "t-1,t-2", "t-3")
+    (seen,) = fake_kling.seen
+    assert seen.raw_path == "/tasks?task_ids=t-1,t-2,t-3"
+    assert seen.headers["authorization"] == f"Bearer {API_KEY}"
+    # The vendor's data[] items as sent (raw, not parsed): 2026 field names and strings.
+    assert [item["id"] for item in data] == ["t-1", "t-2", "t-3"]
+    assert data[0]["status"] == "succeeded"
+    assert data[0]["billing"] == [
+        {"charge_type": "unit", "amount": "0.3333", "package_type": "video"}
+    ]
+
+
+def test_tasks_external_asks_by_external_task_ids(key_settings, fake_kling):
+    fake_kling.routes[("GET", "/tasks")] = answer_tasks
+    data = run("tasks", "--external", "ours-1,ours-2")
+    assert fake_kling.seen[0].raw_path == "/tasks?external_task_ids=ours-1,ours-2"
+    assert [item["external_id"] for item in data] == ["ours-1", "ours-2"]
+
+
+def test_tasks_with_more_ids_than_a_batch_prints_one_joined_list(key_settings, fake_kling):
+    fake_kling.routes[("GET", "/tasks")] = answer_tasks
+    ids = [f"t-{n}" for n in range(150)]
+    data = run("tasks", ",".join(ids))
+    assert len(fake_kling.seen) == 2  # ⌈150 / 100⌉
+    assert [item["id"] for item in data] == ids
+
+
+def test_costs_and_get_use_the_api_key_on_legacy_paths(key_settings, fake_kling):
+    from tests.test_kling_client_2026 import envelope
+
+    fake_kling.routes[("GET", "/account/costs")] = lambda seen: (
+        200,
+        envelope({"resource_pack_subscribe_infos": []}),
+    )
+    fake_kling.routes[("GET", "/v1/videos/text2video/t-1")] = lambda seen: (
+        200,
+        envelope({"task_id": "t-1", "task_status": "processing"}),
+    )
+    assert run("costs") == {"resource_pack_subscribe_infos": []}
+    assert run("get", "text2video", "t-1")["task_status"] == "processing"
+    assert [s.headers["authorization"] for s in fake_kling.seen] == [f"Bearer {API_KEY}"] * 2
+
+
+def test_tasks_with_an_access_key_pair_says_api_keys_only(kling_settings):
+    with pytest.raises(CommandError) as info:
+        run("tasks", "t-1")
+    text = str(info.value)
+    assert "accepts API keys only" in text and "class=permission" in text and "\n" not in text
+
+
+def test_both_kinds_of_credentials_are_refused(key_settings):
+    key_settings.KLING_ACCESS_KEY = SANDBOX_AK
+    key_settings.KLING_SECRET_KEY = SANDBOX_SK
+    with pytest.raises(CommandError, match="not both"):
+        run("costs")
+
+
+@pytest.mark.parametrize("ids", ["t-1,,t-2", ",", "t-1,"])
+def test_tasks_refuses_an_empty_id_and_sends_nothing(key_settings, fake_kling, ids):
+    with pytest.raises(CommandError, match="no empty id"):
+        run("tasks", ids)
+    assert fake_kling.seen == []
+
+
+def operator_env(**kling: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")
+        and not key.startswith("KLING_")
+    }
+    env.update(kling, PYTHONWARNINGS="ignore")
+    return env
+
+
+def test_subprocess_with_only_kling_api_key_runs_tasks(fake_kling):
+    fake_kling.routes[("GET", "/tasks")] = answer_tasks
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "kling_api", "tasks", "t-7"],
+        cwd=ROOT,
+        env=operator_env(KLING_API_KEY=API_KEY, KLING_API_BASE_URL=fake_kling.base_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert [item["id"] for item in json.loads(result.stdout)] == ["t-7"]
+    assert fake_kling.seen[0].headers["authorization"] == f"Bearer {API_KEY}"
+
+
+def test_subprocess_with_both_kinds_of_credentials_fails_at_start_up(fake_kling):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "kling_api", "costs"],
+        cwd=ROOT,
+        env=operator_env(
+            KLING_API_KEY=API_KEY,
+            KLING_ACCESS_KEY=SANDBOX_AK,
+            KLING_SECRET_KEY=SANDBOX_SK,
+            KLING_API_BASE_URL=fake_kling.base_url,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert "Set either KLING_API_KEY, or KLING_ACCESS_KEY and KLING_SECRET_KEY" in result.stderr
+    assert API_KEY not in result.stderr and SANDBOX_SK not in result.stderr
+    assert fake_kling.seen == []

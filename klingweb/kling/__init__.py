@@ -4,10 +4,15 @@ Public names (the contract between work streams)::
 
     from klingweb.kling import (KlingClient, KlingError, ErrorClass, KlingTask, ResultImage,
         ResultVideo, ResultElement, ResourcePack, FAMILY_PATHS, PRESET_ELEMENTS_PATH,
-        SINGAPORE_BASE_URL, BEIJING_BASE_URL, parse_task)
+        SINGAPORE_BASE_URL, BEIJING_BASE_URL, parse_task,
+        # the 2026 design and money (KLING_API_2026.md §2, §3, §4, §7)
+        NEW_DESIGN_PATHS, TASKS_PATH, TASKS_BATCH_SIZE, TaskPage, BillingEntry,
+        BalanceDeduction, KlingParseError, DESIGN_LEGACY, DESIGN_2026)
 
-See ``client`` for the retry policy, ``models`` for the parsed shapes, ``errors`` for the
-error-code classes and ``auth`` for the JWT. Vendor reference: /work/shared/KLING_API.md.
+See ``client`` for the retry policy and the credentials, ``models`` for the parsed shapes,
+``errors`` for the error-code classes and ``auth`` for the JWT. Vendor reference: the
+digests KLING_API.md (legacy design) and KLING_API_2026.md (API keys, the 2026 design,
+``billing[]``), which cite the vendor pages under https://kling.ai/document-api.
 """
 
 from __future__ import annotations
@@ -18,13 +23,23 @@ from klingweb.kling.client import (
     BEIJING_BASE_URL,
     DELETE_ELEMENTS_PATH,
     FAMILY_PATHS,
+    NEW_DESIGN_PATHS,
     PRESET_ELEMENTS_PATH,
     SINGAPORE_BASE_URL,
+    TASKS_BATCH_SIZE,
+    TASKS_PATH,
     KlingClient,
+    TaskPage,
     family_path,
+    new_design_path,
 )
 from klingweb.kling.errors import ErrorClass, KlingError, classify
 from klingweb.kling.models import (
+    DESIGN_2026,
+    DESIGN_LEGACY,
+    BalanceDeduction,
+    BillingEntry,
+    KlingParseError,
     KlingTask,
     ResourcePack,
     ResultElement,
@@ -54,5 +69,15 @@ __all__ = [
     "family_path",
     "parse_resource_pack",
     "parse_task",
+    "DESIGN_2026",
+    "DESIGN_LEGACY",
+    "NEW_DESIGN_PATHS",
+    "TASKS_BATCH_SIZE",
+    "TASKS_PATH",
+    "BalanceDeduction",
+    "BillingEntry",
+    "KlingParseError",
+    "TaskPage",
+    "new_design_path",
     "token_sign",
 ]
