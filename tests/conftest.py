@@ -56,6 +56,14 @@ def make_user(username: str, **extra):
 
 
 @pytest.fixture(autouse=True)
+def _temporary_media_root(settings, tmp_path):
+    """Every test stores uploads and kept media under its own ``tmp_path/media``, never in
+    the repository's ``media/``. Setting ``MEDIA_ROOT`` through pytest-django's ``settings``
+    sends ``setting_changed``, on which ``default_storage`` forgets its cached location."""
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     """MD5 hashing in tests: the default PBKDF2 costs seconds per fixture on 2 cores."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
