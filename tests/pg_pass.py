@@ -22,6 +22,7 @@ Django.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -99,6 +100,8 @@ def run(url: str, pytest_args: list[str]) -> int:
     name = f"klingweb_{os.getpid()}_{int(time.time())}"
     print(f"== PostgreSQL ({where(url)}, test database test_{name}) ==", flush=True)
     env = dict(os.environ, DATABASE_URL=with_database(url, name))
+    # SIGTERM (a CI job cancelled) ends the run through ``finally`` too, like Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         return subprocess.call(  # noqa: S603
             [sys.executable, "-m", "pytest", "-q", *pytest_args], env=env
