@@ -3,7 +3,8 @@
 ``portal`` gives the cast used by every view test (DESIGN.md §3): ``owner``, ``admin``,
 ``member``, ``viewer`` of ``team``, and ``outsider`` who owns ``other_team``.
 ``sandbox`` is a real Kling look-alike HTTP server on a free loopback port, shared by the
-session; ``kling_settings`` points the operator default account at it.
+session; ``kling_settings`` points the operator default account at it. Every test gets its
+own temporary ``MEDIA_ROOT`` and fast password hashing (autouse fixtures).
 """
 
 from __future__ import annotations
