@@ -19,24 +19,27 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python -m klingweb.run
 
+# ruff, then the dependency rules of DESIGN.md §1 (import-linter; [tool.importlinter] in
+# pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo --no-cache
 
 test-sqlite: $(STAMP)
 	env -u DATABASE_URL -u REDIS_URL $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# The browser tests (marker e2e) run once, in the SQLite pass: they start their own portal
-# processes on the embedded default (what `make run` uses), so a second pass would repeat it.
+# Every test again on PostgreSQL, browser scenarios included (their portal processes then use
+# a PostgreSQL database too), with a database name unique to the run, dropped at the end.
+# No PostgreSQL at PG_URL: "skipped", except under CI=true, where it fails (tests/pg_pass.py).
 test-postgres: $(STAMP)
-	@if $(BIN)/python -c "import psycopg,sys; psycopg.connect('$(PG_URL)', connect_timeout=3).close()" 2>/dev/null; then \
-		echo "== PostgreSQL =="; \
-		DATABASE_URL=$(PG_URL) $(BIN)/python -m pytest -q -m "not e2e" $(PYTEST_ARGS); \
-	else echo "== PostgreSQL not reachable on 127.0.0.1:5432: skipped =="; fi
+	@PG_URL='$(PG_URL)' $(BIN)/python -m tests.pg_pass run $(PYTEST_ARGS)
 
+# Under CI=true a missing PostgreSQL fails at once, before the SQLite pass.
 test: lint
 	@start=$$(date +%s); \
-	echo "== SQLite =="; $(MAKE) --no-print-directory test-sqlite && \
+	PG_URL='$(PG_URL)' $(BIN)/python -m tests.pg_pass check && \
+	echo "== SQLite ==" && $(MAKE) --no-print-directory test-sqlite && \
 	$(MAKE) --no-print-directory test-postgres; rc=$$?; \
 	echo "make test took $$(( $$(date +%s) - start )) s"; exit $$rc
 

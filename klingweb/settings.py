@@ -132,8 +132,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss", "unix"))
 Q_CLUSTER: dict = {
     "name": "klingweb",
-    # One worker is held by the poll loop (tasks_app.jobs.poll_loop), hence 3.
-    "workers": env_int("Q_WORKERS", 3, minimum=1),
+    # Worker processes of this qcluster (README: Q_WORKERS, default 2).
+    "workers": env_int("Q_WORKERS", 2, minimum=1),
     "timeout": env_int("Q_TIMEOUT", 300, minimum=10),
     # retry must be larger than timeout, or a slow job is handed to a second worker.
     "retry": env_int("Q_TIMEOUT", 300, minimum=10) + 60,

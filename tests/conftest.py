@@ -3,7 +3,8 @@
 ``portal`` gives the cast used by every view test (DESIGN.md §3): ``owner``, ``admin``,
 ``member``, ``viewer`` of ``team``, and ``outsider`` who owns ``other_team``.
 ``sandbox`` is a real Kling look-alike HTTP server on a free loopback port, shared by the
-session; ``kling_settings`` points the operator default account at it.
+session; ``kling_settings`` points the operator default account at it. Every test gets its
+own temporary ``MEDIA_ROOT`` and fast password hashing (autouse fixtures).
 """
 
 from __future__ import annotations
@@ -53,6 +54,14 @@ def make_user(username: str, **extra):
     return get_user_model().objects.create_user(
         username=username, email=f"{username}@example.com", password=PASSWORD, **extra
     )
+
+
+@pytest.fixture(autouse=True)
+def _temporary_media_root(settings, tmp_path):
+    """Every test stores uploads and kept media under its own ``tmp_path/media``, never in
+    the repository's ``media/``. Setting ``MEDIA_ROOT`` through pytest-django's ``settings``
+    sends ``setting_changed``, on which ``default_storage`` forgets its cached location."""
+    settings.MEDIA_ROOT = str(tmp_path / "media")
 
 
 @pytest.fixture(autouse=True)

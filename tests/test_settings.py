@@ -131,3 +131,39 @@ def test_migrations_match_the_models():
         timeout=120,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_every_test_stores_files_in_a_temporary_media_root(tmp_path):
+    """tests/conftest.py gives each test its own MEDIA_ROOT: a file saved the way uploads
+    are saved lands under the test's tmp_path, and the repository's media/ stays untouched."""
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    repo_media = ROOT / "media"
+    before = sorted(repo_media.rglob("*")) if repo_media.exists() else []
+    name = default_storage.save("uploads/probe/probe.png", ContentFile(b"\x89PNG probe"))
+    stored = Path(default_storage.path(name))
+    assert stored.is_file()
+    assert stored.resolve().is_relative_to((tmp_path / "media").resolve())
+    after = sorted(repo_media.rglob("*")) if repo_media.exists() else []
+    assert after == before
+
+
+def _readme_default(variable: str) -> str:
+    """The default the README's configuration table gives for ``variable``."""
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith(f"| `{variable}` |"):
+            return line.split("|")[2].strip().strip("`")
+    raise AssertionError(f"{variable} is not in README.md's configuration table")
+
+
+def test_cluster_workers_default_is_the_readmes_and_q_workers_sets_it():
+    """The cluster runs as many workers as README.md says by default, and Q_WORKERS wins."""
+    environ = {k: v for k, v in os.environ.items() if k != "Q_WORKERS"}
+    code = "import klingweb.settings as s; print(s.Q_CLUSTER['workers'])"
+    default = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=environ, capture_output=True, text=True
+    )
+    assert default.stdout.strip() == _readme_default("Q_WORKERS"), default.stderr
+    five = _settings_in_subprocess({"Q_WORKERS": "5"}, "s.Q_CLUSTER['workers']")
+    assert five.stdout.strip() == "5", five.stderr

@@ -4,23 +4,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from django.urls import reverse
 from django.utils import timezone
 
 from klingweb.accounts.models import KlingAccount
-from tasks_app.models import MediaKind, Status, Task, TaskEvent, TaskMedia
+from tasks_app.models import Budget, BudgetPeriod, MediaKind, Status, Task, TaskEvent, TaskMedia
 from tests.test_tasks_forms import image_bytes, png_upload, upload, wav_upload
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
-
-
-@pytest.fixture(autouse=True)
-def fast_and_isolated(settings, tmp_path):
-    """Cheap password hashing; uploads in a temporary MEDIA_ROOT; no job queue in the way."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    settings.MEDIA_ROOT = str(tmp_path / "media")
 
 
 @pytest.fixture
@@ -328,26 +322,33 @@ class TestCreate:
         assert "not a JPG or PNG image" in response.content.decode()
         assert Task.objects.count() == 0
 
-    def test_budget_exceeded_is_a_form_error_and_nothing_is_queued(
-        self, client, portal, no_jobs, monkeypatch
+    def test_a_one_unit_budget_refuses_the_task_names_itself_and_keeps_no_upload(
+        self, client, portal, no_jobs, settings
     ):
-        from tasks_app import budgets
-
-        def refuse(*, team, user, units, **kw):
-            raise budgets.BudgetExceeded(
-                f"Team daily budget of 10 units would be passed ({units} more)."
-            )
-
-        monkeypatch.setattr("tasks_app.submission.budget_check", refuse)
+        """A real team budget of 1 unit a day; an AI multi-shot task is estimated at 4. The
+        page says which budget refused it; no task exists, nothing was queued, and the
+        image of that submission is no longer in storage."""
+        Budget.objects.create(team=portal.team, period=BudgetPeriod.DAILY, units=Decimal("1"))
+        media = Path(settings.MEDIA_ROOT)
         client.force_login(portal.member)
-        response = client.post(
-            url("tasks-create", portal.team, family="multi_shot"),
-            {"frontal_image_file": png_upload()},
-            **HTMX,
-        )
-        assert "Team daily budget of 10 units would be passed" in response.content.decode()
+        create = url("tasks-create", portal.team, family="multi_shot")
+
+        response = client.post(create, {"frontal_image_file": png_upload()}, **HTMX)
+
+        assert response.status_code == 200
+        page = response.content.decode()
+        assert "Team daily budget: 0 of 1 units spent; this task needs about 4." in page
         assert Task.objects.count() == 0
         assert no_jobs == []
+        assert [p for p in media.rglob("*") if p.is_file()] == []
+
+        # The same submission under a budget that allows it stores the image and queues.
+        Budget.objects.filter(team=portal.team).update(units=Decimal("100"))
+        response = client.post(create, {"frontal_image_file": png_upload()}, **HTMX)
+        task = Task.objects.get()
+        stored = task.params["element_frontal_image"]["$file"]
+        assert (media / stored).is_file()
+        assert [p for p in media.rglob("*") if p.is_file()] == [media / stored]
 
     def test_run_again_prefills_from_an_earlier_task(self, client, portal, no_jobs):
         client.force_login(portal.member)

@@ -9,7 +9,9 @@ How it runs, and why:
   processes with their own connections are what a browser test needs: pytest-django's
   ``live_server`` on SQLite shares one in-memory connection between threads, so a cluster
   thread's transactions (row claims, the ledger) would interleave with the server's. Here
-  each process has its own connection to a WAL-mode file, exactly as in ``make run``.
+  each process has its own connection to a WAL-mode file, exactly as in ``make run``. In
+  ``make test``'s PostgreSQL pass (``DATABASE_URL`` set) the processes use a PostgreSQL
+  database of their own instead (``portal_database``).
 - **The sandbox** runs inside the test process (``SandboxServer`` on a free port) so a test
   drives its clock: ``task_seconds`` is long and ``stack.advance(...)`` moves tasks
   submitted → processing → finished on demand; the sandbox POSTs its callbacks to the
@@ -38,6 +40,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -142,7 +145,35 @@ def chromium_path() -> Path:
 
 
 @pytest.fixture(scope="package")
-def stack(chromium_path, tmp_path_factory, pytestconfig) -> Iterator[Stack]:
+def portal_database() -> Iterator[dict[str, str]]:
+    """The portal processes' database: a fresh SQLite file in the work folder (``{}``), or,
+    when ``DATABASE_URL`` names a PostgreSQL server (``make test``'s PostgreSQL pass), a new
+    database ``<its name>_e2e`` on that server, created here and dropped afterwards
+    (``{"DATABASE_URL": ...}``, merged into the processes' environment)."""
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith(("postgres://", "postgresql://")):
+        yield {}
+        return
+    import psycopg
+    from psycopg import sql
+
+    from tests.pg_pass import with_database
+
+    name = urlsplit(url).path.lstrip("/") + "_e2e"
+    admin_url = with_database(url, "postgres")
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(drop)
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield {"DATABASE_URL": with_database(url, name)}
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(drop)
+
+
+@pytest.fixture(scope="package")
+def stack(chromium_path, portal_database, tmp_path_factory, pytestconfig) -> Iterator[Stack]:
     """Start the sandbox, prepare a fresh database and run ``web`` + ``worker`` under honcho."""
     from klingweb.sandbox import SandboxConfig, SandboxServer
 
@@ -164,6 +195,7 @@ def stack(chromium_path, tmp_path_factory, pytestconfig) -> Iterator[Stack]:
         secret_key=secrets.token_urlsafe(48),
         password=password,
         nomigrations=bool(pytestconfig.getoption("nomigrations", default=False)),
+        extra=portal_database,
     )
     log_path = work / "servers.log"
     proc = None
