@@ -98,7 +98,8 @@ def sandbox_tasks(sandbox, task: Task) -> list[dict]:
 
 
 def make_due(task: Task) -> None:
-    Task.objects.filter(pk=task.pk).update(next_poll_at=timezone.now() - timedelta(seconds=1))
+    """Bring a queued task's retry time (``retry_at``) to just before now."""
+    Task.objects.filter(pk=task.pk).update(retry_at=timezone.now() - timedelta(seconds=1))
 
 
 # -- the happy path ---------------------------------------------------------------------
@@ -272,7 +273,7 @@ class TestErrors:
             task.refresh_from_db()
             assert task.status == Status.QUEUED and task.claimed_until is None
             assert task.error_code == 1303
-            delays.append((task.next_poll_at - before).total_seconds())
+            delays.append((task.retry_at - before).total_seconds())
         assert 2 <= delays[0] < delays[1] < delays[2]
         assert sandbox_tasks(fresh_sandbox, task) == []
 
