@@ -285,12 +285,56 @@ class TestErrors:
         assert task.submit_attempts == 4
         assert len(sandbox_tasks(fresh_sandbox, task)) == 1
 
-    def test_5000_is_retried_later(self, portal, kling, fresh_sandbox):
+    def test_5000_is_retried_later(self, client, portal, kling, fresh_sandbox):
         fresh_sandbox.config.error_rate = 1.0
         task = queued(portal.team, portal.member)
         assert submission.task_submit(task_pk=task.pk) == submission.RETRY
         task.refresh_from_db()
         assert task.status == Status.QUEUED and task.error_code in (5000, 5001)
+        assert task.retry_at > timezone.now() and task.next_poll_at is None
+        # Its page says why it waits and when it is tried again.
+        client.force_login(portal.member)
+        body = client.get(
+            reverse("tasks-detail", kwargs={"team": portal.team.code, "code": task.code})
+        ).content.decode()
+        when = timezone.localtime(task.retry_at).strftime("%H:%M:%S")
+        assert "Waiting to be sent" in body and f"retried after {when}" in body
+
+    def test_server_error_waits_end_once_kling_answers_again(self, portal, kling, fresh_sandbox):
+        fresh_sandbox.config.error_rate = 1.0
+        failed = queued(portal.team, portal.member)
+        assert submission.task_submit(task_pk=failed.pk) == submission.RETRY
+        fresh_sandbox.reset_faults()
+        fresh_sandbox.config.create_concurrency_rate = 1.0
+        limited = queued(portal.team, portal.member)
+        assert submission.task_submit(task_pk=limited.pk) == submission.RETRY
+        fresh_sandbox.reset_faults()
+        # Both wait out a long backoff (as after several failures: up to 5 minutes).
+        later = timezone.now() + timedelta(minutes=5)
+        Task.objects.filter(pk__in=[failed.pk, limited.pk]).update(retry_at=later)
+        fresh = queued(portal.team, portal.member)
+        make_due(fresh)
+
+        assert submission.tasks_submit_due() == 1  # Kling accepts the fresh one again...
+        failed.refresh_from_db()
+        limited.refresh_from_db()
+        assert failed.retry_at <= timezone.now(), "...so the 5xx wait ends now"
+        assert limited.retry_at == later, "a 1303 wait keeps its backoff"
+        assert submission.tasks_submit_due() == 1
+        failed.refresh_from_db()
+        limited.refresh_from_db()
+        assert failed.status == Status.SUBMITTED and failed.retry_at is None
+        assert limited.status == Status.QUEUED and limited.error_code == 1303
+
+    def test_late_refusal_of_an_accepted_task_changes_nothing(self, portal, kling, fresh_sandbox):
+        task = queued(portal.team, portal.member)
+        assert submission.task_submit(task_pk=task.pk) == submission.SUBMITTED
+        assert not submission.task_refuse(
+            task_pk=task.pk, code=1201, message="too late", request_id="req-late"
+        )
+        task.refresh_from_db()
+        assert task.status == Status.SUBMITTED and task.error_code is None
+        assert list(task.events.values_list("status", flat=True)) == ["queued", "submitted"]
 
     def test_missing_upload_is_refused(self, portal, kling, fresh_sandbox):
         task = queued(portal.team, portal.member, family="multi_shot")
