@@ -93,7 +93,8 @@ def task_create(*, source: str, at: datetime | None = None, **fields: Any) -> Ta
     """
     _check_fields(fields)
     at = at or timezone.now()
-    with transaction.atomic():
+    # No savepoint inside a caller's transaction: a failure here undoes the caller's work too.
+    with transaction.atomic(savepoint=False):
         task = Task.objects.create(status=Status.QUEUED, created_at=at, **fields)
         TaskEvent.objects.create(task=task, status=Status.QUEUED, at=at, source=source)
     return task
@@ -142,7 +143,7 @@ def task_status_move(
         values.setdefault("retry_at", None)
     if error is not None:
         values.update(_error_values(error))
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         moved = Task.objects.filter(pk=pk, status__in=allowed).update(**values) == 1
         if moved:
             TaskEvent.objects.create(task_id=pk, status=to, at=at, source=source, note=note)
