@@ -506,3 +506,36 @@ class TestTimeouts:
         assert task.status in IN_FLIGHT | {Status.SUCCEED}
         assert task.task_id == sandbox_tasks(fresh_sandbox, task)[0]["task_id"]
         assert len(sandbox_tasks(fresh_sandbox, task)) == 1
+
+
+# -- the retry_at migration ---------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migration_moves_queued_retry_times_to_retry_at(portal):
+    """Tasks queued before 0002 kept their retry time in ``next_poll_at``: after the
+    migration a queued task is retried when it was going to be, and an in-flight task's
+    poll time is left alone."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before = [("tasks_app", "0001_initial")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        old = executor.loader.project_state(before).apps.get_model("tasks_app", "Task")
+        when = timezone.now() + timedelta(minutes=3)
+        queued_pk = old.objects.create(
+            team_id=portal.team.pk, family="text2video", status="queued", next_poll_at=when
+        ).pk
+        flying_pk = old.objects.create(
+            team_id=portal.team.pk, family="text2video", status="submitted", next_poll_at=when
+        ).pk
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())  # back to the full schema
+    waiting = Task.objects.get(pk=queued_pk)
+    flying = Task.objects.get(pk=flying_pk)
+    assert waiting.retry_at == when and waiting.next_poll_at is None
+    assert flying.next_poll_at == when and flying.retry_at is None
+    assert list(Task.objects.due_for_submit(when)) == [waiting]
