@@ -1,7 +1,8 @@
 """Queuing tasks from the forms and sending their create calls (DESIGN.md §2 steps 1–2).
 
 - ``task_queue``: the request side. Checks the budget, saves the task ``queued`` with a
-  ``queued`` event (``tasks_app.services.task_create``), and enqueues ``tasks_app.jobs.submit_task`` on commit. Never calls Kling.
+  ``queued`` event (``tasks_app.services.task_create``), and enqueues
+  ``tasks_app.jobs.submit_task`` on commit. Never calls Kling.
 - ``task_submit``: the job side. Claims the row with a conditional update (a lease in
   ``claimed_until``), so two clusters never send one task twice, then sends the create call
   with ``external_task_id`` = the task's code and a signed ``callback_url``, and hands the
