@@ -27,14 +27,12 @@ from tasks_app.models import (
     BudgetAlert,
     BudgetPeriod,
     Deduction,
-    Status,
     Task,
 )
 
 log = logging.getLogger(__name__)
 
 THRESHOLDS = (80, 90, 100)  # percent of a budget's units
-PENDING_STATUSES = (Status.QUEUED, Status.SUBMITTED, Status.PROCESSING)
 ZERO = Decimal("0")
 
 
@@ -144,7 +142,7 @@ def ledger_spent(*, budget: Budget, start: datetime, end: datetime) -> Decimal:
 
 def pending_units(*, budget: Budget) -> Decimal:
     """Estimated units of the scope's unfinished tasks (queued, submitted, processing)."""
-    qs = Task.objects.filter(team_id=budget.team_id, status__in=PENDING_STATUSES)
+    qs = Task.objects.unfinished().filter(team_id=budget.team_id)
     if budget.member_id is not None:
         qs = qs.filter(creator_id=budget.member_id)
     return qs.aggregate(total=Sum("estimated_units"))["total"] or ZERO
@@ -203,7 +201,8 @@ def budget_statuses(*, budgets: list[Budget], now: datetime | None = None) -> li
     zone = team_zone(team)
     pending_by = {
         row["creator_id"]: row["total"] or ZERO
-        for row in Task.objects.filter(team_id=team.pk, status__in=PENDING_STATUSES)
+        for row in Task.objects.unfinished()
+        .filter(team_id=team.pk)
         .values("creator_id")
         .annotate(total=Sum("estimated_units"))
     }

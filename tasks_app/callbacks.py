@@ -28,7 +28,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from tasks_app.models import Task
+from tasks_app.models import VENDOR_STATUSES, Task
 from tasks_app.services import task_apply_remote
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,6 @@ CALLBACK_SALT = "tasks_app.callbacks.task-callback"
 CALLBACK_MAX_BYTES = 1024 * 1024
 #: Above any real task's cost (Kling credit units) and below the ledger column's 12 digits.
 MAX_UNITS = 10**8
-#: The vendor's ``task_status`` values (KLING_API.md §4).
-VENDOR_STATUSES = frozenset({"submitted", "processing", "succeed", "failed"})
 
 
 def callback_token_for(task: Task) -> str:

@@ -616,9 +616,11 @@ class TaskFilterForm(forms.Form):
     def __init__(self, *args: Any, team: Any, families: list[tuple[str, str]], mine: bool, **kw):
         super().__init__(*args, **kw)
         self.team = team
-        self.fields["status"].choices = [("", "Any status"), ("active", "In flight")] + list(
-            Status.choices
-        )
+        self.fields["status"].choices = [
+            ("", "Any status"),
+            ("unfinished", "Unfinished (queued or at Kling)"),
+            ("in_flight", "At Kling (submitted or processing)"),
+        ] + list(Status.choices)
         self.fields["family"].choices = [("", "Any kind")] + families
         if mine:
             del self.fields["creator"]
@@ -642,10 +644,10 @@ class TaskFilterForm(forms.Form):
 
         data = self.cleaned_data if self.is_valid() else {}
         status = data.get("status")
-        if status == "active":
-            queryset = queryset.filter(
-                status__in=[Status.QUEUED, Status.SUBMITTED, Status.PROCESSING]
-            )
+        if status == "unfinished":
+            queryset = queryset.unfinished()
+        elif status == "in_flight":
+            queryset = queryset.in_flight()
         elif status:
             queryset = queryset.filter(status=status)
         if data.get("family"):

@@ -3,7 +3,13 @@
 A ``Task`` is one generation request of a team. Its ``code`` (UUID) is the public identifier
 and is also sent to Kling as ``external_task_id`` (KLING_API.md §4), which makes submission
 idempotent. Only ``tasks_app.services.task_apply_remote`` writes vendor status, result and
-cost; only it records ``Deduction`` rows for finished tasks.
+cost; only it records ``Deduction`` rows for finished tasks (through ``tasks_app.ledger``).
+Every other change of a task's status, its ``TaskEvent`` and its ``error_*`` fields also
+goes through ``tasks_app.services`` (``task_status_move``, ``task_error_record``).
+
+The status vocabulary is defined once, here: ``IN_FLIGHT`` (at the vendor), ``UNFINISHED``
+(queued here or at the vendor), ``FINISHED``, ``VENDOR_STATUSES``; ``Task.objects`` offers
+the same sets as querysets (``TaskQuerySet``).
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+
+from klingweb.kling.errors import SERVER_CODES
 
 
 class Family(models.TextChoices):
@@ -51,8 +59,74 @@ STATUS_RANK: dict[str, int] = {
     Status.FAILED: 3,
     Status.ERROR: 3,
 }
+#: Finished: succeed, failed or error. The row never changes status again.
 FINISHED = frozenset({Status.SUCCEED, Status.FAILED, Status.ERROR})
+#: In flight = at the vendor: Kling accepted the create call and has not finished the task
+#: (what the poller watches). Queued tasks are NOT in flight.
 IN_FLIGHT = frozenset({Status.SUBMITTED, Status.PROCESSING})
+#: Unfinished: queued here or in flight at the vendor (what a page keeps refreshing and a
+#: budget counts as pending).
+UNFINISHED = frozenset({Status.QUEUED}) | IN_FLIGHT
+#: The vendor's ``task_status`` values (KLING_API.md §4): what a callback body, a list-page
+#: item or a single query may carry. ``queued`` and ``error`` are the portal's own.
+VENDOR_STATUSES = frozenset({Status.SUBMITTED, Status.PROCESSING, Status.SUCCEED, Status.FAILED})
+
+
+def _claim_free(now) -> models.Q:
+    """Rows under no live claim: ``claimed_until`` unset or passed."""
+    return models.Q(claimed_until__isnull=True) | models.Q(claimed_until__lt=now)
+
+
+class TaskQuerySet(models.QuerySet):
+    """``Task.objects``: the status sets of this module as named querysets.
+
+    Reading only: status, events and ``error_*`` are written by ``tasks_app.services``.
+    """
+
+    def queued(self) -> TaskQuerySet:
+        """Saved, not yet accepted by Kling (``queued``)."""
+        return self.filter(status=Status.QUEUED)
+
+    def in_flight(self) -> TaskQuerySet:
+        """At the vendor: ``submitted`` or ``processing`` (``IN_FLIGHT``)."""
+        return self.filter(status__in=sorted(IN_FLIGHT))
+
+    def unfinished(self) -> TaskQuerySet:
+        """Queued, submitted or processing (``UNFINISHED``)."""
+        return self.filter(status__in=sorted(UNFINISHED))
+
+    def finished(self) -> TaskQuerySet:
+        """Succeed, failed or error (``FINISHED``)."""
+        return self.filter(status__in=sorted(FINISHED))
+
+    def unclaimed(self, now) -> TaskQuerySet:
+        """Rows no worker holds: ``claimed_until`` unset or before ``now`` (aware datetime)."""
+        return self.filter(_claim_free(now))
+
+    def due_for_submit(self, now) -> TaskQuerySet:
+        """Queued tasks whose ``retry_at`` is at or before ``now`` and that no worker has
+        claimed: what ``tasks_app.submission.tasks_submit_due`` sends (index
+        ``task_submit_due``)."""
+        return self.queued().filter(retry_at__lte=now).unclaimed(now)
+
+    def due_for_poll(self, now) -> TaskQuerySet:
+        """In-flight tasks whose ``next_poll_at`` is unset or at or before ``now`` and that no
+        worker has claimed: what a poll cycle reads (index ``task_due``)."""
+        return (
+            self.in_flight()
+            .filter(models.Q(next_poll_at__lte=now) | models.Q(next_poll_at__isnull=True))
+            .unclaimed(now)
+        )
+
+    def waiting_after_server_error(self) -> TaskQuerySet:
+        """Tasks whose last vendor call failed on the vendor's side: a server error
+        (``SERVER_CODES``, 5000–5002) or a transport failure (no code, a message). Tasks
+        waiting after a rate or concurrency limit (1302/1303) or any other answer are not
+        among them. Used to wake such tasks once the vendor answers again."""
+        return self.filter(
+            models.Q(error_code__in=sorted(SERVER_CODES))
+            | (models.Q(error_code__isnull=True) & ~models.Q(error_message=""))
+        )
 
 
 class Task(models.Model):
@@ -62,8 +136,11 @@ class Task(models.Model):
     appears as ``{"$file": "<storage name>"}`` and is read and Base64-encoded only when the
     create call is sent. ``result``: the vendor's ``task_result`` as last seen.
     ``final_unit_deduction``: units of Kling credit (Decimal) the vendor charged.
-    Scheduling: ``next_poll_at`` (when the poller should look again), ``poll_attempts``,
-    ``submit_attempts``, ``claimed_until`` (a lease so two clusters never work one row).
+    Scheduling: ``retry_at`` (queued only: when the create call is sent (again) — after the
+    grace period of a new task, the backoff of a failed create, or a paused account's
+    recheck; None once the task leaves ``queued``), ``next_poll_at`` (in flight only: when
+    the poller should look again), ``poll_attempts``, ``submit_attempts``,
+    ``claimed_until`` (a lease so two clusters never work one row).
     """
 
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
@@ -104,6 +181,9 @@ class Task(models.Model):
     submitted_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    retry_at = models.DateTimeField(
+        null=True, blank=True, help_text="Queued only: when the create call is sent (again)."
+    )
     next_poll_at = models.DateTimeField(null=True, blank=True)
     poll_attempts = models.PositiveIntegerField(default=0)
     submit_attempts = models.PositiveIntegerField(default=0)
@@ -114,6 +194,8 @@ class Task(models.Model):
     )
     imported = models.BooleanField(default=False, help_text="Found on Kling by kling_sync.")
 
+    objects = TaskQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
@@ -122,6 +204,7 @@ class Task(models.Model):
             models.Index(fields=["team", "family", "-created_at"], name="task_team_family"),
             models.Index(fields=["creator", "-created_at"], name="task_creator_created"),
             models.Index(fields=["status", "next_poll_at"], name="task_due"),
+            models.Index(fields=["status", "retry_at"], name="task_submit_due"),
         ]
 
     def __str__(self) -> str:
@@ -138,9 +221,16 @@ class Task(models.Model):
         return self.status in FINISHED
 
     @property
-    def is_in_flight(self) -> bool:
-        """True while queued, submitted or processing (the page keeps refreshing it)."""
-        return not self.is_finished
+    def is_unfinished(self) -> bool:
+        """True while queued, submitted or processing (``UNFINISHED``): its page and list row
+        keep refreshing it."""
+        return self.status in UNFINISHED
+
+    @property
+    def is_at_vendor(self) -> bool:
+        """True while submitted or processing (``IN_FLIGHT``): Kling has it and the poller
+        watches it. A queued task is unfinished but not at the vendor."""
+        return self.status in IN_FLIGHT
 
 
 class TaskEvent(models.Model):
@@ -180,7 +270,9 @@ class TaskMedia(models.Model):
     variant = models.CharField(max_length=20, blank=True, help_text="url, url_1, watermark…")
     vendor_id = models.CharField(max_length=100, blank=True, help_text="Kling video id")
     source_url = models.URLField(max_length=2000)
-    file = models.FileField(upload_to="results/%Y/%m/", blank=True, max_length=300)
+    # The storage name is chosen by ``tasks_app.media`` (results/<team>/<task>/…), never by
+    # a form upload, so there is no ``upload_to``.
+    file = models.FileField(blank=True, max_length=300)
     content_type = models.CharField(max_length=100, blank=True)
     size = models.BigIntegerField(null=True, blank=True)
     duration = models.DecimalField(max_digits=8, decimal_places=3, null=True, blank=True)
@@ -252,33 +344,6 @@ class Deduction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.units} units, {self.team} ({self.recorded_at:%Y-%m-%d})"
-
-    @classmethod
-    def for_task(
-        cls,
-        task: Task,
-        *,
-        units: Decimal,
-        recorded_at,
-        corrects: Deduction | None = None,
-        note: str = "",
-    ) -> Deduction:
-        """An unsaved ledger row charging ``units`` (units of Kling credit, may be negative
-        for a correction) for ``task``: team, member, family, model, mode and status are
-        copied from the task, so every writer of the ledger fills them the same way."""
-        return cls(
-            team_id=task.team_id,
-            task=task,
-            member_id=task.creator_id,
-            family=task.family,
-            model_name=task.model_name,
-            mode=task.mode,
-            task_status=task.status,
-            units=units,
-            recorded_at=recorded_at,
-            corrects=corrects,
-            note=note,
-        )
 
 
 class BudgetPeriod(models.TextChoices):

@@ -37,7 +37,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from tasks_app.models import IN_FLIGHT, ClusterLease, Task
-from tasks_app.services import task_apply_remote
+from tasks_app.services import NO_ERROR, TaskError, task_apply_remote, task_error_record
 
 if TYPE_CHECKING:
     from klingweb.accounts.models import KlingAccount
@@ -58,7 +58,6 @@ ERROR_BACKOFF_MAX = 300.0  # seconds
 PAUSED_INTERVAL = 60.0  # seconds; an account paused by an admin is looked at again later
 CHUNK = 500  # primary keys per IN (...) clause
 POLL_LOOP_LEASE = "poll-loop"
-SERVER_CODES = (5000, 5001, 5002)  # the vendor's server-side failures (KLING_API.md §2)
 
 
 @dataclass
@@ -214,12 +213,10 @@ class _Cycle:
             delay = interval * random.uniform(0.8, 0.95)
             self._update(
                 pks,
+                reason=NO_ERROR,
                 next_poll_at=self.now + timedelta(seconds=delay),
                 is_stale=stale,
                 poll_errors=0,
-                error_code=None,
-                error_message="",
-                error_request_id="",
             )
 
     def reschedule_error(
@@ -228,13 +225,13 @@ class _Cycle:
         """Back off with jitter after a failed poll; never fails the task. ``error`` (the
         vendor's code, message and request_id, or the exception's text) is kept on the task
         so its page can say why it waits; the next successful poll clears it."""
-        reason: dict = {}
+        reason = None
         if error is not None:
-            reason = {
-                "error_code": getattr(error, "code", None),
-                "error_message": (getattr(error, "message", None) or str(error))[:1000],
-                "error_request_id": getattr(error, "request_id", None) or "",
-            }
+            reason = TaskError(
+                getattr(error, "code", None),
+                (getattr(error, "message", None) or str(error))[:1000],
+                getattr(error, "request_id", None) or "",
+            )
         buckets: dict[tuple[int, bool], list[int]] = defaultdict(list)
         for task in tasks:
             stale = self._age(task) >= self.stale_after
@@ -246,7 +243,7 @@ class _Cycle:
                 next_poll_at=self.now + timedelta(seconds=delay),
                 is_stale=stale,
                 poll_errors=F("poll_errors") + 1,
-                **reason,
+                reason=reason,
             )
 
     def wake_after_outage(self, account: KlingAccount, family: str) -> None:
@@ -254,16 +251,12 @@ class _Cycle:
         after server or network errors (up to 5 min) become due now, so they catch up at the
         next cycle (one more list page read) instead of over the following minutes. Tasks
         backing off for other reasons (1203 not found, 1302 rate limit) keep waiting."""
-        server_failure = Q(error_code__in=SERVER_CODES) | (
-            Q(error_code__isnull=True) & ~Q(error_message="")
-        )
-        Task.objects.filter(
+        Task.objects.in_flight().filter(
             kling_account=account,
             family=family,
-            status__in=list(IN_FLIGHT),
             poll_errors__gt=0,
             next_poll_at__gt=self.now,
-        ).filter(server_failure).filter(_free(self.now)).update(next_poll_at=self.now)
+        ).waiting_after_server_error().filter(_free(self.now)).update(next_poll_at=self.now)
 
     def reschedule_paused(self, tasks: Iterable[Task]) -> None:
         """Look at an account paused by the vendor's account codes again in about a minute."""
@@ -271,11 +264,18 @@ class _Cycle:
         delay = PAUSED_INTERVAL * random.uniform(0.8, 1.2)
         self._update(pks, next_poll_at=self.now + timedelta(seconds=delay))
 
-    def _update(self, pks: list[int], **values) -> None:
+    def _update(self, pks: list[int], *, reason: TaskError | None = None, **values) -> None:
+        """Release this cycle's claim on ``pks`` with ``values``; ``reason``: the error to
+        show (``NO_ERROR`` clears it, None leaves it), written by ``task_error_record``."""
+        values = {"claimed_until": None, "poll_attempts": F("poll_attempts") + 1, **values}
         for chunk in _chunks(pks):
-            Task.objects.filter(
+            rows = Task.objects.filter(
                 pk__in=chunk, status__in=list(IN_FLIGHT), claimed_until=self.lease
-            ).update(claimed_until=None, poll_attempts=F("poll_attempts") + 1, **values)
+            )
+            if reason is None:
+                rows.update(**values)
+            else:
+                task_error_record(tasks=rows, **reason._asdict(), **values)
         _log_release(self.lease, pks)
 
     # -- polling one group -----------------------------------------------------------------

@@ -22,6 +22,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from tasks_app.ledger import deduction_append
 from tasks_app.models import (
     FINISHED,
     Deduction,
@@ -254,8 +255,9 @@ def deduction_correct(*, issue: ReconciliationIssue, user, note: str = "") -> De
             text += f" {note}"
         if diff != ZERO:
             primary = Deduction.objects.filter(task=task, corrects__isnull=True).first()
-            row = Deduction.for_task(task, units=diff, recorded_at=now, corrects=primary, note=text)
-            row.save()
+            row = deduction_append(
+                task=task, units=diff, recorded_at=now, corrects=primary, note=text
+            )
         issue.resolved_at = now
         issue.resolved_by = user
         issue.resolution = ReconciliationIssue.Resolution.CORRECTED

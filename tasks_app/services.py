@@ -1,27 +1,41 @@
-"""The one writer of vendor state: ``task_apply_remote``.
+"""The one writer of a task's status, its status history and its error fields.
 
-Callbacks, list-page polling and single queries all end here (DESIGN.md §2 step 4). The
-function is idempotent and monotonic, and records the team's deduction exactly once, in
-the same transaction as the status change. Concurrency: the task row is locked
-(``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite every transaction begins IMMEDIATE, see
-settings, which serialises writers), and the ledger has a unique constraint per task as a
-last line of defence.
+"How does a task's status change?" is answered here (DESIGN.md §2 step 4):
+
+- ``task_create``: a new task row, ``queued``, with its first ``TaskEvent``.
+- ``task_status_move``: move a task to another status and record the ``TaskEvent``, with a
+  conditional update (``UPDATE … WHERE status IN expected_from``), so of two concurrent
+  writers only one wins. Refusals (``tasks_app.submission.task_refuse``) use it.
+- ``task_error_record`` / ``task_error_clear``: the ``error_*`` fields (the vendor's
+  ``code``, ``message`` and ``request_id``, or a transport failure's text) of a task that
+  waits after a failed create or poll, written in the same UPDATE as its scheduling columns.
+- ``task_apply_remote``: the single applier of vendor task objects. Callbacks, list-page
+  polling and single queries all end here. It is idempotent and monotonic, and records the
+  team's deduction exactly once (``tasks_app.ledger``), in the same transaction as the
+  status change. Concurrency: the task row is locked (``SELECT ... FOR UPDATE`` on
+  PostgreSQL; on SQLite every transaction begins IMMEDIATE, see settings, which serialises
+  writers), and the ledger has a unique constraint per task as a last line of defence.
+
+No other module assigns ``Task.status``, creates a ``TaskEvent`` or writes ``error_*``.
 """
 
 from __future__ import annotations
 
 import logging
-from decimal import Decimal
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from tasks_app.families import UnknownFamily, get_family
+from tasks_app.ledger import deduction_record
 from tasks_app.models import (
     FINISHED,
     STATUS_RANK,
-    Deduction,
+    VENDOR_STATUSES,
     Status,
     Task,
     TaskEvent,
@@ -32,7 +46,146 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_VENDOR_STATUSES = {Status.SUBMITTED, Status.PROCESSING, Status.SUCCEED, Status.FAILED}
+#: Columns only the helpers of this module write; passing them as extra ``fields`` is a bug.
+_OWN_FIELDS = frozenset({"status", "error_code", "error_message", "error_request_id"})
+
+
+class TaskError(NamedTuple):
+    """Why a task waits or was refused, as shown on its page: the vendor's ``code`` (None
+    for a transport failure or a problem of ours), ``message`` and ``request_id``."""
+
+    code: int | None
+    message: str
+    request_id: str | None = None
+
+
+#: "No error": what a task shows once the vendor answered again.
+NO_ERROR = TaskError(None, "", None)
+
+
+def _error_values(error: TaskError) -> dict[str, Any]:
+    return {
+        "error_code": error.code,
+        "error_message": error.message or "",
+        "error_request_id": error.request_id or "",
+    }
+
+
+def _check_fields(fields: dict[str, Any]) -> None:
+    owned = _OWN_FIELDS & set(fields)
+    if owned:
+        raise ValueError(
+            f"{', '.join(sorted(owned))}: written by task_status_move / task_error_record only."
+        )
+
+
+def _rows(task_pk: int | None, tasks: QuerySet[Task] | None) -> QuerySet[Task]:
+    if (task_pk is None) == (tasks is None):
+        raise TypeError("Give exactly one of task_pk and tasks.")
+    return Task.objects.filter(pk=task_pk) if tasks is None else tasks
+
+
+def task_create(*, source: str, at: datetime | None = None, **fields: Any) -> Task:
+    """Save a new task ``queued`` (``created_at`` = ``at``, default now) with its first
+    status-history entry (``source``, e.g. ``"form"``). ``fields``: the other columns
+    (team, creator, family, params, ``retry_at``…). Returns the saved task. Raises
+    ``ValueError`` when ``fields`` holds ``status`` or an ``error_*`` column.
+    """
+    _check_fields(fields)
+    at = at or timezone.now()
+    # No savepoint inside a caller's transaction: a failure here undoes the caller's work too.
+    with transaction.atomic(savepoint=False):
+        task = Task.objects.create(status=Status.QUEUED, created_at=at, **fields)
+        TaskEvent.objects.create(task=task, status=Status.QUEUED, at=at, source=source)
+    return task
+
+
+def task_status_move(
+    *,
+    to: str,
+    source: str,
+    task_pk: int | None = None,
+    task: Task | None = None,
+    expected_from: Iterable[str] | None = None,
+    note: str = "",
+    at: datetime | None = None,
+    error: TaskError | None = None,
+    **fields: Any,
+) -> bool:
+    """Move one task to status ``to`` and record the ``TaskEvent`` (``source``, ``note``,
+    ``at``: aware datetime, default now), if it is still in one of ``expected_from``.
+
+    The task is given as ``task_pk`` or as a loaded ``task`` (then, on success, the
+    instance's attributes are updated too, except values that are database expressions).
+    ``expected_from``: the statuses the move starts from (default: every status ranked
+    below ``to``); a finished task never moves. The move is one conditional UPDATE, so
+    when two writers race only one wins and the other gets False. ``error``: the error
+    fields to write with it (``NO_ERROR`` clears them; None leaves them). ``fields``: other
+    columns written in the same UPDATE (``finished_at``, ``result``…); ``updated_at`` is set
+    to ``at``, and ``retry_at`` is cleared when ``to`` is not ``queued``.
+
+    Returns True when this call moved the task. Raises ``ValueError`` for an unknown
+    status, and when ``fields`` holds ``status`` or an ``error_*`` column; ``TypeError``
+    unless exactly one of ``task_pk`` and ``task`` is given.
+    """
+    if (task is None) == (task_pk is None):
+        raise TypeError("Give exactly one of task_pk and task.")
+    if to not in STATUS_RANK:
+        raise ValueError(f"Unknown status {to!r}.")
+    _check_fields(fields)
+    pk = task.pk if task is not None else task_pk
+    if expected_from is None:
+        expected_from = [s for s, rank in STATUS_RANK.items() if rank < STATUS_RANK[to]]
+    allowed = sorted(set(expected_from) - FINISHED)
+    at = at or timezone.now()
+    values: dict[str, Any] = {**fields, "status": to, "updated_at": at}
+    if to != Status.QUEUED:
+        values.setdefault("retry_at", None)
+    if error is not None:
+        values.update(_error_values(error))
+    with transaction.atomic(savepoint=False):
+        moved = Task.objects.filter(pk=pk, status__in=allowed).update(**values) == 1
+        if moved:
+            TaskEvent.objects.create(task_id=pk, status=to, at=at, source=source, note=note)
+    if moved and task is not None:
+        for name, value in values.items():
+            if not hasattr(value, "resolve_expression"):
+                setattr(task, name, value)
+    return moved
+
+
+def task_error_record(
+    *,
+    code: int | None,
+    message: str,
+    request_id: str | None,
+    task_pk: int | None = None,
+    tasks: QuerySet[Task] | None = None,
+    **fields: Any,
+) -> int:
+    """Record why a task waits: the vendor's ``code``, ``message`` and ``request_id`` of a
+    failed create or poll (KLING_API.md §2), or a transport or configuration failure
+    (``code`` and ``request_id`` None). Shown on the task page until the vendor answers.
+
+    Writes one UPDATE on ``task_pk`` or on the rows of ``tasks`` (a ``Task`` queryset that
+    narrows the rows: status, claim…), together with ``fields`` (scheduling columns such as
+    ``retry_at``, ``next_poll_at``, ``claimed_until``). Never changes status. Returns the
+    number of rows written. Raises ``ValueError`` when ``fields`` holds ``status`` or an
+    ``error_*`` column; ``TypeError`` unless exactly one of ``task_pk`` and ``tasks`` is
+    given.
+    """
+    _check_fields(fields)
+    error = TaskError(code, message, request_id)
+    return _rows(task_pk, tasks).update(**fields, **_error_values(error))
+
+
+def task_error_clear(
+    *, task_pk: int | None = None, tasks: QuerySet[Task] | None = None, **fields: Any
+) -> int:
+    """Forget a task's last error (the vendor answered again), in one UPDATE with ``fields``
+    (as ``task_error_record``). Returns the number of rows written."""
+    _check_fields(fields)
+    return _rows(task_pk, tasks).update(**fields, **_error_values(NO_ERROR))
 
 
 def task_apply_remote(*, task_pk: int, remote: KlingTask, source: str) -> bool:
@@ -45,15 +198,17 @@ def task_apply_remote(*, task_pk: int, remote: KlingTask, source: str) -> bool:
     Rules: a finished task never changes; status only moves forward
     (queued → submitted → processing → succeed | failed); an equal status refreshes only the
     vendor timestamps. On finishing, the result and ``final_unit_deduction`` (units, Decimal)
-    are stored and one ``Deduction`` row is recorded — for succeeded tasks always, for
-    failed ones when the vendor charged units. On success the family's ``on_succeed`` hook
-    runs in the same transaction, and media keeping and budget alerts are enqueued on commit.
+    are stored and one ``Deduction`` row is recorded (``tasks_app.ledger.deduction_record``)
+    — for succeeded tasks always, for failed ones when the vendor charged units. The status
+    change itself is a ``task_status_move`` (event and cleared error fields included). On
+    success the family's ``on_succeed`` hook runs in the same transaction, and media keeping
+    and budget alerts are enqueued on commit.
 
     Returns True when the task changed status. Raises ``Task.DoesNotExist``. An unknown
     ``task_status`` is logged and ignored (returns False).
     """
     new_status = remote.task_status
-    if new_status not in _VENDOR_STATUSES:
+    if new_status not in VENDOR_STATUSES:
         log.warning("task %s: ignoring unknown task_status %r", task_pk, new_status)
         return False
     with transaction.atomic():
@@ -78,50 +233,46 @@ def task_apply_remote(*, task_pk: int, remote: KlingTask, source: str) -> bool:
             return False
 
         now = timezone.now()
-        task.status = new_status
-        task.vendor_updated_at = remote.updated_at or task.vendor_updated_at
-        task.task_status_msg = remote.task_status_msg or ""
-        # The vendor answered: an earlier failed submit or poll no longer explains anything.
-        task.error_code, task.error_message, task.error_request_id = None, "", ""
-        if task.submitted_at is None:
-            task.submitted_at = now
+        fields: dict[str, Any] = {
+            "task_id": task.task_id,
+            "vendor_created_at": task.vendor_created_at,
+            "vendor_updated_at": remote.updated_at or task.vendor_updated_at,
+            "task_status_msg": remote.task_status_msg or "",
+            "submitted_at": task.submitted_at or now,
+        }
         if new_status in FINISHED:
-            task.finished_at = now
-            task.next_poll_at = None
-            task.claimed_until = None
-            task.is_stale = False
-            task.result = remote.task_result or {}
-            task.final_unit_deduction = remote.final_unit_deduction
-        task.save()
-        TaskEvent.objects.create(
-            task=task, status=new_status, at=now, source=source, note=task.task_status_msg
+            fields.update(
+                finished_at=now,
+                next_poll_at=None,
+                claimed_until=None,
+                is_stale=False,
+                result=remote.task_result or {},
+                final_unit_deduction=remote.final_unit_deduction,
+            )
+        moved = task_status_move(
+            task=task,
+            to=new_status,
+            source=source,
+            note=fields["task_status_msg"],
+            expected_from=[task.status],  # the row is locked: this is its status
+            at=now,
+            # The vendor answered: an earlier failed submit or poll no longer explains anything.
+            error=NO_ERROR,
+            **fields,
         )
+        if not moved:
+            return False
         if new_status in FINISHED:
             # An imported task (kling_sync) was charged when Kling finished it, not now:
             # usage days and budget periods follow the vendor's time.
             charged_at = remote.updated_at if source == "sync" and remote.updated_at else now
-            _record_deduction(task, charged_at)
+            deduction_record(task=task, charged_at=charged_at)
         if new_status == Status.SUCCEED:
             _run_on_succeed(task, remote)
             _enqueue_on_commit("tasks_app.jobs.keep_media", task.pk)
         if new_status in FINISHED:
             _enqueue_on_commit("tasks_app.jobs.check_budget_alerts", task.team_id)
     return True
-
-
-def _record_deduction(task: Task, now) -> None:
-    units = task.final_unit_deduction
-    if units is None:
-        return
-    if task.status != Status.SUCCEED and units <= Decimal("0"):
-        return
-    try:
-        # A savepoint, so a duplicate (impossible under the row lock, but guarded by the
-        # unique constraint) does not poison the surrounding transaction.
-        with transaction.atomic():
-            Deduction.for_task(task, units=units, recorded_at=now).save()
-    except IntegrityError:
-        log.warning("task %s: deduction already recorded; not recording twice", task.pk)
 
 
 def _run_on_succeed(task: Task, remote: KlingTask) -> None:

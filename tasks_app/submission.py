@@ -1,21 +1,24 @@
 """Queuing tasks from the forms and sending their create calls (DESIGN.md §2 steps 1–2).
 
 - ``task_queue``: the request side. Checks the budget, saves the task ``queued`` with a
-  ``queued`` event, and enqueues ``tasks_app.jobs.submit_task`` on commit. Never calls Kling.
+  ``queued`` event (``tasks_app.services.task_create``), and enqueues
+  ``tasks_app.jobs.submit_task`` on commit. Never calls Kling.
 - ``task_submit``: the job side. Claims the row with a conditional update (a lease in
   ``claimed_until``), so two clusters never send one task twice, then sends the create call
   with ``external_task_id`` = the task's code and a signed ``callback_url``, and hands the
-  answer to ``task_apply_remote`` (the one writer of vendor state).
+  answer to ``task_apply_remote`` (the one applier of vendor state). Every status, event
+  and error write goes through ``tasks_app.services``.
 - ``tasks_submit_due``: the safety net, called by the cluster's periodic poll job. Submits
-  queued tasks whose ``next_poll_at`` has passed: the retries after 1302/1303/5xx/network
-  errors, tasks whose account pause was lifted, and tasks whose enqueued job was lost.
+  queued tasks whose ``retry_at`` has passed (``Task.objects.due_for_submit``): the retries
+  after 1302/1303/5xx/network errors, tasks whose account pause was lifted, and tasks whose
+  enqueued job was lost.
 
 What each vendor answer does (KLING_API.md §2):
 
 =====================================  =====================================================
 INVALID_REQUEST, POLICY, PERMISSION,   the task ends ``error`` with code, message and
 NOT_FOUND (1103, 1200–1203, 1300–1304) request_id shown to its creator (``task_refuse``)
-RATE_LIMIT, CONCURRENCY, SERVER,       stays ``queued``, claim released, ``next_poll_at`` =
+RATE_LIMIT, CONCURRENCY, SERVER,       stays ``queued``, claim released, ``retry_at`` =
 NETWORK (1302, 1303, 5000–5002, none)  now + backoff (2 s doubling to 5 min, +0–25 % jitter)
 ACCOUNT (1100–1102), AUTHENTICATION    the Kling account is paused (``account_pause``: code,
 (1000–1004)                            message, request_id, time) and the task stays queued
@@ -29,25 +32,33 @@ by ``external_task_id`` first, and any later attempt of ``task_submit`` (``submi
 from __future__ import annotations
 
 import logging
-import random
 import time
 from datetime import timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
-from klingweb.accounts.models import KlingAccount
+from klingweb.accounts.models import KlingAccount, Team
+from klingweb.accounts.services import SecretUnreadable, account_for_team, kling_client_for
+from klingweb.kling import ErrorClass, KlingError
+from klingweb.kling.backoff import backoff_delay
 from tasks_app.budgets import budget_check, estimate_units
+from tasks_app.callbacks import callback_url_for
 from tasks_app.families import get_family
-from tasks_app.models import IN_FLIGHT, Status, Task, TaskEvent
-
-if TYPE_CHECKING:
-    from klingweb.kling import KlingError
+from tasks_app.models import Status, Task
+from tasks_app.services import (
+    TaskError,
+    task_apply_remote,
+    task_create,
+    task_error_clear,
+    task_error_record,
+    task_status_move,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +70,11 @@ log = logging.getLogger(__name__)
 SUBMIT_LEASE_SECONDS = 300
 #: Seconds after queuing when the safety net may submit a task whose job never ran.
 SUBMIT_GRACE_SECONDS = 30
-#: Backoff of retryable failures: 2 s doubling per attempt, at most 300 s, + 0–25 % jitter.
+#: Backoff of retryable failures (``klingweb.kling.backoff.backoff_delay``): 2 s doubling per
+#: attempt, at most 300 s, times a random factor in [1.0, 1.25] (+0–25 % jitter).
 BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_MAX_SECONDS = 300.0
+BACKOFF_JITTER = (1.0, 1.25)
 #: Seconds before a task of a paused account is looked at again.
 PAUSED_RECHECK_SECONDS = 60
 #: Seconds after acceptance when the poller first looks at a submitted task.
@@ -71,7 +84,7 @@ FIRST_POLL_SECONDS = 5
 SUBMITTED = "submitted"  # accepted by Kling (or found there): the task is in flight
 FOUND = "found"  # an earlier attempt had created it; the lookup found it
 REFUSED = "refused"  # the vendor refused it: the task ended ``error``
-RETRY = "retry"  # retryable failure: stays queued, next_poll_at set
+RETRY = "retry"  # retryable failure: stays queued, retry_at set
 PAUSED = "paused"  # the account is (now) paused: stays queued
 NOT_CLAIMED = "not-claimed"  # not queued, or another worker holds the claim
 
@@ -99,9 +112,6 @@ def task_queue(
     """
     from django_q.tasks import async_task
 
-    from klingweb.accounts.models import Team
-    from klingweb.accounts.services import account_for_team
-
     units = estimate_units(family=family, params=params)
     now = timezone.now()
     with transaction.atomic():
@@ -109,7 +119,9 @@ def task_queue(
         # other (PostgreSQL); on SQLite every write transaction is already serialised.
         Team.objects.select_for_update().filter(pk=team.pk).exists()
         budget_check(team=team, user=user, units=units)
-        task = Task.objects.create(
+        task = task_create(
+            source="form",
+            at=now,
             team=team,
             creator=user,
             family=family,
@@ -120,11 +132,8 @@ def task_queue(
             mode=str(params.get("mode") or "")[:10],
             kling_account=account_for_team(team=team),
             estimated_units=units if isinstance(units, Decimal) else Decimal(str(units)),
-            status=Status.QUEUED,
-            created_at=now,
-            next_poll_at=now + timedelta(seconds=SUBMIT_GRACE_SECONDS),
+            retry_at=now + timedelta(seconds=SUBMIT_GRACE_SECONDS),
         )
-        TaskEvent.objects.create(task=task, status=Status.QUEUED, at=now, source="form")
         task_pk = task.pk
         transaction.on_commit(lambda: async_task("tasks_app.jobs.submit_task", task_pk))
     return task
@@ -132,8 +141,9 @@ def task_queue(
 
 def _claim(task_pk: int, now) -> bool:
     return (
-        Task.objects.filter(pk=task_pk, status=Status.QUEUED)
-        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        Task.objects.queued()
+        .unclaimed(now)
+        .filter(pk=task_pk)
         .update(
             claimed_until=now
             + timedelta(seconds=getattr(settings, "SUBMIT_LEASE_SECONDS", SUBMIT_LEASE_SECONDS)),
@@ -144,8 +154,10 @@ def _claim(task_pk: int, now) -> bool:
 
 
 def _backoff_seconds(attempts: int) -> float:
-    base = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, min(attempts - 1, 16)))
-    return base * (1 + random.uniform(0, 0.25))
+    """Seconds before the next create after failed attempt number ``attempts`` (1-based)."""
+    return backoff_delay(
+        attempts, base=BACKOFF_BASE_SECONDS, cap=BACKOFF_MAX_SECONDS, jitter=BACKOFF_JITTER
+    )
 
 
 def task_refuse(
@@ -154,38 +166,36 @@ def task_refuse(
     """End a still-queued task as ``error``: the vendor refused its create call.
 
     Stores the vendor's ``code``, ``message`` and ``request_id`` (shown on the task page)
-    and a status-history entry. Touches only a task that is ``queued``; returns True when
-    it did. Nothing is charged for a refused create (KLING_API.md §2).
+    and a status-history entry, in one ``task_status_move`` from ``queued`` (a task that has
+    left ``queued`` meanwhile is not touched); returns True when it moved the task. Nothing
+    is charged for a refused create (KLING_API.md §2).
     """
     now = timezone.now()
-    with transaction.atomic():
-        changed = Task.objects.filter(pk=task_pk, status=Status.QUEUED).update(
-            status=Status.ERROR,
-            error_code=code,
-            error_message=message or "",
-            error_request_id=request_id or "",
-            finished_at=now,
-            claimed_until=None,
-            next_poll_at=None,
-        )
-        if changed:
-            note = f"{code}: {message}" if code is not None else message
-            TaskEvent.objects.create(
-                task_id=task_pk, status=Status.ERROR, at=now, source=source, note=note
-            )
-    return changed == 1
+    return task_status_move(
+        task_pk=task_pk,
+        to=Status.ERROR,
+        source=source,
+        note=f"{code}: {message}" if code is not None else message,
+        expected_from=[Status.QUEUED],
+        at=now,
+        error=TaskError(code, message, request_id),
+        finished_at=now,
+        claimed_until=None,
+        next_poll_at=None,
+    )
 
 
 def _task_retry_later(
     task_pk: int, *, code: int | None, message: str, request_id: str | None, delay: float
 ) -> None:
     """Keep a queued task queued: release the claim, note the error, come back in ``delay`` s."""
-    Task.objects.filter(pk=task_pk, status=Status.QUEUED).update(
+    task_error_record(
+        tasks=Task.objects.queued().filter(pk=task_pk),
+        code=code,
+        message=message,
+        request_id=request_id,
         claimed_until=None,
-        next_poll_at=timezone.now() + timedelta(seconds=delay),
-        error_code=code,
-        error_message=message or "",
-        error_request_id=request_id or "",
+        retry_at=timezone.now() + timedelta(seconds=delay),
     )
 
 
@@ -258,10 +268,10 @@ def _after_accept(task_pk: int) -> None:
     """Release the claim, forget the errors of earlier attempts, and give the poller its
     first look time."""
     now = timezone.now()
-    Task.objects.filter(pk=task_pk).exclude(status=Status.ERROR).update(
-        claimed_until=None, error_code=None, error_message="", error_request_id=""
+    task_error_clear(
+        tasks=Task.objects.filter(pk=task_pk).exclude(status=Status.ERROR), claimed_until=None
     )
-    Task.objects.filter(pk=task_pk, status__in=IN_FLIGHT).update(
+    Task.objects.in_flight().filter(pk=task_pk).update(
         next_poll_at=now + timedelta(seconds=FIRST_POLL_SECONDS), poll_attempts=0
     )
 
@@ -277,11 +287,6 @@ def task_submit(*, task_pk: int) -> str:
     ``task_apply_remote(source="submit")`` (``SUBMITTED``). Failures follow the module
     docstring's table (``REFUSED``, ``RETRY``, ``PAUSED``). Returns the outcome.
     """
-    from klingweb.accounts.services import SecretUnreadable, account_for_team, kling_client_for
-    from klingweb.kling import ErrorClass, KlingError
-    from tasks_app.callbacks import callback_url_for
-    from tasks_app.services import task_apply_remote
-
     now = timezone.now()
     if not _claim(task_pk, now):
         return NOT_CLAIMED
@@ -342,7 +347,7 @@ def task_submit(*, task_pk: int) -> str:
 
 
 def tasks_submit_due(*, limit: int = 50, time_budget_s: float = 20.0) -> int:
-    """Submit queued tasks whose ``next_poll_at`` ≤ now (the cluster's poll job calls this).
+    """Submit queued tasks whose ``retry_at`` ≤ now (the cluster's poll job calls this).
 
     Oldest first, at most ``limit`` per call, stopping after ``time_budget_s`` seconds.
     Skips tasks of paused accounts and tasks under a live claim; after a 1302/1303 for one
@@ -353,8 +358,7 @@ def tasks_submit_due(*, limit: int = 50, time_budget_s: float = 20.0) -> int:
     """
     now = timezone.now()
     due = (
-        Task.objects.filter(status=Status.QUEUED, next_poll_at__lte=now)
-        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        Task.objects.due_for_submit(now)
         .exclude(kling_account__paused_at__isnull=False)
         .order_by("created_at", "id")
         .values_list("pk", "kling_account_id")[:limit]
@@ -404,14 +408,10 @@ def _wake_after_outage(account_id: int, *, now) -> int:
     up during an outage drains at the next calls instead of over the following minutes.
     Tasks waiting after 1302/1303 (rate and concurrency limits) keep their backoff. Returns
     how many were woken."""
-    from tasks_app.polling import SERVER_CODES
-
-    server_failure = Q(error_code__in=SERVER_CODES) | (
-        Q(error_code__isnull=True) & ~Q(error_message="")
-    )
     return (
-        Task.objects.filter(status=Status.QUEUED, kling_account_id=account_id, next_poll_at__gt=now)
-        .filter(server_failure)
-        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-        .update(next_poll_at=now)
+        Task.objects.queued()
+        .filter(kling_account_id=account_id, retry_at__gt=now)
+        .waiting_after_server_error()
+        .unclaimed(now)
+        .update(retry_at=now)
     )

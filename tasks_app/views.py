@@ -23,10 +23,11 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from klingweb.accounts.access import READ, READ_WRITE, TeamAccess, object_for_user, team_for_user
 from klingweb.accounts.models import KlingAccount, Role
-from tasks_app.budgets import BudgetExceeded
+from tasks_app.budgets import BudgetExceeded, budget_banners
 from tasks_app.families import TaskFamily, UnknownFamily, get_family, registry
 from tasks_app.forms import TaskFilterForm, video_extend_refusal
 from tasks_app.models import Family, Task, TaskMedia
+from tasks_app.submission import task_queue
 from tasks_app.templatetags.tasks_tags import units
 from tasks_app.uploads import (
     team_upload_prefix,
@@ -82,13 +83,8 @@ def _base_context(access: TeamAccess, *, banners: bool = True) -> dict:
     """Context of every task page: the access, the team, and the banners' data."""
     context: dict[str, Any] = {"access": access, "team": access.team}
     if banners:
-        from tasks_app import budgets
-
         context["paused_account"] = _paused_account(access.team)
-        banner_source = getattr(budgets, "budget_banners", None)
-        context["budget_banners"] = (
-            banner_source(team=access.team, user=access.membership.user) if banner_source else []
-        )
+        context["budget_banners"] = budget_banners(team=access.team, user=access.membership.user)
     return context
 
 
@@ -127,7 +123,8 @@ def _task_list(request: HttpRequest, team: Any, *, mine: bool) -> HttpResponse:
 def task_list(request: HttpRequest, team: Any) -> HttpResponse:
     """GET /t/<team>/tasks/: the team's tasks, filtered, sorted, 25 a page.
 
-    Query: ``status`` (a status or ``active``), ``family``, ``creator`` (user id),
+    Query: ``status`` (a status, ``unfinished`` = queued or at Kling, or ``in_flight`` = at
+    Kling: submitted or processing), ``family``, ``creator`` (user id),
     ``date_from``/``date_to`` (YYYY-MM-DD, team time zone, inclusive), ``q`` (prompt,
     summary, code, vendor task_id), ``sort`` (``-created`` default | ``created``), ``page``.
     HTMX: only the ``#table`` partial. Any member, viewers included.
@@ -141,7 +138,8 @@ def task_mine(request: HttpRequest, team: Any) -> HttpResponse:
 
 
 def task_row(request: HttpRequest, team: Any, code: Any) -> HttpResponse:
-    """GET /t/<team>/tasks/<code>/row/: one row of the list (HTMX polling of tasks in flight).
+    """GET /t/<team>/tasks/<code>/row/: one row of the list (HTMX polling of unfinished
+    tasks: queued, submitted, processing).
 
     The row of a finished task carries no polling trigger, so the polling stops.
     """
@@ -178,10 +176,9 @@ def _initial(request: HttpRequest, access: TeamAccess, family: TaskFamily, form_
             .filter(family=family.key)
             .first()
         )
-        if source is not None and hasattr(form_class, "initial_from_params"):
+        if source is not None:
             initial.update(form_class.initial_from_params(source.params))
-    if hasattr(form_class, "initial_from_query"):
-        initial.update(form_class.initial_from_query(request.GET))
+    initial.update(form_class.initial_from_query(request.GET))
     return initial, source
 
 
@@ -246,14 +243,12 @@ def task_create(request: HttpRequest, team: Any, family: str) -> HttpResponse:
 def _queue_from_form(request: HttpRequest, access: TeamAccess, fam: TaskFamily, form) -> Any:
     """Store the form's uploads, build the params and queue the task; on a budget refusal
     delete the uploads again, add a form error and return None."""
-    from tasks_app.submission import task_queue
-
-    saved = form.store_files() if hasattr(form, "store_files") else []
+    saved = form.store_files()
     if fam.build_params is not None:
         params = fam.build_params(form.cleaned_data, access.team)
     else:
         params = form.build_params()
-    prompt, summary = form.describe() if hasattr(form, "describe") else ("", "")
+    prompt, summary = form.describe()
     try:
         return task_queue(
             team=access.team,
@@ -337,7 +332,7 @@ def _task_context(access: TeamAccess, task: Task, *, banners: bool = True) -> di
 def task_detail(request: HttpRequest, team: Any, code: Any) -> HttpResponse:
     """GET /t/<team>/tasks/<code>/: a task's parameters, status history, results and cost.
 
-    While the task is in flight its ``#live`` region polls this URL (HTMX: the partial
+    While the task is unfinished (queued or at Kling) its ``#live`` region polls this URL (HTMX: the partial
     only) and stops once the task has finished.
     """
     task, access = object_for_user(

@@ -18,6 +18,7 @@ from tasks_app.callbacks import callback_token_for
 from tasks_app.models import Deduction, Status, Task
 from tasks_app.polling import CLAIM_SECONDS, tasks_claim, tasks_poll
 from tasks_app.services import task_apply_remote
+from tasks_app.submission import task_queue, task_refuse
 from tests.cluster_support import (  # noqa: F401 - fast_passwords is an autouse fixture
     T2V,
     fast_passwords,
@@ -183,3 +184,36 @@ def test_callback_and_apply_racing_in_many_threads_record_once(portal, fresh_san
         targets += [deliver(task), deliver(task), apply(task), apply(task)]
     assert _run_threads(targets) == []
     _assert_one_deduction_each(fresh_sandbox, tasks)
+
+
+def test_refusal_racing_acceptance_has_one_winner(portal, fresh_sandbox):
+    """Late refusals and the vendor's acceptance of one queued task, all at once: the task
+    ends either submitted or refused, never both, with one status-history entry each."""
+    account = sandbox_account(fresh_sandbox, portal.team)
+    portal.team.kling_account = account
+    portal.team.save()
+    client = kling_client_for(account)
+    tasks = []
+    for _ in range(4):
+        task = task_queue(team=portal.team, user=portal.member, family="text2video", params=T2V)
+        remote = client.create_task(
+            "text2video", {**T2V, "external_task_id": task.external_task_id}
+        )
+        tasks.append((task, remote))
+
+    def apply(task, remote):
+        return lambda: task_apply_remote(task_pk=task.pk, remote=remote, source="submit")
+
+    def refuse(task):
+        return lambda: task_refuse(task_pk=task.pk, code=1201, message="bad", request_id="r")
+
+    targets = []
+    for task, remote in tasks:
+        targets += [apply(task, remote), refuse(task), apply(task, remote), refuse(task)]
+    assert _run_threads(targets) == []
+    for task, _remote in tasks:
+        task.refresh_from_db()
+        events = list(task.events.values_list("status", flat=True))
+        assert events in (["queued", "submitted"], ["queued", "error"]), events
+        assert task.status == events[-1]
+        assert (task.error_code == 1201) == (task.status == Status.ERROR)

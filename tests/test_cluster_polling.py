@@ -137,7 +137,7 @@ def test_concurrency_refusals_on_create_keep_tasks_queued(portal, fresh_sandbox,
     task = submission.task_queue(
         team=portal.team, user=portal.member, family="text2video", params=dict(T2V)
     )
-    Task.objects.filter(pk=task.pk).update(next_poll_at=timezone.now())
+    Task.objects.filter(pk=task.pk).update(retry_at=timezone.now())
     fresh_sandbox.config.create_concurrency_rate = 1.0  # every create answers 1303
 
     poll_cycle()
@@ -145,7 +145,7 @@ def test_concurrency_refusals_on_create_keep_tasks_queued(portal, fresh_sandbox,
     task.refresh_from_db()
     assert task.status == Status.QUEUED, "1303 keeps the task queued, never failed"
     fresh_sandbox.reset_faults()
-    Task.objects.filter(pk=task.pk).update(next_poll_at=timezone.now(), claimed_until=None)
+    Task.objects.filter(pk=task.pk).update(retry_at=timezone.now(), claimed_until=None)
     poll_cycle()
     task.refresh_from_db()
     assert task.status == Status.SUBMITTED and task.task_id

@@ -98,7 +98,8 @@ def sandbox_tasks(sandbox, task: Task) -> list[dict]:
 
 
 def make_due(task: Task) -> None:
-    Task.objects.filter(pk=task.pk).update(next_poll_at=timezone.now() - timedelta(seconds=1))
+    """Bring a queued task's retry time (``retry_at``) to just before now."""
+    Task.objects.filter(pk=task.pk).update(retry_at=timezone.now() - timedelta(seconds=1))
 
 
 # -- the happy path ---------------------------------------------------------------------
@@ -272,7 +273,7 @@ class TestErrors:
             task.refresh_from_db()
             assert task.status == Status.QUEUED and task.claimed_until is None
             assert task.error_code == 1303
-            delays.append((task.next_poll_at - before).total_seconds())
+            delays.append((task.retry_at - before).total_seconds())
         assert 2 <= delays[0] < delays[1] < delays[2]
         assert sandbox_tasks(fresh_sandbox, task) == []
 
@@ -284,12 +285,56 @@ class TestErrors:
         assert task.submit_attempts == 4
         assert len(sandbox_tasks(fresh_sandbox, task)) == 1
 
-    def test_5000_is_retried_later(self, portal, kling, fresh_sandbox):
+    def test_5000_is_retried_later(self, client, portal, kling, fresh_sandbox):
         fresh_sandbox.config.error_rate = 1.0
         task = queued(portal.team, portal.member)
         assert submission.task_submit(task_pk=task.pk) == submission.RETRY
         task.refresh_from_db()
         assert task.status == Status.QUEUED and task.error_code in (5000, 5001)
+        assert task.retry_at > timezone.now() and task.next_poll_at is None
+        # Its page says why it waits and when it is tried again.
+        client.force_login(portal.member)
+        body = client.get(
+            reverse("tasks-detail", kwargs={"team": portal.team.code, "code": task.code})
+        ).content.decode()
+        when = timezone.localtime(task.retry_at).strftime("%H:%M:%S")
+        assert "Waiting to be sent" in body and f"retried after {when}" in body
+
+    def test_server_error_waits_end_once_kling_answers_again(self, portal, kling, fresh_sandbox):
+        fresh_sandbox.config.error_rate = 1.0
+        failed = queued(portal.team, portal.member)
+        assert submission.task_submit(task_pk=failed.pk) == submission.RETRY
+        fresh_sandbox.reset_faults()
+        fresh_sandbox.config.create_concurrency_rate = 1.0
+        limited = queued(portal.team, portal.member)
+        assert submission.task_submit(task_pk=limited.pk) == submission.RETRY
+        fresh_sandbox.reset_faults()
+        # Both wait out a long backoff (as after several failures: up to 5 minutes).
+        later = timezone.now() + timedelta(minutes=5)
+        Task.objects.filter(pk__in=[failed.pk, limited.pk]).update(retry_at=later)
+        fresh = queued(portal.team, portal.member)
+        make_due(fresh)
+
+        assert submission.tasks_submit_due() == 1  # Kling accepts the fresh one again...
+        failed.refresh_from_db()
+        limited.refresh_from_db()
+        assert failed.retry_at <= timezone.now(), "...so the 5xx wait ends now"
+        assert limited.retry_at == later, "a 1303 wait keeps its backoff"
+        assert submission.tasks_submit_due() == 1
+        failed.refresh_from_db()
+        limited.refresh_from_db()
+        assert failed.status == Status.SUBMITTED and failed.retry_at is None
+        assert limited.status == Status.QUEUED and limited.error_code == 1303
+
+    def test_late_refusal_of_an_accepted_task_changes_nothing(self, portal, kling, fresh_sandbox):
+        task = queued(portal.team, portal.member)
+        assert submission.task_submit(task_pk=task.pk) == submission.SUBMITTED
+        assert not submission.task_refuse(
+            task_pk=task.pk, code=1201, message="too late", request_id="req-late"
+        )
+        task.refresh_from_db()
+        assert task.status == Status.SUBMITTED and task.error_code is None
+        assert list(task.events.values_list("status", flat=True)) == ["queued", "submitted"]
 
     def test_missing_upload_is_refused(self, portal, kling, fresh_sandbox):
         task = queued(portal.team, portal.member, family="multi_shot")
@@ -461,3 +506,36 @@ class TestTimeouts:
         assert task.status in IN_FLIGHT | {Status.SUCCEED}
         assert task.task_id == sandbox_tasks(fresh_sandbox, task)[0]["task_id"]
         assert len(sandbox_tasks(fresh_sandbox, task)) == 1
+
+
+# -- the retry_at migration ---------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migration_moves_queued_retry_times_to_retry_at(portal):
+    """Tasks queued before 0002 kept their retry time in ``next_poll_at``: after the
+    migration a queued task is retried when it was going to be, and an in-flight task's
+    poll time is left alone."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before = [("tasks_app", "0001_initial")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        old = executor.loader.project_state(before).apps.get_model("tasks_app", "Task")
+        when = timezone.now() + timedelta(minutes=3)
+        queued_pk = old.objects.create(
+            team_id=portal.team.pk, family="text2video", status="queued", next_poll_at=when
+        ).pk
+        flying_pk = old.objects.create(
+            team_id=portal.team.pk, family="text2video", status="submitted", next_poll_at=when
+        ).pk
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())  # back to the full schema
+    waiting = Task.objects.get(pk=queued_pk)
+    flying = Task.objects.get(pk=flying_pk)
+    assert waiting.retry_at == when and waiting.next_poll_at is None
+    assert flying.next_poll_at == when and flying.retry_at is None
+    assert list(Task.objects.due_for_submit(when)) == [waiting]

@@ -91,7 +91,9 @@ class TestTaskList:
     def test_filters(self, client, portal):
         make_task(portal.team, portal.member, prompt="alpha", status=Status.SUCCEED)
         make_task(portal.team, portal.owner, prompt="beta", family="avatar")
-        make_task(portal.team, portal.owner, prompt="gamma", task_id="vendor-xyz-1")
+        make_task(
+            portal.team, portal.owner, prompt="gamma", task_id="vendor-xyz-1", status="processing"
+        )
         old = make_task(portal.team, portal.owner, prompt="delta")
         old.created_at = timezone.now() - timedelta(days=10)
         old.save()
@@ -103,7 +105,11 @@ class TestTaskList:
             return {p for p in ("alpha", "beta", "gamma", "delta") if p in body}
 
         assert shown(status="succeed") == {"alpha"}
-        assert shown(status="active") == {"beta", "gamma", "delta"}
+        # "Unfinished" is queued or at Kling; "At Kling" leaves the queued ones out.
+        assert shown(status="unfinished") == {"beta", "gamma", "delta"}
+        assert shown(status="in_flight") == {"gamma"}
+        body = client.get(list_url).content.decode()
+        assert "Unfinished (queued or at Kling)" in body and "In flight" not in body
         assert shown(family="avatar") == {"beta"}
         assert shown(creator=str(portal.member.pk)) == {"alpha"}
         assert shown(q="xyz") == {"gamma"}

@@ -68,6 +68,11 @@ CODE_CLASSES: dict[int, ErrorClass] = {
     5002: ErrorClass.SERVER,
 }
 
+#: The vendor's server-side failure codes (5000–5002, HTTP 5xx; KLING_API.md §2). A task
+#: that waits after one of them (or after a transport failure, which has no code) may be
+#: tried again as soon as the vendor answers another call.
+SERVER_CODES = frozenset(code for code, kind in CODE_CLASSES.items() if kind is ErrorClass.SERVER)
+
 
 def classify(code: int | None, http_status: int | None) -> ErrorClass:
     """Return the ``ErrorClass`` of a failure.

@@ -637,14 +637,16 @@ def _laggards(team_ids: list[int], limit: int = 3) -> list[str]:
     """A few unfinished tasks with their scheduling state, for the progress lines."""
     from django.utils import timezone
 
-    from tasks_app.models import FINISHED, Task
+    from tasks_app.models import FINISHED, Status, Task
 
     now = timezone.now()
     out = []
     for task in Task.objects.filter(team_id__in=team_ids).exclude(status__in=list(FINISHED))[
         :limit
     ]:
-        due = (task.next_poll_at - now).total_seconds() if task.next_poll_at else None
+        # A queued task waits for its create call (retry_at), one in flight for a poll.
+        due_at = task.retry_at if task.status == Status.QUEUED else task.next_poll_at
+        due = (due_at - now).total_seconds() if due_at else None
         claimed = (task.claimed_until - now).total_seconds() if task.claimed_until else None
         out.append(
             f"{task.pk} {task.status} submits={task.submit_attempts} polls={task.poll_attempts}"
