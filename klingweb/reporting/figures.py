@@ -48,13 +48,11 @@ from django.utils import timezone
 from klingweb.accounts.models import Team
 from klingweb.reporting.periods import FAMILY_LABELS, Choice, Period
 from tasks_app.budgets import period_bounds, team_zone
-from tasks_app.models import Budget, Deduction, Family, Status, Task
+from tasks_app.models import VENDOR_STATUSES, Budget, Deduction, Family, Status, Task
 
 #: Output field of every units sum: wide enough for a company's lifetime, 3 places.
 UNITS_FIELD = DecimalField(max_digits=20, decimal_places=3)
 ZERO = Decimal("0.000")
-#: Statuses of a task Kling accepted (it ran, or is running).
-RUN_STATUSES = (Status.SUBMITTED, Status.PROCESSING, Status.SUCCEED, Status.FAILED)
 #: How many of the most expensive tasks a report lists.
 TOP_TASKS = 10
 #: What the most expensive tasks table shows of a task (not its parameters and results).
@@ -477,7 +475,7 @@ def usage_figures(*, scope: Scope, period: Period, group_kind: str = "member") -
             top.append((ref, _units(spent)))
         else:  # tasks created in the period, per family and status
             fam = by_family.setdefault(family, FamilyRow(family=family))
-            if name1 in RUN_STATUSES:
+            if name1 in VENDOR_STATUSES:  # Kling accepted it: it ran, or runs
                 fam.tasks_run += n
             if name1 == Status.SUCCEED:
                 fam.succeeded += n
