@@ -48,7 +48,7 @@ from django.utils import timezone
 from klingweb.accounts.models import Team
 from klingweb.reporting.periods import FAMILY_LABELS, Choice, Period
 from tasks_app.budgets import period_bounds, team_zone
-from tasks_app.models import VENDOR_STATUSES, Budget, Deduction, Family, Status, Task
+from tasks_app.models import IN_FLIGHT, VENDOR_STATUSES, Budget, Deduction, Family, Status, Task
 
 #: Output field of every units sum: wide enough for a company's lifetime, 3 places.
 UNITS_FIELD = DecimalField(max_digits=20, decimal_places=3)
@@ -481,7 +481,7 @@ def usage_figures(*, scope: Scope, period: Period, group_kind: str = "member") -
                 fam.succeeded += n
             elif name1 == Status.FAILED:
                 fam.failed += n
-            elif name1 in (Status.SUBMITTED, Status.PROCESSING):
+            elif name1 in IN_FLIGHT:
                 fam.in_flight += n
 
     order = {key: i for i, key in enumerate(Family.values)}
