@@ -1,6 +1,6 @@
 """Run django-q2 jobs of a test synchronously, when the test says so.
 
-``jobs`` (fixture) records what the code enqueues with ``async_task`` instead of handing it
+``record_jobs`` (used by each test module's ``jobs`` fixture) records what the code enqueues with ``async_task`` instead of handing it
 to a cluster; ``jobs.post(client, url)`` makes a request and lets its ``on_commit``
 callbacks fire (the test's transaction never commits); ``jobs.run()`` then calls each
 recorded job function directly, as a cluster worker would, and returns their results.
@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 from django.utils.module_loading import import_string
 
 
@@ -39,9 +38,9 @@ class Jobs:
         return [import_string(func)(*args) for func, args in queued]
 
 
-@pytest.fixture
-def jobs(monkeypatch, django_capture_on_commit_callbacks) -> Jobs:
-    """Record ``async_task`` calls instead of queuing them (see ``Jobs``)."""
+def record_jobs(monkeypatch, django_capture_on_commit_callbacks) -> Jobs:
+    """Record ``async_task`` calls instead of queuing them (see ``Jobs``); takes pytest's
+    ``monkeypatch`` and pytest-django's ``django_capture_on_commit_callbacks`` fixtures."""
     recorder = Jobs(capture=django_capture_on_commit_callbacks)
     monkeypatch.setattr(
         "django_q.tasks.async_task",

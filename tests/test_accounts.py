@@ -34,7 +34,7 @@ from klingweb.accounts.models import (
     VendorCallStatus,
 )
 from tests.conftest import PASSWORD, SANDBOX_AK, SANDBOX_SK, make_user
-from tests.jobs_support import closed_port_url, jobs  # noqa: F401 - fixture
+from tests.jobs_support import Jobs, closed_port_url, record_jobs
 
 HX = {"HTTP_HX_REQUEST": "true"}
 SECRET = "sk-very-secret-value-WXYZ"
@@ -88,6 +88,12 @@ def things(portal) -> Things:
             created_by=portal.owner,
         ),
     )
+
+
+@pytest.fixture
+def jobs(monkeypatch, django_capture_on_commit_callbacks) -> Jobs:
+    """Jobs the views enqueue, recorded; the test runs them (``Jobs.run``)."""
+    return record_jobs(monkeypatch, django_capture_on_commit_callbacks)
 
 
 def team_state(team: Team) -> tuple:
