@@ -1148,7 +1148,7 @@ def staff_client(client, db):
 
 
 def test_admin_lists_every_accounts_model(staff_client, portal, things):
-    for model in ("team", "membership", "invitation", "klingaccount"):
+    for model in ("team", "membership", "invitation", "klingaccount", "vendorcall"):
         response = staff_client.get(reverse(f"admin:accounts_{model}_changelist"))
         assert response.status_code == 200, model
         html = response.content.decode()

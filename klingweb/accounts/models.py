@@ -257,14 +257,16 @@ class VendorCallError(models.TextChoices):
     """Why a call failed: Kling answered with an error (``vendor``: code, message,
     request_id), no answer arrived (``network``: refused connection, timeout), the portal
     could not build a client (``setup``: unreadable secret, no credentials), the call is moot
-    (``refused``: e.g. the element was deleted meanwhile), or no job finished it in time
-    (``abandoned``)."""
+    (``refused``: e.g. the element was deleted meanwhile), no job finished it in time
+    (``abandoned``), or the portal itself failed (``internal``: a bug, logged by the
+    cluster)."""
 
     VENDOR = "vendor", "Kling refused"
     NETWORK = "network", "Kling not reachable"
     SETUP = "setup", "Credentials problem"
     REFUSED = "refused", "Not possible"
     ABANDONED = "abandoned", "No answer"
+    INTERNAL = "internal", "Portal error"
 
 
 #: Statuses of a call that may still change.

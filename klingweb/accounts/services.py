@@ -549,8 +549,8 @@ def vendor_call_run(*, call_pk: int, work: Callable[[VendorCall], dict]) -> Vend
     ``KlingError`` → ``failed`` with the vendor's ``code``, HTTP status, ``message`` and
     ``request_id`` (``error_kind`` ``vendor``), or ``network`` when no answer arrived;
     ``SecretUnreadable`` / ``ImproperlyConfigured`` → ``setup``; ``VendorCallRefused`` →
-    ``refused``. Any other exception is recorded as ``failed`` and re-raised (the cluster
-    logs it). Returns the call as recorded.
+    ``refused``. Any other exception is recorded as ``failed`` (``internal``) and re-raised
+    (the cluster logs it). Returns the call as recorded.
     """
     now = timezone.now()
     claimed = VendorCall.objects.filter(pk=call_pk, status=VendorCallStatus.PENDING).update(
@@ -579,7 +579,10 @@ def vendor_call_run(*, call_pk: int, work: Callable[[VendorCall], dict]) -> Vend
         fields = {"error_kind": VendorCallError.REFUSED, "error_message": str(exc)}
     except Exception as exc:
         failure = exc
-        fields = {"error_kind": VendorCallError.SETUP, "error_message": "Unexpected error."}
+        fields = {
+            "error_kind": VendorCallError.INTERNAL,
+            "error_message": "The portal failed while doing this; the error is in its log.",
+        }
     else:
         fields = {"status": VendorCallStatus.DONE, "result": result or {}}
     fields.setdefault("status", VendorCallStatus.FAILED)
