@@ -187,10 +187,10 @@ def element_create(*, team: Team, user: Any, data: dict) -> Element:
     call are deleted again).
     """
     data = dict(data)
+    prompt, summary = element_describe(data)  # with the names the person uploaded
     saved = element_uploads_store(data=data, team=team)
     try:
         params = element_params_build(data=data)
-        prompt, summary = element_describe(data)
         with transaction.atomic():
             task = task_queue(
                 team=team,
@@ -308,8 +308,9 @@ def element_delete(*, element: Element, user: Any) -> Element:
     """Delete ``element`` on Kling (``POST /v1/general/delete-elements``, §5.4) and mark it
     ``deleted`` (the row stays, with ``deleted_at``/``deleted_by``).
 
-    An element that never reached Kling (failed) is marked deleted without a call. Runs in
-    a job (``element_delete_for_call``) when the element is on Kling. Raises ``ElementNotDeletable`` (already deleted, or still being created) and
+    An element that never reached Kling (failed) is marked deleted without a call; one on
+    Kling is deleted from a job (``element_delete_for_call``). Raises
+    ``ElementNotDeletable`` (already deleted, or still being created) and
     ``klingweb.kling.KlingError`` when the vendor refuses — in both cases nothing changes.
     The caller checks permissions (``element_can_delete``).
     """

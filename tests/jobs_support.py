@@ -1,8 +1,8 @@
 """Run django-q2 jobs of a test synchronously, when the test says so.
 
-``record_jobs`` (used by each test module's ``jobs`` fixture) records what the code enqueues with ``async_task`` instead of handing it
-to a cluster; ``jobs.post(client, url)`` makes a request and lets its ``on_commit``
-callbacks fire (the test's transaction never commits); ``jobs.run()`` then calls each
+``record_jobs`` (used by each test module's ``jobs`` fixture) records what the code
+enqueues with ``async_task`` instead of handing it to a cluster; ``jobs.post(client, url)``
+makes a request and lets its ``on_commit`` callbacks fire (the test's transaction never commits); ``jobs.run()`` then calls each
 recorded job function directly, as a cluster worker would, and returns their results.
 """
 

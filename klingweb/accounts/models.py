@@ -287,10 +287,11 @@ class VendorCall(models.Model):
     ``kind`` (``VendorCallKind``) and ``subject`` (the public code of what it acts on — a
     Kling account or an element — or ``""`` for the team as a whole) name the action; at most
     one unfinished call per (team, kind, subject) is started (``vendor_call_start``).
-    ``result``: the success summary as JSON (``{"summary": str, ...}``; resource packs for a
-    connection test, counts for sync/import). ``error_*``: the answer on failure —
-    ``error_kind`` (``VendorCallError``), ``error_code`` (vendor code, None for a network failure), ``error_http_status``,
-    ``error_message``, ``error_request_id``. Times are aware UTC datetimes.
+    ``result``: the success summary as JSON (``{"summary": str, ...}``; resource packs for
+    a connection test, counts for sync/import). ``error_*``: the answer on failure —
+    ``error_kind`` (``VendorCallError``), ``error_code`` (vendor code, None for a network
+    failure), ``error_http_status``, ``error_message``, ``error_request_id``. Times are
+    aware UTC datetimes.
     """
 
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)

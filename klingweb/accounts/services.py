@@ -462,7 +462,7 @@ def account_test_result(packs: list[ResourcePack]) -> dict:
 
 
 def account_test_for_call(*, call: VendorCall) -> dict:
-    """The work of a "Test connection" call (job ``klingweb.accounts.jobs.test_account``):
+    """The work of a "Test connection" call (job ``klingweb.accounts.jobs.connection_test``):
     ``account_test`` on the team's account whose code is ``call.subject``; returns
     ``account_test_result``. Raises ``VendorCallRefused`` when the account is gone, and what
     ``account_test`` raises."""
