@@ -4,12 +4,12 @@ Fields follow the vendor's create body: ``element_name`` (≤ 20 characters),
 ``element_description`` (≤ 100), ``reference_type``; for ``image_refer`` a frontal image and
 1–3 other-angle images (image rule, ``tasks_app.validators.check_image_file``); for
 ``video_refer`` exactly one video (``elements_app.validators.check_element_video``); an
-optional voice id; tags. Files stay ``UploadedFile`` objects in ``cleaned_data``; they are
-written to storage by ``store_files`` (or by ``elements_app.services.element_create``).
+optional voice id; tags. The form only validates: files stay ``UploadedFile`` objects in
+``cleaned_data``; ``elements_app.services.element_create`` stores them (once) and builds the
+create body.
 
-The form follows the protocol of the task forms (``tasks_app.forms``): constructed with
-``team=`` and ``user=``, and offering ``store_files``, ``describe``, ``initial_from_params``
-and ``initial_from_query``, so a generic task page could drive it too.
+Like the task forms (``tasks_app.forms``) it is constructed with ``team=`` and ``user=``
+and offers ``initial_from_params`` and ``initial_from_query``.
 """
 
 from __future__ import annotations
@@ -57,24 +57,6 @@ def _check_image(f, what: str):
         raise ValidationError(
             [f"{what} ({f.name}): {message}" for message in exc.messages], code="image"
         ) from None
-
-
-def _file_label(value: Any) -> str:
-    if isinstance(value, dict):
-        return str(value.get("$file", "")).rsplit("/", 1)[-1]
-    return getattr(value, "name", "") or ""
-
-
-def element_describe(data: dict) -> tuple[str, str]:
-    """``(prompt, summary)`` of element form data for the task lists: ``"name:
-    description"`` and the inputs in words (≤ 200 characters)."""
-    prompt = f"{data.get('name', '')}: {data.get('description', '')}"
-    if data.get("reference_type") == ReferenceType.VIDEO_REFER:
-        summary = f"Reference video: {_file_label(data.get('video'))}"
-    else:
-        refers = data.get("refer_images") or []
-        summary = f"Frontal image: {_file_label(data.get('frontal_image'))} · {len(refers)} other angle(s)"
-    return prompt, summary[:200]
 
 
 class ElementForm(forms.Form):
@@ -136,18 +118,7 @@ class ElementForm(forms.Form):
         self.team = team
         self.user = user
 
-    # -- the task-form protocol ---------------------------------------------------------
-    def store_files(self) -> list[str]:
-        """After ``is_valid()``: save the pending uploads (``upload_save``) and put
-        ``{"$file": name}`` in their place in ``cleaned_data``; returns the names saved."""
-        from elements_app.families import store_element_uploads
-
-        return store_element_uploads(self.cleaned_data, self.team)
-
-    def describe(self) -> tuple[str, str]:
-        """``(prompt, summary)`` for the task lists: "name: description", and the inputs."""
-        return element_describe(self.cleaned_data)
-
+    # -- prefill ----------------------------------------------------------------------------
     @classmethod
     def initial_from_params(cls, params: dict) -> dict:
         """Initial data from an element task's params (text fields and tags; files must be

@@ -1,5 +1,10 @@
-"""Services of elements: create (as a task), materialise on success, delete, presets sync,
-import from the account's custom list, and where an element was used.
+"""Services of elements: create (as a task; the one place element uploads are stored and the
+create body is built), materialise on success, delete, presets sync, import from the
+account's custom list, and where an element was used.
+
+Delete, "Sync now" and import need Kling's answer; the views start them as vendor calls
+(``klingweb.accounts.services.vendor_call_start``) and the jobs of ``elements_app.jobs`` run
+the ``*_for_call`` functions below, so no request waits on Kling.
 
 Vendor reference: KLING_API.md §5.4 and kling-docs/elements.txt. Elements are per Kling
 account: an ``element_id`` is looked up, used and deleted on the account it was made on
@@ -10,23 +15,28 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
+from django.urls import reverse
 from django.utils import timezone
 
-from elements_app.families import element_build_params, store_element_uploads
-from elements_app.forms import element_describe
 from elements_app.models import Element, ElementStatus, PresetElement, ReferenceType, tags_encode
-from klingweb.accounts.models import KlingAccount, Team
-from klingweb.accounts.services import account_for_team, kling_client_for
+from klingweb.accounts.models import KlingAccount, Team, VendorCall, VendorCallKind
+from klingweb.accounts.services import (
+    VendorCallRefused,
+    account_for_team,
+    kling_client_for,
+    vendor_call_start,
+)
 from tasks_app.models import Family, Status, Task
 from tasks_app.submission import task_queue
+from tasks_app.uploads import upload_save
 
 if TYPE_CHECKING:
     from klingweb.kling import KlingTask
@@ -35,8 +45,6 @@ log = logging.getLogger(__name__)
 
 #: Page size for the vendor's list endpoints (its maximum, KLING_API.md §4).
 LIST_PAGE_SIZE = 500
-#: The vendor serves pageNum 1..1000.
-LIST_MAX_PAGES = 1000
 
 
 class ElementNotDeletable(Exception):
@@ -74,26 +82,115 @@ class ImportReport:
 
 # --- create --------------------------------------------------------------------------------
 
+#: The upload slots of an element's form data and the storage folder (``kind``) of each.
+_UPLOAD_KINDS = {"frontal_image": "image", "refer_images": "image", "video": "video"}
+
+
+def element_uploads_store(*, data: dict, team: Team) -> list[str]:
+    """Save the pending uploads of element form data once, with
+    ``tasks_app.uploads.upload_save``, and put ``{"$file": name}`` in their place (``data``
+    is changed in place).
+
+    ``data``: ``ElementForm.cleaned_data`` (``frontal_image`` and ``video`` an
+    ``UploadedFile`` or None, ``refer_images`` a list of them). Values already stored
+    (``{"$file": name}``) are left alone, so a second call stores nothing. Returns the
+    storage names saved by this call (to delete them again if queuing is refused).
+    """
+    saved: list[str] = []
+
+    def store(value: Any, kind: str) -> Any:
+        if isinstance(value, UploadedFile):
+            name = upload_save(team=team, file=value, kind=kind)
+            saved.append(name)
+            return {"$file": name}
+        return value
+
+    for key, kind in _UPLOAD_KINDS.items():
+        value = data.get(key)
+        if isinstance(value, list):
+            data[key] = [store(item, kind) for item in value]
+        elif value:
+            data[key] = store(value, kind)
+    return saved
+
+
+def _ref(value: Any) -> Any:
+    """A body value for a stored input: ``{"$file": name}`` (a bare name is wrapped)."""
+    if isinstance(value, UploadedFile):
+        raise ValueError("element_params_build needs stored uploads (element_uploads_store)")
+    return {"$file": value} if isinstance(value, str) else value
+
+
+def element_params_build(*, data: dict) -> dict:
+    """The create body of ``POST /v1/general/advanced-custom-elements`` (KLING_API.md §5.4)
+    from element form data whose uploads are stored (``element_uploads_store``): inputs as
+    ``{"$file": name}``, inlined as Base64 at send time. Without ``callback_url`` /
+    ``external_task_id`` (added when sending). Raises ``ValueError`` for an upload not
+    stored yet.
+
+    Shape: ``{"element_name", "element_description", "reference_type",
+    "element_image_list": {"frontal_image": F, "refer_images": [{"image_url": F}, ...]}``
+    or ``"element_video_list": {"refer_videos": [{"video_url": F}]}``, optional
+    ``"element_voice_id"`` and ``"tag_list": [{"tag_id": "o_101"}, ...]}``.
+    """
+    body: dict[str, Any] = {
+        "element_name": data["name"],
+        "element_description": data["description"],
+        "reference_type": data["reference_type"],
+    }
+    if data["reference_type"] == ReferenceType.IMAGE_REFER:
+        body["element_image_list"] = {
+            "frontal_image": _ref(data.get("frontal_image")),
+            "refer_images": [
+                {"image_url": _ref(image)} for image in data.get("refer_images") or []
+            ],
+        }
+    else:
+        body["element_video_list"] = {"refer_videos": [{"video_url": _ref(data.get("video"))}]}
+    if data.get("voice_id"):
+        body["element_voice_id"] = data["voice_id"]
+    if data.get("tags"):
+        body["tag_list"] = [{"tag_id": tag} for tag in data["tags"]]
+    return body
+
+
+def _file_label(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("$file", "")).rsplit("/", 1)[-1]
+    return getattr(value, "name", "") or ""
+
+
+def element_describe(data: dict) -> tuple[str, str]:
+    """``(prompt, summary)`` of element form data for the task lists: ``"name:
+    description"`` and the inputs in words (≤ 200 characters)."""
+    prompt = f"{data.get('name', '')}: {data.get('description', '')}"
+    if data.get("reference_type") == ReferenceType.VIDEO_REFER:
+        summary = f"Reference video: {_file_label(data.get('video'))}"
+    else:
+        refers = data.get("refer_images") or []
+        summary = f"Frontal image: {_file_label(data.get('frontal_image'))} · {len(refers)} other angle(s)"
+    return prompt, summary[:200]
+
 
 def element_create(*, team: Team, user: Any, data: dict) -> Element:
     """Queue the task that creates a custom element, and the element row (``creating``).
 
     ``data``: ``ElementForm.cleaned_data`` (uploads as ``UploadedFile`` or already stored as
-    ``{"$file": name}``). Stores the uploads (``tasks_app.uploads.upload_save``), then in
-    one transaction queues a ``Task`` of family ``element`` through
+    ``{"$file": name}``). Stores the uploads once (``element_uploads_store``), then in one
+    transaction queues a ``Task`` of family ``element`` through
     ``tasks_app.submission.task_queue`` (budget check with the estimated units of Kling
     credit, status ``queued``, ``tasks_app.jobs.submit_task`` enqueued on commit; params =
-    the §5.4 create body with ``{"$file": name}`` inputs) and creates the ``Element`` linked
-    to it. No Kling call here.
+    ``element_params_build``) and creates the ``Element`` linked to it, pointing at the same
+    stored files. No Kling call here.
 
     Raises ``tasks_app.budgets.BudgetExceeded``: nothing is kept (the uploads saved by this
     call are deleted again).
     """
     data = dict(data)
-    prompt, summary = element_describe(data)
-    saved = store_element_uploads(data, team)
-    params = element_build_params(data, team)
+    prompt, summary = element_describe(data)  # with the names the person uploaded
+    saved = element_uploads_store(data=data, team=team)
     try:
+        params = element_params_build(data=data)
         with transaction.atomic():
             task = task_queue(
                 team=team,
@@ -197,15 +294,7 @@ def element_can_delete(*, element: Element, user: Any, can_admin: bool) -> bool:
     return can_admin or (element.creator_id is not None and element.creator_id == user.pk)
 
 
-def element_delete(*, element: Element, user: Any) -> Element:
-    """Delete ``element`` on Kling (``POST /v1/general/delete-elements``, §5.4) and mark it
-    ``deleted`` (the row stays, with ``deleted_at``/``deleted_by``).
-
-    An element that never reached Kling (failed) is marked deleted without a call.
-    Raises ``ElementNotDeletable`` (already deleted, or still being created) and
-    ``klingweb.kling.KlingError`` when the vendor refuses — in both cases nothing changes.
-    The caller checks permissions (``element_can_delete``).
-    """
+def _check_deletable(element: Element) -> None:
     status = element.effective_status
     if status == ElementStatus.DELETED:
         raise ElementNotDeletable("This element is already deleted.")
@@ -213,6 +302,19 @@ def element_delete(*, element: Element, user: Any) -> Element:
         raise ElementNotDeletable(
             "This element is still being created; delete it once its task has finished."
         )
+
+
+def element_delete(*, element: Element, user: Any) -> Element:
+    """Delete ``element`` on Kling (``POST /v1/general/delete-elements``, §5.4) and mark it
+    ``deleted`` (the row stays, with ``deleted_at``/``deleted_by``).
+
+    An element that never reached Kling (failed) is marked deleted without a call; one on
+    Kling is deleted from a job (``element_delete_for_call``). Raises
+    ``ElementNotDeletable`` (already deleted, or still being created) and
+    ``klingweb.kling.KlingError`` when the vendor refuses — in both cases nothing changes.
+    The caller checks permissions (``element_can_delete``).
+    """
+    _check_deletable(element)
     if element.element_id:
         account = element.kling_account or account_for_team(team=element.team)
         kling_client_for(account).delete_element(element.element_id)
@@ -224,18 +326,50 @@ def element_delete(*, element: Element, user: Any) -> Element:
     return element
 
 
+def element_delete_start(*, element: Element, user: Any) -> VendorCall | None:
+    """Ask for ``element`` to be deleted, without waiting for Kling.
+
+    An element that never reached Kling (no ``element_id``, e.g. failed) is marked
+    ``deleted`` at once and None is returned. Otherwise the "Element delete" vendor call is
+    started (or the running one joined) and returned; the job
+    ``elements_app.jobs.delete_element`` then runs ``element_delete_for_call``. Raises
+    ``ElementNotDeletable`` (already deleted, still being created): nothing changes. The
+    caller checks permissions (``element_can_delete``).
+    """
+    _check_deletable(element)
+    if not element.element_id:
+        element_delete(element=element, user=user)
+        return None
+    call, _started = vendor_call_start(
+        team=element.team,
+        kind=VendorCallKind.ELEMENT_DELETE,
+        subject=str(element.code),
+        user=user,
+        job="elements_app.jobs.delete_element",
+    )
+    return call
+
+
+def element_delete_for_call(*, call: VendorCall) -> dict:
+    """The work of an "Element delete" call: ``element_delete`` of the team's element whose
+    code is ``call.subject``, by ``call.created_by``. Returns ``{"summary", "next_url",
+    "next_label"}``. Raises ``VendorCallRefused`` (element gone, already deleted) and what
+    ``element_delete`` raises (``KlingError``: nothing changes)."""
+    element = Element.objects.filter(team_id=call.team_id, code=call.subject).first()
+    if element is None:
+        raise VendorCallRefused("This element no longer exists.")
+    try:
+        element_delete(element=element, user=call.created_by)
+    except ElementNotDeletable as exc:
+        raise VendorCallRefused(str(exc)) from None
+    return {
+        "summary": f"Element “{element.name}” deleted on Kling.",
+        "next_url": reverse("elements-list", kwargs={"team": call.team.code}),
+        "next_label": "Back to the library",
+    }
+
+
 # --- vendor lists --------------------------------------------------------------------------
-
-
-def _fetch_pages(fetch: Callable[[int, int], list[KlingTask]]) -> list[KlingTask]:
-    """All items of a vendor list endpoint: pages of ``LIST_PAGE_SIZE`` until a short page."""
-    items: list[KlingTask] = []
-    for page in range(1, LIST_MAX_PAGES + 1):
-        batch = fetch(page, LIST_PAGE_SIZE)
-        items.extend(batch)
-        if len(batch) < LIST_PAGE_SIZE:
-            break
-    return items
 
 
 def _element_dicts(task: KlingTask) -> list[dict]:
@@ -251,7 +385,8 @@ def _element_dicts(task: KlingTask) -> list[dict]:
 
 def presets_sync(*, account: KlingAccount) -> SyncReport:
     """Refresh the ``PresetElement`` cache from the vendor's presets list
-    (``GET /v1/general/advanced-presets-elements``, all pages) read with ``account``.
+    (``GET /v1/general/advanced-presets-elements``, all pages of up to 500 through
+    ``KlingClient.iter_tasks``) read with ``account``.
 
     Idempotent: rows are matched by ``element_id`` and updated in place; a second sync with
     the same vendor data changes nothing but ``synced_at``. Presets no longer listed get
@@ -260,7 +395,11 @@ def presets_sync(*, account: KlingAccount) -> SyncReport:
     Raises ``klingweb.kling.KlingError`` (vendor or network failure).
     """
     client = kling_client_for(account)
-    tasks = _fetch_pages(lambda page, size: client.list_preset_elements(page=page, page_size=size))
+    tasks = [
+        task
+        for page in client.iter_tasks("preset_elements", page_size=LIST_PAGE_SIZE)
+        for task in page
+    ]
     now = timezone.now()
     created = updated = unchanged = removed = 0
     seen: set[str] = set()
@@ -348,7 +487,8 @@ def _portal_known(tasks: list[KlingTask]) -> set[str]:
 
 def elements_import(*, team: Team, user: Any) -> ImportReport:
     """Import into ``team`` the custom elements of the team's Kling account that were made
-    outside the portal (``GET /v1/general/advanced-custom-elements``, all pages, §5.4).
+    outside the portal (``GET /v1/general/advanced-custom-elements``, all pages of up to 500
+    through ``KlingClient.iter_tasks``, §5.4). Runs in a job (``elements_import_for_call``).
 
     Idempotent by ``element_id``: an element already in the portal (any team, same account)
     is skipped, as are elements of tasks the portal knows (sent by it, matched by
@@ -360,7 +500,9 @@ def elements_import(*, team: Team, user: Any) -> ImportReport:
     """
     account = account_for_team(team=team)
     client = kling_client_for(account)
-    tasks = _fetch_pages(lambda page, size: client.list_tasks("element", page=page, page_size=size))
+    tasks = [
+        task for page in client.iter_tasks("element", page_size=LIST_PAGE_SIZE) for task in page
+    ]
     portal_tasks = _portal_known(tasks)
     known = set(
         Element.objects.filter(kling_account=account)
@@ -406,6 +548,70 @@ def elements_import(*, team: Team, user: Any) -> ImportReport:
                 known.add(element_id)
     log.info("team %s: elements import by %s: %s", team.pk, getattr(user, "pk", None), counts)
     return ImportReport(**counts)
+
+
+def presets_sync_start(*, team: Team, user: Any) -> VendorCall:
+    """Start the "Sync now" vendor call of ``team`` (or join the running one); the job
+    ``elements_app.jobs.sync_presets_now`` runs ``presets_sync_for_call``. No Kling call."""
+    call, _started = vendor_call_start(
+        team=team,
+        kind=VendorCallKind.PRESETS_SYNC,
+        user=user,
+        job="elements_app.jobs.sync_presets_now",
+    )
+    return call
+
+
+def presets_sync_for_call(*, call: VendorCall) -> dict:
+    """The work of a "Sync now" call: ``presets_sync`` with the team's Kling account.
+    Returns ``{"summary", "created", "updated", "unchanged", "removed", "next_url",
+    "next_label"}``. Raises what ``presets_sync`` and ``account_for_team`` raise."""
+    report = presets_sync(account=account_for_team(team=call.team))
+    return {
+        "summary": (
+            f"Presets synced: {report.created} new, {report.updated} updated, "
+            f"{report.unchanged} unchanged, {report.removed} no longer offered."
+        ),
+        "created": report.created,
+        "updated": report.updated,
+        "unchanged": report.unchanged,
+        "removed": report.removed,
+        "next_url": reverse("elements-presets", kwargs={"team": call.team.code}),
+        "next_label": "Show the presets",
+    }
+
+
+def elements_import_start(*, team: Team, user: Any) -> VendorCall:
+    """Start the "Elements import" vendor call of ``team`` (or join the running one); the
+    job ``elements_app.jobs.import_elements`` runs ``elements_import_for_call``."""
+    call, _started = vendor_call_start(
+        team=team,
+        kind=VendorCallKind.ELEMENTS_IMPORT,
+        user=user,
+        job="elements_app.jobs.import_elements",
+    )
+    return call
+
+
+def elements_import_for_call(*, call: VendorCall) -> dict:
+    """The work of an "Elements import" call: ``elements_import`` into ``call.team``.
+    Returns ``{"summary", "created", "known", "portal", "deleted", "unfinished",
+    "next_url", "next_label"}``. Raises what ``elements_import`` raises (nothing imported)."""
+    report = elements_import(team=call.team, user=call.created_by)
+    return {
+        "summary": (
+            f"Imported {report.created} element(s); {report.known} already in the portal, "
+            f"{report.deleted} deleted on Kling, {report.portal + report.unfinished} "
+            "made by the portal or not finished."
+        ),
+        "created": report.created,
+        "known": report.known,
+        "portal": report.portal,
+        "deleted": report.deleted,
+        "unfinished": report.unfinished,
+        "next_url": reverse("elements-list", kwargs={"team": call.team.code}),
+        "next_label": "Open the library",
+    }
 
 
 # --- use -----------------------------------------------------------------------------------

@@ -3,10 +3,10 @@ the element page, delete, import and the presets "Sync now".
 
 Every view starts with an access helper (DESIGN.md §3): anonymous → login, outsider → 404,
 a role too weak → 403, wrong method → 405. Pages read the database; the create form only
-queues a task. Three admin/creator actions call Kling from the request because the person
-needs the answer at once: delete (a vendor refusal must leave everything as it was and say
-why), import, and presets "Sync now" (both report counts). Each is one bounded call chain
-with the client's explicit timeouts.
+queues a task. No view calls Kling: delete, import and presets "Sync now" need the vendor's
+answer, so they start a vendor call (``klingweb.accounts.models.VendorCall``) run by a job,
+and the page shows "working…" then the answer (counts, or the vendor's code, message and
+request_id) by polling the call's status partial (``accounts-call-status``) every second.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
@@ -28,15 +28,14 @@ from elements_app.services import (
     ElementNotDeletable,
     element_can_delete,
     element_create,
-    element_delete,
+    element_delete_start,
     element_usages,
-    elements_import,
-    presets_sync,
+    elements_import_start,
+    presets_sync_start,
 )
 from klingweb.accounts.access import READ_WRITE, WRITE, object_for_user, team_for_user
-from klingweb.accounts.models import Role, Team
-from klingweb.accounts.services import SecretUnreadable, account_for_team
-from klingweb.kling import KlingError
+from klingweb.accounts.models import Role, Team, VendorCallKind
+from klingweb.accounts.services import vendor_call_latest
 from klingweb.security import safe_file_headers
 from tasks_app.budgets import BudgetExceeded
 
@@ -47,23 +46,6 @@ def _is_partial(request: HttpRequest) -> bool:
     """An HTMX swap (not a boosted full-page navigation)."""
     htmx = getattr(request, "htmx", None)
     return bool(htmx) and not htmx.boosted
-
-
-def _kling_message(exc: Exception) -> str:
-    """A vendor error as a sentence, with the request id support asks for."""
-    message = getattr(exc, "message", None) or str(exc)
-    code = getattr(exc, "code", None)
-    request_id = getattr(exc, "request_id", None)
-    parts = [f"Kling refused: {message}"]
-    if code is not None:
-        parts.append(f"(code {code}")
-        parts[-1] += f", request {request_id})" if request_id else ")"
-    return " ".join(parts)
-
-
-#: What a call to Kling from a view can raise that the person should read: the vendor's
-#: refusal, a stored secret that no longer decrypts, no credentials configured.
-KLING_FAILURES = (KlingError, SecretUnreadable, ImproperlyConfigured)
 
 
 def multishot_prefill_url(*, team: Team, element: Element | PresetElement) -> str | None:
@@ -164,28 +146,26 @@ def preset_list(request: HttpRequest, team) -> HttpResponse:
         "query": _query_without_page(request),
         "last_sync": last_sync.first(),
         "tab": "presets",
+        "call": vendor_call_latest(team=access.team, kind=VendorCallKind.PRESETS_SYNC)
+        if access.can_admin
+        else None,
     }
     template = "elements_app/preset_list.html"
     return render(request, f"{template}#results" if _is_partial(request) else template, context)
 
 
 def preset_sync(request: HttpRequest, team) -> HttpResponse:
-    """POST /t/<team>/elements/presets/sync/ (``elements-presets-sync``): refresh the preset
-    cache now with the team's Kling account (admins and owners). Redirects to the presets
-    tab with a message giving the counts, or the vendor's refusal."""
+    """POST /t/<team>/elements/presets/sync/ (``elements-presets-sync``): start refreshing
+    the preset cache with the team's Kling account (admins and owners) as a job, or join the
+    sync already running; answers at once. HTMX → the ``sync-result`` partial of the presets
+    page ("working…", then the counts or the vendor's refusal); otherwise a redirect to the
+    presets tab, which shows the same."""
     access = team_for_user(request, team, role=Role.ADMIN, methods=WRITE)
-    try:
-        report = presets_sync(account=account_for_team(team=access.team))
-    except KLING_FAILURES as exc:
-        messages.error(request, _kling_message(exc))
-    else:
-        messages.success(
-            request,
-            f"Presets synced: {report.created} new, {report.updated} updated, "
-            f"{report.unchanged} unchanged, {report.removed} no longer offered.",
-        )
-    target = reverse("elements-presets", kwargs={"team": access.team.code})
-    return HttpResponseClientRedirect(target) if _is_partial(request) else redirect(target)
+    call = presets_sync_start(team=access.team, user=request.user)
+    if _is_partial(request):
+        context = {"access": access, "team": access.team, "call": call}
+        return render(request, "elements_app/preset_list.html#sync-result", context)
+    return redirect(reverse("elements-presets", kwargs={"team": access.team.code}))
 
 
 # --- create --------------------------------------------------------------------------------
@@ -289,11 +269,17 @@ def element_file(request: HttpRequest, team, code, which: str) -> FileResponse:
 
 def element_delete_view(request: HttpRequest, team, code) -> HttpResponse:
     """GET/POST /t/<team>/elements/<code>/delete/ (``elements-delete``): confirm, then
-    delete on Kling and mark ``deleted`` (admins, owners and the element's creator; 403 for
-    others). A vendor refusal is shown and nothing changes."""
+    delete (admins, owners and the element's creator; 403 for others).
+
+    An element on Kling is deleted by a job (``elements_app.jobs.delete_element``): the POST
+    answers at once — HTMX with the ``delete-result`` partial, otherwise a redirect to this
+    page — and the page shows "working…", then "deleted" or the vendor's refusal (the element
+    then stays as it was). An element never on Kling is deleted at once (redirect to the
+    library). An element already deleted or still being created: 400 with the reason.
+    """
     element, access = object_for_user(
         request,
-        Element.objects.select_related("task"),
+        Element.objects.select_related("task", "team"),
         team,
         code,
         role=Role.MEMBER,
@@ -302,53 +288,59 @@ def element_delete_view(request: HttpRequest, team, code) -> HttpResponse:
     if not element_can_delete(element=element, user=request.user, can_admin=access.can_admin):
         raise PermissionDenied("Only an admin or the element's creator can delete it.")
     detail = reverse("elements-detail", kwargs={"team": access.team.code, "code": element.code})
+    here = reverse("elements-delete", kwargs={"team": access.team.code, "code": element.code})
     error = ""
+    call = None
     if request.method == "POST":
         try:
-            element_delete(element=element, user=request.user)
+            call = element_delete_start(element=element, user=request.user)
         except ElementNotDeletable as exc:
             error = str(exc)
-        except KLING_FAILURES as exc:
-            error = f"{_kling_message(exc)} The element was not deleted."
         else:
-            messages.success(request, f"Element “{element.name}” deleted.")
-            target = reverse("elements-list", kwargs={"team": access.team.code})
-            return HttpResponseClientRedirect(target) if _is_partial(request) else redirect(target)
+            if call is None:
+                messages.success(request, f"Element “{element.name}” deleted.")
+                target = reverse("elements-list", kwargs={"team": access.team.code})
+                if _is_partial(request):
+                    return HttpResponseClientRedirect(target)
+                return redirect(target)
+            if not _is_partial(request):
+                return redirect(here)
+    if call is None:
+        call = vendor_call_latest(
+            team=access.team, kind=VendorCallKind.ELEMENT_DELETE, subject=str(element.code)
+        )
     context = {
         "access": access,
         "team": access.team,
         "element": element,
         "detail_url": detail,
         "error": error,
+        "call": call,
     }
-    return render(
-        request,
-        "elements_app/element_confirm_delete.html",
-        context,
-        status=400 if error and not _is_partial(request) else 200,
-    )
+    template = "elements_app/element_confirm_delete.html"
+    if _is_partial(request) and request.method == "POST":
+        template += "#delete-result"
+    return render(request, template, context, status=400 if error else 200)
 
 
 def element_import_view(request: HttpRequest, team) -> HttpResponse:
     """GET/POST /t/<team>/elements/import/ (``elements-import``): admins import the custom
-    elements of the team's Kling account made outside the portal (``elements_import``).
-    POST redirects to the library with the counts, or re-renders with the vendor's refusal.
+    elements of the team's Kling account made outside the portal.
+
+    POST starts the import job (``elements_app.jobs.import_elements``, which reads up to
+    1,000 list pages) or joins the one running, and answers at once: HTMX with the
+    ``import-result`` partial, otherwise a redirect to this page. The page shows the latest
+    import: "working…", then the counts or the vendor's refusal.
     """
     access = team_for_user(request, team, role=Role.ADMIN, methods=READ_WRITE)
-    error = ""
     if request.method == "POST":
-        try:
-            report = elements_import(team=access.team, user=request.user)
-        except KLING_FAILURES as exc:
-            error = f"{_kling_message(exc)} Nothing was imported."
-        else:
-            messages.success(
-                request,
-                f"Imported {report.created} element(s); {report.known} already in the portal, "
-                f"{report.deleted} deleted on Kling, {report.portal + report.unfinished} "
-                "made by the portal or not finished.",
-            )
-            target = reverse("elements-list", kwargs={"team": access.team.code})
-            return HttpResponseClientRedirect(target) if _is_partial(request) else redirect(target)
-    context = {"access": access, "team": access.team, "error": error}
-    return render(request, "elements_app/element_import.html", context)
+        call = elements_import_start(team=access.team, user=request.user)
+        if not _is_partial(request):
+            return redirect(reverse("elements-import", kwargs={"team": access.team.code}))
+    else:
+        call = vendor_call_latest(team=access.team, kind=VendorCallKind.ELEMENTS_IMPORT)
+    context = {"access": access, "team": access.team, "call": call}
+    template = "elements_app/element_import.html"
+    if _is_partial(request) and request.method == "POST":
+        template += "#import-result"
+    return render(request, template, context)

@@ -68,6 +68,7 @@ KWARG_MODELS: dict[str, tuple[str, str]] = {
     "invitation": ("accounts.Invitation", "code"),
     "account": ("accounts.KlingAccount", "code"),
     "media": ("tasks_app.TaskMedia", "code"),
+    "call": ("accounts.VendorCall", "code"),
 }
 #: For the ambiguous ``code`` kwarg: URL-name prefix → (model label, field); longest wins.
 CODE_BY_URL_PREFIX: dict[str, tuple[str, str]] = {
@@ -461,6 +462,7 @@ def test_walker_fills_identifiers_that_work_for_their_own_team(client, portal, c
         "accounts-settings",
         "accounts-kling-detail",
         "accounts-kling-create",
+        "accounts-call-status",
         "tasks-list",
     ):
         url = urls_for(routes[name], own)[0]

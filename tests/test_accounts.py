@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -28,8 +29,12 @@ from klingweb.accounts.models import (
     Region,
     Role,
     Team,
+    VendorCall,
+    VendorCallKind,
+    VendorCallStatus,
 )
 from tests.conftest import PASSWORD, SANDBOX_AK, SANDBOX_SK, make_user
+from tests.jobs_support import Jobs, closed_port_url, record_jobs
 
 HX = {"HTTP_HX_REQUEST": "true"}
 SECRET = "sk-very-secret-value-WXYZ"
@@ -54,6 +59,7 @@ class Things:
     token: str
     member: Membership  # the plain member's membership
     other_account: KlingAccount  # of other_team
+    call: VendorCall  # a "Test connection" started by the owner
     extra: dict = field(default_factory=dict)
 
 
@@ -75,7 +81,19 @@ def things(portal) -> Things:
         token=token,
         member=Membership.objects.get(team=portal.team, user=portal.member),
         other_account=other,
+        call=VendorCall.objects.create(
+            team=portal.team,
+            kind=VendorCallKind.ACCOUNT_TEST,
+            subject=str(account.code),
+            created_by=portal.owner,
+        ),
     )
+
+
+@pytest.fixture
+def jobs(monkeypatch, django_capture_on_commit_callbacks) -> Jobs:
+    """Jobs the views enqueue, recorded; the test runs them (``Jobs.run``)."""
+    return record_jobs(monkeypatch, django_capture_on_commit_callbacks)
 
 
 def team_state(team: Team) -> tuple:
@@ -127,6 +145,7 @@ class Spec:
             "member": things.member.code,
             "invitation": things.invitation.code,
             "account": things.account.code,
+            "call": things.call.code,
         }
         return reverse(self.name, kwargs={k: values[k] for k in self.kwargs})
 
@@ -149,6 +168,7 @@ SPECS = [
     Spec("accounts-kling-use", ("team", "account"), {"POST": A}, "GET"),
     Spec("accounts-kling-test", ("team", "account"), {"POST": A}, "GET"),
     Spec("accounts-kling-unpause", ("team", "account"), {"POST": A}, "GET"),
+    Spec("accounts-call-status", ("team", "call"), {"GET": A}, "POST"),
 ]
 RANK = {V: 0, M: 1, A: 2, Role.OWNER: 3}
 
@@ -797,6 +817,7 @@ def test_another_teams_account_is_404(client, portal, things):
     before = team_state(portal.team)
     for name in ("accounts-kling-use", "accounts-kling-test", "accounts-kling-unpause"):
         assert client.post(_kling_url(name, portal, things.other_account)).status_code == 404
+    assert not VendorCall.objects.filter(subject=str(things.other_account.code)).exists()
     assert (
         client.get(_kling_url("accounts-kling-detail", portal, things.other_account)).status_code
         == 404
@@ -854,41 +875,171 @@ def sandbox_account(portal, kling_settings, fresh_sandbox) -> KlingAccount:
     return account
 
 
-def test_connection_test_shows_resource_packs(client, portal, sandbox_account):
+def _status_url(portal, call: VendorCall) -> str:
+    return reverse("accounts-call-status", kwargs={"team": portal.team.code, "call": call.code})
+
+
+def _only_call() -> VendorCall:
+    return VendorCall.objects.get(kind=VendorCallKind.ACCOUNT_TEST)
+
+
+def test_connection_test_answers_at_once_then_shows_resource_packs(
+    client, portal, sandbox_account, fresh_sandbox, jobs
+):
     client.force_login(portal.admin)
-    response = client.post(_kling_url("accounts-kling-test", portal, sandbox_account))
-    html = response.content.decode()
-    assert response.status_code == 200 and "<html" in html
+    detail = _kling_url("accounts-kling-detail", portal, sandbox_account)
+    # Kling answers slowly: the request must not wait for it.
+    fresh_sandbox.config.latency = 2.0
+    started = time.monotonic()
+    response = jobs.post(client, _kling_url("accounts-kling-test", portal, sandbox_account))
+    assert time.monotonic() - started < 1.5
+    fresh_sandbox.config.latency = 0.0
+    assert response.status_code == 302 and response["Location"] == detail
+    assert jobs.names() == ["klingweb.accounts.jobs.connection_test"]
+    call = _only_call()
+    assert call.status == VendorCallStatus.PENDING and call.created_by == portal.admin
+
+    waiting = client.get(detail).content.decode()
+    assert "Working…" in waiting and 'hx-trigger="every 1s"' in waiting
+    assert _status_url(portal, call) in waiting
+    assert "Sandbox video pack" not in waiting  # nothing asked of Kling yet
+
+    assert jobs.run() == [VendorCallStatus.DONE]
+    html = client.get(detail).content.decode()
     assert "Connected." in html and "Sandbox video pack" in html
+    assert "hx-trigger" not in html  # finished: the page stops polling
     assert SANDBOX_SK not in html and sandbox_account.secret_key_encrypted not in html
 
 
-def test_connection_test_htmx_answers_the_result_only(client, portal, sandbox_account):
+def test_connection_test_htmx_answers_the_result_section_which_polls_until_done(
+    client, portal, sandbox_account, jobs
+):
     client.force_login(portal.owner)
-    response = client.post(_kling_url("accounts-kling-test", portal, sandbox_account), **HX)
+    response = jobs.post(client, _kling_url("accounts-kling-test", portal, sandbox_account), **HX)
     html = response.content.decode()
     assert html.lstrip().startswith('<div id="test-result"')
-    assert "<html" not in html and "Sandbox video pack" in html
+    assert "<html" not in html and "Working…" in html
+    call = _only_call()
+    status = _status_url(portal, call)
+    assert f'hx-get="{status}"' in html and 'hx-trigger="every 1s"' in html
+
+    polled = client.get(status, **HX).content.decode()
+    assert "<html" not in polled and "Working…" in polled and "every 1s" in polled
+    jobs.run()
+    polled = client.get(status, **HX).content.decode()
+    assert "<html" not in polled and "Sandbox video pack" in polled
+    assert "hx-trigger" not in polled and "hx-get" not in polled
+    # Without HTMX the status URL is a page of its own.
+    assert "<html" in client.get(status).content.decode()
 
 
-def test_connection_test_shows_the_vendors_error(client, portal, sandbox_account):
+def test_connection_test_shows_the_vendors_error(client, portal, sandbox_account, jobs):
     services.account_set_secret(account=sandbox_account, secret_key="wrong-secret-9999")
     sandbox_account.save()
     client.force_login(portal.owner)
-    html = client.post(
-        _kling_url("accounts-kling-test", portal, sandbox_account), **HX
+    html = jobs.post(
+        client, _kling_url("accounts-kling-test", portal, sandbox_account), **HX
     ).content.decode()
+    assert "Working…" in html and "1002" not in html
+    jobs.run()
+    call = _only_call()
+    assert call.status == VendorCallStatus.FAILED and call.error_code == 1002
+    html = client.get(_status_url(portal, call), **HX).content.decode()
     assert "Kling refused the request." in html
     assert "Code 1002 (HTTP 401)" in html and "signature check failed" in html
-    assert "request_id: <code>" in html
-    assert "wrong-secret-9999" not in html
+    assert f"request_id: <code>{call.error_request_id}</code>" in html and call.error_request_id
+    assert "wrong-secret-9999" not in html and "hx-trigger" not in html
 
 
-def test_connection_test_unreadable_secret(client, portal, things):
+def test_connection_test_with_kling_down_shows_a_network_error(client, portal, jobs):
+    account = KlingAccount(
+        team=portal.team,
+        name="Down",
+        region=Region.CUSTOM,
+        custom_base_url=closed_port_url(),
+        access_key="ak-down",
+    )
+    services.account_set_secret(account=account, secret_key="sk-down-0000")
+    account.save()
+    client.force_login(portal.admin)
+    response = jobs.post(client, _kling_url("accounts-kling-test", portal, account), **HX)
+    assert response.status_code == 200 and "Working…" in response.content.decode()
+    jobs.run()
+    html = client.get(_kling_url("accounts-kling-detail", portal, account)).content.decode()
+    assert "Could not reach Kling (network error)." in html
+    assert "Kling refused" not in html
+
+
+def test_connection_test_unreadable_secret(client, portal, things, jobs):
     KlingAccount.objects.filter(pk=things.account.pk).update(secret_key_encrypted="garbage")
+    things.call.delete()
     client.force_login(portal.owner)
-    html = client.post(_kling_url("accounts-kling-test", portal, things.account)).content.decode()
+    jobs.post(client, _kling_url("accounts-kling-test", portal, things.account))
+    jobs.run()
+    html = client.get(_kling_url("accounts-kling-detail", portal, things.account)).content.decode()
     assert "cannot be decrypted; re-enter it" in html
+
+
+def test_a_second_click_shows_the_pending_test_instead_of_starting_another(
+    client, portal, sandbox_account, jobs
+):
+    client.force_login(portal.admin)
+    url = _kling_url("accounts-kling-test", portal, sandbox_account)
+    first = jobs.post(client, url, **HX).content.decode()
+    second = jobs.post(client, url, **HX).content.decode()
+    call = _only_call()  # one call, not two
+    assert f'id="call-{call.code}"' in first and f'id="call-{call.code}"' in second
+    assert jobs.names() == ["klingweb.accounts.jobs.connection_test"]
+
+
+def test_a_test_whose_job_died_shows_its_age_and_can_be_started_again(
+    client, portal, sandbox_account, jobs
+):
+    old = VendorCall.objects.create(
+        team=portal.team,
+        kind=VendorCallKind.ACCOUNT_TEST,
+        subject=str(sandbox_account.code),
+        created_by=portal.admin,
+        created_at=timezone.now() - timedelta(minutes=10),
+    )
+    client.force_login(portal.admin)
+    detail = _kling_url("accounts-kling-detail", portal, sandbox_account)
+    html = client.get(detail).content.decode()
+    assert "no answer 10\xa0minutes after it was started" in html
+    assert "You can start it again." in html and "hx-trigger" not in html
+
+    jobs.post(client, _kling_url("accounts-kling-test", portal, sandbox_account))
+    old.refresh_from_db()
+    assert old.status == VendorCallStatus.FAILED and old.error_kind == "abandoned"
+    new = VendorCall.objects.exclude(pk=old.pk).get()
+    assert new.status == VendorCallStatus.PENDING
+    jobs.run()
+    assert "Sandbox video pack" in client.get(detail).content.decode()
+    # The dead job, delivered late, does nothing to the abandoned call.
+    from klingweb.accounts.jobs import connection_test
+
+    assert connection_test(old.pk) == "skipped"
+    old.refresh_from_db()
+    assert old.error_kind == "abandoned"
+
+
+def test_a_test_job_runs_once(client, portal, sandbox_account, jobs):
+    from klingweb.accounts.jobs import connection_test
+
+    client.force_login(portal.admin)
+    jobs.post(client, _kling_url("accounts-kling-test", portal, sandbox_account))
+    call = _only_call()
+    assert connection_test(call.pk) == VendorCallStatus.DONE
+    finished = VendorCall.objects.get(pk=call.pk).finished_at
+    assert connection_test(call.pk) == "skipped"  # a second delivery claims nothing
+    assert VendorCall.objects.get(pk=call.pk).finished_at == finished
+
+
+def test_call_status_of_another_teams_call_is_404(client, portal, things):
+    other = VendorCall.objects.create(team=portal.other_team, kind=VendorCallKind.ACCOUNT_TEST)
+    client.force_login(portal.owner)
+    url = reverse("accounts-call-status", kwargs={"team": portal.team.code, "call": other.code})
+    assert client.get(url).status_code == 404
 
 
 # --- Secret rotation ----------------------------------------------------------------------
@@ -997,7 +1148,7 @@ def staff_client(client, db):
 
 
 def test_admin_lists_every_accounts_model(staff_client, portal, things):
-    for model in ("team", "membership", "invitation", "klingaccount"):
+    for model in ("team", "membership", "invitation", "klingaccount", "vendorcall"):
         response = staff_client.get(reverse(f"admin:accounts_{model}_changelist"))
         assert response.status_code == 200, model
         html = response.content.decode()

@@ -103,6 +103,9 @@ RULES: dict[str, Rule] = {
     "accounts-kling-use": Rule(P, A, A),
     "accounts-kling-test": Rule(P, A, A),
     "accounts-kling-unpause": Rule(P, A, A),
+    # a vendor call's status partial: admins, and the member who started the call (the
+    # walker's call was started by the owner, so members and viewers get 403)
+    "accounts-call-status": Rule(G, A),
     # tasks
     "tasks-list": Rule(G, V),
     "tasks-mine": Rule(G, V),

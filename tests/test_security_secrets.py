@@ -30,7 +30,8 @@ from django.utils import timezone
 from django.views.debug import get_exception_reporter_class
 
 from klingweb.accounts import services
-from klingweb.accounts.models import KlingAccount
+from klingweb.accounts.jobs import connection_test
+from klingweb.accounts.models import KlingAccount, VendorCall
 from klingweb.kling import KlingClient
 from klingweb.sandbox import SandboxConfig, SandboxServer
 from tasks_app import submission
@@ -165,6 +166,9 @@ def test_no_secret_token_or_jwt_in_pages_or_logs(portal, vendor, caplog):
     test = reverse("accounts-kling-test", kwargs={"team": team, "account": account.code})
     seen.page("test connection", admin.post(test))
     seen.page("test connection (HTMX)", admin.post(test, HTTP_HX_REQUEST="true"))
+    # The test runs as a job (issue 12); its answer is shown on the account page.
+    connection_test(VendorCall.objects.get(subject=str(account.code)).pk)
+    seen.page("test connection (answer)", admin.get(detail))
     seen.page("settings", admin.get(reverse("accounts-settings", kwargs={"team": team})))
 
     # A task goes to Kling with a callback URL; the sandbox "delivers" its callbacks.
@@ -263,7 +267,12 @@ def test_wrong_keys_show_the_vendors_error_and_no_secret(portal, vendor):
     admin = Client()
     admin.force_login(portal.admin)
     url = reverse("accounts-kling-test", kwargs={"team": portal.team.code, "account": account.code})
-    body = admin.post(url).content.decode()
+    admin.post(url)
+    connection_test(VendorCall.objects.get(subject=str(account.code)).pk)  # the job (issue 12)
+    detail = reverse(
+        "accounts-kling-detail", kwargs={"team": portal.team.code, "account": account.code}
+    )
+    body = admin.get(detail).content.decode()
     assert "code 1" in body or "100" in body  # the vendor's authentication code is shown
     seen = Findings()
     seen.add("test connection (wrong key)", body)

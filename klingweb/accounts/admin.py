@@ -1,4 +1,4 @@
-"""Django admin for accounts: teams, memberships, invitations, Kling accounts.
+"""Django admin for accounts: teams, memberships, invitations, Kling accounts, vendor calls.
 
 Secrets never appear: ``KlingAccount.secret_key_encrypted`` is excluded (only the last 4
 characters show) and a new secret is typed into a password field that is stored through
@@ -17,7 +17,7 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 
 from klingweb.accounts import services
-from klingweb.accounts.models import Invitation, KlingAccount, Membership, Team
+from klingweb.accounts.models import Invitation, KlingAccount, Membership, Team, VendorCall
 
 
 class MembershipInline(admin.TabularInline):
@@ -219,3 +219,32 @@ class KlingAccountAdmin(admin.ModelAdmin):
             paused_at=None, paused_code=None, paused_message="", paused_request_id=""
         )
         self.message_user(request, f"Cleared the pause of {count} account(s).", messages.SUCCESS)
+
+
+@admin.register(VendorCall)
+class VendorCallAdmin(admin.ModelAdmin):
+    """Admin actions that called Kling from a job ("Test connection", presets sync, element
+    delete and import): read-only, to see what failed and the vendor's request_id."""
+
+    list_display = (
+        "kind",
+        "team",
+        "status",
+        "error_kind",
+        "error_code",
+        "error_request_id",
+        "created_by",
+        "created_at",
+        "finished_at",
+    )
+    list_filter = ("kind", "status", "error_kind")
+    search_fields = ("code", "team__name", "error_request_id", "subject")
+    raw_id_fields = ("team", "created_by")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Calls are started from the portal's pages only."""
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: VendorCall | None = None) -> bool:
+        """A record of what Kling answered: never edited."""
+        return False

@@ -9,6 +9,7 @@ from the environment, see ``KlingAccount.objects.operator_default``).
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
@@ -230,3 +231,119 @@ class Invitation(models.Model):
             and self.revoked_at is None
             and self.expires_at > timezone.now()
         )
+
+
+class VendorCallKind(models.TextChoices):
+    """The admin actions that need the vendor's answer and run as a job (DESIGN.md §2.6)."""
+
+    ACCOUNT_TEST = "account_test", "Test connection"
+    PRESETS_SYNC = "presets_sync", "Presets sync"
+    ELEMENTS_IMPORT = "elements_import", "Elements import"
+    ELEMENT_DELETE = "element_delete", "Element delete"
+
+
+class VendorCallStatus(models.TextChoices):
+    """Where a vendor call is: ``pending`` (queued), ``running`` (a job claimed it),
+    ``done`` (the vendor answered yes) or ``failed`` (vendor refusal, network failure,
+    unreadable credentials, or given up as abandoned)."""
+
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class VendorCallError(models.TextChoices):
+    """Why a call failed: Kling answered with an error (``vendor``: code, message,
+    request_id), no answer arrived (``network``: refused connection, timeout), the portal
+    could not build a client (``setup``: unreadable secret, no credentials), the call is moot
+    (``refused``: e.g. the element was deleted meanwhile), no job finished it in time
+    (``abandoned``), or the portal itself failed (``internal``: a bug, logged by the
+    cluster)."""
+
+    VENDOR = "vendor", "Kling refused"
+    NETWORK = "network", "Kling not reachable"
+    SETUP = "setup", "Credentials problem"
+    REFUSED = "refused", "Not possible"
+    ABANDONED = "abandoned", "No answer"
+    INTERNAL = "internal", "Portal error"
+
+
+#: Statuses of a call that may still change.
+VENDOR_CALL_UNFINISHED = (VendorCallStatus.PENDING, VendorCallStatus.RUNNING)
+
+
+def vendor_call_stale_after() -> timedelta:
+    """How long a call may stay unfinished before it counts as abandoned (its job died, or
+    no cluster runs): the cluster's ``retry`` in seconds (larger than its ``timeout``, so a
+    live job has been killed by then)."""
+    cluster = getattr(settings, "Q_CLUSTER", {}) or {}
+    return timedelta(seconds=int(cluster.get("retry") or cluster.get("timeout") or 360))
+
+
+class VendorCall(models.Model):
+    """One admin action that calls Kling, run by a job while the page polls its status.
+
+    ``kind`` (``VendorCallKind``) and ``subject`` (the public code of what it acts on — a
+    Kling account or an element — or ``""`` for the team as a whole) name the action; at most
+    one unfinished call per (team, kind, subject) is started (``vendor_call_start``).
+    ``result``: the success summary as JSON (``{"summary": str, ...}``; resource packs for
+    a connection test, counts for sync/import). ``error_*``: the answer on failure —
+    ``error_kind`` (``VendorCallError``), ``error_code`` (vendor code, None for a network
+    failure), ``error_http_status``, ``error_message``, ``error_request_id``. Times are
+    aware UTC datetimes.
+    """
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="vendor_calls")
+    kind = models.CharField(max_length=20, choices=VendorCallKind.choices)
+    subject = models.CharField(max_length=64, blank=True)
+    status = models.CharField(
+        max_length=10, choices=VendorCallStatus.choices, default=VendorCallStatus.PENDING
+    )
+    result = models.JSONField(default=dict, blank=True)
+    error_kind = models.CharField(max_length=10, choices=VendorCallError.choices, blank=True)
+    error_code = models.IntegerField(null=True, blank=True)
+    error_http_status = models.IntegerField(null=True, blank=True)
+    error_message = models.TextField(blank=True)
+    error_request_id = models.CharField(max_length=100, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["team", "kind", "subject", "-created_at"])]
+        constraints = [
+            # A double click or a second tab joins the running call instead of starting one.
+            models.UniqueConstraint(
+                fields=["team", "kind", "subject"],
+                condition=models.Q(status__in=["pending", "running"]),
+                name="one_unfinished_vendor_call",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        """True once the call is ``done`` or ``failed`` (its status partial stops polling)."""
+        return self.status not in VENDOR_CALL_UNFINISHED
+
+    @property
+    def is_stale(self) -> bool:
+        """True when unfinished and older than ``vendor_call_stale_after()``: the page then
+        stops polling and offers to start the action again."""
+        return not self.is_finished and timezone.now() - self.created_at > vendor_call_stale_after()
+
+    @property
+    def age_seconds(self) -> int:
+        """Whole seconds since the call was started (``created_at``)."""
+        return max(0, int((timezone.now() - self.created_at).total_seconds()))

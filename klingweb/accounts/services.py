@@ -21,10 +21,14 @@ then drop the old key. Without ``FERNET_KEYS`` (development) a key is derived fr
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+import logging
 import secrets
 import threading
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
@@ -32,12 +36,26 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import send_mail
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from klingweb.accounts.models import ROLE_RANK, Invitation, KlingAccount, Membership, Role, Team
-from klingweb.kling import KlingClient, ResourcePack
+from klingweb.accounts.models import (
+    ROLE_RANK,
+    VENDOR_CALL_UNFINISHED,
+    Invitation,
+    KlingAccount,
+    Membership,
+    Role,
+    Team,
+    VendorCall,
+    VendorCallError,
+    VendorCallStatus,
+    vendor_call_stale_after,
+)
+from klingweb.kling import ErrorClass, KlingClient, KlingError, ResourcePack
+
+log = logging.getLogger(__name__)
 
 
 class SecretUnreadable(Exception):
@@ -415,6 +433,166 @@ def account_test(*, account: KlingAccount) -> list[ResourcePack]:
     client = kling_client_for(account)
     end = timezone.now()
     return client.account_costs(start_time=end - timedelta(days=ACCOUNT_TEST_DAYS), end_time=end)
+
+
+def account_test_result(packs: list[ResourcePack]) -> dict:
+    """The JSON kept on a finished connection test: ``{"summary": str, "packs": [{
+    "resource_pack_name", "resource_pack_type", "status", "remaining_quantity",
+    "total_quantity" (Kling units, as decimal strings), "effective_date", "invalid_date"
+    ("YYYY-MM-DD" UTC or "")}, ...]}``."""
+
+    def day(value: Any) -> str:
+        return value.strftime("%Y-%m-%d") if value is not None else ""
+
+    return {
+        "summary": f"Connected. Resource packs of the last {ACCOUNT_TEST_DAYS} days: {len(packs)}.",
+        "packs": [
+            {
+                "resource_pack_name": p.resource_pack_name,
+                "resource_pack_type": p.resource_pack_type,
+                "status": p.status,
+                "remaining_quantity": str(p.remaining_quantity),
+                "total_quantity": str(p.total_quantity),
+                "effective_date": day(p.effective_time),
+                "invalid_date": day(p.invalid_time),
+            }
+            for p in packs
+        ],
+    }
+
+
+def account_test_for_call(*, call: VendorCall) -> dict:
+    """The work of a "Test connection" call (job ``klingweb.accounts.jobs.connection_test``):
+    ``account_test`` on the team's account whose code is ``call.subject``; returns
+    ``account_test_result``. Raises ``VendorCallRefused`` when the account is gone, and what
+    ``account_test`` raises."""
+    account = KlingAccount.objects.filter(team_id=call.team_id, code=call.subject).first()
+    if account is None:
+        raise VendorCallRefused("This Kling account no longer exists.")
+    return account_test_result(account_test(account=account))
+
+
+# --- Vendor calls: admin actions that need Kling's answer, run as jobs ---------------------
+
+
+class VendorCallRefused(Exception):
+    """The work of a vendor call is not possible (e.g. its object is gone); ``str(exc)`` is
+    shown to the user. Nothing was sent to Kling."""
+
+
+def vendor_call_latest(*, team: Team, kind: str, subject: str = "") -> VendorCall | None:
+    """The newest call of ``kind`` on ``subject`` (a public code, or ``""``) in ``team``."""
+    return (
+        VendorCall.objects.filter(team=team, kind=kind, subject=str(subject))
+        .order_by("-created_at", "-pk")
+        .first()
+    )
+
+
+def vendor_call_start(
+    *, team: Team, kind: str, subject: str = "", user: Any, job: str
+) -> tuple[VendorCall, bool]:
+    """Start the vendor call ``kind`` on ``subject`` for ``team``, or join the one running.
+
+    ``job``: dotted path of the django-q2 job that does the work, called with the call's
+    primary key once this transaction commits (``async_task(job, call.pk)``). An unfinished
+    call of the same (team, kind, subject) younger than ``vendor_call_stale_after()`` is
+    returned as it is (double click, second tab); an older one is marked ``failed``
+    (``abandoned``) first, so its job — should it still run — does nothing. Returns
+    ``(call, started)``; ``started`` is False when an existing call was joined. No Kling call.
+    """
+    from django_q.tasks import async_task
+
+    subject = str(subject)
+    now = timezone.now()
+    for _attempt in range(2):
+        current = (
+            VendorCall.objects.filter(
+                team=team, kind=kind, subject=subject, status__in=VENDOR_CALL_UNFINISHED
+            )
+            .order_by("-created_at")
+            .first()
+        )
+        if current is not None and not current.is_stale:
+            return current, False
+        try:
+            with transaction.atomic():
+                if current is not None:
+                    minutes = max(1, int(vendor_call_stale_after().total_seconds() // 60))
+                    VendorCall.objects.filter(
+                        pk=current.pk, status__in=VENDOR_CALL_UNFINISHED
+                    ).update(
+                        status=VendorCallStatus.FAILED,
+                        error_kind=VendorCallError.ABANDONED,
+                        error_message=f"No answer after {minutes} minute(s); started again.",
+                        finished_at=now,
+                    )
+                call = VendorCall.objects.create(
+                    team=team, kind=kind, subject=subject, created_by=user, created_at=now
+                )
+                transaction.on_commit(functools.partial(async_task, job, call.pk))
+        except IntegrityError:
+            # Another request started one between our read and our insert: join it.
+            continue
+        return call, True
+    current = vendor_call_latest(team=team, kind=kind, subject=subject)
+    assert current is not None
+    return current, False
+
+
+def vendor_call_run(*, call_pk: int, work: Callable[[VendorCall], dict]) -> VendorCall | None:
+    """Run ``work(call)`` for the pending call ``call_pk`` once, and record the answer.
+
+    Claims the call with a conditional update (``pending`` → ``running``), so a second
+    delivery of the job, or a call already given up as abandoned, does nothing (returns
+    None). ``work`` returns the success JSON (``{"summary": str, ...}``) → ``done``. A
+    ``KlingError`` → ``failed`` with the vendor's ``code``, HTTP status, ``message`` and
+    ``request_id`` (``error_kind`` ``vendor``), or ``network`` when no answer arrived;
+    ``SecretUnreadable`` / ``ImproperlyConfigured`` → ``setup``; ``VendorCallRefused`` →
+    ``refused``. Any other exception is recorded as ``failed`` (``internal``) and re-raised
+    (the cluster logs it). Returns the call as recorded.
+    """
+    now = timezone.now()
+    claimed = VendorCall.objects.filter(pk=call_pk, status=VendorCallStatus.PENDING).update(
+        status=VendorCallStatus.RUNNING, started_at=now
+    )
+    if claimed != 1:
+        log.info("vendor call %s: not pending any more; not running it again", call_pk)
+        return None
+    call = VendorCall.objects.select_related("team").get(pk=call_pk)
+    fields: dict[str, Any]
+    failure: BaseException | None = None
+    try:
+        result = work(call)
+    except KlingError as exc:
+        network = exc.error_class == ErrorClass.NETWORK and exc.http_status is None
+        fields = {
+            "error_kind": VendorCallError.NETWORK if network else VendorCallError.VENDOR,
+            "error_code": exc.code,
+            "error_http_status": exc.http_status,
+            "error_message": str(exc.message or exc)[:2000],
+            "error_request_id": str(exc.request_id or "")[:100],
+        }
+    except (SecretUnreadable, ImproperlyConfigured) as exc:
+        fields = {"error_kind": VendorCallError.SETUP, "error_message": str(exc)}
+    except VendorCallRefused as exc:
+        fields = {"error_kind": VendorCallError.REFUSED, "error_message": str(exc)}
+    except Exception as exc:
+        failure = exc
+        fields = {
+            "error_kind": VendorCallError.INTERNAL,
+            "error_message": "The portal failed while doing this; the error is in its log.",
+        }
+    else:
+        fields = {"status": VendorCallStatus.DONE, "result": result or {}}
+    fields.setdefault("status", VendorCallStatus.FAILED)
+    fields["finished_at"] = timezone.now()
+    if not VendorCall.objects.filter(pk=call_pk, status=VendorCallStatus.RUNNING).update(**fields):
+        log.warning("vendor call %s: given up meanwhile; its answer is not recorded", call_pk)
+    if failure is not None:
+        raise failure
+    call.refresh_from_db()
+    return call
 
 
 def secrets_rotate_all() -> tuple[int, list[KlingAccount]]:

@@ -128,4 +128,9 @@ urlpatterns = [
         views.kling_unpause,
         name="accounts-kling-unpause",
     ),
+    path(
+        "t/<uuid:team>/calls/<uuid:call>/",
+        views.vendor_call_status,
+        name="accounts-call-status",
+    ),
 ]

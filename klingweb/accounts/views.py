@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -45,8 +45,15 @@ from klingweb.accounts.forms import (
     SignupForm,
     TeamForm,
 )
-from klingweb.accounts.models import Invitation, KlingAccount, Membership, Role, Team
-from klingweb.kling import KlingError
+from klingweb.accounts.models import (
+    Invitation,
+    KlingAccount,
+    Membership,
+    Role,
+    Team,
+    VendorCall,
+    VendorCallKind,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -382,11 +389,15 @@ def kling_create(request: HttpRequest, team: Any) -> HttpResponse:
 
 
 def _kling_context(access: TeamAccess, account: KlingAccount, **extra: Any) -> dict:
+    call = extra.pop("test_call", None) or services.vendor_call_latest(
+        team=access.team, kind=VendorCallKind.ACCOUNT_TEST, subject=str(account.code)
+    )
     return {
         "access": access,
         "team": access.team,
         "account": account,
         "in_use": access.team.kling_account_id == account.pk,
+        "call": call,
         **extra,
     }
 
@@ -435,18 +446,42 @@ def kling_unpause(request: HttpRequest, team: Any, account: Any) -> HttpResponse
 
 
 def kling_test(request: HttpRequest, team: Any, account: Any) -> HttpResponse:
-    """POST /t/<team>/settings/kling/<account>/test/: call account costs (last 30 days,
-    KLING_API.md §5.5) and show the resource packs, or the vendor's code, message and
-    request_id. Admins only. HTMX → the ``test-result`` section of the account page."""
+    """POST /t/<team>/settings/kling/<account>/test/ (``accounts-kling-test``): start the
+    "Test connection" job (account costs of the last 30 days, KLING_API.md §5.5) — or join
+    the one already running — and answer at once, without calling Kling. Admins only.
+
+    HTMX → the ``test-result`` section of the account page ("working…", polling the call's
+    status partial every second until the resource packs, or the vendor's code, message and
+    request_id, are in). Without HTMX → redirect to the account page, which shows the call.
+    """
     row, access = _kling_account(request, team, account)
-    result: dict[str, Any] = {}
-    try:
-        result["packs"] = services.account_test(account=row)
-    except KlingError as exc:
-        result["error"] = exc
-    except (services.SecretUnreadable, ImproperlyConfigured) as exc:
-        result["problem"] = str(exc)
-    context = _kling_context(access, row, test=result, form=KlingAccountForm(instance=row))
+    call, _started = services.vendor_call_start(
+        team=access.team,
+        kind=VendorCallKind.ACCOUNT_TEST,
+        subject=str(row.code),
+        user=request.user,
+        job="klingweb.accounts.jobs.connection_test",
+    )
     if request.htmx:
+        context = _kling_context(access, row, test_call=call)
         return render(request, "accounts/kling_detail.html#test-result", context)
-    return render(request, "accounts/kling_detail.html", context)
+    return redirect("accounts-kling-detail", team=access.team.code, account=row.code)
+
+
+def vendor_call_status(request: HttpRequest, team: Any, call: Any) -> HttpResponse:
+    """GET /t/<team>/calls/<call>/ (``accounts-call-status``): the status of one vendor
+    call — "working…" with its age while pending or running (the fragment polls this URL
+    every second), then the vendor's answer: the success summary (resource packs, counts)
+    or the error (code, HTTP status, message, request_id; a network failure; an abandoned
+    call with "start again"). HTMX → the fragment ``accounts/_vendor_call.html`` only.
+
+    Readable by team admins and by the member who started the call (others 403; outsiders
+    404; methods other than GET/HEAD 405).
+    """
+    row, access = object_for_user(request, VendorCall.objects.all(), team, call)
+    if not (access.can_admin or row.created_by_id == request.user.pk):
+        raise PermissionDenied("Only an admin or the person who started it can see this.")
+    context = {"call": row, "team": access.team}
+    if request.htmx:
+        return render(request, "accounts/_vendor_call.html", context)
+    return render(request, "accounts/vendor_call.html", {"access": access, **context})
