@@ -301,7 +301,10 @@ class _Handler(BaseHTTPRequestHandler):
                 ids, external = parse_ids(query, sandbox.config.tasks_batch_max)
                 return state.tasks_by_ids(account, ids, external=external)
             if path == TASKS_PATH and method == "POST":
-                page = parse_page(_json_body(raw) if raw.strip() else {})
+                page = parse_page(
+                    _json_body(raw) if raw.strip() else {},
+                    now_ms=int(state.now() * 1000),  # the sandbox clock, as tasks are stamped
+                )
                 items, last_seq = state.tasks_page(
                     account,
                     start_ms=page.start_ms,
