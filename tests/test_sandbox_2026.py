@@ -10,6 +10,7 @@ of this module, so the sandbox fetches them the way the vendor would.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import threading
@@ -104,10 +105,8 @@ class FileServer:
                 self.send_header("Content-Type", "video/mp4")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                try:
+                with contextlib.suppress(ConnectionError):
                     self.wfile.write(data)
-                except ConnectionError:
-                    pass
 
             def log_message(self, *args):
                 pass
@@ -155,9 +154,7 @@ def files():
 def server():
     """This module's sandbox: one AK/SK account with an API key of the same account."""
     srv = SandboxServer(
-        SandboxConfig(
-            accounts={AK: SK}, api_keys={KEY: AK}, task_seconds=TASK_SECONDS, seed=2026
-        )
+        SandboxConfig(accounts={AK: SK}, api_keys={KEY: AK}, task_seconds=TASK_SECONDS, seed=2026)
     ).start()
     yield srv
     srv.stop()
@@ -243,7 +240,9 @@ def test_api_key_is_the_bearer_on_both_designs_and_shares_the_aksk_account(sb):
 def test_aksk_jwt_is_refused_on_the_new_design_only(sb):
     jwt_headers = {"Authorization": f"Bearer {make_token(AK, SK)}"}
     with httpx.Client(base_url=sb.base_url, trust_env=False, timeout=30) as http:
-        message = refused(http.post(TURBO_T2V, json={"prompt": "x"}, headers=jwt_headers), 401, 1000)
+        message = refused(
+            http.post(TURBO_T2V, json={"prompt": "x"}, headers=jwt_headers), 401, 1000
+        )
         assert "API key" in message
         refused(http.get(TASKS, params={"task_ids": "1"}, headers=jwt_headers), 401, 1000)
         refused(http.post(TASKS, json={}, headers=jwt_headers), 401, 1000)
@@ -487,7 +486,9 @@ def test_get_tasks_by_ids_and_external_ids_with_batch_limit(sb, client):
     assert len(ok(client.get(TASKS, params={"task_ids": hundred}))) == 1
     message = refused(client.get(TASKS, params={"task_ids": hundred + ",one-more"}), 400, 1201)
     assert message.startswith("task_ids") and "100" in message
-    message = refused(client.get(TASKS, params={"task_ids": ids[0], "external_task_ids": "x-0"}), 400, 1201)
+    message = refused(
+        client.get(TASKS, params={"task_ids": ids[0], "external_task_ids": "x-0"}), 400, 1201
+    )
     assert "task_ids" in message and "external_task_ids" in message
     assert "task_ids" in refused(client.get(TASKS), 400, 1201)
     assert "task_ids" in refused(client.get(TASKS, params={"task_ids": ",,"}), 400, 1201)
@@ -505,7 +506,11 @@ def test_post_tasks_pages_with_cursor_and_filters(sb, client):
     ids = [ok(client.post(TURBO_T2V, json={"prompt": f"p{i}"}))["id"] for i in range(5)]
     sb.advance(TASK_SECONDS + 1)
     ok(client.post(TURBO_T2V, json={"prompt": "late"}))  # still submitted
-    first = ok(client.post(TASKS, json={"limit": 2, "filters": [{"key": "status", "values": ["succeeded"]}]}))
+    first = ok(
+        client.post(
+            TASKS, json={"limit": 2, "filters": [{"key": "status", "values": ["succeeded"]}]}
+        )
+    )
     assert set(first) == {"result", "count", "next_cursor", "has_more"}
     assert [t["id"] for t in first["result"]] == [ids[4], ids[3]]
     assert first["count"] == 2 and first["has_more"] and first["next_cursor"]
@@ -516,13 +521,24 @@ def test_post_tasks_pages_with_cursor_and_filters(sb, client):
     third = ok(client.post(TASKS, json={**body, "cursor": second["next_cursor"]}))
     assert [t["id"] for t in third["result"]] == [ids[0]]
     assert third["has_more"] is False and third["next_cursor"] == ""
-    submitted = ok(client.post(TASKS, json={"filters": [{"key": "status", "values": ["submitted", "processing"]}]}))
+    submitted = ok(
+        client.post(
+            TASKS, json={"filters": [{"key": "status", "values": ["submitted", "processing"]}]}
+        )
+    )
     assert submitted["count"] == 1
-    assert ok(client.post(TASKS, json={"filters": [{"key": "product_type", "values": ["image"]}]}))["result"] == []
+    assert (
+        ok(client.post(TASKS, json={"filters": [{"key": "product_type", "values": ["image"]}]}))[
+            "result"
+        ]
+        == []
+    )
     everything = ok(client.post(TASKS, content=b""))  # no body: defaults
     assert everything["count"] == 6
     now = int(time.time() * 1000)
-    future = ok(client.post(TASKS, json={"start_time": str(now + 10**9), "end_time": now + 2 * 10**9}))
+    future = ok(
+        client.post(TASKS, json={"start_time": str(now + 10**9), "end_time": now + 2 * 10**9})
+    )
     assert future["result"] == []
 
 
@@ -551,9 +567,22 @@ def test_post_tasks_limit_500_is_accepted(client):
 
 def test_legacy_callbacks_carry_exactly_the_documented_subset(sb, receiver):
     jwt_headers = {"Authorization": f"Bearer {make_token(AK, SK)}"}
-    with httpx.Client(base_url=sb.base_url, headers=jwt_headers, trust_env=False, timeout=30) as http:
-        video = ok(http.post(T2V, json={"prompt": "x", "watermark_info": {"enabled": True}, "callback_url": receiver.url}))["task_id"]
-        multi = ok(http.post(MULTI, json={"element_frontal_image": IMG, "callback_url": receiver.url}))["task_id"]
+    with httpx.Client(
+        base_url=sb.base_url, headers=jwt_headers, trust_env=False, timeout=30
+    ) as http:
+        video = ok(
+            http.post(
+                T2V,
+                json={
+                    "prompt": "x",
+                    "watermark_info": {"enabled": True},
+                    "callback_url": receiver.url,
+                },
+            )
+        )["task_id"]
+        multi = ok(
+            http.post(MULTI, json={"element_frontal_image": IMG, "callback_url": receiver.url})
+        )["task_id"]
         element = ok(http.post(ELEMENTS, json={
             "element_name": "Hero", "element_description": "d", "reference_type": "image_refer",
             "element_image_list": {"frontal_image": IMG, "refer_images": [{"image_url": IMG}]},
@@ -638,14 +667,18 @@ def test_cash_account_reports_money(sb, client, receiver):
     costs = {"start_time": now - 1000, "end_time": now + 10**6}
     pack_before = ok(client.get("/account/costs", params=costs))["resource_pack_subscribe_infos"]
     legacy = ok(client.post(T2V, json={"prompt": "x", "callback_url": receiver.url}))["task_id"]
-    new = ok(client.post(TURBO_T2V, json={"prompt": "x", "settings": {"resolution": "1080p"}}))["id"]
+    new = ok(client.post(TURBO_T2V, json={"prompt": "x", "settings": {"resolution": "1080p"}}))[
+        "id"
+    ]
     sb.advance(TASK_SECONDS + 1)
     task = ok(client.get(f"{T2V}/{legacy}"))
     # kling-v1 std 5 s = 1.5 units = 0.21 USD list; charged at 80 %.
     assert task["final_unit_deduction"] == "0"
     assert task["final_balance_deduction"] == {"quota": "0.168", "list_price": "0.21"}
     assert sb.wait_callbacks(10)
-    [final] = [b for b in receiver.bodies if b["task_id"] == legacy and b["task_status"] == "succeed"]
+    [final] = [
+        b for b in receiver.bodies if b["task_id"] == legacy and b["task_status"] == "succeed"
+    ]
     assert set(final) == LEGACY_CALLBACK_KEYS | {"final_balance_deduction"}
     assert final["final_balance_deduction"] == task["final_balance_deduction"]
     # Turbo 1080p 5 s = 5 units = 0.70 USD list.
@@ -662,10 +695,22 @@ def test_cash_account_reports_money(sb, client, receiver):
 def test_unit_account_pack_goes_down_by_the_table_figure(sb, client):
     now = int(time.time() * 1000)
     costs = {"start_time": now - 1000, "end_time": now + 10**6}
-    before = Decimal(str(ok(client.get("/account/costs", params=costs))["resource_pack_subscribe_infos"][0]["remaining_quantity"]))
+    before = Decimal(
+        str(
+            ok(client.get("/account/costs", params=costs))["resource_pack_subscribe_infos"][0][
+                "remaining_quantity"
+            ]
+        )
+    )
     ok(client.post(V3_T2V, json={"prompt": "x", "settings": {"audio": "native", "duration": 10}}))
     sb.advance(TASK_SECONDS + 1)
-    after = Decimal(str(ok(client.get("/account/costs", params=costs))["resource_pack_subscribe_infos"][0]["remaining_quantity"]))
+    after = Decimal(
+        str(
+            ok(client.get("/account/costs", params=costs))["resource_pack_subscribe_infos"][0][
+                "remaining_quantity"
+            ]
+        )
+    )
     assert before - after == Decimal("9")  # 3.0 native 720p: 0.9 units/s × 10 s
 
 
