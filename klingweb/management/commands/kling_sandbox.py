@@ -102,7 +102,10 @@ def resolve_options(options: dict) -> dict:
     if not values["secret_key"]:
         values["secret_key"] = getattr(settings, "KLING_SECRET_KEY", "") or DEFAULT_SECRET_KEY
     if not values["api_key"]:
-        values["api_key"] = getattr(settings, "KLING_API_KEY", "") or ""
+        # settings.KLING_API_KEY, else the variable itself (settings may not define it).
+        values["api_key"] = (
+            getattr(settings, "KLING_API_KEY", "") or os.environ.get("KLING_API_KEY", "").strip()
+        )
     values["cash"] = bool(options.get("cash")) or _env_flag("cash")
     if values["api_key"] and values["api_key"] == values["access_key"]:
         raise CommandError("--api-key must differ from the access key.")
