@@ -471,7 +471,7 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class SandboxServer:
-    """A running Kling look-alike (contract in /tmp/klingweb-contracts.md "The sandbox").
+    """A running Kling look-alike of both API designs (issue 2 §3, issue 13 §10).
 
     ``SandboxServer(config, host="127.0.0.1", port=0)`` binds at once (port 0: a free port);
     ``start()`` serves in daemon threads and returns ``self``. ``public_url`` overrides the
