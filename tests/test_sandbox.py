@@ -25,7 +25,7 @@ import jwt
 import pytest
 from PIL import Image
 
-from klingweb.sandbox import COST_TABLE, SandboxConfig, SandboxServer
+from klingweb.sandbox import SandboxConfig, SandboxServer
 from tests.conftest import SANDBOX_AK, SANDBOX_SK
 
 # The session sandbox's test secret is shorter than PyJWT's recommended 32 bytes.
@@ -312,7 +312,8 @@ def test_task_runs_submitted_processing_succeed_on_the_sandbox_clock(sb, client)
     sb.advance(TASK_SECONDS)
     task = ok(client.get(f"{T2V}/{tid}"))
     assert task["task_status"] == "succeed"
-    assert task["final_unit_deduction"] == COST_TABLE["text2video"]["pro"]["10"] == "7"
+    # Price table: an unlisted old model (kling-v1) at pro = 0.5 units/s, × 10 s.
+    assert task["final_unit_deduction"] == "5"
     assert isinstance(task["final_unit_deduction"], str)
     assert task["updated_at"] - task["created_at"] == int(TASK_SECONDS * 1000)
     [video] = task["task_result"]["videos"]
@@ -321,11 +322,11 @@ def test_task_runs_submitted_processing_succeed_on_the_sandbox_clock(sb, client)
     assert video["url"].startswith(f"{sb.base_url}/sandbox-media/")
     snap = {t["task_id"]: t for t in sb.tasks_snapshot()}[tid]
     assert snap["account"] == client.account and snap["family"] == "text2video"
-    assert snap["task_status"] == "succeed" and snap["final_unit_deduction"] == "7"
+    assert snap["task_status"] == "succeed" and snap["final_unit_deduction"] == "5"
 
 
 @pytest.mark.parametrize(
-    ("mark", "units"), [("sandbox:fail", "0"), ("sandbox:fail-charged", "3.5")]
+    ("mark", "units"), [("sandbox:fail", "0"), ("sandbox:fail-charged", "2.4")]
 )
 def test_sandbox_fail_marks_end_in_failed(sb, client, mark, units):
     body = {"image": IMG, "sound_file": SOUND, "prompt": f"wave {mark}", "mode": "pro"}
@@ -334,8 +335,8 @@ def test_sandbox_fail_marks_end_in_failed(sb, client, mark, units):
     task = ok(client.get(f"{AVATAR}/{tid}"))
     assert task["task_status"] == "failed"
     assert "sandbox:fail" in task["task_status_msg"]
-    expected = "0" if units == "0" else COST_TABLE["avatar"]["pro"]["*"]
-    assert task["final_unit_deduction"] == expected
+    # Avatar pro (1080p) = 0.8 units per second of output, × the 3 s audio.
+    assert task["final_unit_deduction"] == units
     assert task["task_result"] == {}
 
 
@@ -344,7 +345,7 @@ def test_avatar_video_lasts_as_long_as_its_audio(sb, client):
     sb.advance(TASK_SECONDS + 1)
     task = ok(client.get(f"{AVATAR}/{tid}"))
     assert task["task_result"]["videos"][0]["duration"] == "3.0"
-    assert task["final_unit_deduction"] == COST_TABLE["avatar"]["std"]["*"]
+    assert task["final_unit_deduction"] == "1.2"  # avatar std: 0.4 units/s × 3.0 s
     assert task["watermark_info"] == {"enabled": False}
 
 
@@ -364,7 +365,7 @@ def test_multi_shot_gives_three_images_of_three_urls(sb, client):
     images = task["task_result"]["images"]
     assert [img["index"] for img in images] == [0, 1, 2]
     assert all(set(img) == {"index", "url_1", "url_2", "url_3"} for img in images)
-    assert task["final_unit_deduction"] == COST_TABLE["multi_shot"]["*"]["*"]
+    assert task["final_unit_deduction"] == "0.5"  # per call (prices module)
 
 
 # ----- queries by external_task_id, lists ------------------------------------------------------
@@ -513,7 +514,6 @@ GOOD = [
     ("camera-simple", T2V, {"prompt": "x", "camera_control": {"type": "simple", "config": {"zoom": -10}}}),
     ("i2v-tail", I2V, {"image": IMG, "image_tail": IMG, "mode": "pro", "duration": "10"}),
     ("el-name-20-3-refs", ELEMENTS, element_body(element_name="n" * 20, element_image_list={"frontal_image": IMG, "refer_images": [{"image_url": IMG}] * 3})),
-    ("el-video", ELEMENTS, element_body(reference_type="video_refer", element_image_list=None, element_video_list={"refer_videos": [{"video_url": "https://e.com/me.mov"}]}, tag_list=[{"tag_id": f"o_10{i}"} for i in range(1, 9)])),
 ]  # fmt: skip
 
 
@@ -539,8 +539,10 @@ def test_callbacks_on_every_status_change(sb, client, receiver):
         "final_unit_deduction", "task_info", "task_result",
     }  # fmt: skip
     assert final["task_info"]["external_task_id"] == "cb-1"
-    assert final["final_unit_deduction"] == "1"
-    assert final["task_result"]["videos"][0]["url"].endswith(".mp4")
+    assert final["final_unit_deduction"] == "1.5"  # kling-v1 std: 0.3 units/s × 5 s
+    [video] = final["task_result"]["videos"]
+    assert set(video) == {"id", "url", "duration"}  # the documented subset only
+    assert video["url"].endswith(".mp4")
     log = [e for e in sb.callbacks_log if e["task_id"] == tid]
     assert [(e["http_status"], e["dropped"]) for e in log] == [(200, False), (200, False)]
     assert log[0]["url"] == receiver.url
@@ -647,7 +649,7 @@ def test_video_extend_names_parent_video(sb, client):
     }
     [video] = task["task_result"]["videos"]
     assert Decimal(video["duration"]) == Decimal(parent["duration"]) + Decimal("4.5")
-    assert task["final_unit_deduction"] == COST_TABLE["video_extend"]["pro"]["*"]
+    assert task["final_unit_deduction"] == "2.5"  # old-model pro row 0.5/s × 5 s
     # An extension can be extended again.
     ok(client.post(EXTEND, json={"video_id": video["id"]}))
 
@@ -732,7 +734,7 @@ def test_account_costs_remaining_goes_down_as_tasks_finish(sb, client):
     ok(client.post(T2V, json={"prompt": "sandbox:fail"}))
     assert _remaining(client) == before  # nothing finished yet
     sb.advance(TASK_SECONDS + 1)
-    assert _remaining(client) == before - Decimal("3.5")
+    assert _remaining(client) == before - Decimal("2.5")  # kling-v1 pro: 0.5/s × 5 s
 
 
 def test_account_costs_parameters(client):

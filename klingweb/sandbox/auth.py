@@ -1,4 +1,5 @@
-"""Bearer JWT check, as the vendor does it (KLING_API.md §1 and §2).
+"""Bearer checks, as the vendor does them: AK/SK JWTs (KLING_API.md §1 and §2) and API
+keys (KLING_API_2026.md §2: ``Authorization: Bearer <API_KEY>``, the key itself).
 
 The token is an HS256 JWT whose ``iss`` is the access key, signed with the matching secret
 key, with ``exp`` (and usually ``nbf``) in Unix seconds. Time here is the real wall clock,
@@ -73,3 +74,35 @@ def authenticate(header: str | None, accounts: dict[str, str], *, now: float | N
     if exp <= now:
         raise _unauthorized(1004, "Token has expired")
     return issuer
+
+
+API_KEY = "api_key"
+JWT = "jwt"
+
+
+def authenticate_any(
+    header: str | None,
+    accounts: dict[str, str],
+    api_keys: dict[str, str],
+    *,
+    now: float | None = None,
+) -> tuple[str, str]:
+    """Check an ``Authorization`` header holding an API key or an AK/SK JWT.
+
+    Returns ``(account, kind)``: for an API key of ``api_keys`` (``{key: account}``) the
+    key's account and ``"api_key"``; otherwise the JWT is checked as ``authenticate`` does
+    and the result is ``(access_key, "jwt")``. Raises ``ApiError`` HTTP 401: 1001 for a
+    missing/empty header; 1002 for a token that is neither a known API key nor a valid JWT
+    (an unknown or mistyped key ends here, as "Authorization header is invalid"); 1003/1004
+    for a JWT's ``nbf``/``exp``. The digest is silent on whether 1003/1004 apply to keys;
+    the sandbox never expires a key.
+    """
+    if header is not None:
+        scheme, _, token = header.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() == "bearer" and token and token in api_keys:
+            return api_keys[token], API_KEY
+        if scheme.lower() == "bearer" and token and token.count(".") != 2:
+            # Not shaped like a JWT at all: the caller meant an API key we do not know.
+            raise _unauthorized(1002, "Authorization header is invalid: unknown API key")
+    return authenticate(header, accounts, now=now), JWT

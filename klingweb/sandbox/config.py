@@ -46,9 +46,29 @@ class SandboxConfig:
     - ``callback_drop_rate``: probability that a callback delivery is silently not sent.
     - ``callback_duplicate_rate``: probability that a callback is delivered twice.
     - ``account_error_code``: 1100, 1101 or 1102 makes every create answer that account
-      error (HTTP 429: account exception, arrears, resource pack used up); ``None``: off.
+      error (HTTP 429: account exception, arrears, resource pack used up); 1304 (IP
+      allow-list policy, HTTP 429) refuses *every* API request, queries included, since an
+      allow-list blocks the caller's address, not one kind of call; ``None``: off.
     - ``seed``: seed of the sandbox's random generator (fault draws and generated ids), for
       reproducible runs; ``None`` seeds from the OS.
+    - ``api_keys``: ``{api_key: account}``; ``Authorization: Bearer <api_key>`` (the key
+      itself, KLING_API_2026.md §2) authenticates as ``account``. Use an access key of
+      ``accounts`` as the account to make the key and the AK/SK pair one vendor account
+      (same tasks, external ids, limits and pack); any other name is an account of its own.
+      API keys work on every endpoint; AK/SK JWTs only on the legacy ``/v1`` and
+      ``/account`` paths (the new design answers a JWT with HTTP 401, code 1000).
+    - ``cash``: ``True`` makes every account a cash (balance) account: legacy tasks report
+      ``final_unit_deduction "0"`` plus ``final_balance_deduction{quota, list_price}`` and
+      new-design tasks ``billing[{charge_type "cash", cash_type, amount, currency,
+      list_price}]``, in USD (KLING_API_2026.md §7); ``False``: a unit (resource pack)
+      account, ``billing[{charge_type "unit", amount, package_type}]``.
+    - ``cash_discount``: the balance is charged ``list_price × cash_discount`` (a fraction in
+      (0, 1]; 1 = list price). ``quota``/``amount`` carry the discounted figure.
+    - ``fetch_timeout``: seconds the sandbox waits for a reference video it fetches from a
+      URL (element ``video_url``, Omni ``feature_video``/``base_video``, motion-control
+      ``video``) before refusing the create with 1201.
+    - ``tasks_batch_max``: most ids one ``GET /tasks`` accepts (the vendor's maximum is not
+      documented; see ``klingweb.sandbox.unified``).
     """
 
     accounts: dict[str, str] = field(
@@ -64,6 +84,11 @@ class SandboxConfig:
     callback_duplicate_rate: float = 0.0
     account_error_code: int | None = None
     seed: int | None = None
+    api_keys: dict[str, str] = field(default_factory=dict)
+    cash: bool = False
+    cash_discount: float = 1.0
+    fetch_timeout: float = 10.0
+    tasks_batch_max: int = 100
 
     def reset_faults(self) -> None:
         """Set every fault knob (``FAULT_DEFAULTS``) back to "no fault"."""

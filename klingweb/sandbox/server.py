@@ -1,9 +1,10 @@
 """The sandbox HTTP server: a Kling look-alike on a real socket (stdlib ``http.server``).
 
-Speaks the vendor API of KLING_API.md §5 (envelope ``{code, message, request_id, data}``,
-bearer JWT, error codes of §2), serves its generated media under ``/sandbox-media/``, runs
-tasks on its own clock and POSTs callbacks (kling-docs/callback-protocol.txt). Imports
-nothing from ``klingweb.kling`` or Django.
+Speaks the legacy vendor API of KLING_API.md §5 and the new design of KLING_API_2026.md
+§3–§4 (envelope ``{code, message, request_id, data}``, bearer API keys or AK/SK JWTs, error
+codes of §2), serves its generated media under ``/sandbox-media/``, runs tasks on its own
+clock and POSTs callbacks (kling-docs/callback-protocol.txt; KLING_API_2026.md §6).
+Imports nothing from ``klingweb.kling`` or Django.
 """
 
 from __future__ import annotations
@@ -24,15 +25,18 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import httpx
 
 from . import media
-from .auth import authenticate
+from .auth import JWT, authenticate_any
 from .config import SandboxConfig
 from .errors import ApiError, invalid
+from .newdesign import NEW_ENDPOINTS, validate_new
 from .state import FAMILY_PATHS, SandboxState
+from .unified import encode_cursor, parse_ids, parse_page
 from .validation import validate_costs_query, validate_create, validate_page
 
 PRESET_ELEMENTS_PATH = "/v1/general/advanced-presets-elements"
 DELETE_ELEMENTS_PATH = "/v1/general/delete-elements"
 ACCOUNT_COSTS_PATH = "/account/costs"
+TASKS_PATH = "/tasks"  # the new design's unified task query
 MEDIA_PREFIX = "/sandbox-media/"
 MAX_BODY_BYTES = 300 * 1024 * 1024  # room for a Base64 video of 200 MB
 CALLBACK_TIMEOUT = 2.0  # seconds, connect and read
@@ -49,6 +53,13 @@ _ACCOUNT_ERRORS = {
     1101: "Account in arrears (post-paid)",
     1102: "Resource pack used up or expired",
 }
+#: 1304 (IP allow-list policy) refuses every API request, queries included.
+IP_ALLOW_LIST_CODE = 1304
+
+
+def _task_id(body: Json) -> Any:
+    """The task id of a callback body of either design (``task_id`` legacy, ``id`` new)."""
+    return body.get("task_id", body.get("id"))
 
 
 class CallbackDispatcher:
@@ -57,7 +68,8 @@ class CallbackDispatcher:
     A job goes to the worker ``crc32(task_id) % CALLBACK_WORKERS``, so callbacks of one task
     arrive in status order while a slow receiver does not hold up every other task. Each
     attempt is appended to ``log`` as ``{url, body, task_id, task_status, http_status (int |
-    None), dropped (bool), error (str | None), at (Unix s)}``. ``callback_drop_rate`` skips a
+    None), dropped (bool), error (str | None), at (Unix s)}`` (for a new-design body,
+    ``task_id``/``task_status`` are its ``id``/``status``). ``callback_drop_rate`` skips a
     delivery (logged with ``dropped=True``); ``callback_duplicate_rate`` sends it twice.
     Delivery is attempted once (no retries: the vendor documents none). The log keeps the
     last ``CALLBACK_LOG_MAX`` attempts.
@@ -93,7 +105,7 @@ class CallbackDispatcher:
         """Queue one callback (never blocks; called under the state lock)."""
         with self._pending_cond:
             self._pending += 1
-        index = zlib.crc32(str(body.get("task_id")).encode()) % CALLBACK_WORKERS
+        index = zlib.crc32(str(_task_id(body)).encode()) % CALLBACK_WORKERS
         self._queues[index].put((url, body))
 
     def wait_idle(self, timeout: float) -> bool:
@@ -144,8 +156,8 @@ class CallbackDispatcher:
         entry = {
             "url": url,
             "body": body,
-            "task_id": body.get("task_id"),
-            "task_status": body.get("task_status"),
+            "task_id": _task_id(body),
+            "task_status": body.get("task_status", body.get("status")),
             "http_status": status,
             "dropped": dropped,
             "error": error,
@@ -238,12 +250,21 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             raw = self._read_body()
             config = sandbox.config
-            account = authenticate(self.headers.get("Authorization"), config.accounts)
+            account, kind = authenticate_any(
+                self.headers.get("Authorization"), config.accounts, config.api_keys
+            )
+            if config.account_error_code == IP_ALLOW_LIST_CODE:
+                raise ApiError(
+                    429,
+                    IP_ALLOW_LIST_CODE,
+                    "IP allow-list policy: this address is not allowed for the account "
+                    "(sandbox fault injection)",
+                )
             if sandbox.state.chance(config.error_rate):
                 if sandbox.state.choice([True, False]):
                     raise ApiError(500, 5000, "Server internal error (sandbox fault injection)")
                 raise ApiError(503, 5001, "Server under maintenance (sandbox fault injection)")
-            data = self._route(sandbox, method, path, parse_qs(parts.query), raw, account)
+            data = self._route(sandbox, method, path, parse_qs(parts.query), raw, account, kind)
         except ApiError as exc:
             status, code, message, data = exc.http_status, exc.code, exc.message, None
         except Exception:  # noqa: BLE001 - any bug must still answer with the envelope
@@ -262,9 +283,50 @@ class _Handler(BaseHTTPRequestHandler):
         query: dict[str, list[str]],
         raw: bytes,
         account: str,
+        kind: str,
     ) -> Any:
         state = sandbox.state
         path = path.rstrip("/") or "/"
+        if path in NEW_ENDPOINTS or path == TASKS_PATH:
+            if kind == JWT:
+                # KLING_API_2026.md §2: AK/SK JWTs are "only applicable to legacy version
+                # design standards"; the new design accepts API keys only.
+                raise ApiError(
+                    401,
+                    1000,
+                    "Authentication failed: the new API design accepts API keys only "
+                    "(AK/SK tokens work on the legacy /v1 endpoints)",
+                )
+            if path == TASKS_PATH and method == "GET":
+                ids, external = parse_ids(query, sandbox.config.tasks_batch_max)
+                return state.tasks_by_ids(account, ids, external=external)
+            if path == TASKS_PATH and method == "POST":
+                page = parse_page(
+                    _json_body(raw) if raw.strip() else {},
+                    now_ms=int(state.now() * 1000),  # the sandbox clock, as tasks are stamped
+                )
+                items, last_seq = state.tasks_page(
+                    account,
+                    start_ms=page.start_ms,
+                    end_ms=page.end_ms,
+                    before_seq=page.before_seq,
+                    limit=page.limit,
+                    statuses=page.statuses,
+                    product_types=page.product_types,
+                )
+                return {
+                    "result": items,
+                    "count": len(items),
+                    "next_cursor": (
+                        encode_cursor(page.start_ms, page.end_ms, last_seq)
+                        if last_seq is not None
+                        else ""
+                    ),
+                    "has_more": last_seq is not None,
+                }
+            if path in NEW_ENDPOINTS and method == "POST":
+                return self._create_new(sandbox, path, raw, account)
+            raise ApiError(404, 1202, f"invalid method or path: {method} {path}")
         for family, base in FAMILY_PATHS.items():
             if path == base:
                 if method == "GET":
@@ -294,6 +356,25 @@ class _Handler(BaseHTTPRequestHandler):
         raise ApiError(404, 1202, f"invalid method or path: {method} {path}")
 
     def _create(self, sandbox: SandboxServer, family: str, raw: bytes, account: str) -> Json:
+        self._create_faults(sandbox)
+        body = _json_body(raw)
+        info = validate_create(family, body, fetch_timeout=sandbox.config.fetch_timeout)
+        return sandbox.state.create(account, family, body, info)
+
+    def _create_new(self, sandbox: SandboxServer, path: str, raw: bytes, account: str) -> Json:
+        self._create_faults(sandbox)
+        body = _json_body(raw)
+        state = sandbox.state
+        info = validate_new(
+            path,
+            body,
+            elements=lambda element_id: state.element_for(account, element_id),
+            fetch_timeout=sandbox.config.fetch_timeout,
+        )
+        return state.create_new(account, path, body, info)
+
+    def _create_faults(self, sandbox: SandboxServer) -> None:
+        """The create-only fault knobs: account errors 1100–1102, 1302, 1303."""
         config = sandbox.config
         state = sandbox.state
         if config.account_error_code in _ACCOUNT_ERRORS:
@@ -305,9 +386,6 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(
                 429, 1303, "Concurrency over the resource pack limit (sandbox fault injection)"
             )
-        body = _json_body(raw)
-        info = validate_create(family, body)
-        return state.create(account, family, body, info)
 
     # ----- media -------------------------------------------------------------------------
 
@@ -393,7 +471,7 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class SandboxServer:
-    """A running Kling look-alike (contract in /tmp/klingweb-contracts.md "The sandbox").
+    """A running Kling look-alike of both API designs (issue 2 §3, issue 13 §10).
 
     ``SandboxServer(config, host="127.0.0.1", port=0)`` binds at once (port 0: a free port);
     ``start()`` serves in daemon threads and returns ``self``. ``public_url`` overrides the

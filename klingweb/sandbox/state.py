@@ -18,8 +18,9 @@ from decimal import Decimal
 from typing import Any
 
 from .config import SandboxConfig
-from .costs import cost_for
+from .costs import cash_figures, legacy_units, new_design_units
 from .errors import ApiError, invalid, not_found
+from .prices import CURRENCY, decimal_text
 
 FAMILY_PATHS: dict[str, str] = {
     "multi_shot": "/v1/general/ai-multi-shot",
@@ -90,6 +91,8 @@ class Task:
     units: Decimal = Decimal(0)
     result: Json = field(default_factory=dict)
     parent_video: Json | None = None
+    design: str = "legacy"  # "legacy" (/v1, model_name) or "new" (model in the path)
+    cash: tuple[str, str] | None = None  # (charged, list_price) in USD on a cash account
 
     @property
     def finished(self) -> bool:
@@ -117,6 +120,7 @@ class SandboxState:
         self._unfinished: dict[str, Task] = {}
         self._by_external: dict[tuple[str, str], Task] = {}  # (account, external id)
         self._by_family: dict[tuple[str, str], list[Task]] = {}  # (account, family), oldest first
+        self._new_by_account: dict[str, list[Task]] = {}  # new-design tasks, oldest first
         self._used: dict[str, Decimal] = {}  # account -> units of finished tasks
         self._ids: set[str] = set()
         self._videos: dict[str, Json] = {}  # video_id -> facts of a generated video
@@ -187,7 +191,10 @@ class SandboxState:
                 if task.status == "processing" and now >= task.finish_at:
                     self._finish(task)
                     del self._unfinished[task.task_id]
-                    self._used[task.account] = self._used.get(task.account, Decimal(0)) + task.units
+                    if task.cash is None:  # a cash account pays from its balance
+                        self._used[task.account] = (
+                            self._used.get(task.account, Decimal(0)) + task.units
+                        )
                     if task.callback_url:
                         jobs.append((task.callback_url, self.callback_body(task)))
             sink = self.on_callback
@@ -207,7 +214,7 @@ class SandboxState:
                 if k not in ("element_image_list", "element_video_list")
             }
             if task.charged:
-                task.units = cost_for(task.family, info.get("mode"), info.get("duration"))
+                self._charge(task, self._output_seconds(task))
                 task.status_msg = (
                     "Generation failed after it was charged (forced by 'sandbox:fail-charged')"
                 )
@@ -218,11 +225,44 @@ class SandboxState:
                 )
             return
         task.status = "succeed"
-        task.units = cost_for(task.family, info.get("mode"), info.get("duration"))
         task.result = self._make_result(task)
+        self._charge(task, self._output_seconds(task))
+
+    def _output_seconds(self, task: Task) -> Decimal | None:
+        if task.design == "new":
+            return task.info["output_seconds"]
+        if task.family == "avatar":
+            return self._video_duration(task)
+        return None
+
+    def _charge(self, task: Task, seconds: Decimal | None) -> None:
+        """Price a finished task from the published table (``costs``); on a cash account
+        keep the money figures too (KLING_API_2026.md §7, §8)."""
+        if task.design == "new":
+            task.units = new_design_units(task.info, seconds or Decimal(0))
+        else:
+            task.units = legacy_units(task.family, task.info, seconds)
+        if self.config.cash:
+            task.cash = cash_figures(task.units, self.config.cash_discount)
 
     def _make_result(self, task: Task) -> Json:
         tid = task.task_id
+        if task.design == "new":
+            video_id = self.new_id()
+            watermark = task.info.get("watermark")
+            return {
+                "outputs": [
+                    {
+                        "type": "video",
+                        "id": video_id,
+                        "url": self.media_url(tid, f"{video_id}.mp4"),
+                        "watermark_url": (
+                            self.media_url(tid, f"{video_id}-watermark.mp4") if watermark else ""
+                        ),
+                        "duration": decimal_text(task.info["output_seconds"]),
+                    }
+                ]
+            }
         if task.family == "multi_shot":
             images = [
                 {
@@ -332,8 +372,7 @@ class SandboxState:
         return self.media_url(task.task_id, f"{name}.png")
 
     def _keep_video(self, task: Task, value: str) -> str:
-        if value.startswith(("http://", "https://")):
-            return value
+        # The vendor fetched the clip (the portal's signed URL expires) and serves its copy.
         return self.media_url(task.task_id, "refer-video.mp4")
 
     def _owner_id(self, account: str) -> str:
@@ -344,77 +383,104 @@ class SandboxState:
     # ----- API operations ---------------------------------------------------------------
 
     def create(self, account: str, family: str, body: Json, info: Json) -> Json:
-        """Create a task from a validated ``body`` (``info``: facts from validation).
+        """Create a legacy task from a validated ``body`` (``info``: facts from validation).
 
         Raises ``ApiError``: 1201 for a reused ``external_task_id`` or an unusable
         ``video_id``; 1303 (HTTP 429) when ``config.concurrency_limit`` unfinished tasks of the
         account already run. Returns the create answer's ``data`` (KLING_API.md §4).
         """
         with self.lock:
-            self.tick()
-            external = info.get("external_task_id")
-            if external is not None and (account, external) in self._by_external:
-                raise invalid(
-                    "external_task_id",
-                    f"'{external}' is already used by another task of this account "
-                    "(must be unique within the account)",
-                )
             parent = None
             if family == "video_extend":
+                self.tick()
                 parent = self._check_extendable(account, info["video_id"])
                 info = {**info, "mode": parent["mode"], "model_name": parent["model_name"]}
-            limit = self.config.concurrency_limit
-            if limit is not None:
-                running = sum(1 for t in self._unfinished.values() if t.account == account)
-                if running >= limit:
-                    raise ApiError(
-                        429,
-                        1303,
-                        f"Concurrency limit reached: {running} unfinished tasks "
-                        f"(limit {limit}); try again later",
-                    )
-            now = self.now()
-            seconds = max(float(self.config.task_seconds), 0.0)
-            if _contains_string(body, FAIL_CHARGED_MARK):
-                outcome, charged = "failed", True
-            elif _contains_string(body, FAIL_MARK):
-                outcome, charged = "failed", False
-            else:
-                outcome, charged = "succeed", False
-            self._seq += 1
-            task = Task(
-                seq=self._seq,
-                account=account,
-                family=family,
-                task_id=self.new_id(),
-                external_task_id=external,
-                callback_url=info.get("callback_url"),
-                info=info,
-                created=now,
-                processing_at=now + seconds / 3,
-                finish_at=now + seconds,
-                outcome=outcome,
-                charged=charged,
-                updated=now,
-            )
+            task = self._add_task(account, family, body, info, design="legacy")
             if parent is not None:
                 task.parent_video = {
                     "id": parent["id"],
                     "url": parent["url"],
                     "duration": str(parent["duration"]),
                 }
-            self._tasks[task.task_id] = task
-            self._unfinished[task.task_id] = task
-            self._by_family.setdefault((account, family), []).append(task)
-            if external is not None:
-                self._by_external[(account, external)] = task
             return {
                 "task_id": task.task_id,
                 "task_status": task.status,
-                "task_info": {"external_task_id": external or ""},
+                "task_info": {"external_task_id": task.external_task_id or ""},
                 "created_at": _ms(task.created),
                 "updated_at": _ms(task.updated),
             }
+
+    def create_new(self, account: str, path: str, body: Json, info: Json) -> Json:
+        """Create a new-design task (model in ``path``) from a validated ``body``.
+
+        Same rules as ``create`` (unique ``external_task_id`` per account across both
+        designs, ``concurrency_limit``, the ``sandbox:fail`` marks). Returns the create
+        answer's ``data``: ``{id, status, create_time, update_time (ms), external_id}``
+        (KLING_API_2026.md §1).
+        """
+        with self.lock:
+            task = self._add_task(account, path, body, info, design="new")
+            return {
+                "id": task.task_id,
+                "status": task.status,
+                "create_time": _ms(task.created),
+                "update_time": _ms(task.updated),
+                "external_id": task.external_task_id or "",
+            }
+
+    def _add_task(self, account: str, family: str, body: Json, info: Json, *, design: str) -> Task:
+        self.tick()
+        external = info.get("external_task_id")
+        field_name = "options.external_task_id" if design == "new" else "external_task_id"
+        if external is not None and (account, external) in self._by_external:
+            raise invalid(
+                field_name,
+                f"'{external}' is already used by another task of this account "
+                "(must be unique within the account)",
+            )
+        limit = self.config.concurrency_limit
+        if limit is not None:
+            running = sum(1 for t in self._unfinished.values() if t.account == account)
+            if running >= limit:
+                raise ApiError(
+                    429,
+                    1303,
+                    f"Concurrency limit reached: {running} unfinished tasks "
+                    f"(limit {limit}); try again later",
+                )
+        now = self.now()
+        seconds = max(float(self.config.task_seconds), 0.0)
+        if _contains_string(body, FAIL_CHARGED_MARK):
+            outcome, charged = "failed", True
+        elif _contains_string(body, FAIL_MARK):
+            outcome, charged = "failed", False
+        else:
+            outcome, charged = "succeed", False
+        self._seq += 1
+        task = Task(
+            seq=self._seq,
+            account=account,
+            family=family,
+            task_id=self.new_id(),
+            external_task_id=external,
+            callback_url=info.get("callback_url"),
+            info=info,
+            created=now,
+            processing_at=now + seconds / 3,
+            finish_at=now + seconds,
+            outcome=outcome,
+            charged=charged,
+            updated=now,
+            design=design,
+        )
+        self._tasks[task.task_id] = task
+        self._unfinished[task.task_id] = task
+        self._by_family.setdefault((account, family), []).append(task)
+        if design == "new":
+            self._new_by_account.setdefault(account, []).append(task)
+        if external is not None:
+            self._by_external[(account, external)] = task
+        return task
 
     def _check_extendable(self, account: str, video_id: str) -> Json:
         video = self._videos.get(video_id)
@@ -527,8 +593,21 @@ class SandboxState:
 
     # ----- shapes -------------------------------------------------------------------------
 
+    def _deductions(self, task: Task, data: Json) -> None:
+        """Legacy cost fields: ``final_unit_deduction`` (units, a string) and, on a cash
+        account, ``final_unit_deduction "0"`` plus ``final_balance_deduction{quota,
+        list_price}`` (USD strings; the legacy design names no currency). On a unit
+        account ``final_balance_deduction`` is left out (the digest is silent on what a unit
+        account gets; leaving it out cannot be mistaken for a money charge)."""
+        if task.cash is None:
+            data["final_unit_deduction"] = decimal_text(task.units)
+            return
+        charged, list_price = task.cash
+        data["final_unit_deduction"] = "0"
+        data["final_balance_deduction"] = {"quota": charged, "list_price": list_price}
+
     def task_json(self, task: Task) -> Json:
-        """The query shape of a task (pages "Query Task (Single)")."""
+        """The legacy query shape of a task (pages "Query Task (Single)")."""
         task_info: Json = {"external_task_id": task.external_task_id or ""}
         if task.parent_video is not None:
             task_info = {"parent_video": dict(task.parent_video), **task_info}
@@ -538,34 +617,173 @@ class SandboxState:
             "task_status_msg": task.status_msg,
             "task_info": task_info,
             "task_result": _copy(task.result),
-            "final_unit_deduction": str(task.units),
-            "created_at": _ms(task.created),
-            "updated_at": _ms(task.updated),
         }
+        self._deductions(task, data)
+        data["created_at"] = _ms(task.created)
+        data["updated_at"] = _ms(task.updated)
         if task.family in VIDEO_FAMILIES:
             data["watermark_info"] = {"enabled": bool(task.info.get("watermark"))}
         return data
 
     def callback_body(self, task: Task) -> Json:
-        """The callback shape (kling-docs/callback-protocol.txt)."""
+        """The callback body of a task: the new-design ``/tasks`` item for a new-design task
+        (KLING_API_2026.md §6), else the legacy callback shape with exactly the documented
+        subset (kling-docs/callback-protocol.txt, §6): ``task_result`` holds only
+        ``images[{index, url}]`` or ``videos[{id, url, duration}]`` — no ``watermark_url``,
+        no ``url_1``–``url_3`` (a multi-shot callback carries ``url`` = the query's
+        ``url_1`` of each index), no ``elements`` (an element task's callback has an empty
+        ``task_result``), and no ``watermark_info``."""
+        if task.design == "new":
+            return self.new_task_json(task)
         task_info: Json = {"external_task_id": task.external_task_id or ""}
         if task.parent_video is not None:
             task_info = {"parent_video": dict(task.parent_video), **task_info}
-        return {
+        result: Json = {}
+        if task.result.get("images"):
+            result["images"] = [
+                {"index": image["index"], "url": image.get("url") or image.get("url_1")}
+                for image in task.result["images"]
+            ]
+        if task.result.get("videos"):
+            result["videos"] = [
+                {"id": video["id"], "url": video["url"], "duration": video["duration"]}
+                for video in task.result["videos"]
+            ]
+        body: Json = {
             "task_id": task.task_id,
             "task_status": task.status,
             "task_status_msg": task.status_msg,
             "created_at": _ms(task.created),
             "updated_at": _ms(task.updated),
-            "final_unit_deduction": str(task.units),
-            "task_info": task_info,
-            "task_result": _copy(task.result),
+        }
+        self._deductions(task, body)
+        body["task_info"] = task_info
+        body["task_result"] = result
+        return body
+
+    def new_task_json(self, task: Task) -> Json:
+        """The new design's task item (``GET /tasks`` ``data[]``, ``POST /tasks``
+        ``data.result[]``, callbacks): ``{id, status (submitted|processing|succeeded|
+        failed), message, create_time, update_time (ms), external_id, outputs[],
+        billing[]}``. ``billing`` is empty until the task is charged; then one entry:
+        unit account ``{charge_type "unit", amount (units), package_type "video"}``, cash
+        account ``{charge_type "cash", cash_type "balance", amount (USD charged), currency
+        "USD", list_price (USD)}`` (KLING_API_2026.md §7)."""
+        billing: list[Json] = []
+        if task.finished and (task.status == "succeed" or task.charged):
+            if task.cash is None:
+                billing.append(
+                    {
+                        "charge_type": "unit",
+                        "amount": decimal_text(task.units),
+                        "package_type": "video",
+                    }
+                )
+            else:
+                charged, list_price = task.cash
+                billing.append(
+                    {
+                        "charge_type": "cash",
+                        "cash_type": "balance",
+                        "amount": charged,
+                        "currency": CURRENCY,
+                        "list_price": list_price,
+                    }
+                )
+        return {
+            "id": task.task_id,
+            "status": "succeeded" if task.status == "succeed" else task.status,
+            "message": task.status_msg,
+            "create_time": _ms(task.created),
+            "update_time": _ms(task.updated),
+            "external_id": task.external_task_id or "",
+            "outputs": _copy(task.result.get("outputs", [])),
+            "billing": billing,
         }
 
+    # ----- the unified task queries (KLING_API_2026.md §3) ----------------------------------
+
+    def tasks_by_ids(self, account: str, ids: list[str], *, external: bool) -> list[Json]:
+        """``GET /tasks``: the account's new-design tasks with these ``task_ids`` (or
+        ``external_task_ids``), in the order asked, each once. Unknown ids, other accounts'
+        tasks and legacy tasks are left out (whether ``/tasks`` serves legacy tasks is
+        silent in the docs, so the sandbox does not)."""
+        with self.lock:
+            self.tick()
+            out: list[Json] = []
+            seen: set[str] = set()
+            for ident in ids:
+                if external:
+                    task = self._by_external.get((account, ident))
+                else:
+                    task = self._tasks.get(ident)
+                if task is None or task.account != account or task.design != "new":
+                    continue
+                if task.task_id in seen:
+                    continue
+                seen.add(task.task_id)
+                out.append(self.new_task_json(task))
+            return out
+
+    def tasks_page(
+        self,
+        account: str,
+        *,
+        start_ms: int,
+        end_ms: int,
+        before_seq: int | None,
+        limit: int,
+        statuses: set[str] | None,
+        product_types: set[str] | None,
+    ) -> tuple[list[Json], int | None]:
+        """``POST /tasks``: up to ``limit`` of the account's new-design tasks created in
+        [``start_ms``, ``end_ms``], newest first, older than ``before_seq`` (a cursor),
+        matching the filters (``statuses`` in the new design's words; every sandbox task is
+        ``product_type`` video). Returns ``(items, seq of the last item if more follow)``."""
+        with self.lock:
+            self.tick()
+            if product_types is not None and "video" not in product_types:
+                return [], None
+            matches: list[Task] = []
+            for task in reversed(self._new_by_account.get(account, [])):
+                if before_seq is not None and task.seq >= before_seq:
+                    continue
+                created = _ms(task.created)
+                if not start_ms <= created <= end_ms:
+                    continue
+                status = "succeeded" if task.status == "succeed" else task.status
+                if statuses is not None and status not in statuses:
+                    continue
+                matches.append(task)
+                if len(matches) > limit:
+                    break
+            more = len(matches) > limit
+            page = matches[:limit]
+            return [self.new_task_json(t) for t in page], (page[-1].seq if more else None)
+
+    def element_for(self, account: str, element_id: str) -> tuple[str, str] | None:
+        """``(element_name, reference_type)`` of a usable element: a preset, or one of the
+        account's custom elements that is not deleted; ``None`` otherwise."""
+        with self.lock:
+            if element_id in self._preset_ids:
+                for preset in self._presets:
+                    element = preset["task_result"]["elements"][0]
+                    if str(element["element_id"]) == element_id:
+                        return element["element_name"], element["reference_type"]
+            entry = self._elements.get(element_id)
+            if entry is None or entry["account"] != account:
+                return None
+            element = entry["element"]
+            if element["status"] != "succeed":
+                return None
+            return element["element_name"], element["reference_type"]
+
     def snapshot(self) -> list[Json]:
-        """Every task (all accounts), oldest first: account, family, task_id,
-        external_task_id, task_status, final_unit_deduction (str), created_at/updated_at (ms),
-        callback_url."""
+        """Every task (all accounts), oldest first: account, family (a legacy family key or
+        the new design's path), task_id, external_task_id, task_status (legacy words),
+        design ("legacy"|"new"), final_unit_deduction (units as a string, also on cash
+        accounts), cash ((charged, list_price) USD strings or None), created_at/updated_at
+        (ms), callback_url."""
         with self.lock:
             self.tick()
             return [
@@ -575,7 +793,9 @@ class SandboxState:
                     "task_id": t.task_id,
                     "external_task_id": t.external_task_id,
                     "task_status": t.status,
-                    "final_unit_deduction": str(t.units),
+                    "design": t.design,
+                    "final_unit_deduction": decimal_text(t.units),
+                    "cash": t.cash,
                     "created_at": _ms(t.created),
                     "updated_at": _ms(t.updated),
                     "callback_url": t.callback_url,

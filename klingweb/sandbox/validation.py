@@ -4,10 +4,10 @@ Each check raises ``ApiError`` (HTTP 400, code 1201) whose message starts with t
 name (nested as ``element_image_list.refer_images[1].image_url``) followed by the rule that
 failed. ``validate_create`` returns the facts the state needs (mode, duration, model, ...).
 
-Media given as URLs are never fetched (the sandbox stays off the internet): only the scheme
-and the extension of the last path segment are checked (none, or one of the allowed ones).
-Media given as Base64 are decoded and inspected: images with Pillow, audio with mutagen,
-videos with PyAV.
+Images and audio given as URLs are never fetched: only the scheme and the extension of the
+last path segment are checked (none, or one of the allowed ones). Media given as Base64 are
+decoded and inspected: images with Pillow, audio with mutagen. Element reference videos are
+URLs only; the sandbox fetches them (``fetch``) and reads them with PyAV.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import posixpath
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import ApiError, invalid
+from .errors import invalid
+from .fetch import fetch_bytes, probe_video, require_video_url
 
 MB = 1024 * 1024
 IMAGE_MAX_BYTES = 10 * MB
@@ -41,6 +42,7 @@ PAGE_NUM_MAX = 1000
 PAGE_SIZE_MAX = 500
 
 MODES = ("std", "pro")
+MODES_ALL = ("std", "pro", "4k")
 # model_name values of the public text-to-video / image-to-video references (KLING_API.md §5.6).
 MODEL_NAMES = (
     "kling-v1",
@@ -51,7 +53,12 @@ MODEL_NAMES = (
     "kling-v2-1-master",
     "kling-v2-5-turbo",
     "kling-v2-6",
+    "kling-v3",
 )
+# Models with a ``sound`` switch (KLING_API_2026.md §5: 2.6 since 12/15/2025; 3.0 audio).
+SOUND_MODELS = ("kling-v2-6", "kling-v3")
+SOUND_VALUES = ("on", "off")
+MODES_4K = ("kling-v3",)  # mode "4k" (KLING_API_2026.md §5)
 ASPECT_RATIOS = ("16:9", "9:16", "1:1")
 DURATIONS = ("5", "10")
 REFERENCE_TYPES = ("image_refer", "video_refer")
@@ -149,10 +156,13 @@ def _decode_base64(value: str, field: str, max_bytes: int, kinds: str) -> bytes:
 # ----- media rules --------------------------------------------------------------------------
 
 
-def check_image(value: Any, field: str, *, required: bool = True) -> str | None:
+def check_image(
+    value: Any, field: str, *, required: bool = True, max_bytes: int = IMAGE_MAX_BYTES
+) -> str | None:
     """The image rule (KLING_API.md §5): an http(s) URL ending .jpg/.jpeg/.png (or with no
     extension), or raw Base64 (no ``data:`` prefix) of a JPEG/PNG (detected by content) of
-    at most 10 MB, both sides ≥ 300 px, aspect ratio between 1:2.5 and 2.5:1 inclusive.
+    at most ``max_bytes`` (10 MB on ``/v1``; the new design passes 50 MB, KLING_API_2026.md
+    §4), both sides ≥ 300 px, aspect ratio between 1:2.5 and 2.5:1 inclusive.
     Returns the value (``None`` when optional and absent); raises ``ApiError`` 1201."""
     from PIL import Image, UnidentifiedImageError
 
@@ -165,7 +175,7 @@ def check_image(value: Any, field: str, *, required: bool = True) -> str | None:
     if _http_url(value):
         _check_url(value, field, IMAGE_EXTENSIONS, "image")
         return value
-    data = _decode_base64(value, field, IMAGE_MAX_BYTES, ".jpg/.jpeg/.png")
+    data = _decode_base64(value, field, max_bytes, ".jpg/.jpeg/.png")
     try:
         with Image.open(io.BytesIO(data)) as image:
             fmt = (image.format or "").upper()
@@ -238,43 +248,24 @@ def check_audio(value: Any, field: str) -> float | None:
     return length
 
 
-def check_video(value: Any, field: str) -> str:
-    """The element video rule: an http(s) URL ending .mp4/.mov (not fetched), or raw Base64
-    of an MP4/MOV (read with PyAV) ≤ 200 MB, 3–8 s, 1080p (1920x1080 or 1080x1920, i.e.
-    16:9 or 9:16). Raises ``ApiError`` 1201."""
-    if value is None or value == "":
-        raise invalid(field, "must not be empty")
-    if not isinstance(value, str):
-        raise invalid(field, "must be a string (a video URL)")
-    if _http_url(value):
-        _check_url(value, field, VIDEO_EXTENSIONS, "video")
-        return value
-    data = _decode_base64(value, field, VIDEO_MAX_BYTES, ".mp4/.mov")
-    import av
-
-    try:
-        with av.open(io.BytesIO(data)) as container:
-            if "mp4" not in container.format.name and "mov" not in container.format.name:
-                raise invalid(field, "video format must be mp4 or mov")
-            streams = container.streams.video
-            if not streams:
-                raise invalid(field, "has no video stream")
-            stream = streams[0]
-            width, height = stream.codec_context.width, stream.codec_context.height
-            seconds = (container.duration or 0) / 1_000_000
-    except ApiError:
-        raise
-    except Exception:  # noqa: BLE001 - PyAV raises many kinds of errors on bad files
-        raise invalid(field, "is not a decodable video (mp4 or mov)")
-    if not VIDEO_MIN_SECONDS <= seconds <= VIDEO_MAX_SECONDS:
+def check_video(value: Any, field: str, *, timeout: float = 10.0) -> str:
+    """The element video rule (kling-docs/elements.txt, KLING_API_2026.md §4.9): an
+    http(s) URL of a .mp4/.mov, which the sandbox fetches (≤ 200 MB, ``timeout`` s) and
+    reads with PyAV: 3–8 s, 1080p (1920x1080 or 1080x1920, i.e. 16:9 or 9:16). Base64 is
+    refused: the vendor documents URLs there. Raises ``ApiError`` 1201."""
+    url = require_video_url(value, field)
+    facts = probe_video(fetch_bytes(url, field, max_bytes=VIDEO_MAX_BYTES, timeout=timeout), field)
+    if not VIDEO_MIN_SECONDS <= facts.seconds <= VIDEO_MAX_SECONDS:
         raise invalid(
             field,
             f"video duration must be between {VIDEO_MIN_SECONDS:g} and "
-            f"{VIDEO_MAX_SECONDS:g} seconds (got {seconds:.2f} s)",
+            f"{VIDEO_MAX_SECONDS:g} seconds (got {facts.seconds:.2f} s)",
         )
-    if sorted((width, height)) != [1080, 1920]:
-        raise invalid(field, f"video must be 1080p, 16:9 or 9:16 (got {width}x{height})")
-    return value
+    if sorted((facts.width, facts.height)) != [1080, 1920]:
+        raise invalid(
+            field, f"video must be 1080p, 16:9 or 9:16 (got {facts.width}x{facts.height})"
+        )
+    return url
 
 
 # ----- shared parts of create bodies --------------------------------------------------------
@@ -360,16 +351,32 @@ def _video_extend(body: Json) -> Json:
     return {"video_id": video_id, "watermark": _watermark(body)}
 
 
+def _mode_and_sound(body: Json, model: str) -> tuple[str, str | None]:
+    """``mode`` (std|pro, or 4k for kling-v3) and ``sound`` (on|off, kling-v2-6 and kling-v3
+    only; on kling-v2-6 it needs pro, as the price table has no 2.6 audio at 720p and the
+    2.6 page says native audio needs 1080p)."""
+    mode = _enum(body, "mode", MODES_ALL, "std")
+    if mode == "4k" and model not in MODES_4K:
+        raise invalid("mode", f"4k is only available with {', '.join(MODES_4K)} (got {model})")
+    sound = _enum(body, "sound", SOUND_VALUES, None)
+    if sound is not None and model not in SOUND_MODELS:
+        raise invalid("sound", f"is only available with {', '.join(SOUND_MODELS)} (got {model})")
+    if sound == "on" and model == "kling-v2-6" and mode != "pro":
+        raise invalid("sound", "on with kling-v2-6 needs mode pro (1080p)")
+    return mode, sound
+
+
 def _text2video(body: Json) -> Json:
     model = _enum(body, "model_name", MODEL_NAMES, "kling-v1")
     _prompts(body, prompt_required=True)
-    mode = _enum(body, "mode", MODES, "std")
+    mode, sound = _mode_and_sound(body, model)
     _enum(body, "aspect_ratio", ASPECT_RATIOS, "16:9")
     duration = _duration(body)
     _camera_control(body)
     return {
         "model_name": model,
         "mode": mode,
+        "sound": sound,
         "duration": duration,
         "watermark": _watermark(body),
     }
@@ -389,7 +396,7 @@ def _image2video(body: Json) -> Json:
     check_image(body.get("image"), "image")
     check_image(body.get("image_tail"), "image_tail", required=False)
     _prompts(body, prompt_required=False)
-    mode = _enum(body, "mode", MODES, "std")
+    mode, sound = _mode_and_sound(body, model)
     duration = _duration(body)
     _camera_control(body)
     check_image(body.get("static_mask"), "static_mask", required=False)
@@ -420,12 +427,13 @@ def _image2video(body: Json) -> Json:
     return {
         "model_name": model,
         "mode": mode,
+        "sound": sound,
         "duration": duration,
         "watermark": _watermark(body),
     }
 
 
-def _element(body: Json) -> Json:
+def _element(body: Json, *, fetch_timeout: float = 10.0) -> Json:
     name = _str(body, "element_name", required=True, max_len=ELEMENT_NAME_MAX)
     description = _str(body, "element_description", required=True, max_len=ELEMENT_DESCRIPTION_MAX)
     reference_type = body.get("reference_type")
@@ -481,7 +489,11 @@ def _element(body: Json) -> Json:
         item = videos[0]
         if not isinstance(item, dict):
             raise invalid("element_video_list.refer_videos[0]", 'must be {"video_url": ...}')
-        url = check_video(item.get("video_url"), "element_video_list.refer_videos[0].video_url")
+        url = check_video(
+            item.get("video_url"),
+            "element_video_list.refer_videos[0].video_url",
+            timeout=fetch_timeout,
+        )
         info["element_video_list"] = {"refer_videos": [{"video_url": url}]}
     info["element_voice_id"] = _str(body, "element_voice_id")
     tags = body.get("tag_list")
@@ -512,15 +524,19 @@ _VALIDATORS = {
 }
 
 
-def validate_create(family: str, body: Json) -> Json:
+def validate_create(family: str, body: Json, *, fetch_timeout: float = 10.0) -> Json:
     """Check a create ``body`` of ``family`` (a key of ``state.FAMILY_PATHS``) against
     KLING_API.md §5 and the vendor pages; return the facts the state keeps:
     ``callback_url``, ``external_task_id`` (``None`` when absent or ``""``), and per family
     ``mode``, ``duration``, ``model_name``, ``watermark``, ``audio_seconds``, ``video_id`` or
-    the element fields. Raises ``ApiError`` (HTTP 400, code 1201, message naming the field).
-    Unknown fields are ignored, as the vendor does."""
+    the element fields. ``fetch_timeout``: seconds allowed to fetch an element's reference
+    video. Raises ``ApiError`` (HTTP 400, code 1201, message naming the field). Unknown
+    fields are ignored, as the vendor does."""
     info = _common(body)
-    info.update(_VALIDATORS[family](body))
+    if family == "element":
+        info.update(_element(body, fetch_timeout=fetch_timeout))
+    else:
+        info.update(_VALIDATORS[family](body))
     return info
 
 
