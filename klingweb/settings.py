@@ -245,6 +245,8 @@ if _S3_BUCKET:
             "default_acl": None,  # private objects: read through presigned URLs only
             "querystring_auth": True,
             "querystring_expire": 300,  # seconds; storage.url() is never shown unsigned
+            # A file read back (an input sent to Kling) spools to disk above 2 MB (bytes).
+            "max_memory_size": 2 * 1024 * 1024,
         },
     }
     # A plain-http endpoint (a local test server) must be allowed to feed <img>/<video>.

@@ -161,9 +161,11 @@ def s3_server(tmp_path_factory):
             process.wait()
 
 
-def storages_from_env(extra_env: dict[str, str]) -> subprocess.CompletedProcess:
-    """Import ``klingweb.settings`` in a fresh interpreter with ``extra_env`` (and no other
-    ``AWS_*``/database variables) and print ``repr(STORAGES)`` on stdout."""
+def storages_from_env(
+    extra_env: dict[str, str], expr: str = "s.STORAGES"
+) -> subprocess.CompletedProcess:
+    """Import ``klingweb.settings`` as ``s`` in a fresh interpreter with ``extra_env`` (and no
+    other ``AWS_*``/database variables) and print ``repr(expr)`` (``STORAGES``) on stdout."""
     environ = {
         k: v
         for k, v in os.environ.items()
@@ -171,7 +173,7 @@ def storages_from_env(extra_env: dict[str, str]) -> subprocess.CompletedProcess:
     }
     environ.update(extra_env)
     return subprocess.run(
-        [sys.executable, "-c", "import klingweb.settings as s; print(repr(s.STORAGES))"],
+        [sys.executable, "-c", f"import klingweb.settings as s; print(repr({expr}))"],
         cwd=ROOT,
         env=environ,
         capture_output=True,

@@ -8,6 +8,7 @@ moves local media idempotently; partial ``AWS_*`` settings stop the start with a
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import os
@@ -34,6 +35,7 @@ from klingweb.storage import (
     media_presigned_input_url,
     media_url_for,
 )
+from tasks_app.families import resolve_files
 from tasks_app.media import media_keep
 from tasks_app.models import MediaKind, Status, Task, TaskMedia
 from tasks_app.polling import tasks_poll
@@ -88,6 +90,17 @@ def test_bucket_settings_select_the_s3_backend_with_sigv4_and_path_style(s3_stor
     assert options["addressing_style"] == "path"
     assert options["endpoint_url"].startswith("http://127.0.0.1:")
     assert options["file_overwrite"] is False and options["default_acl"] is None
+
+
+def test_a_plain_http_bucket_endpoint_may_feed_images_and_videos(s3_server):
+    """The presigned redirect's target must pass the page's Content-Security-Policy."""
+    out = storages_from_env(
+        s3_server.env("media"), "s.CONTENT_SECURITY_POLICY['DIRECTIVES']['media-src']"
+    )
+    assert out.returncode == 0, out.stderr
+    assert s3_server.endpoint_url in out.stdout
+    out = storages_from_env({}, "s.CONTENT_SECURITY_POLICY['DIRECTIVES']['media-src']")
+    assert out.returncode == 0 and s3_server.endpoint_url not in out.stdout, "only with it"
 
 
 def test_without_a_bucket_media_stay_on_local_disk_even_with_aws_keys_in_the_environment():
@@ -234,6 +247,8 @@ def test_uploads_live_in_the_bucket_served_by_redirect_and_handed_to_kling_by_ur
         team=portal.team, file=SimpleUploadedFile("x.png", png, "image/png"), kind="image"
     )
     assert s3_storage.get(name) == png and _local_files(media_root) == []
+    # The worker sending the task reads it back from the bucket (Base64 for Kling today).
+    assert resolve_files({"image": {"$file": name}}) == {"image": base64.b64encode(png).decode()}
 
     kling_url = media_presigned_input_url(name, content_type="image/png")
     fetched = httpx.get(kling_url)
