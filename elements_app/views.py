@@ -11,6 +11,8 @@ request_id) by polling the call's status partial (``accounts-call-status``) ever
 
 from __future__ import annotations
 
+import mimetypes
+import posixpath
 from urllib.parse import urlencode
 
 from django.contrib import messages
@@ -37,6 +39,7 @@ from klingweb.accounts.access import READ_WRITE, WRITE, object_for_user, team_fo
 from klingweb.accounts.models import Role, Team, VendorCallKind
 from klingweb.accounts.services import vendor_call_latest
 from klingweb.security import safe_file_headers
+from klingweb.storage import media_redirect
 from tasks_app.budgets import BudgetExceeded
 
 PAGE_SIZE = 24
@@ -242,10 +245,11 @@ def element_card(request: HttpRequest, team, code) -> HttpResponse:
 _FILE_SLOTS = ("frontal", "refer-1", "refer-2", "refer-3", "video")
 
 
-def element_file(request: HttpRequest, team, code, which: str) -> FileResponse:
+def element_file(request: HttpRequest, team, code, which: str) -> HttpResponse:
     """GET /t/<team>/elements/<code>/files/<which>/ (``elements-file``): a stored input of
     the element — ``frontal``, ``refer-1``…``refer-3`` or ``video`` — served to team
-    members only. 404 when that input is not stored."""
+    members only. 404 when that input is not stored. With a bucket: a 302 to a presigned URL
+    valid 5 minutes (``klingweb.storage``)."""
     element, _access = object_for_user(request, Element.objects.all(), team, code)
     if which not in _FILE_SLOTS:
         raise Http404("No such file.")
@@ -262,6 +266,16 @@ def element_file(request: HttpRequest, team, code, which: str) -> FileResponse:
     storage = element.frontal_image.storage
     if not storage.exists(name):
         raise Http404("Not stored.")
+    # In a bucket: a short-lived presigned redirect (klingweb.storage explains why).
+    moved = media_redirect(
+        name,
+        filename=posixpath.basename(name),
+        content_type=mimetypes.guess_type(name)[0],
+        inline=True,
+        storage=storage,
+    )
+    if moved is not None:
+        return moved
     # Stored names carry an extension decided by content (upload_save): images and videos
     # only, never HTML/SVG. Still, never let a browser run anything from an uploaded file.
     return safe_file_headers(FileResponse(storage.open(name, "rb")))

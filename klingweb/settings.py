@@ -197,8 +197,69 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
+# Object storage (S3 or S3-compatible) when AWS_STORAGE_BUCKET_NAME is set; else MEDIA_ROOT.
+# Every web server and worker must see the same files: past one machine use the bucket.
+_S3_BUCKET = env_str("AWS_STORAGE_BUCKET_NAME")
+_S3_ENDPOINT = env_url("AWS_S3_ENDPOINT_URL")
+_S3_REGION = env_str("AWS_S3_REGION_NAME")
+_S3_ACCESS_KEY = env_str("AWS_ACCESS_KEY_ID")
+_S3_SECRET_KEY = env_str("AWS_SECRET_ACCESS_KEY")
+if not _S3_BUCKET and (_S3_ENDPOINT or _S3_REGION):
+    # The two keys alone are ignored: they are the AWS tools' usual variables.
+    raise ImproperlyConfigured(
+        "AWS_S3_ENDPOINT_URL or AWS_S3_REGION_NAME is set but AWS_STORAGE_BUCKET_NAME is not: "
+        "set the bucket to keep media there, or unset them to keep media under MEDIA_ROOT."
+    )
+if _S3_BUCKET:
+    if bool(_S3_ACCESS_KEY) != bool(_S3_SECRET_KEY):
+        raise ImproperlyConfigured(
+            "Set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither."
+        )
+    if _S3_ENDPOINT and not _S3_ACCESS_KEY:
+        raise ImproperlyConfigured(
+            "AWS_S3_ENDPOINT_URL (an S3-compatible server) needs AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY."
+        )
+    if not _S3_ENDPOINT and not _S3_REGION:
+        raise ImproperlyConfigured(
+            "AWS_S3_REGION_NAME must be set for an Amazon S3 bucket (e.g. eu-central-1): "
+            "signed URLs name the bucket's region."
+        )
+    _DEFAULT_STORAGE: dict = {
+        # django-storages' S3Storage, uploading files already on disk part by part from the
+        # disk (klingweb.storage.KlingwebS3Storage).
+        "BACKEND": "klingweb.storage.KlingwebS3Storage",
+        "OPTIONS": {
+            "bucket_name": _S3_BUCKET,
+            "endpoint_url": _S3_ENDPOINT or None,
+            "region_name": _S3_REGION or "us-east-1",
+            # None: boto3's credential chain (an instance or task role on AWS).
+            "access_key": _S3_ACCESS_KEY or None,
+            "secret_key": _S3_SECRET_KEY or None,
+            "signature_version": "s3v4",
+            # Path-style (endpoint/bucket/key) for S3-compatible servers, which seldom
+            # serve bucket subdomains; Amazon S3 itself picks its own style.
+            "addressing_style": "path" if _S3_ENDPOINT else "auto",
+            # As on disk: a name never silently replaces another file.
+            "file_overwrite": False,
+            "default_acl": None,  # private objects: read through presigned URLs only
+            "querystring_auth": True,
+            "querystring_expire": 300,  # seconds; storage.url() is never shown unsigned
+            # A file read back (an input sent to Kling) spools to disk above 2 MB (bytes).
+            "max_memory_size": 2 * 1024 * 1024,
+        },
+    }
+    # A plain-http endpoint (a local test server) must be allowed to feed <img>/<video>.
+    _STORAGE_MEDIA_ORIGINS = (
+        [f"{urlsplit(_S3_ENDPOINT).scheme}://{urlsplit(_S3_ENDPOINT).netloc}"]
+        if _S3_ENDPOINT.startswith("http://")
+        else []
+    )
+else:
+    _DEFAULT_STORAGE = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+    _STORAGE_MEDIA_ORIGINS = []
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": _DEFAULT_STORAGE,
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # bytes; larger uploads spool to disk
@@ -299,11 +360,12 @@ SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 # Content-Security-Policy (django-csp). No inline script or style anywhere: templates load
 # static/js/*.js and static/css/*.css; htmx's indicator <style> is off (base.html meta).
 # Results may be shown from the vendor's URLs until kept: images and videos from any https
-# host, and from the Kling base URL's origin when it is plain http (the sandbox).
+# host, and from the Kling base URL's origin when it is plain http (the sandbox); kept media
+# from the bucket's endpoint when it is plain http (presigned redirects, klingweb.storage).
 _KLING_ORIGIN = urlsplit(KLING_API_BASE_URL or "")
 _MEDIA_ORIGINS = (
     [f"{_KLING_ORIGIN.scheme}://{_KLING_ORIGIN.netloc}"] if _KLING_ORIGIN.scheme == "http" else []
-)
+) + _STORAGE_MEDIA_ORIGINS
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],

@@ -23,6 +23,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from klingweb.accounts.access import READ, READ_WRITE, TeamAccess, object_for_user, team_for_user
 from klingweb.accounts.models import KlingAccount, Role
+from klingweb.storage import media_redirect
 from tasks_app.budgets import BudgetExceeded, budget_banners
 from tasks_app.families import TaskFamily, UnknownFamily, get_family, registry
 from tasks_app.forms import TaskFilterForm, video_extend_refusal
@@ -412,18 +413,25 @@ def task_input(request: HttpRequest, team: Any, name: str) -> HttpResponse:
 
     ``name``: the storage name without its ``uploads/<team code>/`` prefix. Images and sound inline with their type
     (decided from content when saved), anything else as an attachment; never HTML/SVG.
-    Outsiders and unknown names 404.
+    Outsiders and unknown names 404. With a bucket: a 302 to a presigned URL valid 5 minutes
+    (``klingweb.storage``).
     """
     access = team_for_user(request, team, methods=READ)
     name = team_upload_prefix(access.team) + name
     if not upload_belongs_to(team=access.team, name=name):
         raise Http404("No such file.")
     content_type = upload_content_type(name)
+    inline = content_type is not None and request.GET.get("download") != "1"
+    filename = posixpath.basename(name)
+    # In a bucket: a short-lived presigned redirect (klingweb.storage explains why).
+    moved = media_redirect(name, filename=filename, content_type=content_type, inline=inline)
+    if moved is not None:
+        return moved
     return _safe_file_response(
         default_storage.open(name, "rb"),
         content_type=content_type,
-        filename=posixpath.basename(name),
-        inline=content_type is not None and request.GET.get("download") != "1",
+        filename=filename,
+        inline=inline,
     )
 
 
@@ -431,6 +439,7 @@ def task_media_file(request: HttpRequest, team: Any, code: Any, media: Any) -> H
     """GET /t/<team>/tasks/<code>/media/<media code>/: a kept result file of a task.
 
     Inline for images and videos (``?download=1``: as an attachment). 404 unless kept.
+    With a bucket: a 302 to a presigned URL valid 5 minutes (``klingweb.storage``).
     """
     task, _ = object_for_user(request, Task.objects.all(), team, code)
     item = TaskMedia.objects.filter(task=task, code=media).first()
@@ -441,13 +450,15 @@ def task_media_file(request: HttpRequest, team: Any, code: Any, media: Any) -> H
     filename = (
         f"{task.code}-{item.kind}-{item.index}{'-wm' if 'watermark' in item.variant else ''}{ext}"
     )
+    inline = content_type in _INLINE_RESULT_TYPES and request.GET.get("download") != "1"
+    # In a bucket: a short-lived presigned redirect (klingweb.storage explains why).
+    moved = media_redirect(
+        item.file.name, filename=filename, content_type=content_type, inline=inline
+    )
+    if moved is not None:
+        return moved
     try:
         handle = item.file.open("rb")
     except FileNotFoundError:
         raise Http404("The kept file is missing.") from None
-    return _safe_file_response(
-        handle,
-        content_type=content_type,
-        filename=filename,
-        inline=content_type in _INLINE_RESULT_TYPES and request.GET.get("download") != "1",
-    )
+    return _safe_file_response(handle, content_type=content_type, filename=filename, inline=inline)
