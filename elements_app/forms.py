@@ -21,6 +21,7 @@ from django.core.exceptions import ValidationError
 
 from elements_app.models import ElementStatus, ElementTag, ReferenceType
 from elements_app.validators import check_element_video
+from klingweb.safe_text import refuse_control_characters
 from tasks_app.validators import check_image_file
 
 NAME_MAX = 20
@@ -67,6 +68,7 @@ class ElementForm(forms.Form):
 
     name = forms.CharField(
         max_length=NAME_MAX,
+        validators=[refuse_control_characters],
         help_text=f"At most {NAME_MAX} characters.",
         widget=forms.TextInput(attrs={"autocomplete": "off"}),
     )

@@ -25,6 +25,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from klingweb.security import vendor_urls_http_only
+
 
 class ElementTag(models.TextChoices):
     """The vendor's element tags (``tag_list[].tag_id``), KLING_API.md §5.4."""
@@ -147,7 +149,9 @@ class VendorElementFields(models.Model):
 
     def vendor_apply(self, data: dict[str, Any]) -> None:
         """Copy the fields of a vendor element dict (§5.4 ``task_result.elements[]``) onto
-        this row. Does not save; does not touch ``status`` (callers decide)."""
+        this row. Does not save; does not touch ``status`` (callers decide). URL fields that
+        are not http(s) are dropped first (``klingweb.security.vendor_urls_http_only``)."""
+        data = vendor_urls_http_only(data, where=f"element {data.get('element_id')}")
         voice = data.get("element_voice_info") or {}
         tags = [
             str(t.get("tag_id")) if isinstance(t, dict) else str(t)

@@ -1,7 +1,10 @@
 """Redaction of secrets in log lines (and error reports, through ``klingweb.security``).
 
-``redact(text)`` replaces callback tokens (``/kling/callback/<token>/``), JWTs, ``Bearer``
-credentials and the values of the secret settings (``SECRET_SETTINGS``) by ``[redacted]``.
+``redact(text)`` replaces callback tokens (``/kling/callback/<token>/``), the tokens of
+password-reset and invitation links (``/accounts/password/reset/<uidb64>/<token>/``,
+``/accounts/invitations/<token>/``: whoever reads them takes over the account or the
+invitation), JWTs, ``Bearer`` credentials and the values of the secret settings
+(``SECRET_SETTINGS``) by ``[redacted]``.
 ``RedactingFilter`` applies it to log records; ``settings.LOGGING`` attaches it to the console
 handler and to ``django.request``/``django.server``, and ``klingweb.wsgi`` to gunicorn's
 access log (request paths of callbacks carry their token).
@@ -20,6 +23,10 @@ from django.conf import settings
 JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
 #: The token of a callback URL (``/kling/callback/<token>/``, ``tasks_app.callbacks``).
 CALLBACK_PATH_RE = re.compile(r"(/kling/callback/)[^/\s?#\"'<>]+")
+#: The token of a password-reset link (``/accounts/password/reset/<uidb64>/<token>/``).
+RESET_PATH_RE = re.compile(r"(/accounts/password/reset/[^/\s?#\"'<>]+/)[^/\s?#\"'<>]+")
+#: The token of an invitation link (``/accounts/invitations/<token>/``).
+INVITATION_PATH_RE = re.compile(r"(/accounts/invitations/)[^/\s?#\"'<>]+")
 #: An ``Authorization: Bearer <credential>`` value.
 BEARER_RE = re.compile(r"(Bearer\s+)[^\s\"',;<>]+", re.IGNORECASE)
 REDACTED = "[redacted]"
@@ -43,8 +50,8 @@ def _configured_secrets() -> list[str]:
 
 
 def redact(text: str) -> str:
-    """``text`` with callback tokens, JWTs, Bearer credentials and configured secrets
-    (``SECRET_SETTINGS``) replaced by ``[redacted]``."""
+    """``text`` with callback, password-reset and invitation tokens, JWTs, Bearer
+    credentials and configured secrets (``SECRET_SETTINGS``) replaced by ``[redacted]``."""
     if not text:
         return text
     for secret in _configured_secrets():
@@ -52,6 +59,8 @@ def redact(text: str) -> str:
             text = text.replace(secret, REDACTED)
     text = JWT_RE.sub(REDACTED, text)
     text = BEARER_RE.sub(rf"\g<1>{REDACTED}", text)
+    text = RESET_PATH_RE.sub(rf"\g<1>{REDACTED}", text)
+    text = INVITATION_PATH_RE.sub(rf"\g<1>{REDACTED}", text)
     return CALLBACK_PATH_RE.sub(rf"\g<1>{REDACTED}", text)
 
 

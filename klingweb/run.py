@@ -14,12 +14,16 @@
    reach the portal). With ``KLING_ACCESS_KEY``/``KLING_SECRET_KEY`` set it talks to the
    real Kling API and starts no sandbox.
 3. Prepares the database and files in one child process (``python -m klingweb.run
-   prepare``): ``migrate``, ``collectstatic``, ``setup_schedules`` (when that command
-   exists) and ``demo_data`` — each idempotent, so a second run reuses what exists.
+   prepare``): ``migrate``, ``createcachetable`` (the rate-limit counters), ``collectstatic``,
+   ``setup_schedules`` (when that command exists) and, in sandbox mode only, ``demo_data``
+   — each idempotent, so a second run reuses what exists. With real Kling credentials the
+   demo users are not created, and any left from a sandbox run are deactivated
+   (``demo_data --deactivate``): their password sits in ``.env``.
 4. Starts ``honcho`` on the ``Procfile`` (``web`` = gunicorn, ``worker`` = the django-q2
    cluster, ``sandbox`` in sandbox mode): one group, each line prefixed with its process
-   name, Ctrl-C stops all. Once the web server answers it prints the address to open and
-   the demo sign-in details.
+   name, Ctrl-C stops all. Once the web server answers it prints the address to open, where
+   e-mails go (with the default console backend: into this output, links included) and, in
+   sandbox mode only, the demo sign-in details.
 
 ``python -m klingweb.run manage <command> [args]`` runs one management command with the same
 environment (for example ``kling_api costs`` against the sandbox while ``make run`` runs).
@@ -143,6 +147,11 @@ def env_build(
     return env, sandbox_mode
 
 
+def sandbox_mode_of(env: Mapping[str, str]) -> bool:
+    """True when ``env`` (as ``env_build`` made it) runs against the sandbox."""
+    return env.get("KLING_SANDBOX_MODE", "").strip() == "1"
+
+
 def processes_for(*, sandbox_mode: bool) -> list[str]:
     """The Procfile entries to start: ``web`` and ``worker``, plus ``sandbox`` in sandbox mode."""
     return ["web", "worker", "sandbox"] if sandbox_mode else ["web", "worker"]
@@ -166,7 +175,9 @@ def prepare(*, env: Mapping[str, str], cwd: Path = BASE_DIR, quiet: bool = False
     """Run the idempotent start-up steps in a child process with ``env``.
 
     Steps: ``migrate`` (``--run-syncdb`` so an app without migration files still gets its
-    tables), ``collectstatic``, ``setup_schedules`` if the command exists, ``demo_data``.
+    tables), ``createcachetable``, ``collectstatic``, ``setup_schedules`` if the command
+    exists, then ``demo_data`` when ``env`` is in sandbox mode (``KLING_SANDBOX_MODE=1``),
+    else ``demo_data --deactivate``.
     Raises ``RunError`` when a step fails (its output is on stderr).
     """
     cmd = [sys.executable, "-m", "klingweb.run", "prepare"]
@@ -194,12 +205,18 @@ def _prepare_here(*, quiet: bool) -> None:
         call_command(name, *args, stdout=out, **options)
 
     step("migrate", interactive=False, run_syncdb=True, verbosity=0 if quiet else 1)
+    step("createcachetable", verbosity=0)
     step("collectstatic", interactive=False, verbosity=0)
     if "setup_schedules" in get_commands():
         step("setup_schedules")
     elif not quiet:
         print("== setup_schedules: command not available, skipped")
-    step("demo_data", verbosity=0 if quiet else 1)
+    # The demo users (a superuser among them) and their password in .env exist for the
+    # sandbox only: with real Kling credentials they would be a known way in.
+    if sandbox_mode_of(os.environ):
+        step("demo_data", verbosity=0 if quiet else 1)
+    else:
+        step("demo_data", deactivate=True, verbosity=0 if quiet else 1)
 
 
 # --- supervision -----------------------------------------------------------------------------
@@ -255,8 +272,27 @@ def wait_http(url: str, *, timeout: float, proc: subprocess.Popen | None = None)
     return False
 
 
+def email_destination(env: Mapping[str, str]) -> str:
+    """Where the portal's e-mails (password resets, invitations, budget alerts) go under
+    ``env``: one line for the banner."""
+    backend = (
+        env.get("EMAIL_BACKEND", "").strip() or "django.core.mail.backends.console.EmailBackend"
+    )
+    if backend == "django.core.mail.backends.console.EmailBackend":
+        return (
+            "E-mails (password resets, invitations) are printed in this output, links "
+            "included (console backend; set EMAIL_BACKEND for real mail)."
+        )
+    if backend == "django.core.mail.backends.smtp.EmailBackend":
+        host = env.get("EMAIL_HOST", "").strip() or "localhost"
+        return f"E-mails are sent through the SMTP server {host}."
+    return f"E-mails go to {backend}."
+
+
 def banner(*, env: Mapping[str, str], port: int, sandbox_mode: bool) -> str:
-    """The text printed once the web server answers: address, mode, sign-in details."""
+    """The text printed once the web server answers: address, mode, where e-mails go and,
+    in sandbox mode only, the demo sign-in details (with the real API there are no demo
+    users: sign in with your own, e.g. from ``manage createsuperuser``)."""
     from klingweb.management.commands.demo_data import DEMO_USERS
 
     url = f"http://127.0.0.1:{port}/"
@@ -265,14 +301,23 @@ def banner(*, env: Mapping[str, str], port: int, sandbox_mode: bool) -> str:
         if sandbox_mode
         else f"REAL Kling API at {env.get('KLING_API_BASE_URL') or 'https://api-singapore.klingai.com'}"
     )
-    width = max(len(u.username) for u in DEMO_USERS)
-    people = "\n".join(f"    {u.username:<{width}}  {u.describe}" for u in DEMO_USERS)
+    if sandbox_mode:
+        width = max(len(u.username) for u in DEMO_USERS)
+        people = "\n".join(f"    {u.username:<{width}}  {u.describe}" for u in DEMO_USERS)
+        sign_in = (
+            f"  Demo sign-in (password for all: {env.get('DEMO_PASSWORD', '(see .env)')}):\n"
+            + people
+        )
+    else:
+        sign_in = (
+            "  No demo users with the real API. Create your own account:\n"
+            "    .venv/bin/python -m klingweb.run manage createsuperuser"
+        )
     return (
         "\n"
         + "=" * 78
-        + f"\n  Klingweb is running: open {url}\n  {mode}\n\n"
-        + f"  Demo sign-in (password for all: {env.get('DEMO_PASSWORD', '(see .env)')}):\n"
-        + people
+        + f"\n  Klingweb is running: open {url}\n  {mode}\n  {email_destination(env)}\n\n"
+        + sign_in
         + "\n\n  Ctrl-C stops "
         + (
             "the web server, the worker and the sandbox."

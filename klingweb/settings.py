@@ -130,6 +130,25 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Background cluster (django-q2) -------------------------------------------------------
 REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss", "unix"))
+# Caches. "default" is per process (django-q2 keeps cluster statistics there). "throttle"
+# holds the e-mail rate-limit counters and must be shared by every web process: Redis with
+# REDIS_URL, else a database table (`manage.py createcachetable`, which `make run` runs).
+THROTTLE_CACHE = "throttle"
+CACHES: dict = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    THROTTLE_CACHE: (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "klingweb-throttle",
+        }
+        if REDIS_URL
+        else {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "klingweb_throttle_cache",
+        }
+    ),
+}
 Q_CLUSTER: dict = {
     "name": "klingweb",
     # Worker processes of this qcluster (README: Q_WORKERS, default 2).
@@ -164,13 +183,33 @@ AUTHENTICATION_BACKENDS = [
 AXES_ENABLED = env_bool("AXES_ENABLED", True)
 AXES_FAILURE_LIMIT = 5  # failed sign-ins of one username from one IP...
 AXES_COOLOFF_TIME = timedelta(minutes=15)  # ...lock that pair out for 15 minutes
+# Never a username alone: a lock by name would let anyone lock a person out from anywhere.
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# Plus a per-IP cool-off: this many failures from one IP over any usernames (password
+# spraying) lock that IP for AXES_COOLOFF_TIME (klingweb.backends.PortalAxesHandler).
+AXES_IP_FAILURE_LIMIT = env_int("AXES_IP_FAILURE_LIMIT", 20, minimum=2)
+AXES_HANDLER = "klingweb.backends.PortalAxesHandler"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_VERBOSE = False
-# The IP is REMOTE_ADDR: behind a reverse proxy every client has the proxy's address, so a
-# lockout then holds the username for everyone (still 15 minutes, still per username).
+# The client's IP (sign-in lockouts, e-mail rate limits): REMOTE_ADDR, unless the portal sits
+# behind TRUSTED_PROXY_COUNT reverse proxies that append the client's address to
+# X-Forwarded-For; then the entry the nearest proxy appended (django-ipware, as axes
+# configures it; klingweb.backends.client_ip). Entries a client sends itself are further left
+# and never used. Set it behind a proxy, or every client has the proxy's address.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
+AXES_CLIENT_IP_CALLABLE = "klingweb.backends.client_ip"
+AXES_IPWARE_PROXY_ORDER = "left-most"
+if TRUSTED_PROXY_COUNT:
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR",)
+    # ipware counts the proxies listed after the client in the header: the nearest proxy
+    # appends the client's address and is itself only in REMOTE_ADDR.
+    AXES_IPWARE_PROXY_COUNT = TRUSTED_PROXY_COUNT - 1
+else:
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)
+    AXES_IPWARE_PROXY_COUNT = None
+AXES_IPWARE_PROXY_TRUSTED_IPS = None
 LOGIN_URL = "accounts-login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "accounts-login"
@@ -178,12 +217,33 @@ ALLOW_SIGNUP = env_bool("ALLOW_SIGNUP", False)
 INVITATION_DAYS = 7
 
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# Backends that deliver nothing: the console one prints every mail (password-reset and
+# invitation links included) into the log, the others keep or drop it. Production mode
+# refuses them; `check --deploy` reports them too (klingweb.checks, klingweb.E001).
+NON_DELIVERING_EMAIL_BACKENDS = frozenset(
+    f"django.core.mail.backends.{name}.EmailBackend"
+    for name in ("console", "locmem", "filebased", "dummy")
+)
+if PRODUCTION and EMAIL_BACKEND in NON_DELIVERING_EMAIL_BACKENDS:
+    raise ImproperlyConfigured(
+        f"EMAIL_BACKEND is {EMAIL_BACKEND}, which delivers no mail (the console backend prints "
+        "password-reset links into the log). In production (KLINGWEB_PRODUCTION=1) set "
+        "EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend and the EMAIL_* variables."
+    )
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
 EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "klingweb@localhost")
+
+# Rate limits of actions that send e-mail (klingweb.throttle): (events, seconds) per key.
+THROTTLE_RATES: dict[str, tuple[int, int]] = {
+    "password-reset-address": (3, 3600),  # resets asked for one address...
+    "password-reset-client": (10, 3600),  # ...and from one client IP, per hour
+    "invitation-address": (3, 3600),  # invitations sent to one address...
+    "invitation-client": (30, 3600),  # ...and from one client IP, per hour
+}
 
 # --- I18N / time --------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

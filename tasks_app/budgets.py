@@ -22,6 +22,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from klingweb.safe_text import mail_subject
 from tasks_app.models import (
     Budget,
     BudgetAlert,
@@ -353,7 +354,8 @@ def _alert_mail(team, status: BudgetStatus, threshold: int) -> None:
     recipients = _team_admin_emails(team)
     if not recipients:
         return
-    subject = f"[Klingweb] {team.name}: {status.label} at {threshold} %"
+    # One line whatever the team's name holds (send_mail refuses a header with a line break).
+    subject = mail_subject(f"[Klingweb] {team.name}: {status.label} at {threshold} %")
     body = (
         f"{status.label} of team {team.name} has reached {threshold} %: "
         f"{units_text(status.ledger)} of {units_text(status.units)} units charged this period.\n"

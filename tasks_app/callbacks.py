@@ -20,6 +20,7 @@ import json
 import logging
 import uuid
 from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 from django.core import signing
@@ -28,7 +29,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from tasks_app.models import VENDOR_STATUSES, Task
+from klingweb.kling import parse_task
+from tasks_app.models import VENDOR_STATUSES, Deduction, Task
 from tasks_app.services import task_apply_remote
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,9 @@ CALLBACK_SALT = "tasks_app.callbacks.task-callback"
 CALLBACK_MAX_BYTES = 1024 * 1024
 #: Above any real task's cost (Kling credit units) and below the ledger column's 12 digits.
 MAX_UNITS = 10**8
+#: Decimal places of a cost: the ledger's (``Deduction.units``), which holds the vendor's
+#: ``final_unit_deduction`` exactly.
+UNITS_PLACES = Deduction._meta.get_field("units").decimal_places
 
 
 def callback_token_for(task: Task) -> str:
@@ -101,6 +106,30 @@ def _signature_ok(request: HttpRequest, body: bytes) -> bool:
     return True
 
 
+def callback_units(value: object) -> Decimal | None:
+    """The vendor's ``final_unit_deduction`` (a string, KLING_API.md §4; a JSON number is
+    accepted too) as a ``Decimal`` of Kling units; None when absent (``null`` or ``""``).
+
+    Raises ``ValueError`` unless it is a finite number in [0, ``MAX_UNITS``) with at most
+    ``UNITS_PLACES`` (3) decimal places: ``"NaN"``, ``"Infinity"``, ``"-1"``, ``"1.0001"``,
+    ``true``, ``"ten"``. The typed parser (``klingweb.kling.to_decimal``) reads such values
+    as "no cost", which would let a task succeed with nothing charged.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError("not a number")
+    try:
+        units = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ValueError("not a number") from None
+    if not units.is_finite() or not 0 <= units < MAX_UNITS:
+        raise ValueError("not a finite number of units in range")
+    if units != units.quantize(Decimal(1).scaleb(-UNITS_PLACES)):
+        raise ValueError(f"more than {UNITS_PLACES} decimal places")
+    return units
+
+
 def _bad(message: str, status: int = 400) -> JsonResponse:
     return JsonResponse({"ok": False, "error": message}, status=status)
 
@@ -114,7 +143,8 @@ def task_callback(request: HttpRequest, token: str) -> HttpResponse:
     expired token (``callback_token_expired``); 413 for a body over 1 MB; 401 when a webhook secret is configured and the
     Standard Webhooks signature is missing or wrong; 400 for a body that is not a JSON
     object with a known ``task_status`` (submitted|processing|succeed|failed), or whose ``task_id`` / ``external_task_id`` names
-    another task, or whose ``final_unit_deduction`` is not a finite number in [0, 10^8). Nothing changes unless the answer is 200.
+    another task, or whose ``final_unit_deduction`` is not a finite number in [0, 10^8) with at
+    most 3 decimal places (``callback_units``). Nothing changes unless the answer is 200.
 
     No session or CSRF (the vendor is the caller); the token is the authority.
     """
@@ -144,14 +174,20 @@ def task_callback(request: HttpRequest, token: str) -> HttpResponse:
     if data["task_status"] not in VENDOR_STATUSES:
         return _bad("Unknown task_status.")
 
-    from klingweb.kling import parse_task
+    try:
+        units = callback_units(data.get("final_unit_deduction"))
+    except ValueError as exc:
+        log.warning("callback for task %s: final_unit_deduction refused (%s)", task.code, exc)
+        return _bad(
+            f"final_unit_deduction is not a plausible number of units ({exc}): a finite, "
+            f"non-negative number below 10^8 with at most {UNITS_PLACES} decimal places."
+        )
 
     try:
         remote = parse_task(data)
     except Exception as exc:  # the parser's own errors: a malformed vendor object
         return _bad(f"Body is not a task object ({exc.__class__.__name__}).")
-    units = remote.final_unit_deduction
-    if units is not None and not (units.is_finite() and 0 <= units < MAX_UNITS):
+    if units != remote.final_unit_deduction:  # both None, or the same number
         return _bad("final_unit_deduction is not a plausible number of units.")
     if task.task_id and remote.task_id and remote.task_id != task.task_id:
         return _bad("task_id does not match this callback's task.")

@@ -11,16 +11,14 @@ then later by the sweep (``media_sweep``) using ``TaskMedia.attempts``/``next_at
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
-import socket
 import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 from uuid import UUID
 
 import httpx
@@ -32,6 +30,13 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.urls import reverse
 from django.utils import timezone
 
+from klingweb.security import (
+    FetchRefused,
+    Origin,
+    PinnedTransport,
+    is_http_url,
+    kling_origins,
+)
 from tasks_app.models import MediaKind, Status, Task, TaskMedia
 
 log = logging.getLogger(__name__)
@@ -46,6 +51,7 @@ CONNECT_TIMEOUT = 5.0  # seconds
 READ_TIMEOUT = 30.0  # seconds between bytes
 DOWNLOAD_SECONDS = 600.0  # seconds for a whole download (a trickling server is cut off)
 CHUNK_BYTES = 64 * 1024
+MAX_REDIRECTS = 3
 QUICK_TRIES = 3  # tries inside one job, 1 s then 2 s apart
 MAX_ATTEMPTS = 10  # tries overall before giving up
 DOWNLOAD_LEASE = timedelta(minutes=10)
@@ -127,35 +133,13 @@ def _storage_name(task: Task, media: TaskMedia, ext: str) -> str:
     return f"results/{task.team.code}/{task.code}/{media.kind}-{media.index}-{media.variant}{ext}"
 
 
-def _public_address_guard(trusted_hosts: frozenset[str]):
-    """An httpx request hook refusing hosts that resolve to private, loopback, link-local or
-    otherwise non-public addresses — unless the host is one of ``trusted_hosts`` (the Kling
-    base URLs' hosts, e.g. the sandbox on loopback). Runs for every redirect hop too, so a
-    result URL cannot be used to reach the portal's internal network (SSRF)."""
-
-    def check(request: httpx.Request) -> None:
-        host = (request.url.host or "").lower()
-        if host in trusted_hosts:
-            return
-        try:
-            infos = socket.getaddrinfo(host, request.url.port or 443, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise httpx.ConnectError(f"cannot resolve {host}: {exc}", request=request) from None
-        for info in infos:
-            address = ipaddress.ip_address(info[4][0])
-            if not address.is_global:
-                raise MediaRejected(f"refusing to fetch from a non-public address ({host})")
-
-    return check
-
-
-def media_trusted_hosts(task: Task) -> frozenset[str]:
-    """Hosts of the Kling base URLs that concern ``task`` (its account's and the operator
-    default's): result media on these may live on private addresses (the sandbox)."""
-    urls = [settings.KLING_API_BASE_URL]
-    if task.kling_account_id is not None:
-        urls.append(task.kling_account.base_url)
-    return frozenset((urlsplit(u).hostname or "").lower() for u in urls if u)
+def media_trusted_origins(task: Task) -> frozenset[Origin]:
+    """Origins (scheme, host, port) of the Kling base URLs that concern ``task`` (the
+    operator default's, the operator's ``KLING_CUSTOM_BASE_URLS`` and the task's account):
+    result media there may live on private addresses (the sandbox). Any other origin — also
+    another port of the same host — must be public (``klingweb.security.fetch_address``)."""
+    extra = [task.kling_account.base_url] if task.kling_account_id is not None else []
+    return kling_origins(*extra)
 
 
 def media_download(
@@ -163,12 +147,15 @@ def media_download(
     url: str,
     kind: str,
     max_bytes: int | None = None,
-    trusted_hosts: frozenset[str] | None = None,
+    trusted_origins: frozenset[Origin] | None = None,
 ):
     """Stream ``url`` into a temporary file; return ``(file, content_type, size)``.
 
-    ``trusted_hosts``: when given, any other host (first request or redirect) must resolve
-    to public addresses only (``MediaRejected`` otherwise); ``None`` skips that check.
+    ``trusted_origins``: when given, a URL (first request or redirect) whose (scheme, host,
+    port) is not one of them must resolve to public addresses only (``MediaRejected``
+    otherwise); ``None`` skips that check. Either way each hop's host is resolved once and
+    the connection made to that address (``klingweb.security.PinnedTransport``). Redirects
+    (at most ``MAX_REDIRECTS``) are followed here, each hop checked again.
 
     The caller closes the returned ``NamedTemporaryFile`` (deleted on close). Raises
     ``MediaRejected`` (non-http(s) URL, 4xx, Content-Type not allowed for ``kind``, more than
@@ -180,48 +167,21 @@ def media_download(
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise MediaRejected(f"refusing to fetch a non-http(s) URL ({parts.scheme or 'none'})")
-    allowed = ALLOWED_TYPES[kind]
     timeout = httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT)
     tmp = tempfile.NamedTemporaryFile(prefix="klingweb-media-")  # noqa: SIM115 - returned
     try:
-        with (
-            httpx.Client(
-                timeout=timeout,
-                follow_redirects=True,
-                max_redirects=3,
-                event_hooks=(
-                    {"request": [_public_address_guard(trusted_hosts)]}
-                    if trusted_hosts is not None
-                    else {}
-                ),
-            ) as client,
-            client.stream("GET", url) as response,
-        ):
-            status = response.status_code
-            if status in (408, 429) or status >= 500:
-                raise MediaFetchError(f"HTTP {status}")
-            if status != 200:
-                raise MediaRejected(f"HTTP {status}")
-            content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-            if content_type not in allowed:
-                raise MediaRejected(f"unexpected Content-Type {content_type or 'none'!r}")
-            length = response.headers.get("content-length")
-            if length and length.isdigit() and int(length) > max_bytes:
-                raise MediaRejected(f"{int(length)} bytes is more than the {max_bytes} allowed")
-            size = 0
-            deadline = time.monotonic() + DOWNLOAD_SECONDS
-            # As the bytes arrive (no chunk_size: httpx would wait to fill it), so the
-            # deadline is checked after every read, not every 64 kB.
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > max_bytes:
-                    raise MediaRejected(f"more than the {max_bytes} bytes allowed")
-                if time.monotonic() > deadline:
-                    raise MediaFetchError(f"the download took more than {DOWNLOAD_SECONDS:g} s")
-                tmp.write(chunk)
+        with httpx.Client(timeout=timeout, transport=PinnedTransport(trusted_origins)) as client:
+            response = _get_following_redirects(client, url)
+            try:
+                content_type, size = _read_body(response, ALLOWED_TYPES[kind], max_bytes, tmp)
+            finally:
+                response.close()
         tmp.flush()
         tmp.seek(0)
         return tmp, content_type, size
+    except FetchRefused as exc:
+        tmp.close()
+        raise MediaRejected(str(exc)) from None
     except httpx.UnsupportedProtocol as exc:
         tmp.close()
         raise MediaRejected(str(exc)) from None
@@ -231,6 +191,52 @@ def media_download(
     except BaseException:
         tmp.close()
         raise
+
+
+def _get_following_redirects(client: httpx.Client, url: str) -> httpx.Response:
+    """GET ``url`` (streamed), following at most ``MAX_REDIRECTS`` redirects; every hop
+    must be http(s) and goes through the client's ``PinnedTransport`` checks again."""
+    current = url
+    for _hop in range(MAX_REDIRECTS + 1):
+        response = client.send(client.build_request("GET", current), stream=True)
+        if not response.is_redirect:
+            return response
+        location = response.headers.get("location", "")
+        response.close()
+        current = urljoin(current, location)
+        if urlsplit(current).scheme not in ("http", "https"):
+            raise MediaRejected(f"refusing a redirect to a non-http(s) URL ({current[:40]!r})")
+    raise MediaRejected(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _read_body(
+    response: httpx.Response, allowed: dict[str, str], max_bytes: int, tmp
+) -> tuple[str, int]:
+    """Check status, Content-Type (one of ``allowed``) and size of ``response``, and stream
+    its body into ``tmp``; returns ``(content_type, bytes written)``."""
+    status = response.status_code
+    if status in (408, 429) or status >= 500:
+        raise MediaFetchError(f"HTTP {status}")
+    if status != 200:
+        raise MediaRejected(f"HTTP {status}")
+    content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in allowed:
+        raise MediaRejected(f"unexpected Content-Type {content_type or 'none'!r}")
+    length = response.headers.get("content-length")
+    if length and length.isdigit() and int(length) > max_bytes:
+        raise MediaRejected(f"{int(length)} bytes is more than the {max_bytes} allowed")
+    size = 0
+    deadline = time.monotonic() + DOWNLOAD_SECONDS
+    # As the bytes arrive (no chunk_size: httpx would wait to fill it), so the
+    # deadline is checked after every read, not every 64 kB.
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise MediaRejected(f"more than the {max_bytes} bytes allowed")
+        if time.monotonic() > deadline:
+            raise MediaFetchError(f"the download took more than {DOWNLOAD_SECONDS:g} s")
+        tmp.write(chunk)
+    return content_type, size
 
 
 def _retry_delay(attempts: int) -> float:
@@ -281,7 +287,7 @@ def _keep_one(task: Task, media: TaskMedia, report: KeepReport, sleep=time.sleep
             sleep(float(2 ** (try_number - 1)))
         try:
             tmp, content_type, size = media_download(
-                url=media.source_url, kind=media.kind, trusted_hosts=media_trusted_hosts(task)
+                url=media.source_url, kind=media.kind, trusted_origins=media_trusted_origins(task)
             )
         except MediaRejected as exc:
             error = exc
@@ -377,7 +383,8 @@ class MediaDisplay:
     """One result as a template shows it.
 
     ``url``: what to put in ``src``/``href`` — the portal's kept copy when ``is_kept``, else
-    the vendor's URL while it exists (``None`` once the vendor has deleted it).
+    the vendor's http(s) URL while it exists (``None`` once the vendor has deleted it, or
+    when it is not an http(s) URL).
     ``vendor_days_left``: whole days until the vendor deletes it (0 when past; None if
     unknown). ``kind`` "image"|"video"; ``variant`` url, url_1..url_3, watermark_url;
     ``size`` bytes; ``duration`` seconds.
@@ -439,7 +446,9 @@ def media_for_display(task: Task) -> list[MediaDisplay]:
                 kwargs={"team": task.team.code, "code": task.code, "media": media.code},
             )
         else:
-            url = vendor_url if days_left != 0 else None
+            # Only an http(s) URL of the vendor is ever put in src/href (rows stored before
+            # task_apply_remote dropped others may still hold javascript:/data: URLs).
+            url = vendor_url if days_left != 0 and is_http_url(vendor_url) else None
         items.append(
             MediaDisplay(
                 kind=key[0],

@@ -30,6 +30,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from klingweb.security import vendor_task_http_only
 from tasks_app.families import UnknownFamily, get_family
 from tasks_app.ledger import deduction_record
 from tasks_app.models import (
@@ -204,9 +205,15 @@ def task_apply_remote(*, task_pk: int, remote: KlingTask, source: str) -> bool:
     success the family's ``on_succeed`` hook runs in the same transaction, and media keeping
     and budget alerts are enqueued on commit.
 
+    URL fields of ``remote`` that are not http(s) (``javascript:``, ``data:``...) are dropped
+    first, with a logged warning (``klingweb.security.vendor_task_http_only``).
+
     Returns True when the task changed status. Raises ``Task.DoesNotExist``. An unknown
     ``task_status`` is logged and ignored (returns False).
     """
+    # Only http(s) URLs of the vendor are stored (others dropped, logged): they end up in
+    # src/href attributes and in the media downloads.
+    remote = vendor_task_http_only(remote, where=f"task {task_pk} ({source})")
     new_status = remote.task_status
     if new_status not in VENDOR_STATUSES:
         log.warning("task %s: ignoring unknown task_status %r", task_pk, new_status)

@@ -267,6 +267,8 @@ def _clean_env() -> dict[str, str]:
         "SECURE_HSTS_SECONDS",
         "PUBLIC_BASE_URL",
         "KLING_API_BASE_URL",
+        "EMAIL_BACKEND",
+        "TRUSTED_PROXY_COUNT",
     }
     return {k: v for k, v in os.environ.items() if k not in drop}
 
@@ -280,6 +282,7 @@ def production_env(tmp_path, **extra) -> dict[str, str]:
         "ALLOWED_HOSTS": "portal.example.com",
         "PUBLIC_BASE_URL": "https://portal.example.com",
         "SQLITE_PATH": str(tmp_path / "prod.sqlite3"),
+        "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
         **extra,
     }
 
@@ -302,7 +305,7 @@ def test_check_deploy_is_clean_in_production(tmp_path):
 
 
 def test_check_deploy_is_clean_behind_a_tls_proxy(tmp_path):
-    env = production_env(tmp_path, BEHIND_TLS_PROXY="1")
+    env = production_env(tmp_path, BEHIND_TLS_PROXY="1", TRUSTED_PROXY_COUNT="1")
     out = manage(env, "check", "--deploy", "--fail-level", "WARNING")
     assert out.returncode == 0, out.stdout + out.stderr
 

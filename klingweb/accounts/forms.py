@@ -12,10 +12,12 @@ from urllib.parse import urlparse
 
 from django import forms
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth.forms import PasswordChangeForm, UserCreationForm
+from django.http import HttpRequest
 
 from klingweb.accounts.models import ROLE_RANK, KlingAccount, Membership, Region, Role, Team
+from klingweb.safe_text import refuse_control_characters
 
 
 @cache
@@ -45,6 +47,13 @@ class TeamForm(forms.ModelForm):
     class Meta:
         model = Team
         fields = ["name", "time_zone"]
+
+    def clean_name(self) -> str:
+        """Refuse control characters (a line break in a team name broke every mail naming
+        the team, and tabs split the CSV exports' cells)."""
+        name = self.cleaned_data["name"]
+        refuse_control_characters(name)
+        return name
 
 
 def role_choices_for(actor: Membership | None) -> list[tuple[str, str]]:
@@ -175,3 +184,25 @@ class SignupForm(UserCreationForm):
                 "An account with this e-mail exists already; sign in or reset its password."
             )
         return email
+
+
+class ThrottledPasswordChangeForm(PasswordChangeForm):
+    """Django's change-password form whose old-password check is a sign-in: it goes through
+    ``authenticate`` with the request, so django-axes counts a wrong old password as a failed
+    sign-in of that username from that IP and refuses while the pair (or the IP) is locked.
+    Someone holding a stolen session cannot use the form to guess the password.
+    """
+
+    def __init__(self, user, *args, request: HttpRequest | None = None, **kwargs):
+        super().__init__(user, *args, **kwargs)
+        self.request = request
+
+    def clean_old_password(self) -> str:
+        """The old password, checked by ``authenticate`` (throttled); else a form error."""
+        old_password = self.cleaned_data["old_password"]
+        user = authenticate(self.request, username=self.user.get_username(), password=old_password)
+        if user is None or user.pk != self.user.pk:
+            raise forms.ValidationError(
+                self.error_messages["password_incorrect"], code="password_incorrect"
+            )
+        return old_password

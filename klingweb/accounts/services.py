@@ -54,6 +54,7 @@ from klingweb.accounts.models import (
     vendor_call_stale_after,
 )
 from klingweb.kling import ErrorClass, KlingClient, KlingError, ResourcePack
+from klingweb.safe_text import mail_subject
 
 log = logging.getLogger(__name__)
 
@@ -305,7 +306,8 @@ def invitation_send(*, invitation: Invitation, accept_url: str) -> None:
         "accept_url": accept_url,
         "days": settings.INVITATION_DAYS,
     }
-    subject = render_to_string("accounts/invitation_subject.txt", context).strip()
+    # One line whatever the team's name holds (a line break made send_mail refuse the header).
+    subject = mail_subject(render_to_string("accounts/invitation_subject.txt", context))
     body = render_to_string("accounts/invitation_email.txt", context)
     send_mail(subject, body, None, [invitation.email])
 
@@ -336,17 +338,35 @@ def invitation_check(*, token: str, lock: bool = False) -> Invitation:
     return invitation
 
 
+class InvitationForOtherAddress(AccountsError):
+    """The signed-in user's e-mail is not the invited address."""
+
+
+def invitation_email_matches(*, invitation: Invitation, user: AbstractBaseUser) -> bool:
+    """True when ``user``'s e-mail is the invited address (compared case-insensitively)."""
+    email = (getattr(user, "email", "") or "").strip()
+    return bool(email) and email.casefold() == invitation.email.strip().casefold()
+
+
 def invitation_accept(*, token: str, user: AbstractBaseUser) -> Membership:
     """Accept the invitation of ``token`` as ``user``; returns the new membership.
 
-    Single use: the row is claimed with a conditional update, so two requests with the same
-    token cannot both join. Raises ``InvitationInvalid``, ``AlreadyMemberError`` (nothing
-    changes: the invitation stays pending).
+    The invitation binds to its address: ``user``'s e-mail must be the invited one (any
+    case), so a link that reaches someone else is of no use to them. Single use: the row is
+    claimed with a conditional update, so two requests with the same token cannot both join.
+    Raises ``InvitationInvalid``, ``InvitationForOtherAddress``, ``AlreadyMemberError``
+    (nothing changes: the invitation stays pending).
     """
     with transaction.atomic():
         invitation = invitation_check(token=token, lock=True)
         if Membership.objects.filter(team=invitation.team, user=user).exists():
             raise AlreadyMemberError(f"You are already a member of {invitation.team}.")
+        if not invitation_email_matches(invitation=invitation, user=user):
+            raise InvitationForOtherAddress(
+                f"This invitation is for {invitation.email}, and you are signed in as "
+                f"{user.get_username()} with another e-mail address. Sign out, then accept it "
+                "with the account of that address (or create one)."
+            )
         now = timezone.now()
         claimed = Invitation.objects.filter(
             pk=invitation.pk,

@@ -25,7 +25,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="accounts-logout"),
     path(
         "accounts/password/change/",
-        auth_views.PasswordChangeView.as_view(
+        views.ThrottledPasswordChangeView.as_view(
             template_name="registration/password_change_form.html",
             success_url=reverse_lazy("accounts-password-change-done"),
         ),
@@ -40,7 +40,7 @@ urlpatterns = [
     ),
     path(
         "accounts/password/reset/",
-        auth_views.PasswordResetView.as_view(
+        views.ThrottledPasswordResetView.as_view(
             template_name="registration/password_reset_form.html",
             email_template_name="registration/password_reset_email.txt",
             subject_template_name="registration/password_reset_subject.txt",

@@ -16,6 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
@@ -25,6 +26,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django_htmx.http import HttpResponseClientRedirect
 
+from klingweb import throttle
 from klingweb.accounts import services
 from klingweb.accounts.access import (
     READ,
@@ -44,6 +46,7 @@ from klingweb.accounts.forms import (
     RoleForm,
     SignupForm,
     TeamForm,
+    ThrottledPasswordChangeForm,
 )
 from klingweb.accounts.models import (
     Invitation,
@@ -247,12 +250,23 @@ def _accept_url(request: HttpRequest, token: str) -> str:
 def invitation_create(request: HttpRequest, team: Any) -> HttpResponse:
     """POST /t/<team>/settings/invitations/: invite an e-mail address with a role and e-mail
     the single-use link. Admins only (owners alone may invite owners). Refused with a message
-    and no change: invalid e-mail, already a member, already invited, mail failure.
+    and no change: invalid e-mail, already a member, already invited, mail failure, too many
+    invitations to that address or from this client IP (``settings.THROTTLE_RATES``).
     HTMX → the ``invitations`` section."""
     access = team_for_user(request, team, role=Role.ADMIN, methods=WRITE)
     form = InvitationForm(request.POST, actor=access.membership)
     if not form.is_valid():
         return _section(request, access, "invitations", invitation_form=form)
+    if throttle.rates_exceeded(
+        (throttle.INVITATION_ADDRESS, form.cleaned_data["email"]),
+        (throttle.INVITATION_CLIENT, throttle.client_ip(request)),
+    ):
+        minutes = throttle.retry_minutes(throttle.INVITATION_ADDRESS, throttle.INVITATION_CLIENT)
+        text = (
+            "Too many invitations were sent from here or to this address; nothing was sent. "
+            f"Try again in about {minutes} minutes."
+        )
+        return _done(request, access, "invitations", text, ok=False)
     try:
         with transaction.atomic():
             invitation, token = services.invitation_create(
@@ -291,9 +305,10 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
     """GET/POST /accounts/invitations/<token>/: public by design (the token is the key).
 
     GET shows the team and role, or why the link no longer works (unknown, expired, used,
-    revoked). POST by a signed-in user joins as that user; POST by an anonymous person
-    creates an account (username + password, the invited e-mail) and joins. Success → the
-    team's tasks. Nothing changes on a refusal.
+    revoked). POST by a signed-in user whose e-mail is the invited address (any case) joins as
+    that user — anyone else signed in is refused and told to sign out; POST by an anonymous
+    person creates an account (username + password, the invited e-mail) and joins. Success →
+    the team's tasks. Nothing changes on a refusal.
     """
     require_methods(request, READ_WRITE)
     try:
@@ -304,7 +319,14 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
     form = InvitationSignupForm(
         request.POST if request.method == "POST" and not signed_in else None
     )
-    context = {"invitation": invitation, "form": form, "token": token}
+    context = {
+        "invitation": invitation,
+        "form": form,
+        "token": token,
+        # The invitation binds to its address: another signed-in person cannot use it.
+        "wrong_user": signed_in
+        and not services.invitation_email_matches(invitation=invitation, user=request.user),
+    }
     if request.method != "POST":
         return render(request, "accounts/invitation_accept.html", context)
     try:
@@ -485,3 +507,50 @@ def vendor_call_status(request: HttpRequest, team: Any, call: Any) -> HttpRespon
     if request.htmx:
         return render(request, "accounts/_vendor_call.html", context)
     return render(request, "accounts/vendor_call.html", {"access": access, **context})
+
+
+# --- Passwords (Django's views, throttled) --------------------------------------------------
+
+
+class ThrottledPasswordResetView(auth_views.PasswordResetView):
+    """GET/POST /accounts/password/reset/: Django's password reset, rate-limited.
+
+    Each valid POST counts once for the address (any case) and once for the client IP
+    (``settings.THROTTLE_RATES``: 3 per address and 10 per client per hour). Beyond either
+    limit no mail is sent and the form answers 429 with a message; below them the answer is
+    Django's "sent" page whether or not an account has that address, so neither reveals
+    which addresses exist.
+    """
+
+    def form_valid(self, form):
+        email = form.cleaned_data["email"]
+        if throttle.rates_exceeded(
+            (throttle.PASSWORD_RESET_ADDRESS, email),
+            (throttle.PASSWORD_RESET_CLIENT, throttle.client_ip(self.request)),
+        ):
+            minutes = throttle.retry_minutes(
+                throttle.PASSWORD_RESET_ADDRESS, throttle.PASSWORD_RESET_CLIENT
+            )
+            form.add_error(
+                None,
+                "Too many password-reset requests from here or for this address; no e-mail "
+                f"was sent. Try again in about {minutes} minutes.",
+            )
+            response = self.form_invalid(form)
+            response.status_code = 429
+            return response
+        return super().form_valid(form)
+
+
+class ThrottledPasswordChangeView(auth_views.PasswordChangeView):
+    """GET/POST /accounts/password/change/: Django's change-password page whose old-password
+    check shares the sign-in throttle (``ThrottledPasswordChangeForm``): wrong old passwords
+    count as failed sign-ins of the user from this IP, and a locked pair or IP gets the
+    lockout page (HTTP 429)."""
+
+    form_class = ThrottledPasswordChangeForm
+
+    def get_form_kwargs(self) -> dict[str, Any]:
+        kwargs = super().get_form_kwargs()
+        kwargs["request"] = self.request
+        return kwargs

@@ -9,7 +9,6 @@ spreadsheets (``csv_text``).
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -18,6 +17,8 @@ from django.db.models import QuerySet
 from django.db.models.functions import TruncMonth
 from django.http import StreamingHttpResponse
 
+from klingweb import csv_safe
+from klingweb.csv_safe import csv_cell
 from klingweb.reporting.figures import Scope, q3, units_sum, usage_figures
 from klingweb.reporting.periods import Choice
 from tasks_app.models import Deduction
@@ -67,14 +68,11 @@ COMPANY_TABLES: dict[str, list[str]] = {
     "months": ["team", "month", "units"],
     "ledger": REPORT_TABLES["ledger"],
 }
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def csv_text(value: Any) -> str:
-    """A free-text cell made safe for spreadsheets: a leading ``= + - @`` is prefixed with
-    ``'`` so the cell is never run as a formula (units are written as numbers, unprefixed)."""
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    """A free-text cell made safe for spreadsheets (``klingweb.csv_safe.csv_cell``)."""
+    return csv_cell(value)
 
 
 def _iso(value: dt.datetime | None, tz: dt.tzinfo) -> str:
@@ -240,7 +238,7 @@ def csv_response(
     """A streamed ``text/csv`` download named ``filename``: ``header`` then ``rows``, one line
     at a time (``StreamingHttpResponse``; nothing is buffered). Not cached (``private,
     no-store``): a report carries a team's spending."""
-    writer = csv.writer(_Echo())
+    writer = csv_safe.writer(_Echo())
 
     def lines() -> Iterator[str]:
         yield writer.writerow(header)

@@ -3,7 +3,7 @@
 How it runs, and why:
 
 - **The portal** runs as it does under ``make run``: ``klingweb.run.prepare`` (migrate,
-  collectstatic, setup_schedules, demo_data) and then ``honcho`` on the project's
+  createcachetable, collectstatic, setup_schedules, demo_data) and then ``honcho`` on the project's
   ``Procfile`` starting ``web`` (gunicorn, WhiteNoise) and ``worker`` (a real django-q2
   ``qcluster``), against a fresh SQLite file in a temporary folder with the ORM broker. Real
   processes with their own connections are what a browser test needs: pytest-django's

@@ -12,6 +12,11 @@ The company "Acme Pictures" has two teams, ``Acme Studio`` and ``Acme Marketing`
 
 The password is ``--password``, else ``$DEMO_PASSWORD`` (``make run`` keeps one in ``.env``),
 else a random one generated now and printed.
+
+Demo users belong to sandbox mode only (``make run`` runs this command only then).
+``--deactivate`` (what ``make run`` runs with real Kling credentials) creates nothing and
+marks demo users left from a sandbox run inactive, so their known password opens nothing;
+a later sandbox run activates them again.
 """
 
 from __future__ import annotations
@@ -56,6 +61,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--password", help="Password for new demo users ($DEMO_PASSWORD).")
+        parser.add_argument(
+            "--deactivate",
+            action="store_true",
+            help="Create nothing; mark existing demo users inactive (real Kling credentials).",
+        )
 
     def handle(self, *args, **options) -> None:
         from django.contrib.auth import get_user_model
@@ -63,11 +73,25 @@ class Command(BaseCommand):
 
         from klingweb.accounts.models import Membership, Team
 
+        user_model = get_user_model()
+        names = [demo.username for demo in DEMO_USERS]
+        if options["deactivate"]:
+            count = user_model.objects.filter(username__in=names, is_active=True).update(
+                is_active=False
+            )
+            if count and options["verbosity"] >= 1:
+                self.stdout.write(
+                    f"Deactivated {count} demo user(s) left from sandbox mode "
+                    "(demo users are for the sandbox only)."
+                )
+            return
+        # Back in sandbox mode: demo users deactivated by a real-credentials run sign in again.
+        user_model.objects.filter(username__in=names, is_active=False).update(is_active=True)
+
         password = options["password"] or os.environ.get("DEMO_PASSWORD", "").strip()
         generated = not password
         if generated:
             password = secrets.token_urlsafe(12)
-        user_model = get_user_model()
         created: list[str] = []
         with transaction.atomic():
             teams = {}
