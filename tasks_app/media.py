@@ -30,6 +30,7 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.urls import reverse
 from django.utils import timezone
 
+from klingweb.kling.backoff import backoff_delay
 from klingweb.security import (
     FetchRefused,
     Origin,
@@ -240,7 +241,9 @@ def _read_body(
 
 
 def _retry_delay(attempts: int) -> float:
-    return min(RETRY_MAX, RETRY_BASE * 2 ** max(0, attempts - 1))
+    """Seconds before download try ``attempts + 1``: ``RETRY_BASE`` doubling, capped at
+    ``RETRY_MAX`` (``klingweb.kling.backoff.backoff_delay``, no jitter)."""
+    return backoff_delay(attempts, base=RETRY_BASE, cap=RETRY_MAX)
 
 
 @dataclass
