@@ -15,7 +15,7 @@
    real Kling API and starts no sandbox.
 3. Prepares the database and files in one child process (``python -m klingweb.run
    prepare``): ``migrate``, ``createcachetable`` (the rate-limit counters), ``collectstatic``,
-   ``setup_schedules`` (when that command exists) and, in sandbox mode only, ``demo_data``
+   ``setup_schedules`` and, in sandbox mode only, ``demo_data``
    — each idempotent, so a second run reuses what exists. With real Kling credentials the
    demo users are not created, and any left from a sandbox run are deactivated
    (``demo_data --deactivate``): their password sits in ``.env``.
@@ -174,9 +174,7 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
 def prepare(*, env: Mapping[str, str], cwd: Path = BASE_DIR, quiet: bool = False) -> None:
     """Run the idempotent start-up steps in a child process with ``env``.
 
-    Steps: ``migrate`` (``--run-syncdb`` so an app without migration files still gets its
-    tables), ``createcachetable``, ``collectstatic``, ``setup_schedules`` if the command
-    exists, then ``demo_data`` when ``env`` is in sandbox mode (``KLING_SANDBOX_MODE=1``),
+    Steps: ``migrate``, ``createcachetable``, ``collectstatic``, ``setup_schedules``, then ``demo_data`` when ``env`` is in sandbox mode (``KLING_SANDBOX_MODE=1``),
     else ``demo_data --deactivate``.
     Raises ``RunError`` when a step fails (its output is on stderr).
     """
@@ -193,7 +191,7 @@ def _prepare_here(*, quiet: bool) -> None:
     import io
 
     import django
-    from django.core.management import call_command, get_commands
+    from django.core.management import call_command
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "klingweb.settings")
     django.setup()
@@ -204,13 +202,10 @@ def _prepare_here(*, quiet: bool) -> None:
             print(f"== {name}", flush=True)
         call_command(name, *args, stdout=out, **options)
 
-    step("migrate", interactive=False, run_syncdb=True, verbosity=0 if quiet else 1)
+    step("migrate", interactive=False, verbosity=0 if quiet else 1)
     step("createcachetable", verbosity=0)
     step("collectstatic", interactive=False, verbosity=0)
-    if "setup_schedules" in get_commands():
-        step("setup_schedules")
-    elif not quiet:
-        print("== setup_schedules: command not available, skipped")
+    step("setup_schedules")
     # The demo users (a superuser among them) and their password in .env exist for the
     # sandbox only: with real Kling credentials they would be a known way in.
     if sandbox_mode_of(os.environ):
