@@ -34,6 +34,7 @@ from klingweb.accounts.services import (
     kling_client_for,
     vendor_call_start,
 )
+from klingweb.kling import KlingError
 from tasks_app.models import Family, Status, Task
 from tasks_app.submission import task_queue
 from tasks_app.uploads import upload_save
@@ -45,6 +46,10 @@ log = logging.getLogger(__name__)
 
 #: Page size for the vendor's list endpoints (its maximum, KLING_API.md §4).
 LIST_PAGE_SIZE = 500
+#: The vendor's "resource not found" (KLING_API.md §2): on delete, the element is gone there.
+ELEMENT_UNKNOWN_CODE = 1203
+#: How ``status_msg`` starts for an element removed because Kling no longer knew it.
+ELEMENT_FORGOTTEN = "Kling no longer knew this element"
 
 
 class ElementNotDeletable(Exception):
@@ -309,18 +314,32 @@ def element_delete(*, element: Element, user: Any) -> Element:
     ``deleted`` (the row stays, with ``deleted_at``/``deleted_by``).
 
     An element that never reached Kling (failed) is marked deleted without a call; one on
-    Kling is deleted from a job (``element_delete_for_call``). Raises
+    Kling is deleted from a job (``element_delete_for_call``). When Kling answers 1203
+    (element not found: deleted elsewhere, or the account changed) the element is removed
+    from the library all the same, with the vendor's answer in ``status_msg``. Raises
     ``ElementNotDeletable`` (already deleted, or still being created) and
-    ``klingweb.kling.KlingError`` when the vendor refuses — in both cases nothing changes.
+    ``klingweb.kling.KlingError`` when the vendor refuses otherwise — in both cases nothing
+    changes.
     The caller checks permissions (``element_can_delete``).
     """
     _check_deletable(element)
+    fields: dict[str, Any] = {}
     if element.element_id:
         account = element.kling_account or account_for_team(team=element.team)
-        kling_client_for(account).delete_element(element.element_id)
+        try:
+            kling_client_for(account).delete_element(element.element_id)
+        except KlingError as exc:
+            if exc.code != ELEMENT_UNKNOWN_CODE:
+                raise
+            # Kling no longer knows it (deleted elsewhere, another account): nothing is left
+            # to delete there, so it leaves the library; the row stays for the record.
+            request_id = f", request_id {exc.request_id}" if exc.request_id else ""
+            fields["status_msg"] = (
+                f"{ELEMENT_FORGOTTEN} ({exc.code}{request_id}); removed from the library."
+            )
     now = timezone.now()
     Element.objects.filter(pk=element.pk).exclude(status=ElementStatus.DELETED).update(
-        status=ElementStatus.DELETED, deleted_at=now, deleted_by=user, updated_at=now
+        status=ElementStatus.DELETED, deleted_at=now, deleted_by=user, updated_at=now, **fields
     )
     element.refresh_from_db()
     return element
@@ -362,8 +381,11 @@ def element_delete_for_call(*, call: VendorCall) -> dict:
         element_delete(element=element, user=call.created_by)
     except ElementNotDeletable as exc:
         raise VendorCallRefused(str(exc)) from None
+    summary = f"Element “{element.name}” deleted on Kling."
+    if element.status_msg.startswith(ELEMENT_FORGOTTEN):
+        summary = f"Element “{element.name}”: {element.status_msg}"
     return {
-        "summary": f"Element “{element.name}” deleted on Kling.",
+        "summary": summary,
         "next_url": reverse("elements-list", kwargs={"team": call.team.code}),
         "next_label": "Back to the library",
     }

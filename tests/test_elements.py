@@ -500,19 +500,39 @@ class TestDelete:
         assert "Working…" in html and f'hx-get="{status_url(portal, call)}"' in html
 
     def test_vendor_refusal_is_shown_and_nothing_changes(
-        self, client, portal, kling_settings, jobs
+        self, client, portal, kling_settings, fresh_sandbox, jobs
     ):
-        element = make_element(portal, element_id="424242424242")  # unknown to the sandbox
+        element = create_via_form(portal)
+        run_task(fresh_sandbox, element.task)
+        fresh_sandbox.config.account_error_code = 1304  # IP not on the allow-list
         client.force_login(portal.admin)
         jobs.post(client, url("elements-delete", portal, code=element.code))
         assert jobs.run() == [VendorCallStatus.FAILED]
         call = VendorCall.objects.get()
         body = client.get(url("elements-delete", portal, code=element.code)).content.decode()
-        assert "Kling refused the request." in body and "The element was not deleted." in body
-        assert f"Code {call.error_code} (HTTP {call.error_http_status})" in body
+        assert "The element was not deleted." in body
+        assert f"Code 1304 (HTTP {call.error_http_status})" in body
         assert f"request_id: <code>{call.error_request_id}</code>" in body
         element.refresh_from_db()
         assert element.status == ElementStatus.SUCCEED and element.deleted_at is None
+
+    def test_an_element_kling_no_longer_knows_leaves_the_library(
+        self, client, portal, kling_settings, jobs
+    ):
+        """Kling answers 1203 (deleted elsewhere): the element can still be removed here, and
+        its page keeps it for the record with the vendor's answer."""
+        element = make_element(portal, element_id="424242424242")  # unknown to the sandbox
+        client.force_login(portal.admin)
+        jobs.post(client, url("elements-delete", portal, code=element.code))
+        assert jobs.run() == [VendorCallStatus.DONE]
+        element.refresh_from_db()
+        assert element.status == ElementStatus.DELETED and element.deleted_by == portal.admin
+        done = client.get(status_url(portal, VendorCall.objects.get()), headers=HX).content.decode()
+        assert "Kling no longer knew this element (1203" in done
+        listing = client.get(url("elements-list", portal)).content.decode()
+        assert f'id="element-{element.code}"' not in listing
+        detail = client.get(url("elements-detail", portal, code=element.code)).content.decode()
+        assert "Kept here for the record" in detail
 
     def test_kling_down_is_a_network_error_and_nothing_changes(self, client, portal, jobs):
         down = KlingAccount(
