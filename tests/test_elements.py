@@ -450,6 +450,24 @@ class TestElementTask:
 # --- delete --------------------------------------------------------------------------------
 
 
+class TestVideoElementPages:
+    def test_a_video_element_shows_a_frame_in_the_library_and_plays_on_its_page(
+        self, client, portal
+    ):
+        element = make_element(
+            portal,
+            reference_type="video_refer",
+            element_image_list={},
+            video="elements/clip.mp4",
+        )
+        client.force_login(portal.member)
+        listing = client.get(url("elements-list", portal)).content.decode()
+        card = listing.split(f'id="element-{element.code}"', 1)[1].split("</article>", 1)[0]
+        assert "<video" in card and "#t=0.1" in card and "Video element</span>" not in card
+        detail = client.get(url("elements-detail", portal, code=element.code)).content.decode()
+        assert "<video controls" in detail
+
+
 class TestDelete:
     def test_admin_deletes_an_element_on_kling_and_keeps_its_history(
         self, client, portal, kling_settings, fresh_sandbox, jobs
