@@ -16,10 +16,18 @@ from typing import Any
 from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.core.serializers.json import DjangoJSONEncoder
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 from django_htmx.http import HttpResponseClientRedirect
+from zipstream import ZipStream
 
 from klingweb.accounts.access import READ, READ_WRITE, TeamAccess, object_for_user, team_for_user
 from klingweb.accounts.models import KlingAccount, Role
@@ -322,6 +330,7 @@ def _task_context(access: TeamAccess, task: Task, *, banners: bool = True) -> di
         "vendor_days_left": first.vendor_days_left if first else None,
         "vendor_expired": bool(first and first.vendor_expired),
         "all_kept": bool(media) and all(item.is_kept for item in media),
+        "kept_count": sum(1 for item in media if item.is_kept),
         "extendable": extendable,
         "task_json": _task_export(task),
         "result_elements": [
@@ -446,10 +455,7 @@ def task_media_file(request: HttpRequest, team: Any, code: Any, media: Any) -> H
     if item is None or not item.file:
         raise Http404("No such file.")
     content_type = item.content_type or mimetypes.guess_type(item.file.name)[0] or ""
-    ext = posixpath.splitext(item.file.name)[1]
-    filename = (
-        f"{task.code}-{item.kind}-{item.index}{'-wm' if 'watermark' in item.variant else ''}{ext}"
-    )
+    filename = _media_filename(task, item)
     inline = content_type in _INLINE_RESULT_TYPES and request.GET.get("download") != "1"
     # In a bucket: a short-lived presigned redirect (klingweb.storage explains why).
     moved = media_redirect(
@@ -462,3 +468,53 @@ def task_media_file(request: HttpRequest, team: Any, code: Any, media: Any) -> H
     except FileNotFoundError:
         raise Http404("The kept file is missing.") from None
     return _safe_file_response(handle, content_type=content_type, filename=filename, inline=inline)
+
+
+#: Bytes read from storage at a time while a zip of kept results streams out.
+ZIP_CHUNK_BYTES = 1024 * 1024
+
+
+def _media_filename(task: Task, item: TaskMedia) -> str:
+    """``<task code>-<kind>-<index>[-wm].<ext>``: the download name of a kept result."""
+    ext = posixpath.splitext(item.file.name)[1]
+    watermark = "-wm" if "watermark" in item.variant else ""
+    return f"{task.code}-{item.kind}-{item.index}{watermark}{ext}"
+
+
+def _storage_chunks(name: str):
+    """The bytes of storage file ``name``, ``ZIP_CHUNK_BYTES`` at a time (never all at once)."""
+    with default_storage.open(name, "rb") as handle:
+        while chunk := handle.read(ZIP_CHUNK_BYTES):
+            yield chunk
+
+
+def task_media_zip(request: HttpRequest, team: Any, code: Any) -> HttpResponse:
+    """GET /t/<team>/tasks/<code>/media.zip (``tasks-media-zip``): every kept result file of
+    the task in one zip (``<task code>.zip``; entries named as the single downloads).
+
+    Streamed with zipstream-ng, files stored uncompressed (images and videos are compressed
+    already) and read from storage (disk or bucket) 1 MB at a time, so no file is held in
+    memory; ``Content-Length`` is sent when every kept file's size is known. 404 when the
+    task has no kept file (files missing from storage are left out); outsiders 404. Not cached (``private, no-store``).
+    """
+    task, _ = object_for_user(request, Task.objects.all(), team, code)
+    rows = TaskMedia.objects.filter(task=task).order_by("kind", "index", "pk")
+    # A row whose file went missing from storage is left out rather than breaking the stream.
+    items = [m for m in rows if m.file and default_storage.exists(m.file.name)]
+    if not items:
+        raise Http404("Nothing of this task is kept yet.")
+    sized = all(item.size is not None for item in items)
+    archive = ZipStream(sized=sized)
+    for item in items:
+        archive.add(
+            _storage_chunks(item.file.name),
+            _media_filename(task, item),
+            size=item.size if sized else None,
+        )
+    response = StreamingHttpResponse(archive, content_type="application/zip")
+    if sized:
+        response["Content-Length"] = str(len(archive))
+    response["Content-Disposition"] = f'attachment; filename="{task.code}.zip"'
+    response["Cache-Control"] = "private, no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

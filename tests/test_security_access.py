@@ -115,6 +115,7 @@ RULES: dict[str, Rule] = {
     "tasks-row": Rule(G, V),
     "tasks-json": Rule(G, V),
     "tasks-media-file": Rule(G, V, missing_ok=True),
+    "tasks-media-zip": Rule(G, V, missing_ok=True),
     "tasks-input": Rule(G, V),
     "tasks-callback": Rule(P, PUBLIC_LEVEL, PUBLIC_LEVEL),  # the token is the key
     # budgets and operations pages

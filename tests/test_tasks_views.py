@@ -514,6 +514,58 @@ class TestDetail:
         client.force_login(portal.outsider)
         assert client.get(media_url).status_code == 404
 
+    def test_download_all_streams_every_kept_file_in_one_zip(self, client, portal):
+        import io
+        import zipfile
+
+        from django.core.files.base import ContentFile
+
+        task = make_task(
+            portal.team,
+            portal.member,
+            family="multi_shot",
+            status=Status.SUCCEED,
+            finished_at=timezone.now(),
+            result={
+                "images": [{"index": i, "url_1": f"https://cdn.example/{i}.png"} for i in (1, 2, 3)]
+            },
+        )
+        originals = {}
+        for index in (1, 2, 3):
+            data = image_bytes(200 + index, 200)
+            media = TaskMedia(
+                task=task,
+                kind=MediaKind.IMAGE,
+                index=index,
+                variant="url_1",
+                source_url=f"https://cdn.example/{index}.png",
+                content_type="image/png",
+                size=len(data),
+                kept_at=timezone.now(),
+            )
+            media.file.save(f"kept-{index}.png", ContentFile(data), save=True)
+            originals[f"{task.code}-image-{index}.png"] = data
+        client.force_login(portal.viewer)
+        zip_url = url("tasks-media-zip", portal.team, code=task.code)
+        body = client.get(url("tasks-detail", portal.team, code=task.code)).content.decode()
+        assert f'href="{zip_url}"' in body and "Download all 3 files (zip)" in body
+        response = client.get(zip_url)
+        assert response.status_code == 200 and response.streaming
+        assert response["Content-Type"] == "application/zip"
+        assert f'filename="{task.code}.zip"' in response["Content-Disposition"]
+        payload = b"".join(response.streaming_content)
+        assert int(response["Content-Length"]) == len(payload)
+        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+            assert archive.testzip() is None
+            assert {name: archive.read(name) for name in archive.namelist()} == originals
+        client.force_login(portal.outsider)
+        assert client.get(zip_url).status_code == 404
+
+    def test_download_all_is_404_while_nothing_is_kept(self, client, portal):
+        task = make_task(portal.team, portal.member, status=Status.SUCCEED)
+        client.force_login(portal.member)
+        assert client.get(url("tasks-media-zip", portal.team, code=task.code)).status_code == 404
+
     def test_detail_access(self, client, portal):
         task = make_task(portal.team, portal.member)
         detail = url("tasks-detail", portal.team, code=task.code)
