@@ -174,7 +174,8 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
 def prepare(*, env: Mapping[str, str], cwd: Path = BASE_DIR, quiet: bool = False) -> None:
     """Run the idempotent start-up steps in a child process with ``env``.
 
-    Steps: ``migrate``, ``createcachetable``, ``collectstatic``, ``setup_schedules``, then ``demo_data`` when ``env`` is in sandbox mode (``KLING_SANDBOX_MODE=1``),
+    Steps: ``migrate`` (``--run-syncdb`` for servers whose settings switch migrations off),
+    ``createcachetable``, ``collectstatic``, ``setup_schedules``, then ``demo_data`` when ``env`` is in sandbox mode (``KLING_SANDBOX_MODE=1``),
     else ``demo_data --deactivate``.
     Raises ``RunError`` when a step fails (its output is on stderr).
     """
@@ -202,7 +203,9 @@ def _prepare_here(*, quiet: bool) -> None:
             print(f"== {name}", flush=True)
         call_command(name, *args, stdout=out, **options)
 
-    step("migrate", interactive=False, verbosity=0 if quiet else 1)
+    # run_syncdb matters only when migrations are switched off (the test and benchmark
+    # servers' KLINGWEB_E2E_NOMIGRATIONS, tests/e2e/server_settings.py): tables from models.
+    step("migrate", interactive=False, run_syncdb=True, verbosity=0 if quiet else 1)
     step("createcachetable", verbosity=0)
     step("collectstatic", interactive=False, verbosity=0)
     step("setup_schedules")

@@ -285,7 +285,7 @@ def test_create_team_refuses_bad_input(client, db):
     )
     assert response.status_code == 200
     assert "This field is required." in response.content.decode()
-    assert "Select a valid choice" in response.content.decode()
+    assert "Choose a time zone from the list, e.g. Europe/Berlin." in response.content.decode()
     assert not Team.objects.filter(name="").exists()
 
 
@@ -360,6 +360,17 @@ def test_team_update_renames_and_sets_time_zone(client, portal):
     assert (team.name, team.time_zone) == ("Navy team", "Europe/Paris")
 
 
+def test_the_time_zone_box_suggests_every_zone_as_the_person_types(client, portal):
+    client.force_login(portal.admin)
+    html = client.get(reverse("accounts-settings", kwargs={"team": portal.team.code})).content
+    html = html.decode()
+    box = re.search(r'<input[^>]*name="time_zone"[^>]*>', html).group(0)
+    assert 'list="id_time_zone-options"' in box and 'type="text"' in box
+    options = re.search(r'<datalist id="id_time_zone-options">(.*?)</datalist>', html, re.S)
+    assert '<option value="Europe/Berlin">' in options.group(1)
+    assert options.group(1).count("<option") > 400
+
+
 def test_team_update_htmx_answers_the_section(client, portal):
     client.force_login(portal.owner)
     url = reverse("accounts-team-update", kwargs={"team": portal.team.code})
@@ -376,7 +387,8 @@ def test_team_update_refuses_bad_input(client, portal):
     url = reverse("accounts-team-update", kwargs={"team": portal.team.code})
     response = client.post(url, {"name": "", "time_zone": "Nowhere/City"}, **HX)
     html = response.content.decode()
-    assert "This field is required." in html and "Select a valid choice" in html
+    assert "This field is required." in html
+    assert "Choose a time zone from the list, e.g. Europe/Berlin." in html
     assert team_state(portal.team) == before
     response = client.post(url, {"name": " ", "time_zone": "UTC"})
     assert "This field is required." in response.content.decode()

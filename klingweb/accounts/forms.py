@@ -15,6 +15,7 @@ from django.conf import settings
 from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.forms import PasswordChangeForm, UserCreationForm
 from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
 
 from klingweb.accounts.models import ROLE_RANK, KlingAccount, Membership, Region, Role, Team
 from klingweb.safe_text import refuse_control_characters
@@ -35,13 +36,37 @@ def allowed_custom_base_urls() -> set[str]:
     return allowed
 
 
+class SearchableChoiceInput(forms.TextInput):
+    """A text box that suggests the field's choices as the person types (an HTML
+    ``<datalist>``): ~600 time-zone names become searchable ("berl" → Europe/Berlin) instead
+    of a long ``<select>``. The field (a ``ChoiceField``) still accepts only its choices."""
+
+    def __init__(self, attrs: dict | None = None, choices=()):
+        super().__init__({"autocomplete": "off", "spellcheck": "false", **(attrs or {})})
+        self.choices = choices
+
+    def render(self, name, value, attrs=None, renderer=None) -> str:
+        """The ``<input list=…>`` followed by its ``<datalist>`` of every choice."""
+        attrs = dict(attrs or {})
+        list_id = f"{attrs.get('id') or 'id_' + name}-options"
+        attrs["list"] = list_id
+        box = super().render(name, value, attrs, renderer)
+        options = format_html_join(
+            "", '<option value="{}"></option>', ((v,) for v, _ in self.choices)
+        )
+        return format_html('{}<datalist id="{}">{}</datalist>', box, list_id, options)
+
+
 class TeamForm(forms.ModelForm):
     """Create or rename a team; ``time_zone`` sets the day boundaries of usage reports."""
 
     time_zone = forms.ChoiceField(
         choices=time_zone_choices,
         initial="UTC",
-        help_text="Days in usage reports and budgets start at midnight in this time zone.",
+        widget=SearchableChoiceInput,
+        help_text="Days in usage reports and budgets start at midnight in this time zone "
+        "(type to search: a city or region, e.g. “Berlin”).",
+        error_messages={"invalid_choice": "Choose a time zone from the list, e.g. Europe/Berlin."},
     )
 
     class Meta:
