@@ -406,23 +406,38 @@ def team_videos(team: Any, *, limit: int = 200) -> list[tuple[Task, dict]]:
     return out
 
 
+def _tasks_with_video(tasks, video_id: str):
+    """The tasks of ``tasks`` whose result lists a video with id ``video_id``."""
+    candidates = tasks.filter(
+        family__in=[Family.TEXT2VIDEO, Family.IMAGE2VIDEO, Family.VIDEO_EXTEND]
+    ).filter(result__icontains=video_id)
+    for task in candidates.iterator():
+        for video in (task.result or {}).get("videos") or []:
+            if isinstance(video, dict) and str(video.get("id")) == video_id:
+                yield task
+                break
+
+
+def video_source_task(team: Any, video_id: str) -> Task | None:
+    """The team's task that made the video ``video_id`` (what a video extension extends), or
+    None when no task of the team lists it (a pasted id of a video made elsewhere)."""
+    if not video_id:
+        return None
+    return next(
+        _tasks_with_video(Task.objects.filter(team=team).order_by("-created_at"), video_id), None
+    )
+
+
 def video_of_another_team(team: Any, video_id: str) -> bool:
     """True when ``video_id`` is a result video of another team's task in the portal: such
     an id must not be extended from ``team`` (both teams may share the operator's Kling
     account, so the vendor would accept it)."""
     if not video_id:
         return False
-    tasks = (
-        Task.objects.exclude(team=team)
-        .filter(family__in=[Family.TEXT2VIDEO, Family.IMAGE2VIDEO, Family.VIDEO_EXTEND])
-        .filter(result__icontains=video_id)
-        .only("result")
+    return (
+        next(_tasks_with_video(Task.objects.exclude(team=team).only("result"), video_id), None)
+        is not None
     )
-    for task in tasks.iterator():
-        for video in (task.result or {}).get("videos") or []:
-            if isinstance(video, dict) and str(video.get("id")) == video_id:
-                return True
-    return False
 
 
 class VideoExtendForm(TaskForm):

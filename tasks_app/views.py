@@ -34,7 +34,7 @@ from klingweb.accounts.models import KlingAccount, Role
 from klingweb.storage import media_redirect
 from tasks_app.budgets import BudgetExceeded, budget_banners
 from tasks_app.families import TaskFamily, UnknownFamily, get_family, registry
-from tasks_app.forms import TaskFilterForm, video_extend_refusal
+from tasks_app.forms import TaskFilterForm, video_extend_refusal, video_source_task
 from tasks_app.models import Family, Task, TaskMedia
 from tasks_app.submission import task_queue
 from tasks_app.templatetags.tasks_tags import units
@@ -331,6 +331,9 @@ def _task_context(access: TeamAccess, task: Task, *, banners: bool = True) -> di
         "vendor_expired": bool(first and first.vendor_expired),
         "all_kept": bool(media) and all(item.is_kept for item in media),
         "kept_count": sum(1 for item in media if item.is_kept),
+        "extends_task": video_source_task(task.team, str((task.params or {}).get("video_id") or ""))
+        if task.family == Family.VIDEO_EXTEND
+        else None,
         "extendable": extendable,
         "task_json": _task_export(task),
         "result_elements": [

@@ -566,6 +566,28 @@ class TestDetail:
         client.force_login(portal.member)
         assert client.get(url("tasks-media-zip", portal.team, code=task.code)).status_code == 404
 
+    def test_an_extension_links_the_task_whose_video_it_extends(self, client, portal):
+        source = make_task(
+            portal.team,
+            portal.member,
+            family="text2video",
+            status=Status.SUCCEED,
+            prompt="A fox in the snow",
+            result={"videos": [{"id": "vid-777", "url": "https://cdn.example/v.mp4"}]},
+        )
+        extension = make_task(
+            portal.team, portal.member, family="video_extend", params={"video_id": "vid-777"}
+        )
+        pasted = make_task(
+            portal.team, portal.member, family="video_extend", params={"video_id": "vid-elsewhere"}
+        )
+        client.force_login(portal.viewer)
+        body = client.get(url("tasks-detail", portal.team, code=extension.code)).content.decode()
+        source_url = url("tasks-detail", portal.team, code=source.code)
+        assert f'Extends a video of <a href="{source_url}">' in body and "A fox in the snow" in body
+        other = client.get(url("tasks-detail", portal.team, code=pasted.code)).content.decode()
+        assert "Extends a video of" not in other
+
     def test_detail_access(self, client, portal):
         task = make_task(portal.team, portal.member)
         detail = url("tasks-detail", portal.team, code=task.code)
