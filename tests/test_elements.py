@@ -468,6 +468,16 @@ class TestVideoElementPages:
         assert "<video controls" in detail
 
 
+def test_the_element_page_names_who_made_it_not_a_raw_vendor_id(client, portal):
+    mine = make_element(portal, owned_by="100001")
+    imported = make_element(portal, owned_by="100001", creator=None, element_id="222", name="Old")
+    client.force_login(portal.viewer)
+    page = client.get(url("elements-detail", portal, code=mine.code)).content.decode()
+    assert "member, on the team's Kling account" in page and "100001" not in page
+    page = client.get(url("elements-detail", portal, code=imported.code)).content.decode()
+    assert "the team's Kling account" in page and "(Kling user id 100001)" in page
+
+
 class TestDelete:
     def test_admin_deletes_an_element_on_kling_and_keeps_its_history(
         self, client, portal, kling_settings, fresh_sandbox, jobs
