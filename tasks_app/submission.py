@@ -50,6 +50,7 @@ from klingweb.kling.backoff import backoff_delay
 from tasks_app.budgets import budget_check, estimate_units
 from tasks_app.callbacks import callback_url_for
 from tasks_app.families import get_family
+from tasks_app.inputs import InputNeedsPublicAddress
 from tasks_app.models import Status, Task
 from tasks_app.services import (
     TaskError,
@@ -337,6 +338,11 @@ def task_submit(*, task_pk: int) -> str:
                 message=f"An uploaded input is missing from storage ({exc.filename or exc}).",
                 request_id=None,
             )
+            return REFUSED
+        except InputNeedsPublicAddress as exc:
+            # A video goes by URL only, and the portal has lost its public address since the
+            # task was queued: nothing can be sent (the element form refuses this up front).
+            task_refuse(task_pk=task_pk, code=None, message=str(exc), request_id=None)
             return REFUSED
         remote = client.create_task(family.client_family, body)
     except KlingError as exc:
