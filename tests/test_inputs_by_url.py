@@ -40,11 +40,17 @@ from tasks_app.inputs import (
 )
 from tasks_app.models import Status, Task
 from tasks_app.uploads import upload_save
+from tests import s3_support
 from tests.test_elements import image_data, make_form, run_task, video, video_bytes
 
 pytestmark = pytest.mark.django_db
 
 PUBLIC = "https://portal.example.com"
+
+# The rclone S3 server (session) and a fresh bucket as default storage, for the bucket test.
+s3_server = s3_support.s3_server
+s3_storages_template = s3_support.s3_storages_template
+s3_storage = s3_support.s3_storage
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -370,6 +376,30 @@ class TestThroughTheSandbox:
         assert frontal.startswith(f"{live_server.url}/kling/input/")
         answer = httpx.get(frontal, trust_env=False)
         assert answer.content == png_bytes() and answer.headers["content-type"] == "image/png"
+
+
+def test_with_an_object_store_kling_fetches_the_video_from_the_bucket(
+    portal, settings, kling_settings, relay, fresh_sandbox, s3_storage
+):
+    """No PUBLIC_BASE_URL, but a bucket: the form accepts a video and the create body holds
+    a presigned bucket URL, which the sandbox fetches (rclone, loopback)."""
+    settings.PUBLIC_BASE_URL = ""
+    clip = video_bytes(1920, 1080, 5)
+    form = make_form(
+        image_data(reference_type="video_refer"),
+        {"video": SimpleUploadedFile("clip.mp4", clip)},
+        portal.team,
+    )
+    assert form.is_valid(), form.errors
+    element = element_create(team=portal.team, user=portal.member, data=form.cleaned_data)
+    assert s3_storage.get(element.video.name) == clip
+    assert run_task(fresh_sandbox, element.task).status == Status.SUCCEED
+    [raw] = relay.creates()
+    sent = json.loads(raw)["element_video_list"]["refer_videos"][0]["video_url"]
+    assert sent.startswith(s3_storage.server.endpoint_url) and "X-Amz-Signature=" in sent
+    assert len(raw) < 4096 < len(base64.b64encode(clip))
+    element.refresh_from_db()
+    assert element.status == ElementStatus.SUCCEED
 
 
 # --- the sandbox checks what it fetched ------------------------------------------------------
