@@ -298,6 +298,25 @@ class TestWithoutPublicAddress:
         element.refresh_from_db()
         assert element.status == ElementStatus.SUCCEED
 
+    def test_no_task_with_a_video_input_is_queued(self, portal, settings, kling_settings):
+        """The last check before queuing, for any family (forms should refuse earlier)."""
+        from tasks_app.submission import task_queue
+
+        settings.PUBLIC_BASE_URL = ""
+        name = saved(portal.team, video_bytes(1920, 1080, 5), "clip.mp4", "video")
+        params = {
+            "element_name": "Actor",
+            "element_description": "A real person",
+            "reference_type": "video_refer",
+            "element_video_list": {"refer_videos": [{"video_url": {"$file": name}}]},
+        }
+        with pytest.raises(InputNeedsPublicAddress):
+            task_queue(team=portal.team, user=portal.member, family="element", params=params)
+        assert not Task.objects.exists()
+        settings.PUBLIC_BASE_URL = PUBLIC
+        task = task_queue(team=portal.team, user=portal.member, family="element", params=params)
+        assert task.status == Status.QUEUED
+
     def test_a_queued_video_task_is_refused_if_the_address_went_away(
         self, portal, settings, kling_settings, relay
     ):
