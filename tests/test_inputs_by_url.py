@@ -398,7 +398,7 @@ class TestThroughTheSandbox:
 
 
 def test_with_an_object_store_kling_fetches_the_video_from_the_bucket(
-    portal, settings, kling_settings, relay, fresh_sandbox, s3_storage
+    client, portal, settings, kling_settings, relay, fresh_sandbox, s3_storage
 ):
     """No PUBLIC_BASE_URL, but a bucket: the form accepts a video and the create body holds
     a presigned bucket URL, which the sandbox fetches (rclone, loopback)."""
@@ -419,6 +419,12 @@ def test_with_an_object_store_kling_fetches_the_video_from_the_bucket(
     assert len(raw) < 4096 < len(base64.b64encode(clip))
     element.refresh_from_db()
     assert element.status == ElementStatus.SUCCEED
+    # A portal input link made before the bucket was configured still works: it redirects.
+    link = f"/kling/input/{input_token_make(element.video.name)}/input.mp4"
+    answer = client.get(link)
+    assert answer.status_code == 302
+    moved = httpx.get(answer["Location"], trust_env=False)
+    assert moved.content == clip and moved.headers["content-type"] == "video/mp4"
 
 
 # --- the sandbox checks what it fetched ------------------------------------------------------
