@@ -30,6 +30,8 @@ NAME_MAX = 20
 DESCRIPTION_MAX = 100
 REFER_MIN = 1
 REFER_MAX = 3
+#: The video variant's error (and help text) when the portal has no public address.
+VIDEO_NEEDS_ADDRESS = f"{NO_PUBLIC_ADDRESS} Until then, create the element from images."
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -125,7 +127,7 @@ class ElementForm(forms.Form):
         #: public address (``tasks_app.inputs``) the video variant cannot be sent at all.
         self.videos_possible = inputs_by_url_available()
         if not self.videos_possible:
-            self.fields["video"].help_text = NO_PUBLIC_ADDRESS
+            self.fields["video"].help_text = VIDEO_NEEDS_ADDRESS
 
     # -- prefill ----------------------------------------------------------------------------
     @classmethod
@@ -202,7 +204,7 @@ class ElementForm(forms.Form):
             except ValidationError as exc:
                 self.add_error("video", exc)
         if not self.videos_possible:
-            self.add_error("video", NO_PUBLIC_ADDRESS)
+            self.add_error("video", VIDEO_NEEDS_ADDRESS)
 
 
 class PresetFilterForm(forms.Form):

@@ -51,9 +51,8 @@ DEFAULT_MAX_AGE = timedelta(hours=24)
 PRESIGNED_MAX_SECONDS = 7 * 24 * 3600
 #: What the person sees when a video cannot be handed to Kling.
 NO_PUBLIC_ADDRESS = (
-    "Reference videos go to Kling as a link it downloads, and this portal has no public "
-    "address: ask the operator to set PUBLIC_BASE_URL (or configure the object store). "
-    "Until then, create the element from images."
+    "Videos go to Kling as a link it downloads, and this portal has no public address: "
+    "ask the operator to set PUBLIC_BASE_URL (or configure the object store)."
 )
 
 

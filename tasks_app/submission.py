@@ -115,8 +115,9 @@ def task_queue(
     ``tasks_app.budgets.BudgetExceeded`` and saves nothing when a budget would be passed.
     Raises ``tasks_app.inputs.InputNeedsPublicAddress`` and saves nothing when ``params``
     hold a video upload (Kling takes videos by URL only) and the portal has no public
-    address; forms should say so earlier, this is the last check before queuing. The task goes to ``account_for_team(team)``; ``model_name`` and
-    ``mode`` come from ``params``. Runs in a transaction; the job
+    address; forms should say so earlier, this is the last check before queuing.
+    The task goes to ``account_for_team(team)``; ``model_name`` and ``mode`` come from
+    ``params``. Runs in a transaction; the job
     ``tasks_app.jobs.submit_task`` is enqueued only once it commits.
     """
     from django_q.tasks import async_task

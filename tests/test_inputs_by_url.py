@@ -271,7 +271,9 @@ class TestWithoutPublicAddress:
         assert relay.requests == []
         # The form itself says why (every create path validates with it).
         form = make_form(image_data(reference_type="video_refer"), {"video": video()}, portal.team)
-        assert not form.is_valid() and NO_PUBLIC_ADDRESS in form.errors["video"]
+        assert not form.is_valid()
+        assert [e for e in form.errors["video"] if e.startswith(NO_PUBLIC_ADDRESS)]
+        assert "create the element from images" in form.errors["video"][-1]
 
     def test_with_a_public_address_the_form_offers_videos(self, client, portal, settings):
         settings.PUBLIC_BASE_URL = PUBLIC
