@@ -6,7 +6,8 @@ Fields follow the vendor's create body: ``element_name`` (≤ 20 characters),
 ``video_refer`` exactly one video (``elements_app.validators.check_element_video``); an
 optional voice id; tags. The form only validates: files stay ``UploadedFile`` objects in
 ``cleaned_data``; ``elements_app.services.element_create`` stores them (once) and builds the
-create body.
+create body. A video reference is refused when the portal has no public address
+(``tasks_app.inputs``): Kling takes reference videos by URL only.
 
 Like the task forms (``tasks_app.forms``) it is constructed with ``team=`` and ``user=``
 and offers ``initial_from_params`` and ``initial_from_query``.
@@ -22,12 +23,15 @@ from django.core.exceptions import ValidationError
 from elements_app.models import ElementStatus, ElementTag, ReferenceType
 from elements_app.validators import check_element_video
 from klingweb.safe_text import refuse_control_characters
+from tasks_app.inputs import NO_PUBLIC_ADDRESS, inputs_by_url_available
 from tasks_app.validators import check_image_file
 
 NAME_MAX = 20
 DESCRIPTION_MAX = 100
 REFER_MIN = 1
 REFER_MAX = 3
+#: The video variant's error (and help text) when the portal has no public address.
+VIDEO_NEEDS_ADDRESS = f"{NO_PUBLIC_ADDRESS} Until then, create the element from images."
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -119,6 +123,11 @@ class ElementForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.team = team
         self.user = user
+        #: Kling takes reference videos by URL only (kling-docs/elements.txt): without a
+        #: public address (``tasks_app.inputs``) the video variant cannot be sent at all.
+        self.videos_possible = inputs_by_url_available()
+        if not self.videos_possible:
+            self.fields["video"].help_text = VIDEO_NEEDS_ADDRESS
 
     # -- prefill ----------------------------------------------------------------------------
     @classmethod
@@ -189,11 +198,13 @@ class ElementForm(forms.Form):
         if not video:
             if "video" not in self.errors:
                 self.add_error("video", "Add one reference video.")
-            return
-        try:
-            check_element_video(video)
-        except ValidationError as exc:
-            self.add_error("video", exc)
+        else:
+            try:
+                check_element_video(video)
+            except ValidationError as exc:
+                self.add_error("video", exc)
+        if not self.videos_possible:
+            self.add_error("video", VIDEO_NEEDS_ADDRESS)
 
 
 class PresetFilterForm(forms.Form):

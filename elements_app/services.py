@@ -35,6 +35,7 @@ from klingweb.accounts.services import (
     vendor_call_start,
 )
 from klingweb.kling import KlingError
+from tasks_app.inputs import NO_PUBLIC_ADDRESS, InputNeedsPublicAddress, inputs_by_url_available
 from tasks_app.models import Family, Status, Task
 from tasks_app.submission import task_queue
 from tasks_app.uploads import upload_save
@@ -129,7 +130,8 @@ def _ref(value: Any) -> Any:
 def element_params_build(*, data: dict) -> dict:
     """The create body of ``POST /v1/general/advanced-custom-elements`` (KLING_API.md §5.4)
     from element form data whose uploads are stored (``element_uploads_store``): inputs as
-    ``{"$file": name}``, inlined as Base64 at send time. Without ``callback_url`` /
+    ``{"$file": name}``, given to Kling as URLs or Base64 at send time
+    (``tasks_app.inputs.inputs_resolve``; the video always by URL). Without ``callback_url`` /
     ``external_task_id`` (added when sending). Raises ``ValueError`` for an upload not
     stored yet.
 
@@ -189,8 +191,12 @@ def element_create(*, team: Team, user: Any, data: dict) -> Element:
     stored files. No Kling call here.
 
     Raises ``tasks_app.budgets.BudgetExceeded``: nothing is kept (the uploads saved by this
-    call are deleted again).
+    call are deleted again); ``tasks_app.inputs.InputNeedsPublicAddress`` for a video
+    reference when the portal has no public address (nothing stored or queued; the form
+    refuses this first).
     """
+    if data.get("reference_type") == ReferenceType.VIDEO_REFER and not inputs_by_url_available():
+        raise InputNeedsPublicAddress(NO_PUBLIC_ADDRESS)
     data = dict(data)
     prompt, summary = element_describe(data)  # with the names the person uploaded
     saved = element_uploads_store(data=data, team=team)

@@ -41,6 +41,7 @@ from klingweb.accounts.services import vendor_call_latest
 from klingweb.security import safe_file_headers
 from klingweb.storage import media_redirect
 from tasks_app.budgets import BudgetExceeded
+from tasks_app.inputs import InputNeedsPublicAddress
 
 PAGE_SIZE = 24
 
@@ -189,6 +190,8 @@ def element_create_view(request: HttpRequest, team) -> HttpResponse:
                 )
             except BudgetExceeded as exc:
                 form.add_error(None, str(exc))
+            except InputNeedsPublicAddress as exc:
+                form.add_error("video", str(exc))
             else:
                 messages.success(request, f"Element “{element.name}” is being created.")
                 target = reverse(

@@ -352,6 +352,9 @@ PUBLIC_BASE_URL = env_url("PUBLIC_BASE_URL")  # where Kling can reach us, for ca
 # A callback token is refused this long after its task was created/submitted (the poller
 # keeps the task up to date after that): tasks_app.callbacks.callback_token_expired.
 KLING_CALLBACK_MAX_AGE = timedelta(days=env_int("KLING_CALLBACK_MAX_AGE_DAYS", 3, minimum=1))
+# Inputs go to Kling as signed URLs valid this long (tasks_app.inputs; a bucket's presigned
+# URLs at most 7 days): Kling fetches an input when it starts the task.
+KLING_INPUT_URL_MAX_AGE = timedelta(hours=env_int("KLING_INPUT_URL_MAX_AGE_HOURS", 24, minimum=1))
 KLING_CONNECT_TIMEOUT = 5.0  # seconds
 KLING_READ_TIMEOUT = 30.0  # seconds
 

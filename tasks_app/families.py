@@ -22,6 +22,8 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from django.utils.module_loading import import_string
 
+from tasks_app.inputs import inputs_resolve
+
 if TYPE_CHECKING:
     from klingweb.kling import KlingTask
     from tasks_app.models import Task
@@ -36,6 +38,8 @@ def resolve_files(value: Any) -> Any:
 
     Reads from Django's default storage; no ``data:`` prefix (KLING_API.md §5). Lists and
     dicts are walked recursively. Raises ``FileNotFoundError`` if a stored input is gone.
+    The create call uses ``tasks_app.inputs.inputs_resolve`` (URLs when the portal has a
+    public address, this Base64 only for images and sound when it has none).
     """
     if isinstance(value, dict):
         if set(value) == {"$file"}:
@@ -79,9 +83,12 @@ class TaskFamily:
         return import_string(self.form_class)
 
     def request_body(self, task: Task, *, callback_url: str | None) -> dict:
-        """The JSON body of the create call for ``task``: stored params with files inlined
-        as Base64, plus ``external_task_id`` and ``callback_url`` when given."""
-        body = resolve_files(task.params)
+        """The JSON body of the create call for ``task``: stored params with each upload
+        given as a signed, expiring URL when the portal has a public address, else as raw
+        Base64 (``tasks_app.inputs.inputs_resolve``), plus ``external_task_id`` and
+        ``callback_url`` when given. Raises ``FileNotFoundError`` (an upload is gone) and
+        ``tasks_app.inputs.InputNeedsPublicAddress`` (a video, no public address)."""
+        body = inputs_resolve(task.params)
         body["external_task_id"] = task.external_task_id
         if callback_url:
             body["callback_url"] = callback_url

@@ -50,6 +50,12 @@ from klingweb.kling.backoff import backoff_delay
 from tasks_app.budgets import budget_check, estimate_units
 from tasks_app.callbacks import callback_url_for
 from tasks_app.families import get_family
+from tasks_app.inputs import (
+    NO_PUBLIC_ADDRESS,
+    InputNeedsPublicAddress,
+    inputs_by_url_available,
+    inputs_need_url,
+)
 from tasks_app.models import Status, Task
 from tasks_app.services import (
     TaskError,
@@ -106,12 +112,18 @@ def task_queue(
     ``params``: the request body from ``TaskFamily.build_params`` (files as
     ``{"$file": name}``). Checks ``budget_check(team=, user=, units=estimate_units(...))``
     first, under a lock on the team row so concurrent submissions cannot both pass: raises
-    ``tasks_app.budgets.BudgetExceeded`` and saves nothing when a budget would be passed. The task goes to ``account_for_team(team)``; ``model_name`` and
-    ``mode`` come from ``params``. Runs in a transaction; the job
+    ``tasks_app.budgets.BudgetExceeded`` and saves nothing when a budget would be passed.
+    Raises ``tasks_app.inputs.InputNeedsPublicAddress`` and saves nothing when ``params``
+    hold a video upload (Kling takes videos by URL only) and the portal has no public
+    address; forms should say so earlier, this is the last check before queuing.
+    The task goes to ``account_for_team(team)``; ``model_name`` and ``mode`` come from
+    ``params``. Runs in a transaction; the job
     ``tasks_app.jobs.submit_task`` is enqueued only once it commits.
     """
     from django_q.tasks import async_task
 
+    if inputs_need_url(params) and not inputs_by_url_available():
+        raise InputNeedsPublicAddress(NO_PUBLIC_ADDRESS)
     units = estimate_units(family=family, params=params)
     now = timezone.now()
     with transaction.atomic():
@@ -337,6 +349,11 @@ def task_submit(*, task_pk: int) -> str:
                 message=f"An uploaded input is missing from storage ({exc.filename or exc}).",
                 request_id=None,
             )
+            return REFUSED
+        except InputNeedsPublicAddress as exc:
+            # A video goes by URL only, and the portal has lost its public address since the
+            # task was queued: nothing can be sent (the element form refuses this up front).
+            task_refuse(task_pk=task_pk, code=None, message=str(exc), request_id=None)
             return REFUSED
         remote = client.create_task(family.client_family, body)
     except KlingError as exc:

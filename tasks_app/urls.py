@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from tasks_app import callbacks, views
+from tasks_app import callbacks, inputs, views
 
 urlpatterns = [
     path("t/<uuid:team>/tasks/", views.task_list, name="tasks-list"),
@@ -24,4 +24,6 @@ urlpatterns = [
         "t/<uuid:team>/uploads/<path:name>", views.task_input, name="tasks-input"
     ),  # name: after uploads/<team>/
     path("kling/callback/<str:token>/", callbacks.task_callback, name="tasks-callback"),
+    # Inputs for Kling to fetch; the signed token is the only key (tasks_app/inputs.py).
+    path("kling/input/<str:token>/<str:filename>", inputs.kling_input, name="tasks-kling-input"),
 ]

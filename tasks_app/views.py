@@ -35,6 +35,7 @@ from klingweb.storage import media_redirect
 from tasks_app.budgets import BudgetExceeded, budget_banners
 from tasks_app.families import TaskFamily, UnknownFamily, get_family, registry
 from tasks_app.forms import TaskFilterForm, video_extend_refusal, video_source_task
+from tasks_app.inputs import InputNeedsPublicAddress
 from tasks_app.models import Family, Task, TaskMedia
 from tasks_app.submission import task_queue
 from tasks_app.templatetags.tasks_tags import units
@@ -251,7 +252,8 @@ def task_create(request: HttpRequest, team: Any, family: str) -> HttpResponse:
 
 def _queue_from_form(request: HttpRequest, access: TeamAccess, fam: TaskFamily, form) -> Any:
     """Store the form's uploads, build the params and queue the task; on a budget refusal
-    delete the uploads again, add a form error and return None."""
+    (or a video input without a public address) delete the uploads again, add a form error
+    and return None."""
     saved = form.store_files()
     if fam.build_params is not None:
         params = fam.build_params(form.cleaned_data, access.team)
@@ -267,7 +269,7 @@ def _queue_from_form(request: HttpRequest, access: TeamAccess, fam: TaskFamily, 
             prompt=prompt or str(params.get("prompt") or ""),
             summary=summary,
         )
-    except BudgetExceeded as exc:
+    except (BudgetExceeded, InputNeedsPublicAddress) as exc:
         for name in saved:
             default_storage.delete(name)
         form.add_error(None, str(exc))

@@ -118,6 +118,7 @@ RULES: dict[str, Rule] = {
     "tasks-media-zip": Rule(G, V, missing_ok=True),
     "tasks-input": Rule(G, V),
     "tasks-callback": Rule(P, PUBLIC_LEVEL, PUBLIC_LEVEL),  # the token is the key
+    "tasks-kling-input": Rule(G, PUBLIC_LEVEL),  # the signed token is the key (Kling fetches)
     # budgets and operations pages
     "tasks-budgets": Rule(GP, V, A),
     "tasks-budget-delete": Rule(P, A, A),

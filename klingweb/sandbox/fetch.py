@@ -55,7 +55,10 @@ def require_video_url(value: object, field: str) -> str:
 def fetch_bytes(url: str, field: str, *, max_bytes: int, timeout: float) -> bytes:
     """Download ``url`` (at most ``MAX_REDIRECTS`` redirects, ``timeout`` seconds in all),
     stopping as soon as more than ``max_bytes`` arrive. Raises ``ApiError`` 1201 naming
-    ``field`` when the answer is not HTTP 200, too large, too slow or unreachable."""
+    ``field`` when the answer is not HTTP 200, not a ``video/*`` ``Content-Type``, too
+    large, too slow or unreachable. (The vendor pages say only ".mp4/.mov"; a server that
+    answers an HTML error page or a generic type with 200 is refused here, so a portal that
+    serves its inputs without their type fails in the tests instead of on the vendor.)"""
     deadline = time.monotonic() + timeout
     limit_mb = max_bytes // MB
     try:
@@ -70,6 +73,12 @@ def fetch_bytes(url: str, field: str, *, max_bytes: int, timeout: float) -> byte
         ):
             if response.status_code != 200:
                 raise invalid(field, f"could not be fetched (HTTP {response.status_code})")
+            content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+            if not content_type.lower().startswith("video/"):
+                raise invalid(
+                    field,
+                    f"did not answer with a video (Content-Type {content_type or 'missing'})",
+                )
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise invalid(field, f"file size must not exceed {limit_mb} MB")
