@@ -27,6 +27,11 @@ if TYPE_CHECKING:
     from tasks_app.models import Task
 
 
+#: ``TaskFamily.design`` values (KLING_API_2026.md §1).
+DESIGN_LEGACY = "legacy"
+DESIGN_2026 = "2026"
+
+
 class UnknownFamily(KeyError):
     """No registered family has that key."""
 
@@ -61,6 +66,12 @@ class TaskFamily:
     - ``on_succeed(task, remote)``: optional hook run inside ``task_apply_remote``'s
       transaction when a task of this family succeeds (elements materialise here).
     - ``result_kind``: ``"images"``, ``"videos"`` or ``"elements"``.
+    - ``design``: the vendor API design the family is sent on (KLING_API_2026.md §1):
+      ``"legacy"`` (``/v1`` paths, ``model_name`` and flat bodies; ``client_family`` is a
+      ``FAMILY_PATHS`` key) or ``"2026"`` (``/{capability}/{model}`` paths, bodies of
+      ``prompt``/``contents[]``, ``settings{}``, ``options{}``; ``client_family`` is a
+      ``NEW_DESIGN_PATHS`` key of the client, queried with ``GET /tasks``). A task's design
+      is its family's: ``Task.family`` records it.
     """
 
     key: str
@@ -73,6 +84,7 @@ class TaskFamily:
     build_params: Callable[[dict, Any], dict] | None = None
     on_succeed: Callable[[Task, KlingTask], None] | None = None
     extra: dict = field(default_factory=dict)
+    design: str = DESIGN_LEGACY
 
     def get_form_class(self) -> type:
         """Import and return the form class."""
@@ -80,8 +92,17 @@ class TaskFamily:
 
     def request_body(self, task: Task, *, callback_url: str | None) -> dict:
         """The JSON body of the create call for ``task``: stored params with files inlined
-        as Base64, plus ``external_task_id`` and ``callback_url`` when given."""
+        as Base64, plus ``external_task_id`` and ``callback_url`` when given — at the top
+        level on the legacy design, inside ``options{}`` on the 2026 design (§4)."""
         body = resolve_files(task.params)
+        if self.design == DESIGN_2026:
+            # KLING_API_2026.md §4 "Common rules": both ids live in options{}.
+            options = dict(body.get("options") or {})
+            options["external_task_id"] = task.external_task_id
+            if callback_url:
+                options["callback_url"] = callback_url
+            body["options"] = options
+            return body
         body["external_task_id"] = task.external_task_id
         if callback_url:
             body["callback_url"] = callback_url
