@@ -165,20 +165,39 @@ def _multi_shot_params(data: dict, team: Any) -> dict:
     return {"element_frontal_image": data["frontal_image"]}
 
 
+def _legacy_video_options(body: dict, data: dict) -> None:
+    """KLING_API_2026.md §5 on the legacy video bodies: ``sound`` (when chosen),
+    ``camera_control`` (``{type}`` or ``{type: simple, config: {axis: amount}}``) and
+    ``watermark_info``."""
+    _put(body, "sound", data.get("sound"))
+    kind = data.get("camera_type") or ""
+    if kind == "simple":
+        body["camera_control"] = {
+            "type": "simple",
+            "config": {data["camera_axis"]: data["camera_amount"]},
+        }
+    elif kind:
+        body["camera_control"] = {"type": kind}
+    if data.get("watermark"):  # the vendor default is off: sent only when asked for
+        body["watermark_info"] = {"enabled": True}
+
+
 def _text2video_params(data: dict, team: Any) -> dict:
-    """§5.6: model_name, prompt, negative_prompt, cfg_scale, mode, aspect_ratio, duration."""
+    """§5.6: model_name, prompt, negative_prompt, cfg_scale, mode, aspect_ratio, duration,
+    and sound, camera_control, watermark_info (KLING_API_2026.md §5)."""
     body: dict = {"model_name": data["model_name"], "prompt": data["prompt"]}
     _put(body, "negative_prompt", data.get("negative_prompt"))
     _put(body, "cfg_scale", data.get("cfg_scale"))
     body["mode"] = data.get("mode") or "std"
     body["aspect_ratio"] = data.get("aspect_ratio") or "16:9"
     body["duration"] = data.get("duration") or "5"
+    _legacy_video_options(body, data)
     return body
 
 
 def _image2video_params(data: dict, team: Any) -> dict:
     """§5.6: model_name, image, image_tail, prompt, negative_prompt, cfg_scale, mode,
-    duration."""
+    duration, and sound, camera_control, watermark_info (KLING_API_2026.md §5)."""
     body: dict = {"model_name": data["model_name"], "image": data["image"]}
     _put(body, "image_tail", data.get("image_tail"))
     _put(body, "prompt", data.get("prompt"))
@@ -186,6 +205,7 @@ def _image2video_params(data: dict, team: Any) -> dict:
     _put(body, "cfg_scale", data.get("cfg_scale"))
     body["mode"] = data.get("mode") or "std"
     body["duration"] = data.get("duration") or "5"
+    _legacy_video_options(body, data)
     return body
 
 

@@ -14,6 +14,7 @@ from django.utils import timezone
 from elements_app.models import Element, ElementStatus, PresetElement, ReferenceType
 from elements_app.omni import OmniVideoForm
 from tasks_app import polling
+from tasks_app.forms import Image2VideoForm, Text2VideoForm
 from tasks_app.forms_v3 import (
     MotionControlForm,
     Turbo30Image2VideoForm,
@@ -468,3 +469,92 @@ class TestGenerateWithElement:
             reverse("elements-detail", kwargs={"team": portal.team.code, "code": pending.code})
         ).content.decode()
         assert "Generate with this element" not in page
+
+
+# -- the legacy text/image-to-video forms: 2026 models and options ----------------------------
+
+T2V = {"model_name": "kling-v3", "prompt": "a fox", "mode": "std", "aspect_ratio": "16:9",
+       "duration": "5"}  # fmt: skip
+
+
+@pytest.mark.django_db
+class TestLegacyOptions:
+    def test_kling_v3_with_4k_sound_camera_and_watermark(self, portal):
+        from tasks_app.families import get_family
+
+        form = Text2VideoForm(
+            {**T2V, "mode": "4k", "sound": "on", "camera_type": "simple", "camera_axis": "zoom",
+             "camera_amount": "-4", "watermark": "on"},
+            team=portal.team,
+        )  # fmt: skip
+        assert form.is_valid(), form.errors
+        body = get_family("text2video").build_params(form.cleaned_data, portal.team)
+        assert body["mode"] == "4k" and body["sound"] == "on"
+        assert body["camera_control"] == {"type": "simple", "config": {"zoom": -4}}
+        assert body["watermark_info"] == {"enabled": True}
+
+    @pytest.mark.parametrize(
+        "change, field, text",
+        [
+            ({"model_name": "kling-v2-6", "mode": "4k"}, "mode", "kling-v3 only"),
+            ({"model_name": "kling-v1-6", "sound": "on"}, "sound", "kling-v2-6 and kling-v3 only"),
+            ({"model_name": "kling-v2-6", "sound": "on"}, "sound", "needs mode pro"),
+            ({"camera_type": "simple", "camera_axis": "pan"}, "camera_amount", "not 0"),
+            ({"camera_type": "simple", "camera_amount": "3"}, "camera_axis", "needs an axis"),
+            ({"camera_type": "simple", "camera_axis": "pan", "camera_amount": "11"},
+             "camera_amount", "less than or equal to 10"),
+            ({"camera_type": "down_back", "camera_axis": "pan", "camera_amount": "2"},
+             "camera_type", "simple camera move only"),
+        ],
+    )  # fmt: skip
+    def test_exclusions(self, portal, change, field, text):
+        form = Text2VideoForm({**T2V, **change}, team=portal.team)
+        assert not form.is_valid()
+        assert text in " ".join(form.errors.get(field, [])), form.errors
+
+    def test_sound_on_kling_v2_6_pro_accepted(self, portal):
+        form = Text2VideoForm(
+            {**T2V, "model_name": "kling-v2-6", "mode": "pro", "sound": "on"}, team=portal.team
+        )
+        assert form.is_valid(), form.errors
+
+    def test_image_to_video_end_image_and_camera_exclude_each_other(self, portal):
+        form = Image2VideoForm(
+            {"model_name": "kling-v3", "mode": "std", "duration": "5", "camera_type": "forward_up"},
+            {"image_file": png_upload(), "image_tail_file": png_upload(name="end.png")},
+            team=portal.team,
+        )
+        assert not form.is_valid()
+        assert "cannot be combined" in " ".join(form.errors["camera_type"])
+
+    def test_run_again_keeps_the_camera_move(self):
+        initial = Text2VideoForm.initial_from_params(
+            {**T2V, "camera_control": {"type": "simple", "config": {"tilt": 5}},
+             "watermark_info": {"enabled": True}}
+        )  # fmt: skip
+        assert initial["camera_type"] == "simple"
+        assert (initial["camera_axis"], initial["camera_amount"]) == ("tilt", 5)
+        assert initial["watermark"] is True
+
+    def test_kling_v3_options_accepted_by_the_sandbox(
+        self, client, portal, kling_key, fresh_sandbox, django_capture_on_commit_callbacks
+    ):
+        client.force_login(portal.member)
+        task = create(
+            client, portal.team, "text2video",
+            {**T2V, "mode": "4k", "sound": "on", "camera_type": "forward_up", "watermark": "on"},
+            django_capture_on_commit_callbacks,
+        )  # fmt: skip
+        task.refresh_from_db()
+        assert task.status == Status.SUBMITTED, task.error_message
+        task = poll_to_the_end(task, fresh_sandbox, django_capture_on_commit_callbacks)
+        assert_kept_and_charged(task, client, portal.team)
+        image = create(
+            client, portal.team, "image2video",
+            {"model_name": "kling-v2-6", "mode": "pro", "duration": "5", "sound": "on",
+             "camera_type": "simple", "camera_axis": "roll", "camera_amount": "2",
+             "image_file": png_upload()},
+            django_capture_on_commit_callbacks,
+        )  # fmt: skip
+        image.refresh_from_db()
+        assert image.status == Status.SUBMITTED, image.error_message
