@@ -379,6 +379,11 @@ class TestSubmission:
         task = poll_to_the_end(task, fresh_sandbox, django_capture_on_commit_callbacks)
         assert_kept_and_charged(task, client, portal.team)
         assert task.final_unit_deduction == Deduction.objects.get(task=task).units
+        page = client.get(
+            reverse("elements-detail", kwargs={"team": portal.team.code, "code": element.code})
+        ).content.decode()
+        used_in = page.split("Used in", 1)[1]
+        assert f"/tasks/{task.code}/" in used_in and "Kling 3.0 Omni video" in used_in
 
     @pytest.mark.parametrize("family", ["motion_3_0", "motion_2_6"])
     def test_motion_control(self, client, portal, kling_key, fresh_sandbox, videos, family,
@@ -558,3 +563,44 @@ class TestLegacyOptions:
         )  # fmt: skip
         image.refresh_from_db()
         assert image.status == Status.SUBMITTED, image.error_message
+
+
+# -- the create pages ----------------------------------------------------------------------
+
+NEW_FAMILIES = ["t2v_3_0_turbo", "i2v_3_0_turbo", "t2v_3_0", "omni_video_3_0", "motion_3_0",
+                "motion_2_6"]  # fmt: skip
+
+
+@pytest.mark.django_db
+class TestCreatePages:
+    @pytest.mark.parametrize("family", NEW_FAMILIES)
+    def test_member_sees_the_form_viewer_403_outsider_404(self, client, portal, family):
+        url = reverse("tasks-create", kwargs={"team": portal.team.code, "family": family})
+        client.force_login(portal.member)
+        page = client.get(url)
+        assert page.status_code == 200 and 'id="task-form"' in page.content.decode()
+        client.force_login(portal.viewer)
+        assert client.get(url).status_code == 403
+        client.force_login(portal.outsider)
+        assert client.get(url).status_code == 404
+
+    def test_new_task_page_lists_the_3_0_family(self, client, portal):
+        client.force_login(portal.member)
+        page = client.get(reverse("tasks-new", kwargs={"team": portal.team.code})).content.decode()
+        for label in ("Kling 3.0 Turbo text to video", "Kling 3.0 Omni video",
+                      "Motion control (Kling 3.0)"):  # fmt: skip
+            assert label in page
+
+    def test_invalid_htmx_post_shows_the_errors_in_the_form_only(self, client, portal):
+        client.force_login(portal.member)
+        url = reverse("tasks-create", kwargs={"team": portal.team.code, "family": "t2v_3_0"})
+        response = client.post(
+            url,
+            {"prompt": "shot 1, 9, too long", "duration": "5", "resolution": "4k",
+             "aspect_ratio": "16:9", "audio": "native"},
+            HTTP_HX_REQUEST="true",
+        )  # fmt: skip
+        body = response.content.decode()
+        assert response.status_code == 200 and "<html" not in body
+        assert "The shots last 9 s in all but the video is 5 s" in body
+        assert not Task.objects.exists()
