@@ -158,6 +158,7 @@ def preset_list(request: HttpRequest, team) -> HttpResponse:
     page = Paginator(presets, PAGE_SIZE).get_page(request.GET.get("page"))
     for preset in page.object_list:
         preset.use_url = multishot_prefill_url(team=access.team, element=preset)
+        preset.generate_url = omni_prefill_url(team=access.team, element=preset)
     last_sync = PresetElement.objects.order_by("-synced_at").values_list("synced_at", flat=True)
     context = {
         "access": access,

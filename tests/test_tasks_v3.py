@@ -604,3 +604,12 @@ class TestCreatePages:
         assert response.status_code == 200 and "<html" not in body
         assert "The shots last 9 s in all but the video is 5 s" in body
         assert not Task.objects.exists()
+
+
+@pytest.mark.django_db
+def test_preset_list_offers_generate_with_each_preset(client, portal):
+    PresetElement.objects.create(element_id="9000000001", name="Astronaut")
+    client.force_login(portal.member)
+    page = client.get(reverse("elements-presets", kwargs={"team": portal.team.code}))
+    url = reverse("tasks-create", kwargs={"team": portal.team.code, "family": "omni_video_3_0"})
+    assert f'href="{url}?element=9000000001"' in page.content.decode()

@@ -160,15 +160,23 @@ def test_v3_2_omni_video_with_an_element_of_the_library(
     page.locator("input[name=refer_images]").set_input_files(
         [photo_jpeg(tmp_path / "s.jpg", width=800, height=800, seed=3)]
     )
-    page.get_by_role("button", name="Create element").click()
-    page.wait_for_url(re.compile(r"/elements/[0-9a-f-]{36}/$"))
-    element_url = page.url
-    stack.wait_kling_task(family="element")
-    stack.finish_all()
+    # The element's callbacks are lost on the way, so the poller learns the result from the
+    # list query, which carries the element's data. (A legacy callback carries only the
+    # documented subset, without the element: with callbacks as mere triggers, issue 13
+    # item 5, a delivered callback works as well.)
+    stack.sandbox.config.callback_drop_rate = 1.0
+    try:
+        page.get_by_role("button", name="Create element").click()
+        page.wait_for_url(re.compile(r"/elements/[0-9a-f-]{36}/$"))
+        element_url = page.url
+        stack.wait_kling_task(family="element")
+        stack.finish_all()
+    finally:
+        stack.sandbox.config.callback_drop_rate = 0.0
 
     page.goto(element_url)
     link = page.get_by_role("link", name="Generate with this element")
-    for _ in range(20):  # the element is ready once its task's callback arrived
+    for _ in range(60):  # the element is ready once the poller has seen its task finish
         if link.count():
             break
         page.wait_for_timeout(1000)
@@ -178,7 +186,7 @@ def test_v3_2_omni_video_with_an_element_of_the_library(
     page.wait_for_url(re.compile(r"/tasks/new/omni_video_3_0/\?element="))
     expect(page.get_by_label(re.compile("Captain Ode"))).to_be_checked()
     page.get_by_label("Prompt").fill("@Captain Ode walks the deck in a storm")
-    page.get_by_label(re.compile("^Native audio")).check()
+    page.get_by_role("radio", name=re.compile("Native audio")).check()
     code = submit(page, stack, shots, "omni")
     finish_and_open(page, stack, team, code, "/omni-video/kling-3.0-omni", shots, "omni")
     page.goto(element_url)
@@ -193,7 +201,7 @@ def test_v3_3_motion_control_to_a_kept_charged_video(
     page.goto(f"{stack.url}/t/{team}/tasks/new/motion_3_0/")
     page.locator("input[name=image_file]").set_input_files(photo_jpeg(tmp_path / "dancer.jpg"))
     page.get_by_label("Motion reference video URL").fill(videos.url("dance.mp4"))
-    page.get_by_label(re.compile("As in the image")).check()
+    page.get_by_role("radio", name=re.compile("As in the image")).check()
     page.get_by_label("Prompt").fill("the captain dances")
     code = submit(page, stack, shots, "motion")
     finish_and_open(page, stack, team, code, "/motion-control/kling-3.0", shots, "motion")
