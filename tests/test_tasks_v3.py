@@ -613,3 +613,46 @@ def test_preset_list_offers_generate_with_each_preset(client, portal):
     page = client.get(reverse("elements-presets", kwargs={"team": portal.team.code}))
     url = reverse("tasks-create", kwargs={"team": portal.team.code, "family": "omni_video_3_0"})
     assert f'href="{url}?element=9000000001"' in page.content.decode()
+
+
+# -- run again with these settings ----------------------------------------------------------
+
+
+def test_run_again_restores_an_omni_body():
+    params = {
+        "contents": [
+            {"type": "prompt", "text": "@Rex runs"},
+            {"type": "first_frame", "url": {"$file": "uploads/t/a.png"}},
+            {"type": "refer_image", "url": "https://e.com/r1.png", "id": "image_1"},
+            {"type": "refer_image", "url": "https://e.com/r2.png", "id": "image_2"},
+            {"type": "feature_video", "url": "https://e.com/v.mp4", "id": "video_1"},
+            {"type": "element", "element_id": "111", "id": "element_1"},
+        ],
+        "settings": {"multi_shot": True, "audio": "off", "resolution": "4k", "duration": 7},
+        "options": {"watermark_info": {"enabled": True}},
+    }
+    initial = OmniVideoForm.initial_from_params(params)
+    assert initial["prompt"] == "@Rex runs"
+    assert initial["first_frame_stored"] == "uploads/t/a.png"
+    assert initial["refer_image_1_url"] == "https://e.com/r1.png"
+    assert initial["refer_image_2_url"] == "https://e.com/r2.png"
+    assert "refer_image_3_url" not in initial
+    assert (initial["video_url"], initial["video_kind"]) == ("https://e.com/v.mp4", "feature_video")
+    assert initial["elements"] == ["111"]
+    assert (initial["resolution"], initial["duration"], initial["multi_shot"]) == ("4k", "7", True)
+    assert initial["watermark"] is True
+
+
+def test_run_again_restores_a_motion_body():
+    initial = MotionControlForm.initial_from_params(
+        {
+            "contents": [
+                {"type": "image", "url": "https://e.com/a.png"},
+                {"type": "video", "url": "https://e.com/d.mp4"},
+            ],
+            "settings": {"character_orientation": "video", "audio": "off", "resolution": "1080p"},
+        }
+    )
+    assert initial["image_url"] == "https://e.com/a.png"
+    assert initial["video_url"] == "https://e.com/d.mp4"
+    assert initial["character_orientation"] == "video"
