@@ -403,6 +403,9 @@ KLINGWEB_TASK_FAMILIES = [
     "tasks_app.families_v3.MOTION_3_0",
     "tasks_app.families_v3.MOTION_2_6",
 ]
+# The elements a team may generate with, for tasks_app's forms (motion control 3.0): a
+# callable (team) -> [(element_id, label, reference_type)]; elements_app plugs in its library.
+KLINGWEB_ELEMENT_CHOICES = "elements_app.omni.element_choices"
 # Periodic jobs of plugged-in apps, created by `manage.py setup_schedules` (minutes apart).
 KLINGWEB_PLUGIN_SCHEDULES = [
     {"name": "klingweb-element-presets", "func": "elements_app.jobs.sync_presets", "minutes": 360},

@@ -28,7 +28,9 @@ import re
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.utils.module_loading import import_string
 
 from tasks_app.forms import ASPECT_RATIOS, IMAGE_HELP, InputSpec, PromptField, TaskForm
 from tasks_app.models import Family
@@ -49,6 +51,15 @@ VIDEO_URL_HELP = (
     "An http(s) URL of an .mp4 or .mov file Kling can fetch (reference videos are taken by "
     "URL only)."
 )
+
+
+def team_element_choices(team: Any) -> list[tuple[str, str, str]]:
+    """``(element_id, label, reference_type)`` of the elements ``team`` may generate with,
+    from the hook ``settings.KLINGWEB_ELEMENT_CHOICES`` (a dotted path; ``elements_app``
+    plugs in its library there, so ``tasks_app`` never imports it). ``[]`` without a hook."""
+    path = getattr(settings, "KLINGWEB_ELEMENT_CHOICES", "")
+    return list(import_string(path)(team)) if path else []
+
 
 _LOOKS_LIKE_SHOTS = re.compile(r"^\s*shot\s+\d+\s*,", re.IGNORECASE)
 _SHOT = re.compile(r"^\s*shot\s+(\d+)\s*,\s*(\d+)\s*,(.*)$", re.IGNORECASE | re.DOTALL)
@@ -280,8 +291,10 @@ class MotionControlForm(NewDesignForm):
     """Motion control (§4.6), Kling 3.0 or 2.6: the character image (required), the motion
     reference video by URL (required; ``.mp4``/``.mov``, ≤ 100 MB, sides 340–3850 px,
     3–30 s with orientation ``video`` or 3–10 s with ``image``, checked by the vendor on
-    fetch), ``character_orientation`` image|video (required), prompt ≤ 2500, audio
-    original|off, resolution 720p|1080p, watermark. No duration: billed on output seconds."""
+    fetch), ``character_orientation`` image|video (required), one element (3.0 only; the
+    team's ready elements and presets through ``team_element_choices``), prompt ≤ 2500,
+    audio original|off, resolution 720p|1080p, watermark. No duration: billed on output
+    seconds."""
 
     family_key = Family.MOTION_3_0
     storyboard_prompt = False
@@ -294,11 +307,14 @@ class MotionControlForm(NewDesignForm):
         "image",
         "video_url",
         "character_orientation",
+        "element",
         "prompt",
         "audio",
         "resolution",
         "watermark",
     )
+    #: Kling 3.0 motion control takes one element (§4.6); 2.6 none.
+    takes_element: bool = True
 
     video_url = forms.CharField(
         max_length=2000,
@@ -315,6 +331,11 @@ class MotionControlForm(NewDesignForm):
         widget=forms.RadioSelect,
         label="Character orientation",
     )
+    element = forms.ChoiceField(
+        required=False,
+        label="Element (optional)",
+        help_text="One of your team's ready elements or a Kling preset (at most 1).",
+    )
     prompt = PromptField(label="Prompt", max_chars=PROMPT_MAX_2500)
     audio = forms.ChoiceField(
         choices=[("original", "Keep the reference video's sound"), ("off", "Off")],
@@ -324,6 +345,17 @@ class MotionControlForm(NewDesignForm):
     )
     resolution = forms.ChoiceField(choices=RESOLUTIONS_1080, initial="720p", label="Resolution")
     watermark = watermark_field()
+
+    def __init__(self, *args: Any, team: Any, user: Any = None, **kwargs: Any):
+        super().__init__(*args, team=team, user=user, **kwargs)
+        if not self.takes_element:
+            del self.fields["element"]
+            return
+        choices = [(element_id, label) for element_id, label, _ in team_element_choices(team)]
+        if not choices:
+            del self.fields["element"]
+            return
+        self.fields["element"].choices = [("", "None"), *choices]
 
     def clean_video_url(self) -> str:
         """An http(s) URL; a known extension must be .mp4 or .mov."""
@@ -338,13 +370,22 @@ class MotionControlForm(NewDesignForm):
         for item in (params or {}).get("contents") or []:
             if isinstance(item, dict) and item.get("type") == "video":
                 initial["video_url"] = item.get("url") or ""
+            if isinstance(item, dict) and item.get("type") == "element":
+                initial["element"] = str(item.get("element_id") or "")
         return initial
+
+    @classmethod
+    def initial_from_query(cls, query: Any) -> dict:
+        """``?element=<element_id>`` preselects the element (3.0 only)."""
+        wanted = (query.get("element") or "").strip()[:100]
+        return {"element": wanted} if wanted and cls.takes_element else {}
 
 
 class MotionControl26Form(MotionControlForm):
-    """Motion control on Kling 2.6 (§4.6): as 3.0 (no element on either form here)."""
+    """Motion control on Kling 2.6 (§4.6): as 3.0 without an element."""
 
     family_key = Family.MOTION_2_6
+    takes_element = False
 
 
 # -- request bodies (TaskFamily.build_params) ---------------------------------------------
@@ -397,13 +438,16 @@ def t2v_3_0_params(data: dict, team: Any) -> dict:
 
 
 def motion_control_params(data: dict, team: Any) -> dict:
-    """§4.6 body: ``contents[prompt?, image, video]``, ``settings{character_orientation,
-    audio, resolution}``, ``options``."""
+    """§4.6 body: ``contents[prompt?, image, video, element?]`` (the element as
+    ``{type: element, element_id, id: element_1}``, 3.0 only), ``settings{
+    character_orientation, audio, resolution}``, ``options``."""
     contents: list[dict] = []
     if data.get("prompt"):
         contents.append({"type": "prompt", "text": data["prompt"]})
     contents.append(image_item("image", data["image"]))
     contents.append({"type": "video", "url": data["video_url"]})
+    if data.get("element"):
+        contents.append({"type": "element", "element_id": data["element"], "id": "element_1"})
     return {
         "contents": contents,
         "settings": {

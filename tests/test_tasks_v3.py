@@ -195,6 +195,23 @@ class TestMotionForm:
         )  # fmt: skip
         assert not form.is_valid() and ".gif" in " ".join(form.errors["video_url"])
 
+    @pytest.mark.django_db
+    def test_element_offered_on_3_0_only_and_only_the_teams(self, portal):
+        from tasks_app.forms_v3 import MotionControl26Form
+
+        team_element(portal.team, "111", "Rex")
+        team_element(portal.other_team, "222", "Theirs")
+        form = MotionControlForm(team=portal.team)
+        assert dict(form.fields["element"].choices) == {"": "None", "111": "Rex (your team)"}
+        assert "element" not in MotionControl26Form(team=portal.team).fields
+        refused = MotionControlForm(
+            {"video_url": "https://example.com/a.mp4", "character_orientation": "image",
+             "resolution": "720p", "audio": "off", "image_url": "https://example.com/a.png",
+             "element": "222"},
+            team=portal.team,
+        )  # fmt: skip
+        assert not refused.is_valid() and "Select a valid choice" in errors_of(refused)
+
     def test_4k_not_offered(self, portal):
         form = MotionControlForm(
             {"video_url": "https://example.com/a.mp4", "character_orientation": "image",
@@ -396,6 +413,24 @@ class TestSubmission:
              "resolution": "720p"},
             django_capture_on_commit_callbacks,
         )  # fmt: skip
+        task = poll_to_the_end(task, fresh_sandbox, django_capture_on_commit_callbacks)
+        assert_kept_and_charged(task, client, portal.team)
+
+    def test_motion_control_3_0_with_a_team_element(
+        self, client, portal, kling_key, fresh_sandbox, videos, django_capture_on_commit_callbacks
+    ):
+        client.force_login(portal.member)
+        element = team_element(portal.team, "9000000002", "Corgi")
+        task = create(
+            client, portal.team, "motion_3_0",
+            {"image_file": png_upload(), "video_url": videos.url("dance.mp4"),
+             "character_orientation": "image", "element": element.element_id, "audio": "off",
+             "resolution": "1080p"},
+            django_capture_on_commit_callbacks,
+        )  # fmt: skip
+        assert task.params["contents"][-1] == {
+            "type": "element", "element_id": "9000000002", "id": "element_1"
+        }  # fmt: skip
         task = poll_to_the_end(task, fresh_sandbox, django_capture_on_commit_callbacks)
         assert_kept_and_charged(task, client, portal.team)
 
