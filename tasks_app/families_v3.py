@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from tasks_app.families import DESIGN_2026, TaskFamily
 from tasks_app.forms_v3 import (
+    i2v_3_0_params,
     i2v_3_0_turbo_params,
     motion_control_params,
     t2v_3_0_params,
@@ -55,6 +56,18 @@ T2V_3_0 = TaskFamily(
     result_kind="videos",
     description="3–15 s videos up to 4K, with native audio and storyboards.",
     build_params=t2v_3_0_params,
+    design=DESIGN_2026,
+    extra={"model_name": "kling-3.0"},
+)
+I2V_3_0 = TaskFamily(
+    key="i2v_3_0",
+    label="Kling 3.0 image to video",
+    client_family="image_to_video_3_0",
+    form_class="tasks_app.forms_v3.V30Image2VideoForm",
+    template=TEMPLATE,
+    result_kind="videos",
+    description="3–15 s videos up to 4K from a first (and last) frame, with elements and audio.",
+    build_params=i2v_3_0_params,
     design=DESIGN_2026,
     extra={"model_name": "kling-3.0"},
 )

@@ -284,6 +284,102 @@ class V30Text2VideoForm(NewDesignForm):
     watermark = watermark_field()
 
 
+class V30Image2VideoForm(NewDesignForm):
+    """Kling 3.0 image-to-video (§4.4): first frame (required), last frame, up to 3 elements
+    of the team or presets (cited in the prompt as ``@Name``; no name inside another),
+    prompt ≤ 3072 (storyboard allowed), multi-shot, audio native|off, resolution
+    720p|1080p|4K, duration 3–15 s, watermark."""
+
+    family_key = Family.I2V_3_0
+    inputs = (
+        InputSpec("first_frame", "first_frame", "image", "First frame", help=IMAGE_HELP),
+        InputSpec(
+            "last_frame",
+            "last_frame",
+            "image",
+            "Last frame",
+            required=False,
+            help="Optional. " + IMAGE_HELP,
+        ),
+    )
+    layout = (
+        "first_frame",
+        "last_frame",
+        "prompt",
+        "elements",
+        "multi_shot",
+        "audio",
+        "resolution",
+        "duration",
+        "watermark",
+    )
+
+    prompt = PromptField(
+        label="Prompt",
+        max_chars=PROMPT_MAX_3072,
+        help_text="Up to 3072 characters; cite elements as @Name. Storyboards allowed.",
+    )
+    elements = forms.MultipleChoiceField(
+        required=False,
+        label="Elements (at most 3)",
+        widget=forms.CheckboxSelectMultiple,
+    )
+    multi_shot = forms.BooleanField(
+        required=False, initial=True, label="Multi-shot (let Kling cut between shots)"
+    )
+    audio = forms.ChoiceField(
+        choices=AUDIO_3_0, initial="off", widget=forms.RadioSelect, label="Sound"
+    )
+    resolution = forms.ChoiceField(choices=RESOLUTIONS_4K, initial="720p", label="Resolution")
+    duration = duration_field()
+    watermark = watermark_field()
+
+    def __init__(self, *args: Any, team: Any, user: Any = None, **kwargs: Any):
+        super().__init__(*args, team=team, user=user, **kwargs)
+        self._labels = {e: label for e, label, _ in team_element_choices(team)}
+        if not self._labels:
+            del self.fields["elements"]
+            self.layout = tuple(name for name in self.layout if name != "elements")
+            return
+        self.fields["elements"].choices = list(self._labels.items())
+
+    def clean(self) -> dict:
+        """At most 3 elements, none named inside another."""
+        cleaned = super().clean()
+        chosen = list(cleaned.get("elements") or [])
+        if len(chosen) > 3:
+            self.add_error("elements", f"At most 3 elements (chosen {len(chosen)}).")
+        names = [self._labels.get(e, e).rsplit(" (", 1)[0] for e in chosen]
+        for a in names:
+            for b in names:
+                if a != b and a.lower() in b.lower():
+                    self.add_error(
+                        "elements",
+                        f"Element names must not contain one another (“{a}” is in “{b}”); "
+                        "the prompt could not tell them apart.",
+                    )
+        return cleaned
+
+    @classmethod
+    def initial_from_params(cls, params: dict) -> dict:
+        """As the base, plus the elements."""
+        initial = super().initial_from_params(params)
+        chosen = [
+            str(item.get("element_id"))
+            for item in (params or {}).get("contents") or []
+            if isinstance(item, dict) and item.get("type") == "element"
+        ]
+        if chosen:
+            initial["elements"] = chosen
+        return initial
+
+    @classmethod
+    def initial_from_query(cls, query: Any) -> dict:
+        """``?element=<element_id>`` (repeatable) preselects elements."""
+        wanted = [e.strip()[:100] for e in query.getlist("element") if e.strip()]
+        return {"elements": wanted} if wanted else {}
+
+
 # -- motion control (§4.6) ----------------------------------------------------------------
 
 
@@ -431,6 +527,30 @@ def t2v_3_0_params(data: dict, team: Any) -> dict:
             "audio": data.get("audio") or "off",
             "resolution": data.get("resolution") or "720p",
             "aspect_ratio": data.get("aspect_ratio") or "16:9",
+            "duration": int(data.get("duration") or 5),
+        },
+        "options": options_of(data),
+    }
+
+
+def i2v_3_0_params(data: dict, team: Any) -> dict:
+    """§4.4 body: ``contents[prompt?, first_frame, last_frame?, element…]`` (elements as
+    ``{type: element, element_id, id: element_<n>}``), ``settings{multi_shot, audio,
+    resolution, duration}``, ``options``."""
+    contents: list[dict] = []
+    if data.get("prompt"):
+        contents.append({"type": "prompt", "text": data["prompt"]})
+    contents.append(image_item("first_frame", data["first_frame"]))
+    if data.get("last_frame"):
+        contents.append(image_item("last_frame", data["last_frame"]))
+    for n, element_id in enumerate(data.get("elements") or [], start=1):
+        contents.append({"type": "element", "element_id": element_id, "id": f"element_{n}"})
+    return {
+        "contents": contents,
+        "settings": {
+            "multi_shot": bool(data.get("multi_shot")),
+            "audio": data.get("audio") or "off",
+            "resolution": data.get("resolution") or "720p",
             "duration": int(data.get("duration") or 5),
         },
         "options": options_of(data),

@@ -181,6 +181,28 @@ class TestTurboForms:
         assert "the limit is 2500" in " ".join(form.errors["prompt"])
 
 
+@pytest.mark.django_db
+class TestV30Image2VideoForm:
+    def test_at_most_three_elements_and_a_first_frame(self, portal):
+        from tasks_app.forms_v3 import V30Image2VideoForm
+
+        for n in range(1, 5):
+            team_element(portal.team, str(n), f"Thing{n}x")
+        form = V30Image2VideoForm(
+            {"elements": ["1", "2", "3", "4"], "audio": "off", "resolution": "720p",
+             "duration": "5"},
+            team=portal.team,
+        )  # fmt: skip
+        assert not form.is_valid()
+        assert "At most 3 elements (chosen 4)" in " ".join(form.errors["elements"])
+        assert "Upload the first frame" in " ".join(form.errors["first_frame_file"])
+
+    def test_without_elements_the_field_is_not_shown(self, portal):
+        from tasks_app.forms_v3 import V30Image2VideoForm
+
+        assert "elements" not in V30Image2VideoForm(team=portal.team).fields
+
+
 class TestMotionForm:
     def test_orientation_and_video_required(self, portal):
         form = MotionControlForm({"resolution": "720p", "audio": "original"}, team=portal.team)
@@ -402,6 +424,26 @@ class TestSubmission:
         used_in = page.split("Used in", 1)[1]
         assert f"/tasks/{task.code}/" in used_in and "Kling 3.0 Omni video" in used_in
 
+    def test_v3_image_to_video_with_last_frame_and_elements(
+        self, client, portal, kling_key, fresh_sandbox, django_capture_on_commit_callbacks
+    ):
+        client.force_login(portal.member)
+        team_element(portal.team, "9000000002", "Corgi")
+        PresetElement.objects.create(element_id="9000000001", name="Astronaut")
+        task = create(
+            client, portal.team, "i2v_3_0",
+            {"first_frame_file": png_upload(), "last_frame_file": png_upload(name="end.png"),
+             "prompt": "@Corgi meets @Astronaut", "elements": ["9000000002", "9000000001"],
+             "audio": "native", "multi_shot": "on", "resolution": "1080p", "duration": "5"},
+            django_capture_on_commit_callbacks,
+        )  # fmt: skip
+        assert [c["type"] for c in task.params["contents"]] == [
+            "prompt", "first_frame", "last_frame", "element", "element"
+        ]  # fmt: skip
+        task = poll_to_the_end(task, fresh_sandbox, django_capture_on_commit_callbacks)
+        assert_kept_and_charged(task, client, portal.team)
+        assert task.final_unit_deduction == 6  # 1.2 units/s (1080p, audio) × 5 s
+
     @pytest.mark.parametrize("family", ["motion_3_0", "motion_2_6"])
     def test_motion_control(self, client, portal, kling_key, fresh_sandbox, videos, family,
                             django_capture_on_commit_callbacks):  # fmt: skip
@@ -602,8 +644,8 @@ class TestLegacyOptions:
 
 # -- the create pages ----------------------------------------------------------------------
 
-NEW_FAMILIES = ["t2v_3_0_turbo", "i2v_3_0_turbo", "t2v_3_0", "omni_video_3_0", "motion_3_0",
-                "motion_2_6"]  # fmt: skip
+NEW_FAMILIES = ["t2v_3_0_turbo", "i2v_3_0_turbo", "t2v_3_0", "i2v_3_0", "omni_video_3_0",
+                "motion_3_0", "motion_2_6"]  # fmt: skip
 
 
 @pytest.mark.django_db
