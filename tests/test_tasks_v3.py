@@ -372,6 +372,23 @@ class TestSubmission:
         assert task.final_unit_deduction == 6  # 1.0 unit/s at 1080p × 6 s (§8)
         assert task.result["videos"][0].get("watermark_url")
 
+    def test_due_2026_tasks_are_polled_in_one_batched_request(
+        self, client, portal, kling_key, fresh_sandbox, django_capture_on_commit_callbacks
+    ):
+        """Three due 3.0 Turbo tasks: one ``GET /tasks?task_ids=a,b,c`` finds them all."""
+        client.force_login(portal.member)
+        body = {"prompt": "a fox", "resolution": "720p", "aspect_ratio": "16:9", "duration": "5"}
+        tasks = [
+            create(client, portal.team, "t2v_3_0_turbo", body, django_capture_on_commit_callbacks)
+            for _ in range(3)
+        ]
+        fresh_sandbox.advance(3)
+        Task.objects.update(next_poll_at=timezone.now() - timedelta(seconds=1))
+        with django_capture_on_commit_callbacks(execute=True):
+            report = polling.tasks_poll()
+        assert (report.requests, report.single_queries) == (1, 0)
+        assert all(Task.objects.get(pk=t.pk).status == Status.SUCCEED for t in tasks), report
+
     def test_turbo_image_to_video(self, client, portal, kling_key, fresh_sandbox,
                                   django_capture_on_commit_callbacks):  # fmt: skip
         client.force_login(portal.member)
