@@ -645,16 +645,42 @@ def elements_import_for_call(*, call: VendorCall) -> dict:
 # --- use -----------------------------------------------------------------------------------
 
 
+def _omni_usages(element: Element) -> list[int]:
+    """Primary keys of the team's Kling 3.0 Omni tasks whose ``contents[]`` hold
+    ``{type: element, element_id: <element's id>}`` (KLING_API_2026.md §4.5)."""
+    if not element.element_id:
+        return []
+    candidates = Task.objects.filter(
+        team_id=element.team_id,
+        family=Family.OMNI_VIDEO_3_0,
+        params__icontains=element.element_id,  # a cheap prefilter; checked exactly below
+    ).values_list("pk", "params")
+    found = []
+    for pk, params in candidates:
+        for item in (params or {}).get("contents") or []:
+            if (
+                isinstance(item, dict)
+                and item.get("type") == "element"
+                and str(item.get("element_id")) == element.element_id
+            ):
+                found.append(pk)
+                break
+    return found
+
+
 def element_usages(*, element: Element) -> QuerySet[Task]:
-    """The team's AI multi-shot tasks that used ``element``: their
+    """The team's tasks that used ``element``: AI multi-shot tasks whose
     ``element_frontal_image`` (§5.1) is the element's vendor frontal-image URL or its stored
-    frontal image (``{"$file": name}``). Newest first."""
-    match = Q()
+    frontal image (``{"$file": name}``), and Kling 3.0 Omni tasks with it in their
+    ``element_list`` (``_omni_usages``). Newest first."""
+    multi = Q()
     url = element.vendor_frontal_image_url
     if url:
-        match |= Q(params__element_frontal_image=url)
+        multi |= Q(params__element_frontal_image=url)
     if element.frontal_image:
-        match |= Q(**{"params__element_frontal_image__$file": element.frontal_image.name})
-    if not match:
-        return Task.objects.none()
-    return Task.objects.filter(team_id=element.team_id, family=Family.MULTI_SHOT).filter(match)
+        multi |= Q(**{"params__element_frontal_image__$file": element.frontal_image.name})
+    match = Q(family=Family.MULTI_SHOT) & multi if multi else Q(pk__in=[])
+    omni = _omni_usages(element)
+    if omni:
+        match |= Q(pk__in=omni)
+    return Task.objects.filter(team_id=element.team_id).filter(match).order_by("-created_at", "-id")

@@ -41,6 +41,7 @@ from klingweb.accounts.services import vendor_call_latest
 from klingweb.security import safe_file_headers
 from klingweb.storage import media_redirect
 from tasks_app.budgets import BudgetExceeded
+from tasks_app.families import registry
 from tasks_app.inputs import InputNeedsPublicAddress
 
 PAGE_SIZE = 24
@@ -75,6 +76,23 @@ def multishot_prefill_url(*, team: Team, element: Element | PresetElement) -> st
     if isinstance(element, Element):
         query["element"] = str(element.code)
     return f"{base}?{urlencode(query)}"
+
+
+def omni_prefill_url(*, team: Team, element: Element | PresetElement) -> str | None:
+    """Link to the Kling 3.0 Omni create form with the element preselected in its
+    ``element_list``: ``/t/<team>/tasks/new/omni_video_3_0/?element=<element_id>``
+    (KLING_API_2026.md §4.5). None when the element has no vendor id, is not usable, or the
+    Omni family is not installed."""
+    if not element.element_id:
+        return None
+    if isinstance(element, Element) and not element.is_usable:
+        return None
+    if isinstance(element, PresetElement) and element.removed_at is not None:
+        return None
+    if "omni_video_3_0" not in registry():
+        return None
+    base = reverse("tasks-create", kwargs={"team": team.code, "family": "omni_video_3_0"})
+    return f"{base}?{urlencode({'element': element.element_id})}"
 
 
 # --- library ---------------------------------------------------------------------------------
@@ -141,6 +159,7 @@ def preset_list(request: HttpRequest, team) -> HttpResponse:
     page = Paginator(presets, PAGE_SIZE).get_page(request.GET.get("page"))
     for preset in page.object_list:
         preset.use_url = multishot_prefill_url(team=access.team, element=preset)
+        preset.generate_url = omni_prefill_url(team=access.team, element=preset)
     last_sync = PresetElement.objects.order_by("-synced_at").values_list("synced_at", flat=True)
     context = {
         "access": access,
@@ -212,7 +231,8 @@ def element_create_view(request: HttpRequest, team) -> HttpResponse:
 
 def element_detail(request: HttpRequest, team, code) -> HttpResponse:
     """GET /t/<team>/elements/<code>/ (``elements-detail``): the element, the task that
-    created it, the multi-shot tasks that used it, "Use in AI multi-shot", delete link.
+    created it, the tasks that used it, "Generate with this element" (the Omni form with it
+    preselected), "Use in AI multi-shot", delete link.
     Deleted elements stay visible here (history). Viewers and up."""
     element, access = object_for_user(
         request, Element.objects.select_related("task", "creator", "deleted_by"), team, code
@@ -223,6 +243,7 @@ def element_detail(request: HttpRequest, team, code) -> HttpResponse:
         "element": element,
         "usages": element_usages(element=element).select_related("creator")[:50],
         "use_url": multishot_prefill_url(team=access.team, element=element),
+        "generate_url": omni_prefill_url(team=access.team, element=element),
         "refer_urls": [
             reverse(
                 "elements-file",

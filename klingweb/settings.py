@@ -379,6 +379,15 @@ TASK_COST_ESTIMATES: dict[str, dict[str, Decimal]] = {
     "text2video": {"std": Decimal("10"), "pro": Decimal("35")},
     "image2video": {"std": Decimal("10"), "pro": Decimal("35")},
     "element": {"*": Decimal("2")},
+    # The 3.0 family (2026 design): a flat default per task until the price-table estimate
+    # replaces this table — the vendor's 1080p units per second × 5 s (KLING_API_2026.md §8).
+    "t2v_3_0_turbo": {"*": Decimal("5")},
+    "i2v_3_0_turbo": {"*": Decimal("5")},
+    "t2v_3_0": {"*": Decimal("6")},
+    "i2v_3_0": {"*": Decimal("6")},
+    "omni_video_3_0": {"*": Decimal("6")},
+    "motion_3_0": {"*": Decimal("6")},
+    "motion_2_6": {"*": Decimal("4")},
 }
 TASK_COST_MULTIPLIER = env_decimal("TASK_COST_MULTIPLIER", "1")
 
@@ -391,7 +400,17 @@ KLINGWEB_TASK_FAMILIES = [
     "tasks_app.families.TEXT2VIDEO",
     "tasks_app.families.IMAGE2VIDEO",
     "elements_app.families.ELEMENT",
+    "tasks_app.families_v3.T2V_3_0_TURBO",
+    "tasks_app.families_v3.I2V_3_0_TURBO",
+    "tasks_app.families_v3.T2V_3_0",
+    "tasks_app.families_v3.I2V_3_0",
+    "elements_app.omni.OMNI_VIDEO_3_0",
+    "tasks_app.families_v3.MOTION_3_0",
+    "tasks_app.families_v3.MOTION_2_6",
 ]
+# The elements a team may generate with, for tasks_app's forms (motion control 3.0): a
+# callable (team) -> [(element_id, label, reference_type)]; elements_app plugs in its library.
+KLINGWEB_ELEMENT_CHOICES = "elements_app.omni.element_choices"
 # Periodic jobs of plugged-in apps, created by `manage.py setup_schedules` (minutes apart).
 KLINGWEB_PLUGIN_SCHEDULES = [
     {"name": "klingweb-element-presets", "func": "elements_app.jobs.sync_presets", "minutes": 360},

@@ -29,6 +29,11 @@ if TYPE_CHECKING:
     from tasks_app.models import Task
 
 
+#: ``TaskFamily.design`` values (KLING_API_2026.md §1).
+DESIGN_LEGACY = "legacy"
+DESIGN_2026 = "2026"
+
+
 class UnknownFamily(KeyError):
     """No registered family has that key."""
 
@@ -65,6 +70,12 @@ class TaskFamily:
     - ``on_succeed(task, remote)``: optional hook run inside ``task_apply_remote``'s
       transaction when a task of this family succeeds (elements materialise here).
     - ``result_kind``: ``"images"``, ``"videos"`` or ``"elements"``.
+    - ``design``: the vendor API design the family is sent on (KLING_API_2026.md §1):
+      ``"legacy"`` (``/v1`` paths, ``model_name`` and flat bodies; ``client_family`` is a
+      ``FAMILY_PATHS`` key) or ``"2026"`` (``/{capability}/{model}`` paths, bodies of
+      ``prompt``/``contents[]``, ``settings{}``, ``options{}``; ``client_family`` is a
+      ``NEW_DESIGN_PATHS`` key of the client, queried with ``GET /tasks``). A task's design
+      is its family's: ``Task.family`` records it.
     """
 
     key: str
@@ -77,6 +88,7 @@ class TaskFamily:
     build_params: Callable[[dict, Any], dict] | None = None
     on_succeed: Callable[[Task, KlingTask], None] | None = None
     extra: dict = field(default_factory=dict)
+    design: str = DESIGN_LEGACY
 
     def get_form_class(self) -> type:
         """Import and return the form class."""
@@ -86,9 +98,18 @@ class TaskFamily:
         """The JSON body of the create call for ``task``: stored params with each upload
         given as a signed, expiring URL when the portal has a public address, else as raw
         Base64 (``tasks_app.inputs.inputs_resolve``), plus ``external_task_id`` and
-        ``callback_url`` when given. Raises ``FileNotFoundError`` (an upload is gone) and
-        ``tasks_app.inputs.InputNeedsPublicAddress`` (a video, no public address)."""
+        ``callback_url`` when given — at the top level on the legacy design, inside
+        ``options{}`` on the 2026 design (§4). Raises ``FileNotFoundError`` (an upload is
+        gone) and ``tasks_app.inputs.InputNeedsPublicAddress`` (a video, no public address)."""
         body = inputs_resolve(task.params)
+        if self.design == DESIGN_2026:
+            # KLING_API_2026.md §4 "Common rules": both ids live in options{}.
+            options = dict(body.get("options") or {})
+            options["external_task_id"] = task.external_task_id
+            if callback_url:
+                options["callback_url"] = callback_url
+            body["options"] = options
+            return body
         body["external_task_id"] = task.external_task_id
         if callback_url:
             body["callback_url"] = callback_url
@@ -151,20 +172,39 @@ def _multi_shot_params(data: dict, team: Any) -> dict:
     return {"element_frontal_image": data["frontal_image"]}
 
 
+def _legacy_video_options(body: dict, data: dict) -> None:
+    """KLING_API_2026.md §5 on the legacy video bodies: ``sound`` (when chosen),
+    ``camera_control`` (``{type}`` or ``{type: simple, config: {axis: amount}}``) and
+    ``watermark_info``."""
+    _put(body, "sound", data.get("sound"))
+    kind = data.get("camera_type") or ""
+    if kind == "simple":
+        body["camera_control"] = {
+            "type": "simple",
+            "config": {data["camera_axis"]: data["camera_amount"]},
+        }
+    elif kind:
+        body["camera_control"] = {"type": kind}
+    if data.get("watermark"):  # the vendor default is off: sent only when asked for
+        body["watermark_info"] = {"enabled": True}
+
+
 def _text2video_params(data: dict, team: Any) -> dict:
-    """§5.6: model_name, prompt, negative_prompt, cfg_scale, mode, aspect_ratio, duration."""
+    """§5.6: model_name, prompt, negative_prompt, cfg_scale, mode, aspect_ratio, duration,
+    and sound, camera_control, watermark_info (KLING_API_2026.md §5)."""
     body: dict = {"model_name": data["model_name"], "prompt": data["prompt"]}
     _put(body, "negative_prompt", data.get("negative_prompt"))
     _put(body, "cfg_scale", data.get("cfg_scale"))
     body["mode"] = data.get("mode") or "std"
     body["aspect_ratio"] = data.get("aspect_ratio") or "16:9"
     body["duration"] = data.get("duration") or "5"
+    _legacy_video_options(body, data)
     return body
 
 
 def _image2video_params(data: dict, team: Any) -> dict:
     """§5.6: model_name, image, image_tail, prompt, negative_prompt, cfg_scale, mode,
-    duration."""
+    duration, and sound, camera_control, watermark_info (KLING_API_2026.md §5)."""
     body: dict = {"model_name": data["model_name"], "image": data["image"]}
     _put(body, "image_tail", data.get("image_tail"))
     _put(body, "prompt", data.get("prompt"))
@@ -172,6 +212,7 @@ def _image2video_params(data: dict, team: Any) -> dict:
     _put(body, "cfg_scale", data.get("cfg_scale"))
     body["mode"] = data.get("mode") or "std"
     body["duration"] = data.get("duration") or "5"
+    _legacy_video_options(body, data)
     return body
 
 

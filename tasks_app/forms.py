@@ -46,6 +46,7 @@ TEXT2VIDEO_MODELS = [
     "kling-v2-1-master",
     "kling-v2-5-turbo",
     "kling-v2-6",
+    "kling-v3",  # KLING_API_2026.md §5: new model 02/25/2026
 ]
 #: §5.6 (public docs). Image to video.
 IMAGE2VIDEO_MODELS = [
@@ -57,6 +58,31 @@ IMAGE2VIDEO_MODELS = [
     "kling-v2-1-master",
     "kling-v2-5-turbo",
     "kling-v2-6",
+    "kling-v3",
+]
+#: Legacy ``mode`` values beyond std|pro: ``4k`` on kling-v3 only (KLING_API_2026.md §5).
+MODES_4K_MODELS = frozenset({"kling-v3"})
+#: Models with the ``sound`` switch (KLING_API_2026.md §5: 2.6 since 12/15/2025; 3.0);
+#: on kling-v2-6 sound needs mode pro (1080p: its price table and page have no 720p audio).
+SOUND_MODELS = ("kling-v2-6", "kling-v3")
+SOUND_NEEDS_PRO = frozenset({"kling-v2-6"})
+#: ``camera_control.type`` (§5.6): ``simple`` takes a ``config`` with exactly one non-zero
+#: axis in [-10, 10]; the named moves take no config.
+CAMERA_TYPES = [
+    ("", "None"),
+    ("simple", "Simple move (one axis)"),
+    ("down_back", "Down and back"),
+    ("forward_up", "Forward and up"),
+    ("right_turn_forward", "Turn right, move forward"),
+    ("left_turn_forward", "Turn left, move forward"),
+]
+CAMERA_AXES = [
+    ("horizontal", "horizontal (truck)"),
+    ("vertical", "vertical (pedestal)"),
+    ("pan", "pan"),
+    ("tilt", "tilt"),
+    ("roll", "roll"),
+    ("zoom", "zoom"),
 ]
 #: §5.3: only videos of V1.0, V1.5 and V1.6 models can be extended.
 EXTENDABLE_MODELS = frozenset({"kling-v1", "kling-v1-5", "kling-v1-6"})
@@ -554,28 +580,147 @@ class MultiShotForm(TaskForm):
         return {"frontal_image_url": url} if url else {}
 
 
-class Text2VideoForm(TaskForm):
-    """Text to video (§5.6): model, prompt (required) ≤ 2500, negative prompt ≤ 2500,
-    mode std|pro, aspect ratio 16:9|9:16|1:1, duration 5|10, cfg_scale in [0, 1]."""
+class LegacyVideoOptionsMixin(forms.Form):
+    """The 2026 options of the legacy text/image-to-video pages (KLING_API_2026.md §5,
+    KLING_API.md §5.6): ``mode`` std|pro|4k (4k on kling-v3 only), ``sound`` on|off
+    (kling-v2-6 and kling-v3; on with kling-v2-6 needs pro), ``camera_control`` (a named
+    move, or ``simple`` with one axis moved by −10…10, not 0), ``watermark_info``.
+    Errors name the option and the model."""
+
+    sound = forms.ChoiceField(
+        required=False,
+        choices=[("", "Not sent (model default)"), ("off", "Off"), ("on", "On (native audio)")],
+        label="Sound (sound)",
+        help_text="kling-v2-6 (with mode pro) and kling-v3 only.",
+    )
+    camera_type = forms.ChoiceField(
+        required=False, choices=CAMERA_TYPES, label="Camera movement (camera_control)"
+    )
+    camera_axis = forms.ChoiceField(
+        required=False,
+        choices=[("", "—"), *CAMERA_AXES],
+        label="Axis (simple move)",
+    )
+    camera_amount = forms.IntegerField(
+        required=False,
+        min_value=-10,
+        max_value=10,
+        label="Amount (simple move)",
+        help_text="−10 to 10, not 0.",
+    )
+    watermark = _watermark_field()
+
+    def clean_legacy_options(self, cleaned: dict) -> None:
+        """Model-dependent rules between mode, sound and camera control."""
+        model = cleaned.get("model_name") or ""
+        mode = cleaned.get("mode") or "std"
+        if mode == "4k" and model not in MODES_4K_MODELS:
+            self.add_error("mode", f"4K is available with kling-v3 only (chosen: {model}).")
+        sound = cleaned.get("sound") or ""
+        if sound and model not in SOUND_MODELS:
+            self.add_error(
+                "sound", f"Sound is available with kling-v2-6 and kling-v3 only (chosen: {model})."
+            )
+        elif sound == "on" and model in SOUND_NEEDS_PRO and mode != "pro":
+            self.add_error("sound", f"Sound on {model} needs mode pro (1080p).")
+        kind = cleaned.get("camera_type") or ""
+        axis = cleaned.get("camera_axis") or ""
+        amount = cleaned.get("camera_amount")
+        if kind == "simple":
+            if not axis:
+                self.add_error("camera_axis", "A simple camera move needs an axis.")
+            if not amount:
+                self.add_error("camera_amount", "A simple camera move needs an amount (not 0).")
+        elif axis or amount:
+            self.add_error(
+                "camera_type",
+                "An axis and amount apply to the simple camera move only; choose “Simple move” "
+                "or clear them.",
+            )
+
+    @staticmethod
+    def camera_control_of(data: dict) -> dict | None:
+        """The ``camera_control`` object of the cleaned data, or None."""
+        kind = data.get("camera_type") or ""
+        if not kind:
+            return None
+        if kind == "simple":
+            return {"type": "simple", "config": {data["camera_axis"]: data["camera_amount"]}}
+        return {"type": kind}
+
+    @staticmethod
+    def initial_from_camera(params: dict) -> dict:
+        """Form initial data of a stored ``camera_control``."""
+        camera = (params or {}).get("camera_control")
+        if not isinstance(camera, dict):
+            return {}
+        initial = {"camera_type": camera.get("type") or ""}
+        for axis, amount in (camera.get("config") or {}).items():
+            if amount:
+                initial["camera_axis"], initial["camera_amount"] = axis, amount
+        return initial
+
+
+def _mode_4k_field() -> forms.ChoiceField:
+    return forms.ChoiceField(
+        choices=[*MODES, ("4k", "4K — kling-v3 only")],
+        initial="std",
+        widget=forms.RadioSelect,
+        label="Mode",
+    )
+
+
+class Text2VideoForm(LegacyVideoOptionsMixin, TaskForm):
+    """Text to video (§5.6, KLING_API_2026.md §5): model, prompt (required) ≤ 2500, negative
+    prompt ≤ 2500, mode std|pro|4k, aspect ratio 16:9|9:16|1:1, duration 5|10, cfg_scale in
+    [0, 1], sound, camera control, watermark (rules: ``LegacyVideoOptionsMixin``)."""
 
     family_key = Family.TEXT2VIDEO
+    layout = (
+        "model_name",
+        "prompt",
+        "negative_prompt",
+        "mode",
+        "aspect_ratio",
+        "duration",
+        "sound",
+        "camera_type",
+        "camera_axis",
+        "camera_amount",
+        "cfg_scale",
+        "watermark",
+    )
 
     model_name = forms.ChoiceField(
         choices=[(m, m) for m in TEXT2VIDEO_MODELS], initial="kling-v1-6", label="Model"
     )
     prompt = PromptField(label="Prompt", required=True)
     negative_prompt = PromptField(label="Negative prompt")
-    mode = _mode_field()
+    mode = _mode_4k_field()
     aspect_ratio = forms.ChoiceField(choices=ASPECT_RATIOS, initial="16:9", label="Aspect ratio")
     duration = forms.ChoiceField(
         choices=DURATIONS, initial="5", widget=forms.RadioSelect, label="Duration"
     )
     cfg_scale = CfgScaleField()
 
+    def clean(self) -> dict:
+        """The option rules of ``LegacyVideoOptionsMixin``."""
+        cleaned = super().clean()
+        self.clean_legacy_options(cleaned)
+        return cleaned
 
-class Image2VideoForm(TaskForm):
-    """Image to video (§5.6): model, image (required, image rule), optional tail image
-    (image rule), prompt and negative prompt ≤ 2500, mode, duration 5|10, cfg_scale [0, 1]."""
+    @classmethod
+    def initial_from_params(cls, params: dict) -> dict:
+        """As the base, plus the camera control."""
+        return {**super().initial_from_params(params), **cls.initial_from_camera(params)}
+
+
+class Image2VideoForm(LegacyVideoOptionsMixin, TaskForm):
+    """Image to video (§5.6, KLING_API_2026.md §5): model, image (required, image rule),
+    optional tail image (image rule), prompt and negative prompt ≤ 2500, mode std|pro|4k,
+    duration 5|10, cfg_scale [0, 1], sound, camera control, watermark. The end image and
+    camera control exclude each other (§5.6; motion masks, the third of that group, are not
+    offered)."""
 
     family_key = Family.IMAGE2VIDEO
     inputs = (
@@ -590,16 +735,49 @@ class Image2VideoForm(TaskForm):
         ),
     )
 
+    layout = (
+        "image",
+        "image_tail",
+        "model_name",
+        "prompt",
+        "negative_prompt",
+        "mode",
+        "duration",
+        "sound",
+        "camera_type",
+        "camera_axis",
+        "camera_amount",
+        "cfg_scale",
+        "watermark",
+    )
+
     model_name = forms.ChoiceField(
         choices=[(m, m) for m in IMAGE2VIDEO_MODELS], initial="kling-v1-6", label="Model"
     )
     prompt = PromptField(label="Prompt")
     negative_prompt = PromptField(label="Negative prompt")
-    mode = _mode_field()
+    mode = _mode_4k_field()
     duration = forms.ChoiceField(
         choices=DURATIONS, initial="5", widget=forms.RadioSelect, label="Duration"
     )
     cfg_scale = CfgScaleField()
+
+    def clean(self) -> dict:
+        """The option rules, and end image × camera control (mutually exclusive)."""
+        cleaned = super().clean()
+        self.clean_legacy_options(cleaned)
+        if cleaned.get("image_tail") and cleaned.get("camera_type"):
+            self.add_error(
+                "camera_type",
+                "An end image and a camera movement cannot be combined (Kling takes one of "
+                "them); remove one.",
+            )
+        return cleaned
+
+    @classmethod
+    def initial_from_params(cls, params: dict) -> dict:
+        """As the base, plus the camera control."""
+        return {**super().initial_from_params(params), **cls.initial_from_camera(params)}
 
 
 # -- the task list's filters ------------------------------------------------------------

@@ -33,6 +33,14 @@ class Family(models.TextChoices):
     TEXT2VIDEO = "text2video", "Text to video"
     IMAGE2VIDEO = "image2video", "Image to video"
     ELEMENT = "element", "Custom element"
+    # The 3.0 family on the 2026 API design (KLING_API_2026.md §4).
+    T2V_3_0_TURBO = "t2v_3_0_turbo", "Kling 3.0 Turbo text to video"
+    I2V_3_0_TURBO = "i2v_3_0_turbo", "Kling 3.0 Turbo image to video"
+    T2V_3_0 = "t2v_3_0", "Kling 3.0 text to video"
+    I2V_3_0 = "i2v_3_0", "Kling 3.0 image to video"
+    OMNI_VIDEO_3_0 = "omni_video_3_0", "Kling 3.0 Omni video"
+    MOTION_3_0 = "motion_3_0", "Motion control (Kling 3.0)"
+    MOTION_2_6 = "motion_2_6", "Motion control (Kling 2.6)"
 
 
 class Status(models.TextChoices):

@@ -352,8 +352,15 @@ class _Cycle:
     def _read_pages(
         self, client: KlingClient, client_family: str, tasks: list[Task]
     ) -> tuple[dict[int, KlingTask], Exception | None]:
-        """Read list pages until every task is found or pages are older than the oldest."""
+        """Read list pages until every task is found or pages are older than the oldest.
+
+        Tasks of a 2026-design family (``client_family`` a ``NEW_DESIGN_PATHS`` key) have no
+        list pages: they are asked by id instead (``_read_by_ids``)."""
         from klingweb.kling import KlingError
+        from klingweb.kling.client import NEW_DESIGN_PATHS
+
+        if client_family in NEW_DESIGN_PATHS:
+            return self._read_by_ids(client, tasks)
 
         by_task_id = {task.task_id: task for task in tasks if task.task_id}
         by_external = {task.external_task_id: task for task in tasks}
@@ -379,6 +386,39 @@ class _Cycle:
             created = [item.created_at for item in items if item.created_at is not None]
             if created and min(created) < oldest:
                 break
+        self.report.found_in_pages += len(found)
+        return found, None
+
+    def _read_by_ids(
+        self, client: KlingClient, tasks: list[Task]
+    ) -> tuple[dict[int, KlingTask], Exception | None]:
+        """2026-design tasks by id: ``GET /tasks?task_ids=`` (and ``external_task_ids=`` for
+        tasks whose vendor id is not known yet), batched by the client (⌈n / batch⌉
+        requests per kind, KLING_API_2026.md §3). Returns ``(found by pk, error or None)``."""
+        from klingweb.kling import KlingError
+
+        by_task_id = {task.task_id: task for task in tasks if task.task_id}
+        by_external = {task.external_task_id: task for task in tasks if not task.task_id}
+        found: dict[int, KlingTask] = {}
+        size = max(1, int(getattr(client, "tasks_batch_size", 100) or 100))
+        try:
+            for ids, kind, index in (
+                (list(by_task_id), "task_ids", by_task_id),
+                (list(by_external), "external_task_ids", by_external),
+            ):
+                if not ids:
+                    continue
+                self.report.requests += math.ceil(len(ids) / size)
+                items = client.get_tasks(**{kind: ids})
+                for item in items:
+                    key = item.task_id if kind == "task_ids" else item.external_task_id
+                    task = index.get(key)
+                    if task is not None and task.pk not in found:
+                        found[task.pk] = item
+        except KlingError as exc:
+            self.error(f"GET /tasks: {exc}")
+            self.report.found_in_pages += len(found)
+            return found, exc
         self.report.found_in_pages += len(found)
         return found, None
 

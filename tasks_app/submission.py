@@ -140,8 +140,8 @@ def task_queue(
             params=params,
             prompt=(prompt or "")[:5000],
             summary=(summary or "")[:200],
-            model_name=str(params.get("model_name") or "")[:50],
-            mode=str(params.get("mode") or "")[:10],
+            model_name=str(params.get("model_name") or _family_model(family))[:50],
+            mode=str(params.get("mode") or _settings_resolution(params))[:10],
             kling_account=account_for_team(team=team),
             estimated_units=units if isinstance(units, Decimal) else Decimal(str(units)),
             retry_at=now + timedelta(seconds=SUBMIT_GRACE_SECONDS),
@@ -149,6 +149,22 @@ def task_queue(
         task_pk = task.pk
         transaction.on_commit(lambda: async_task("tasks_app.jobs.submit_task", task_pk))
     return task
+
+
+def _family_model(family: str) -> str:
+    """The model a 2026-design family is fixed to (``TaskFamily.extra["model_name"]``: the
+    model is in the path there, not in the body), or ""."""
+    try:
+        return str(get_family(family).extra.get("model_name") or "")
+    except KeyError:
+        return ""
+
+
+def _settings_resolution(params: dict) -> str:
+    """``settings.resolution`` of a 2026-design body (its quality, where the legacy design
+    has ``mode``; KLING_API_2026.md §1), or ""."""
+    settings_ = params.get("settings")
+    return str(settings_.get("resolution") or "") if isinstance(settings_, dict) else ""
 
 
 def _claim(task_pk: int, now) -> bool:

@@ -119,10 +119,28 @@ def kling_client_for(account: KlingAccount) -> KlingClient:
     """Return a ``KlingClient`` for ``account``, shared per (base URL, keys) in this process.
 
     Sharing keeps one cached JWT and one connection pool per account. The operator default
-    account reads ``KLING_ACCESS_KEY``/``KLING_SECRET_KEY``/``KLING_API_BASE_URL``.
+    account reads ``KLING_API_KEY`` (an API key, both designs), else
+    ``KLING_ACCESS_KEY``/``KLING_SECRET_KEY`` (legacy design only), and
+    ``KLING_API_BASE_URL``.
     Raises ``SecretUnreadable`` when a stored secret cannot be decrypted, and
     ``ImproperlyConfigured`` when the operator default has no credentials.
     """
+    if account.is_operator_default and settings.KLING_API_KEY:
+        # An API key (KLING_API_KEY): sent as the bearer itself; the only credential the
+        # 2026 design accepts (KLING_API_2026.md §2).
+        api_key = settings.KLING_API_KEY
+        key = (account.base_url, "api-key", hashlib.sha256(api_key.encode()).hexdigest())
+        with _clients_lock:
+            client = _clients.get(key)
+            if client is None:
+                client = KlingClient(
+                    api_key=api_key,
+                    base_url=account.base_url,
+                    connect_timeout=settings.KLING_CONNECT_TIMEOUT,
+                    read_timeout=settings.KLING_READ_TIMEOUT,
+                )
+                _clients[key] = client
+            return client
     if account.is_operator_default:
         access_key, secret_key = settings.KLING_ACCESS_KEY, settings.KLING_SECRET_KEY
         if not access_key:
