@@ -36,10 +36,13 @@ class Family(models.TextChoices):
 
 
 class Status(models.TextChoices):
-    """Task status. The vendor's ``task_status`` values plus ``queued`` and ``error``.
+    """Task status. The vendor's ``task_status`` values plus ``queued``, ``error`` and
+    ``cancelled``.
 
     ``queued``: saved, not yet accepted by Kling. ``error``: Kling refused the create call
-    (e.g. 1201, 1301) — nothing runs and nothing is charged.
+    (e.g. 1201, 1301) — nothing runs and nothing is charged. ``cancelled``: a person
+    cancelled it while queued, before any create call could have reached Kling — nothing
+    was sent, nothing is charged, its estimate no longer counts against budgets.
     """
 
     QUEUED = "queued", "Queued"
@@ -48,6 +51,7 @@ class Status(models.TextChoices):
     SUCCEED = "succeed", "Succeeded"
     FAILED = "failed", "Failed"
     ERROR = "error", "Refused"
+    CANCELLED = "cancelled", "Cancelled"
 
 
 #: Order in which statuses may move; a task never moves to a lower rank.
@@ -58,9 +62,10 @@ STATUS_RANK: dict[str, int] = {
     Status.SUCCEED: 3,
     Status.FAILED: 3,
     Status.ERROR: 3,
+    Status.CANCELLED: 3,
 }
-#: Finished: succeed, failed or error. The row never changes status again.
-FINISHED = frozenset({Status.SUCCEED, Status.FAILED, Status.ERROR})
+#: Finished: succeed, failed, error or cancelled. The row never changes status again.
+FINISHED = frozenset({Status.SUCCEED, Status.FAILED, Status.ERROR, Status.CANCELLED})
 #: In flight = at the vendor: Kling accepted the create call and has not finished the task
 #: (what the poller watches). Queued tasks are NOT in flight.
 IN_FLIGHT = frozenset({Status.SUBMITTED, Status.PROCESSING})
@@ -96,7 +101,7 @@ class TaskQuerySet(models.QuerySet):
         return self.filter(status__in=sorted(UNFINISHED))
 
     def finished(self) -> TaskQuerySet:
-        """Succeed, failed or error (``FINISHED``)."""
+        """Succeed, failed, error or cancelled (``FINISHED``)."""
         return self.filter(status__in=sorted(FINISHED))
 
     def unclaimed(self, now) -> TaskQuerySet:
@@ -498,11 +503,14 @@ class ResourcePackSnapshot(models.Model):
     ``resource_pack_name``, ``resource_pack_id``, ``resource_pack_type``, ``total_quantity``
     and ``remaining_quantity`` (units as decimal strings), ``purchase_time``,
     ``effective_time``, ``invalid_time`` (ISO 8601 or null) and ``status``. ``error``: why
-    the fetch failed (then ``packs`` is empty). The vendor's remaining quantity lags by up to
+    the fetch failed (then ``packs`` is empty). ``credential_hash``: the credential used
+    (``KlingAccount.credential_hash``); a snapshot is shown only while the account still
+    holds that credential (issue 14 item 7). The vendor's remaining quantity lags by up to
     12 hours: it informs people and never gates submission.
     """
 
     account = models.ForeignKey("accounts.KlingAccount", on_delete=models.CASCADE, related_name="+")
+    credential_hash = models.CharField(max_length=64, blank=True)
     requested_at = models.DateTimeField(default=timezone.now)
     received_at = models.DateTimeField(null=True, blank=True)
     packs = models.JSONField(default=list, blank=True)
