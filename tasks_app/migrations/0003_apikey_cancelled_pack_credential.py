@@ -2,32 +2,81 @@
 
 from django.db import migrations, models
 
+#: Vendor answers to a create call that prove nothing was created (credentials or account
+#: refused, rate or concurrency limit): such queued tasks may follow the team's account.
+NOTHING_CREATED_CODES = [1000, 1001, 1002, 1003, 1004, 1100, 1101, 1102, 1302, 1303]
+
+
+def unbind_unsent_queued_tasks(apps, schema_editor):
+    """Queued tasks were bound to the team's account when queued; now a task is bound only
+    once a create call may have reached the account. Unbind the queued ones that no create
+    call reached (never attempted, or last refused with a code of NOTHING_CREATED_CODES)."""
+    Task = apps.get_model("tasks_app", "Task")
+    queued = Task.objects.filter(status="queued", kling_account__isnull=False)
+    queued.filter(submit_attempts=0).update(kling_account=None)
+    queued.filter(error_code__in=NOTHING_CREATED_CODES).update(kling_account=None)
+
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tasks_app', '0002_task_retry_at'),
+        ("tasks_app", "0002_task_retry_at"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='resourcepacksnapshot',
-            name='credential_hash',
+            model_name="resourcepacksnapshot",
+            name="credential_hash",
             field=models.CharField(blank=True, max_length=64),
         ),
         migrations.AlterField(
-            model_name='deduction',
-            name='task_status',
-            field=models.CharField(blank=True, choices=[('queued', 'Queued'), ('submitted', 'Submitted'), ('processing', 'Processing'), ('succeed', 'Succeeded'), ('failed', 'Failed'), ('error', 'Refused'), ('cancelled', 'Cancelled')], max_length=12),
+            model_name="deduction",
+            name="task_status",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("queued", "Queued"),
+                    ("submitted", "Submitted"),
+                    ("processing", "Processing"),
+                    ("succeed", "Succeeded"),
+                    ("failed", "Failed"),
+                    ("error", "Refused"),
+                    ("cancelled", "Cancelled"),
+                ],
+                max_length=12,
+            ),
         ),
         migrations.AlterField(
-            model_name='task',
-            name='status',
-            field=models.CharField(choices=[('queued', 'Queued'), ('submitted', 'Submitted'), ('processing', 'Processing'), ('succeed', 'Succeeded'), ('failed', 'Failed'), ('error', 'Refused'), ('cancelled', 'Cancelled')], default='queued', max_length=12),
+            model_name="task",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("queued", "Queued"),
+                    ("submitted", "Submitted"),
+                    ("processing", "Processing"),
+                    ("succeed", "Succeeded"),
+                    ("failed", "Failed"),
+                    ("error", "Refused"),
+                    ("cancelled", "Cancelled"),
+                ],
+                default="queued",
+                max_length=12,
+            ),
         ),
         migrations.AlterField(
-            model_name='taskevent',
-            name='status',
-            field=models.CharField(choices=[('queued', 'Queued'), ('submitted', 'Submitted'), ('processing', 'Processing'), ('succeed', 'Succeeded'), ('failed', 'Failed'), ('error', 'Refused'), ('cancelled', 'Cancelled')], max_length=12),
+            model_name="taskevent",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("queued", "Queued"),
+                    ("submitted", "Submitted"),
+                    ("processing", "Processing"),
+                    ("succeed", "Succeeded"),
+                    ("failed", "Failed"),
+                    ("error", "Refused"),
+                    ("cancelled", "Cancelled"),
+                ],
+                max_length=12,
+            ),
         ),
+        migrations.RunPython(unbind_unsent_queued_tasks, migrations.RunPython.noop),
     ]
