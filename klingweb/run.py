@@ -326,7 +326,11 @@ def banner(*, env: Mapping[str, str], port: int, sandbox_mode: bool) -> str:
     url = f"http://127.0.0.1:{port}/"
     mode = (
         f"SANDBOX mode: tasks run on the built-in Kling look-alike at {env['KLING_API_BASE_URL']}"
-        f"\n  (its API key for a team's Kling account: {env.get('KLING_SANDBOX_API_KEY', '')})"
+        + (
+            f"\n  (its API key for a team's Kling account: {SANDBOX_API_KEY})"
+            if env.get("KLING_SANDBOX_API_KEY") == SANDBOX_API_KEY
+            else "\n  (it accepts KLING_API_KEY as its API key)"
+        )
         if sandbox_mode
         else f"REAL Kling API at {env.get('KLING_API_BASE_URL') or 'https://api-singapore.klingai.com'}"
     )

@@ -23,7 +23,7 @@ from klingweb.accounts import services
 from klingweb.accounts.jobs import connection_test
 from klingweb.accounts.models import CredentialKind, KlingAccount, Region, Team, VendorCall
 from klingweb.redaction import redact
-from klingweb.run import SANDBOX_API_KEY, env_build, processes_for
+from klingweb.run import SANDBOX_API_KEY, banner, env_build, processes_for
 from tasks_app import submission
 from tasks_app.models import Status, Task
 from tasks_app.resource_packs import resource_packs_latest, resource_packs_refresh
@@ -311,6 +311,7 @@ def test_make_run_with_only_an_api_key_at_the_local_sandbox_gives_the_sandbox_th
     assert env["KLING_API_KEY"] == API_KEY and "KLING_ACCESS_KEY" not in env
     # ... and the sandbox process accepts it (the Procfile passes it as --api-key).
     assert env["KLING_SANDBOX_API_KEY"] == API_KEY
+    assert API_KEY not in banner(env=env, port=8001, sandbox_mode=sandbox)  # never printed
     procfile = (ROOT / "Procfile").read_text()
     sandbox_line = next(line for line in procfile.splitlines() if line.startswith("sandbox:"))
     assert '--api-key "$KLING_SANDBOX_API_KEY"' in sandbox_line
