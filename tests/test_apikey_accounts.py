@@ -401,6 +401,9 @@ def test_a_passed_test_no_longer_counts_once_the_credential_changes(
     services.account_set_secret(account=account, secret_key="another-secret-0123456789")
     account.save()
     assert services.account_test_state(team=portal.team, account=account) == "untested"
+    # The old answer (packs fetched with the old secret) is not shown for the new one.
+    html = client.get(_account_url("accounts-kling-detail", portal.team, account)).content
+    assert b"Connected." not in html and b"not tested with these credentials" in html
     assert client.post(_account_url("accounts-kling-use", portal.team, account)).status_code == 409
 
 

@@ -57,6 +57,7 @@ from klingweb.accounts.models import (
     Team,
     VendorCall,
     VendorCallKind,
+    VendorCallStatus,
     operator_credentials_set,
 )
 
@@ -427,16 +428,21 @@ def kling_create(request: HttpRequest, team: Any) -> HttpResponse:
 
 
 def _kling_context(access: TeamAccess, account: KlingAccount, **extra: Any) -> dict:
+    """The account page's context. A connection test that passed with another credential
+    than the account's current one is not shown (its resource packs are another key's)."""
     call = extra.pop("test_call", None) or services.vendor_call_latest(
         team=access.team, kind=VendorCallKind.ACCOUNT_TEST, subject=str(account.code)
     )
+    state = services.account_test_state(team=access.team, account=account)
+    if call is not None and call.status == VendorCallStatus.DONE and state != "passed":
+        call = None
     return {
         "access": access,
         "team": access.team,
         "account": account,
         "in_use": access.team.kling_account_id == account.pk,
         "call": call,
-        "test_state": services.account_test_state(team=access.team, account=account),
+        "test_state": state,
         **extra,
     }
 
