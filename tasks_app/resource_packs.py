@@ -26,7 +26,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import Case, CharField, F, OuterRef, Subquery, Value, When
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -251,17 +251,16 @@ def resource_packs_latest() -> list[AccountPacks]:
     """Per account that was ever fetched with its current credential: its latest successful
     packs and any newer failure, from snapshots taken with that credential only
     (``credential_hash``), so an account whose key or secret changed, or that never had a
-    working one, never shows packs another credential fetched. Two queries whatever the
-    history's length (plus one write when the operator's environment changed)."""
-    if operator_credentials_set():
-        default = KlingAccount.objects.operator_default()
-        current = account_credential_hash(default)
-        if default.credential_hash != current:
-            KlingAccount.objects.filter(pk=default.pk).update(credential_hash=current)
+    working one, never shows packs another credential fetched. Three queries whatever the
+    history's length; writes nothing."""
+    # The operator default's credential is the environment's of this moment (computed
+    # here, not read from its row, so a reading page writes nothing).
+    default = KlingAccount.objects.filter(is_operator_default=True).first()
+    current = account_credential_hash(default) if default is not None else ""
     done = (
         ResourcePackSnapshot.objects.filter(
             account=OuterRef("pk"),
-            credential_hash=OuterRef("credential_hash"),
+            credential_hash=OuterRef("current_hash"),
             received_at__isnull=False,
         )
         .exclude(credential_hash="")
@@ -270,6 +269,13 @@ def resource_packs_latest() -> list[AccountPacks]:
     ok = done.filter(error="")
     accounts = list(
         KlingAccount.objects.annotate(
+            current_hash=Case(
+                When(is_operator_default=True, then=Value(current)),
+                default=F("credential_hash"),
+                output_field=CharField(),
+            )
+        )
+        .annotate(
             ok_id=Subquery(ok.values("id")[:1]),
             last_id=Subquery(done.values("id")[:1]),
         )
