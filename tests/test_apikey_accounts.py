@@ -407,6 +407,19 @@ def test_a_passed_test_no_longer_counts_once_the_credential_changes(
     assert client.post(_account_url("accounts-kling-use", portal.team, account)).status_code == 409
 
 
+def test_an_account_saved_before_credential_hashes_can_pass_its_test(
+    client, portal, api_sandbox, sync_jobs
+):
+    client.force_login(portal.admin)
+    account = _team_account(portal.team, api_sandbox, secret=SANDBOX_SK)
+    KlingAccount.objects.filter(pk=account.pk).update(credential_hash="")
+    account.refresh_from_db()
+    assert _test_connection(client, portal.team, account).status == "done"
+    account.refresh_from_db()
+    assert account.credential_hash
+    assert services.account_test_state(team=portal.team, account=account) == "passed"
+
+
 # -- queued tasks follow the team's account -----------------------------------------------
 
 

@@ -622,6 +622,12 @@ def account_test_for_call(*, call: VendorCall) -> dict:
     account = KlingAccount.objects.filter(team_id=call.team_id, code=call.subject).first()
     if account is None:
         raise VendorCallRefused("This Kling account no longer exists.")
+    if not account.credential_hash:
+        # A row saved before credential hashes existed: compute its hash once.
+        account_refresh_hash(account=account)
+        KlingAccount.objects.filter(pk=account.pk, credential_hash="").update(
+            credential_hash=account.credential_hash
+        )
     tested = account.credential_hash
     return account_test_result(account_test(account=account), credential_hash=tested)
 
