@@ -4,30 +4,33 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0002_vendor_call'),
+        ("accounts", "0002_vendor_call"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='klingaccount',
-            name='api_key_encrypted',
-            field=models.TextField(blank=True, help_text='Fernet token; never shown.'),
+            model_name="klingaccount",
+            name="api_key_encrypted",
+            field=models.TextField(blank=True, help_text="Fernet token; never shown."),
         ),
         migrations.AddField(
-            model_name='klingaccount',
-            name='api_key_last4',
+            model_name="klingaccount",
+            name="api_key_last4",
             field=models.CharField(blank=True, max_length=4),
         ),
         migrations.AddField(
-            model_name='klingaccount',
-            name='credential_hash',
+            model_name="klingaccount",
+            name="credential_hash",
             field=models.CharField(blank=True, max_length=64),
         ),
         migrations.AddField(
-            model_name='klingaccount',
-            name='credential_kind',
-            field=models.CharField(choices=[('api_key', 'API key'), ('access_key', 'Access key + secret key')], default='access_key', max_length=20),
+            model_name="klingaccount",
+            name="credential_kind",
+            field=models.CharField(
+                choices=[("api_key", "API key"), ("access_key", "Access key + secret key")],
+                default="access_key",
+                max_length=20,
+            ),
         ),
     ]
