@@ -141,6 +141,8 @@ class Task(models.Model):
     appears as ``{"$file": "<storage name>"}`` and is read and Base64-encoded only when the
     create call is sent. ``result``: the vendor's ``task_result`` as last seen.
     ``final_unit_deduction``: units of Kling credit (Decimal) the vendor charged.
+    ``kling_account``: the account its create call was sent to; null while queued and not
+    yet sent (a queued task follows the team's account, ``tasks_app.submission``).
     Scheduling: ``retry_at`` (queued only: when the create call is sent (again) — after the
     grace period of a new task, the backoff of a failed create, or a paused account's
     recheck; None once the task leaves ``queued``), ``next_poll_at`` (in flight only: when
@@ -222,7 +224,7 @@ class Task(models.Model):
 
     @property
     def is_finished(self) -> bool:
-        """True once succeed, failed or error: the row never changes status again."""
+        """True once succeed, failed, error or cancelled: the row never changes status again."""
         return self.status in FINISHED
 
     @property
