@@ -66,7 +66,7 @@ class ElementStatus(models.TextChoices):
 
 
 #: Task statuses (``tasks_app.models.Status`` values) that mean the element will never exist.
-_TASK_FAILED = ("failed", "error")
+_TASK_FAILED = ("failed", "error", "cancelled")
 
 
 def tags_encode(tag_ids: list[str]) -> str:
@@ -265,7 +265,8 @@ class Element(VendorElementFields):
     @property
     def effective_status(self) -> str:
         """``status``, except a ``creating`` element whose task failed or was refused reads
-        ``failed`` (the failure is learnt by the task, which tasks_app owns)."""
+        ``failed`` (the failure is learnt by the task, which tasks_app owns; a cancelled
+        task counts as failed: the element will never exist)."""
         if (
             self.status == ElementStatus.CREATING
             and self.task_id is not None

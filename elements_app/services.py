@@ -18,7 +18,6 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from django.conf import settings
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
@@ -27,7 +26,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from elements_app.models import Element, ElementStatus, PresetElement, ReferenceType, tags_encode
-from klingweb.accounts.models import KlingAccount, Team, VendorCall, VendorCallKind
+from klingweb.accounts.models import (
+    KlingAccount,
+    Team,
+    VendorCall,
+    VendorCallKind,
+    operator_credentials_set,
+)
 from klingweb.accounts.services import (
     VendorCallRefused,
     account_for_team,
@@ -465,7 +470,7 @@ def presets_sync(*, account: KlingAccount) -> SyncReport:
 
 def presets_sync_any() -> SyncReport | None:
     """Sync the presets with the first account that answers: the operator default (when
-    ``KLING_ACCESS_KEY`` is set), then teams' own accounts that are not paused. The presets
+    ``KLING_API_KEY`` or ``KLING_ACCESS_KEY`` is set), then teams' own accounts that are not paused. The presets
     are the vendor's, the same for every account, so one successful read is enough.
 
     Returns None when no account is configured; re-raises the last ``KlingError`` when every
@@ -474,12 +479,10 @@ def presets_sync_any() -> SyncReport | None:
     from klingweb.kling import KlingError
 
     accounts: list[KlingAccount] = []
-    if settings.KLING_ACCESS_KEY:
+    if operator_credentials_set():
         accounts.append(KlingAccount.objects.operator_default())
     accounts.extend(
-        KlingAccount.objects.filter(is_operator_default=False, paused_at__isnull=True)
-        .exclude(access_key="")
-        .order_by("pk")
+        KlingAccount.objects.with_credentials().filter(paused_at__isnull=True).order_by("pk")
     )
     last_error: Exception | None = None
     for account in accounts:

@@ -32,7 +32,13 @@ BEARER_RE = re.compile(r"(Bearer\s+)[^\s\"',;<>]+", re.IGNORECASE)
 REDACTED = "[redacted]"
 
 #: Settings whose values are secrets: never printed, whatever their form.
-SECRET_SETTINGS = ("SECRET_KEY", "KLING_SECRET_KEY", "KLING_WEBHOOK_SECRET", "FERNET_KEYS")
+SECRET_SETTINGS = (
+    "SECRET_KEY",
+    "KLING_SECRET_KEY",
+    "KLING_API_KEY",
+    "KLING_WEBHOOK_SECRET",
+    "FERNET_KEYS",
+)
 _MIN_SECRET_LENGTH = 8  # shorter values would redact ordinary words
 
 log = logging.getLogger(__name__)

@@ -7,12 +7,15 @@
    rest, and the demo accounts' password (``DEMO_PASSWORD``). The file is git-ignored and
    kept: deleting it makes stored Kling secret keys unreadable and signs everybody out.
    Variables already set in the environment win over the file.
-2. Chooses the mode. Without ``KLING_ACCESS_KEY`` the portal runs in sandbox mode: the
+2. Chooses the mode. Without Kling credentials the portal runs in sandbox mode: the
    built-in Kling look-alike (``manage.py kling_sandbox``) starts on 127.0.0.1:8700 and the
    operator's default Kling account points at it (``KLING_API_BASE_URL``, sandbox keys,
    ``KLING_SANDBOX_MODE=1`` for the banner, ``PUBLIC_BASE_URL`` so the sandbox's callbacks
-   reach the portal). With ``KLING_ACCESS_KEY``/``KLING_SECRET_KEY`` set it talks to the
-   real Kling API and starts no sandbox.
+   reach the portal). ``KLING_API_KEY`` with ``KLING_API_BASE_URL`` pointing at that local
+   sandbox is sandbox mode too, the operator's account using the API key (the sandbox is
+   started with ``--api-key`` = that key). With ``KLING_ACCESS_KEY``/``KLING_SECRET_KEY``,
+   or ``KLING_API_KEY`` and any other base URL, it talks to the real Kling API and starts no
+   sandbox. Both kinds set is refused with a message.
 3. Prepares the database and files in one child process (``python -m klingweb.run
    prepare``): ``migrate``, ``createcachetable`` (the rate-limit counters), ``collectstatic``,
    ``setup_schedules`` and, in sandbox mode only, ``demo_data``
@@ -56,6 +59,8 @@ DEFAULT_SANDBOX_PORT = 8700
 #: Keys the local sandbox accepts; it listens on 127.0.0.1 only, so they guard nothing real.
 SANDBOX_ACCESS_KEY = "klingweb-sandbox-access-key"
 SANDBOX_SECRET_KEY = "klingweb-sandbox-secret-key-loopback-only"  # noqa: S105
+#: The API key the local sandbox accepts besides the key pair (when no KLING_API_KEY is set).
+SANDBOX_API_KEY = "klingweb-sandbox-api-key-loopback-only"
 
 
 class RunError(Exception):
@@ -121,11 +126,16 @@ def env_build(
     """Return ``(env, sandbox_mode)``: the environment every child process gets.
 
     ``base`` (normally ``os.environ``) wins over ``file_vars`` (``.env``). Sandbox mode is on
-    when neither holds ``KLING_ACCESS_KEY``; then the Kling variables point at the sandbox on
-    ``127.0.0.1:<sandbox_port>`` and ``PUBLIC_BASE_URL`` at ``http://127.0.0.1:<port>`` (unless
-    set). The virtualenv's ``bin`` is put first on ``PATH`` so the Procfile's ``python`` and
-    ``gunicorn`` are this project's. ``SECURE_COOKIES`` defaults to on only for an https
-    ``PUBLIC_BASE_URL`` (a browser drops Secure cookies over plain http).
+    when neither holds ``KLING_ACCESS_KEY`` and, if ``KLING_API_KEY`` is set,
+    ``KLING_API_BASE_URL`` is ``http://127.0.0.1:<sandbox_port>``. Then the Kling variables
+    point at the sandbox on that address and ``PUBLIC_BASE_URL`` at
+    ``http://127.0.0.1:<port>`` (unless set); the portal keeps ``KLING_API_KEY`` if given
+    (else gets the sandbox key pair), and the sandbox process gets its keys through
+    ``KLING_SANDBOX_ACCESS_KEY`` / ``_SECRET_KEY`` / ``_API_KEY`` (the Procfile passes them
+    as flags). The virtualenv's ``bin`` is put first on ``PATH`` so the Procfile's ``python``
+    and ``gunicorn`` are this project's. ``SECURE_COOKIES`` defaults to on only for an https
+    ``PUBLIC_BASE_URL`` (a browser drops Secure cookies over plain http). Raises
+    ``RunError`` when both kinds of credentials are set.
     """
     env = {**file_vars, **base}
     env["PORT"] = str(port)
@@ -133,11 +143,29 @@ def env_build(
     env["PYTHONUNBUFFERED"] = "1"
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", os.defpath)])
-    sandbox_mode = not env.get("KLING_ACCESS_KEY", "").strip()
+    api_key = env.get("KLING_API_KEY", "").strip()
+    has_pair = bool(
+        env.get("KLING_ACCESS_KEY", "").strip() or env.get("KLING_SECRET_KEY", "").strip()
+    )
+    if api_key and has_pair:
+        raise RunError(
+            "Set either KLING_API_KEY, or KLING_ACCESS_KEY and KLING_SECRET_KEY — not both kinds "
+            "of Kling credentials (check the environment and .env)."
+        )
+    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+    base_url = env.get("KLING_API_BASE_URL", "").strip().rstrip("/")
+    sandbox_mode = not has_pair and (not api_key or base_url == sandbox_url)
     if sandbox_mode:
-        env["KLING_API_BASE_URL"] = f"http://127.0.0.1:{sandbox_port}"
-        env["KLING_ACCESS_KEY"] = SANDBOX_ACCESS_KEY
-        env["KLING_SECRET_KEY"] = SANDBOX_SECRET_KEY
+        env["KLING_API_BASE_URL"] = sandbox_url
+        env["KLING_SANDBOX_ACCESS_KEY"] = SANDBOX_ACCESS_KEY
+        env["KLING_SANDBOX_SECRET_KEY"] = SANDBOX_SECRET_KEY
+        if api_key:
+            env["KLING_SANDBOX_API_KEY"] = api_key
+        else:
+            env.pop("KLING_API_KEY", None)
+            env["KLING_ACCESS_KEY"] = SANDBOX_ACCESS_KEY
+            env["KLING_SECRET_KEY"] = SANDBOX_SECRET_KEY
+            env["KLING_SANDBOX_API_KEY"] = SANDBOX_API_KEY
         env["KLING_SANDBOX_MODE"] = "1"
         env["KLING_SANDBOX_PORT"] = str(sandbox_port)
         env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{port}")
@@ -296,6 +324,11 @@ def banner(*, env: Mapping[str, str], port: int, sandbox_mode: bool) -> str:
     url = f"http://127.0.0.1:{port}/"
     mode = (
         f"SANDBOX mode: tasks run on the built-in Kling look-alike at {env['KLING_API_BASE_URL']}"
+        + (
+            f"\n  (its API key for a team's Kling account: {SANDBOX_API_KEY})"
+            if env.get("KLING_SANDBOX_API_KEY") == SANDBOX_API_KEY
+            else "\n  (it accepts KLING_API_KEY as its API key)"
+        )
         if sandbox_mode
         else f"REAL Kling API at {env.get('KLING_API_BASE_URL') or 'https://api-singapore.klingai.com'}"
     )
@@ -343,9 +376,13 @@ def main(argv: list[str] | None = None) -> int:
         print("PORT and KLING_SANDBOX_PORT must be whole numbers.", file=sys.stderr)
         return 2
     file_vars = env_file_ensure(ENV_FILE)
-    env, sandbox_mode = env_build(
-        base=os.environ, file_vars=file_vars, port=port, sandbox_port=sandbox_port
-    )
+    try:
+        env, sandbox_mode = env_build(
+            base=os.environ, file_vars=file_vars, port=port, sandbox_port=sandbox_port
+        )
+    except RunError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     if argv[:1] == ["manage"]:
         # `python -m klingweb.run manage kling_api costs`: one management command with the
         # environment `make run` gives its processes (.env, sandbox settings).

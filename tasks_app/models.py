@@ -44,10 +44,13 @@ class Family(models.TextChoices):
 
 
 class Status(models.TextChoices):
-    """Task status. The vendor's ``task_status`` values plus ``queued`` and ``error``.
+    """Task status. The vendor's ``task_status`` values plus ``queued``, ``error`` and
+    ``cancelled``.
 
     ``queued``: saved, not yet accepted by Kling. ``error``: Kling refused the create call
-    (e.g. 1201, 1301) — nothing runs and nothing is charged.
+    (e.g. 1201, 1301) — nothing runs and nothing is charged. ``cancelled``: a person
+    cancelled it while queued, before any create call could have reached Kling — nothing
+    was sent, nothing is charged, its estimate no longer counts against budgets.
     """
 
     QUEUED = "queued", "Queued"
@@ -56,6 +59,7 @@ class Status(models.TextChoices):
     SUCCEED = "succeed", "Succeeded"
     FAILED = "failed", "Failed"
     ERROR = "error", "Refused"
+    CANCELLED = "cancelled", "Cancelled"
 
 
 #: Order in which statuses may move; a task never moves to a lower rank.
@@ -66,9 +70,10 @@ STATUS_RANK: dict[str, int] = {
     Status.SUCCEED: 3,
     Status.FAILED: 3,
     Status.ERROR: 3,
+    Status.CANCELLED: 3,
 }
-#: Finished: succeed, failed or error. The row never changes status again.
-FINISHED = frozenset({Status.SUCCEED, Status.FAILED, Status.ERROR})
+#: Finished: succeed, failed, error or cancelled. The row never changes status again.
+FINISHED = frozenset({Status.SUCCEED, Status.FAILED, Status.ERROR, Status.CANCELLED})
 #: In flight = at the vendor: Kling accepted the create call and has not finished the task
 #: (what the poller watches). Queued tasks are NOT in flight.
 IN_FLIGHT = frozenset({Status.SUBMITTED, Status.PROCESSING})
@@ -104,7 +109,7 @@ class TaskQuerySet(models.QuerySet):
         return self.filter(status__in=sorted(UNFINISHED))
 
     def finished(self) -> TaskQuerySet:
-        """Succeed, failed or error (``FINISHED``)."""
+        """Succeed, failed, error or cancelled (``FINISHED``)."""
         return self.filter(status__in=sorted(FINISHED))
 
     def unclaimed(self, now) -> TaskQuerySet:
@@ -144,6 +149,8 @@ class Task(models.Model):
     appears as ``{"$file": "<storage name>"}`` and is read and Base64-encoded only when the
     create call is sent. ``result``: the vendor's ``task_result`` as last seen.
     ``final_unit_deduction``: units of Kling credit (Decimal) the vendor charged.
+    ``kling_account``: the account its create call was sent to; null while queued and not
+    yet sent (a queued task follows the team's account, ``tasks_app.submission``).
     Scheduling: ``retry_at`` (queued only: when the create call is sent (again) — after the
     grace period of a new task, the backoff of a failed create, or a paused account's
     recheck; None once the task leaves ``queued``), ``next_poll_at`` (in flight only: when
@@ -225,7 +232,7 @@ class Task(models.Model):
 
     @property
     def is_finished(self) -> bool:
-        """True once succeed, failed or error: the row never changes status again."""
+        """True once succeed, failed, error or cancelled: the row never changes status again."""
         return self.status in FINISHED
 
     @property
@@ -506,11 +513,14 @@ class ResourcePackSnapshot(models.Model):
     ``resource_pack_name``, ``resource_pack_id``, ``resource_pack_type``, ``total_quantity``
     and ``remaining_quantity`` (units as decimal strings), ``purchase_time``,
     ``effective_time``, ``invalid_time`` (ISO 8601 or null) and ``status``. ``error``: why
-    the fetch failed (then ``packs`` is empty). The vendor's remaining quantity lags by up to
+    the fetch failed (then ``packs`` is empty). ``credential_hash``: the credential used
+    (``KlingAccount.credential_hash``); a snapshot is shown only while the account still
+    holds that credential (issue 14 item 7). The vendor's remaining quantity lags by up to
     12 hours: it informs people and never gates submission.
     """
 
     account = models.ForeignKey("accounts.KlingAccount", on_delete=models.CASCADE, related_name="+")
+    credential_hash = models.CharField(max_length=64, blank=True)
     requested_at = models.DateTimeField(default=timezone.now)
     received_at = models.DateTimeField(null=True, blank=True)
     packs = models.JSONField(default=list, blank=True)

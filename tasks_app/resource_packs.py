@@ -6,10 +6,13 @@ account with credentials it calls ``GET /account/costs`` and stores the answer a
 ``ResourcePackSnapshot``. The vendor allows at most one call a second per account: a call is
 claimed first by a snapshot row written under a lock on the account's row, and a claim less
 than a second after the previous one is skipped, so several clusters never call twice in
-one second. Accounts sharing the same credentials are called once.
+one second. Accounts sharing the same whole credential (kind, base URL, key and secret:
+``KlingAccount.credential_hash``) are called once; two accounts sharing an access key but not
+the secret are called apart, so a wrong secret never borrows another account's packs.
 
 ``resource_packs_latest`` reads, per account, the latest successful snapshot and the latest
-failure after it, for the company usage page. Remaining quantities lag by up to 12 hours at
+failure after it, among the snapshots taken with the account's current credential, for the
+company usage page. Remaining quantities lag by up to 12 hours at
 the vendor: they inform people and never gate submission.
 """
 
@@ -21,15 +24,19 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import Case, CharField, F, OuterRef, Subquery, Value, When
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from klingweb.accounts.models import KlingAccount
-from klingweb.accounts.services import SecretUnreadable, kling_client_for
+from klingweb.accounts.models import KlingAccount, operator_credentials_set
+from klingweb.accounts.services import (
+    SecretUnreadable,
+    account_credential_hash,
+    account_refresh_hash,
+    kling_client_for,
+)
 from klingweb.kling import KlingError, ResourcePack
 from tasks_app.models import ResourcePackSnapshot
 
@@ -51,22 +58,34 @@ class RefreshReport:
 
 
 def _accounts() -> list[KlingAccount]:
-    """Accounts with credentials: the operator default when its keys are set, and every
-    account an admin gave an access key and a secret."""
-    accounts = list(
-        KlingAccount.objects.filter(is_operator_default=False)
-        .exclude(access_key="")
-        .exclude(secret_key_encrypted="")
-        .order_by("pk")
-    )
-    if settings.KLING_ACCESS_KEY:
-        accounts.insert(0, KlingAccount.objects.operator_default())
+    """Accounts with credentials: the operator default when the environment gives it one,
+    and every team account holding a stored credential of its kind. Each comes with its
+    current ``credential_hash`` (rows older than the field get it computed and saved; a
+    row whose stored key cannot be decrypted keeps ``""`` and fails on its own)."""
+    accounts = list(KlingAccount.objects.with_credentials().order_by("pk"))
+    for account in accounts:
+        if not account.credential_hash:
+            try:
+                account_refresh_hash(account=account)
+            except SecretUnreadable:
+                continue
+            KlingAccount.objects.filter(pk=account.pk, credential_hash="").update(
+                credential_hash=account.credential_hash
+            )
+    if operator_credentials_set():
+        default = KlingAccount.objects.operator_default()
+        current = account_credential_hash(default)
+        if default.credential_hash != current:
+            KlingAccount.objects.filter(pk=default.pk).update(credential_hash=current)
+            default.credential_hash = current
+        accounts.insert(0, default)
     return accounts
 
 
 def _credentials_key(account: KlingAccount) -> tuple[str, str]:
-    access_key = settings.KLING_ACCESS_KEY if account.is_operator_default else account.access_key
-    return (account.base_url, access_key)
+    """Accounts with the same key call Kling once: base URL and the whole credential's hash
+    (an unreadable or legacy row is keyed by itself)."""
+    return (account.base_url, account.credential_hash or f"account-{account.pk}")
 
 
 def _claim(account: KlingAccount, now: dt.datetime) -> ResourcePackSnapshot | None:
@@ -83,7 +102,9 @@ def _claim(account: KlingAccount, now: dt.datetime) -> ResourcePackSnapshot | No
         )
         if last is not None and now - last < MIN_INTERVAL:
             return None
-        return ResourcePackSnapshot.objects.create(account=account, requested_at=now)
+        return ResourcePackSnapshot.objects.create(
+            account=account, credential_hash=account.credential_hash, requested_at=now
+        )
 
 
 def _pack_dict(pack: ResourcePack) -> dict[str, Any]:
@@ -154,7 +175,12 @@ def resource_packs_refresh(*, now: dt.datetime | None = None) -> RefreshReport:
         )
         for other in accounts[1:]:
             ResourcePackSnapshot.objects.create(
-                account=other, requested_at=started, received_at=received, packs=packs, error=error
+                account=other,
+                credential_hash=other.credential_hash,
+                requested_at=started,
+                received_at=received,
+                packs=packs,
+                error=error,
             )
         (report.failed if error else report.fetched).extend(a.pk for a in accounts)
         if error:
@@ -222,14 +248,34 @@ def _pack(data: dict[str, Any]) -> Pack:
 
 
 def resource_packs_latest() -> list[AccountPacks]:
-    """Per account that was ever fetched: its latest successful packs and any newer
-    failure. Two queries whatever the history's length."""
-    done = ResourcePackSnapshot.objects.filter(
-        account=OuterRef("pk"), received_at__isnull=False
-    ).order_by("-requested_at", "-id")
+    """Per account that was ever fetched with its current credential: its latest successful
+    packs and any newer failure, from snapshots taken with that credential only
+    (``credential_hash``), so an account whose key or secret changed, or that never had a
+    working one, never shows packs another credential fetched. Three queries whatever the
+    history's length; writes nothing."""
+    # The operator default's credential is the environment's of this moment (computed
+    # here, not read from its row, so a reading page writes nothing).
+    default = KlingAccount.objects.filter(is_operator_default=True).first()
+    current = account_credential_hash(default) if default is not None else ""
+    done = (
+        ResourcePackSnapshot.objects.filter(
+            account=OuterRef("pk"),
+            credential_hash=OuterRef("current_hash"),
+            received_at__isnull=False,
+        )
+        .exclude(credential_hash="")
+        .order_by("-requested_at", "-id")
+    )
     ok = done.filter(error="")
     accounts = list(
         KlingAccount.objects.annotate(
+            current_hash=Case(
+                When(is_operator_default=True, then=Value(current)),
+                default=F("credential_hash"),
+                output_field=CharField(),
+            )
+        )
+        .annotate(
             ok_id=Subquery(ok.values("id")[:1]),
             last_id=Subquery(done.values("id")[:1]),
         )

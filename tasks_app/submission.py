@@ -27,20 +27,35 @@ ACCOUNT (1100–1102), AUTHENTICATION    the Kling account is paused (``account_
 A create call that timed out is never re-sent blindly: the client itself looks the task up
 by ``external_task_id`` first, and any later attempt of ``task_submit`` (``submit_attempts``
 > 1) also looks it up before creating again.
+
+Binding to a Kling account (issue 14, "task lifecycle"): a queued task has no
+``kling_account`` until its create call is about to be sent; ``task_submit`` then takes the
+team's account of that moment and binds the task to it. A queued task therefore follows the
+team when an admin switches accounts. When the vendor answered the create call with a
+refusal that proves nothing was created (credentials or account refused, 1000–1004 and
+1100–1102; rate or concurrency limit, 1302/1303) the task is unbound again and its next
+attempt goes through whatever account the team uses then. After an answer that leaves it
+open (timeout, 5xx) it stays bound, so the lookup by ``external_task_id`` asks the right
+account and nothing is created twice.
+
+``task_cancel``: a person cancels a queued task that no create call can have reached —
+nothing was sent, nothing is charged, and as a finished task its estimate no longer counts
+against budgets.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from klingweb.accounts.models import KlingAccount, Team
@@ -116,8 +131,8 @@ def task_queue(
     Raises ``tasks_app.inputs.InputNeedsPublicAddress`` and saves nothing when ``params``
     hold a video upload (Kling takes videos by URL only) and the portal has no public
     address; forms should say so earlier, this is the last check before queuing.
-    The task goes to ``account_for_team(team)``; ``model_name`` and ``mode`` come from
-    ``params``. Runs in a transaction; the job
+    The task is not bound to a Kling account yet (``task_submit`` binds it when it sends);
+    ``model_name`` and ``mode`` come from ``params``. Runs in a transaction; the job
     ``tasks_app.jobs.submit_task`` is enqueued only once it commits.
     """
     from django_q.tasks import async_task
@@ -142,7 +157,7 @@ def task_queue(
             summary=(summary or "")[:200],
             model_name=str(params.get("model_name") or _family_model(family))[:50],
             mode=str(params.get("mode") or _settings_resolution(params))[:10],
-            kling_account=account_for_team(team=team),
+            kling_account=None,
             estimated_units=units if isinstance(units, Decimal) else Decimal(str(units)),
             retry_at=now + timedelta(seconds=SUBMIT_GRACE_SECONDS),
         )
@@ -262,9 +277,26 @@ def _pause_message(error: KlingError) -> str:
     return f"Submissions are paused: {reason} ({error.message})."
 
 
-def _handle_error(task: Task, account: KlingAccount, error: KlingError) -> str:
-    """Apply the policy of the module docstring to a failed create or lookup."""
+#: Vendor refusals of a create call after which nothing exists at the vendor: the task is
+#: unbound from the account and follows the team's account on its next attempt.
+_NOTHING_CREATED = _PAUSING | {"rate_limit", "concurrency"}
+
+
+def _unbind(task_pk: int, account: KlingAccount) -> None:
+    """Forget a queued task's account (see the module docstring, "Binding")."""
+    Task.objects.queued().filter(pk=task_pk, kling_account=account).update(kling_account=None)
+
+
+def _handle_error(
+    task: Task, account: KlingAccount, error: KlingError, *, create_refused: bool = False
+) -> str:
+    """Apply the policy of the module docstring to a failed create or lookup.
+
+    ``create_refused``: the error answered the create call itself (not a lookup), so a
+    refusal in ``_NOTHING_CREATED`` unbinds the task from ``account``."""
     kind = str(error.error_class)
+    if create_refused and kind in _NOTHING_CREATED:
+        _unbind(task.pk, account)
     if kind in _REFUSING:
         task_refuse(
             task_pk=task.pk, code=error.code, message=error.message, request_id=error.request_id
@@ -308,8 +340,10 @@ def task_submit(*, task_pk: int) -> str:
     """Send the create call of queued task ``task_pk`` (the job ``submit_task``).
 
     Steps: claim the row (``status=queued`` and no live claim → ``claimed_until`` = now +
-    300 s, ``submit_attempts`` + 1), else return ``NOT_CLAIMED``; a paused account →
-    ``PAUSED`` (stays queued); on a later attempt first ``get_task(external_task_id=code)``
+    300 s, ``submit_attempts`` + 1), else return ``NOT_CLAIMED``; pick the account — the
+    bound one if an earlier create may have reached it, else the team's account now
+    (``account_for_team``) — a paused account → ``PAUSED`` (stays queued, unbound); bind the
+    task to the account; if it was bound already, first ``get_task(external_task_id=code)``
     and apply what is found (``FOUND``); else ``create_task(client_family,
     request_body(task, callback_url=callback_url_for(task)))`` and apply the answer with
     ``task_apply_remote(source="submit")`` (``SUBMITTED``). Failures follow the module
@@ -319,10 +353,10 @@ def task_submit(*, task_pk: int) -> str:
     if not _claim(task_pk, now):
         return NOT_CLAIMED
     task = Task.objects.select_related("team", "kling_account").get(pk=task_pk)
-    account = task.kling_account
-    if account is None:
-        account = account_for_team(team=task.team)
-        Task.objects.filter(pk=task_pk).update(kling_account=account)
+    # Bound: an earlier create call may have reached this account (answer unknown): it is
+    # asked again. Unbound: the team's account of this moment (module docstring, "Binding").
+    bound = task.kling_account is not None and task.submit_attempts > 1
+    account = task.kling_account if bound else account_for_team(team=task.team)
     if account.is_paused:
         _task_retry_later(
             task_pk,
@@ -342,9 +376,12 @@ def task_submit(*, task_pk: int) -> str:
         )
         log.error("task %s: cannot build a Kling client: %s", task.code, exc)
         return RETRY
+    if task.kling_account_id != account.pk:
+        Task.objects.queued().filter(pk=task_pk).update(kling_account=account)
+        task.kling_account = account
 
     try:
-        if task.submit_attempts > 1:
+        if bound:
             try:
                 found = client.get_task(
                     family.client_family, external_task_id=task.external_task_id
@@ -371,9 +408,12 @@ def task_submit(*, task_pk: int) -> str:
             # task was queued: nothing can be sent (the element form refuses this up front).
             task_refuse(task_pk=task_pk, code=None, message=str(exc), request_id=None)
             return REFUSED
-        remote = client.create_task(family.client_family, body)
     except KlingError as exc:
         return _handle_error(task, account, exc)
+    try:
+        remote = client.create_task(family.client_family, body)
+    except KlingError as exc:
+        return _handle_error(task, account, exc, create_refused=True)
     task_apply_remote(task_pk=task_pk, remote=remote, source="submit")
     _after_accept(task_pk)
     return SUBMITTED
@@ -390,18 +430,27 @@ def tasks_submit_due(*, limit: int = 50, time_budget_s: float = 20.0) -> int:
     the queue). Returns how many tasks left the queue (accepted, found or refused).
     """
     now = timezone.now()
-    due = (
+    default = KlingAccount.objects.operator_default()
+    # A task's account: the bound one, else its team's, else the operator default (what
+    # task_submit will pick), so one account's trouble holds only that account's queue.
+    effective = Coalesce("kling_account_id", "team__kling_account_id")
+    due_rows = (
         Task.objects.due_for_submit(now)
         .exclude(kling_account__paused_at__isnull=False)
+        .exclude(kling_account__isnull=True, team__kling_account__paused_at__isnull=False)
+        .annotate(effective_account=effective)
         .order_by("created_at", "id")
-        .values_list("pk", "kling_account_id")[:limit]
+        .values_list("pk", "effective_account")
     )
+    if default.is_paused:
+        due_rows = due_rows.exclude(kling_account__isnull=True, team__kling_account__isnull=True)
+    due = [(pk, account_id or default.pk) for pk, account_id in due_rows[:limit]]
     started = time.monotonic()
-    busy_accounts: set[int | None] = set()
-    answering: set[int | None] = set()
-    server_failures: dict[int | None, int] = {}
+    busy_accounts: set[int] = set()
+    answering: set[int] = set()
+    server_failures: dict[int, int] = {}
     left_queue = 0
-    for task_pk, account_id in list(due):
+    for task_pk, account_id in due:
         if account_id in busy_accounts:
             continue
         if time.monotonic() - started > time_budget_s:
@@ -417,7 +466,7 @@ def tasks_submit_due(*, limit: int = 50, time_budget_s: float = 20.0) -> int:
                 busy_accounts.add(account_id)
         elif outcome in (RETRY, PAUSED):
             busy_accounts.add(account_id)
-    for account_id in answering - busy_accounts - {None}:
+    for account_id in answering - busy_accounts:
         _wake_after_outage(account_id, now=timezone.now())
     return left_queue
 
@@ -447,4 +496,63 @@ def _wake_after_outage(account_id: int, *, now) -> int:
         .waiting_after_server_error()
         .unclaimed(now)
         .update(retry_at=now)
+    )
+
+
+class TaskNotCancellable(Exception):
+    """The task cannot be cancelled any more; ``str(exc)`` says why, fit to show."""
+
+
+def task_cancel(*, task_pk: int, by: str, at: datetime | None = None) -> Task:
+    """Cancel queued task ``task_pk`` before anything reached Kling; returns the task.
+
+    Allowed only while the task is ``queued``, no worker holds its claim, and no create call
+    can have reached a Kling account (it is unbound, or bound but never attempted — module
+    docstring, "Binding"). The task is claimed (``claimed_until``) and moved to
+    ``cancelled`` in one transaction through ``task_status_move`` (history note "Cancelled
+    by <by>"), so a submission job that runs at the same moment either sends it first (and
+    the cancel is refused) or finds it no longer queued. Nothing is charged; as a finished
+    task its estimate stops counting against budgets. ``by``: who cancelled (username).
+    Raises ``TaskNotCancellable`` (and changes nothing) otherwise. Who may cancel is the
+    view's decision (the creator, or a team admin).
+    """
+    now = at or timezone.now()
+    lease = now + timedelta(seconds=SUBMIT_LEASE_SECONDS)
+    with transaction.atomic():
+        never_sent = Q(kling_account__isnull=True) | Q(submit_attempts=0)
+        claimed = (
+            Task.objects.queued()
+            .unclaimed(now)
+            .filter(never_sent, pk=task_pk)
+            .update(claimed_until=lease)
+        )
+        if claimed == 1:
+            moved = task_status_move(
+                task_pk=task_pk,
+                to=Status.CANCELLED,
+                source="cancel",
+                note=f"Cancelled by {by}; nothing was sent to Kling.",
+                expected_from=[Status.QUEUED],
+                at=now,
+                finished_at=now,
+                claimed_until=None,
+                next_poll_at=None,
+            )
+            if moved:
+                return Task.objects.get(pk=task_pk)
+    task = Task.objects.get(pk=task_pk)
+    if task.status == Status.CANCELLED:
+        raise TaskNotCancellable("This task was cancelled already.")
+    if task.status != Status.QUEUED:
+        raise TaskNotCancellable(
+            f"This task was already sent to Kling (status: {task.get_status_display()}); "
+            "it can no longer be cancelled."
+        )
+    if task.claimed_until is not None and task.claimed_until >= now:
+        raise TaskNotCancellable(
+            "This task is being sent to Kling right now; it can no longer be cancelled."
+        )
+    raise TaskNotCancellable(
+        "A create call for this task may have reached Kling (its answer was lost); it cannot "
+        "be cancelled until Kling's answer is known."
     )

@@ -13,6 +13,8 @@ import mimetypes
 import posixpath
 from typing import Any
 
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.core.serializers.json import DjangoJSONEncoder
@@ -29,7 +31,14 @@ from django.urls import NoReverseMatch, reverse
 from django_htmx.http import HttpResponseClientRedirect
 from zipstream import ZipStream
 
-from klingweb.accounts.access import READ, READ_WRITE, TeamAccess, object_for_user, team_for_user
+from klingweb.accounts.access import (
+    READ,
+    READ_WRITE,
+    WRITE,
+    TeamAccess,
+    object_for_user,
+    team_for_user,
+)
 from klingweb.accounts.models import KlingAccount, Role
 from klingweb.storage import media_redirect
 from tasks_app.budgets import BudgetExceeded, budget_banners
@@ -37,7 +46,7 @@ from tasks_app.families import TaskFamily, UnknownFamily, get_family, registry
 from tasks_app.forms import TaskFilterForm, video_extend_refusal, video_source_task
 from tasks_app.inputs import InputNeedsPublicAddress
 from tasks_app.models import Family, Task, TaskMedia
-from tasks_app.submission import task_queue
+from tasks_app.submission import TaskNotCancellable, task_cancel, task_queue
 from tasks_app.templatetags.tasks_tags import units
 from tasks_app.uploads import (
     team_upload_prefix,
@@ -361,6 +370,50 @@ def task_detail(request: HttpRequest, team: Any, code: Any) -> HttpResponse:
     partial = bool(request.htmx and not request.htmx.boosted)
     template = "tasks_app/task_detail.html" + ("#live" if partial else "")
     return render(request, template, _task_context(access, task, banners=not partial))
+
+
+def task_cancel_view(request: HttpRequest, team: Any, code: Any) -> HttpResponse:
+    """POST /t/<team>/tasks/<code>/cancel/ (``tasks-cancel``): cancel a queued task that
+    nothing has been sent to Kling for (``tasks_app.submission.task_cancel``): nothing is
+    charged and its estimate stops counting against budgets.
+
+    Members cancel their own tasks, admins and owners any task of the team; another
+    member's task → 403, a viewer → 403, an outsider → 404, GET → 405. A task already sent
+    (or being sent) is refused with the reason and nothing changes. HTMX from a list row (``HX-Target: task-<code>``) → the row; else HTMX → the
+    task page's ``#live`` region; both carry the notice (status 200 so htmx swaps them).
+    Without HTMX → redirect to the task page with a message.
+    """
+    task, access = object_for_user(
+        request,
+        Task.objects.select_related("creator"),
+        team,
+        code,
+        role=Role.MEMBER,
+        methods=WRITE,
+    )
+    if not (access.can_admin or task.creator_id == request.user.pk):
+        raise PermissionDenied("Only the person who created this task or an admin can cancel it.")
+    ok = True
+    try:
+        task_cancel(task_pk=task.pk, by=request.user.get_username())
+        text = "Task cancelled. Nothing was sent to Kling and nothing is charged."
+    except TaskNotCancellable as exc:
+        ok, text = False, str(exc)
+    notice = {"ok": ok, "text": text}
+    if request.htmx:
+        if request.htmx.target == f"task-{task.code}":
+            row = Task.objects.select_related("creator").prefetch_related("media").get(pk=task.pk)
+            context = {**_base_context(access, banners=False), "task": row, "notice": notice}
+            return render(request, "tasks_app/_row.html", context)
+        fresh = (
+            Task.objects.select_related("creator", "team", "kling_account")
+            .prefetch_related("media", "events")
+            .get(pk=task.pk)
+        )
+        context = {**_task_context(access, fresh, banners=False), "notice": notice}
+        return render(request, "tasks_app/task_detail.html#live", context)
+    (messages.success if ok else messages.error)(request, text)
+    return redirect("tasks-detail", team=access.team.code, code=task.code)
 
 
 def _task_export(task: Task) -> dict:

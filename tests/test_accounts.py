@@ -719,12 +719,21 @@ def test_add_kling_account_stores_ciphertext_only(client, portal):
     assert client.get(_kling_url("accounts-kling-create", portal)).status_code == 200
     response = client.post(
         _kling_url("accounts-kling-create", portal),
-        {"name": "Main", "region": "singapore", "access_key": "ak-1", "secret_key": SECRET},
+        {
+            "name": "Main",
+            "credential_kind": "access_key",
+            "region": "singapore",
+            "access_key": "ak-1",
+            "secret_key": SECRET,
+        },
         follow=True,
     )
     account = KlingAccount.objects.get(team=portal.team, name="Main")
-    assert "Kling account Main added. The team now uses it." in msgs(response)
-    assert Team.objects.get(pk=portal.team.pk).kling_account == account
+    assert "Kling account Main added. Test the connection, then use it for the team." in msgs(
+        response
+    )
+    # Adding does not switch the team: the account is tested first.
+    assert Team.objects.get(pk=portal.team.pk).kling_account is None
     assert SECRET not in account.secret_key_encrypted
     assert services.secret_decrypt(account.secret_key_encrypted) == SECRET
     assert account.secret_key_last4 == "WXYZ"
@@ -744,7 +753,13 @@ def test_add_kling_account_refuses_bad_input(client, portal):
     before = team_state(portal.team)
     response = client.post(
         _kling_url("accounts-kling-create", portal),
-        {"name": "X", "region": "custom", "access_key": "ak", "secret_key": SECRET},
+        {
+            "name": "X",
+            "credential_kind": "access_key",
+            "region": "custom",
+            "access_key": "ak",
+            "secret_key": SECRET,
+        },
     )
     html = response.content.decode()
     assert "The custom region needs a base URL." in html
@@ -753,6 +768,7 @@ def test_add_kling_account_refuses_bad_input(client, portal):
         _kling_url("accounts-kling-create", portal),
         {
             "name": "X",
+            "credential_kind": "access_key",
             "region": "custom",
             "custom_base_url": "ftp://example.com",
             "access_key": "ak",
@@ -770,7 +786,13 @@ def test_custom_base_url_must_be_allowed_by_the_operator(client, portal, setting
     client.force_login(portal.owner)
     settings.KLING_CUSTOM_BASE_URLS = ["https://kling-proxy.example.com"]
     before = team_state(portal.team)
-    data = {"name": "X", "region": "custom", "access_key": "ak", "secret_key": SECRET}
+    data = {
+        "name": "X",
+        "credential_kind": "access_key",
+        "region": "custom",
+        "access_key": "ak",
+        "secret_key": SECRET,
+    }
     response = client.post(
         _kling_url("accounts-kling-create", portal),
         {**data, "custom_base_url": "http://169.254.169.254/latest"},
@@ -791,13 +813,27 @@ def test_edit_kling_account_keeps_or_replaces_the_secret(client, portal, things)
     html = client.get(url).content.decode()
     assert "…WXYZ" in html and SECRET not in html
     old = things.account.secret_key_encrypted
-    client.post(url, {"name": "Renamed", "region": "beijing", "access_key": "ak-blue"})
+    client.post(
+        url,
+        {
+            "name": "Renamed",
+            "credential_kind": "access_key",
+            "region": "beijing",
+            "access_key": "ak-blue",
+        },
+    )
     things.account.refresh_from_db()
     assert things.account.name == "Renamed" and things.account.secret_key_encrypted == old
     assert things.account.base_url == "https://api-beijing.klingai.com"
     client.post(
         url,
-        {"name": "Renamed", "region": "beijing", "access_key": "ak-blue", "secret_key": "n3w-ABCD"},
+        {
+            "name": "Renamed",
+            "credential_kind": "access_key",
+            "region": "beijing",
+            "access_key": "ak-blue",
+            "secret_key": "n3w-ABCD",
+        },
     )
     things.account.refresh_from_db()
     assert services.secret_decrypt(things.account.secret_key_encrypted) == "n3w-ABCD"
@@ -806,7 +842,9 @@ def test_edit_kling_account_keeps_or_replaces_the_secret(client, portal, things)
 
 def test_use_account_and_back_to_operator_default(client, portal, things):
     client.force_login(portal.admin)
-    response = client.post(_kling_url("accounts-kling-use", portal, things.account), follow=True)
+    response = client.post(
+        _kling_url("accounts-kling-use", portal, things.account), {"confirm": "1"}, follow=True
+    )
     assert "The team now uses Blue key." in msgs(response)
     assert Team.objects.get(pk=portal.team.pk).kling_account == things.account
     html = client.post(_kling_url("accounts-kling-use-default", portal), **HX).content.decode()
@@ -818,7 +856,7 @@ def test_use_account_and_back_to_operator_default(client, portal, things):
 def test_use_htmx_answers_the_kling_section(client, portal, things):
     client.force_login(portal.owner)
     html = client.post(
-        _kling_url("accounts-kling-use", portal, things.account), **HX
+        _kling_url("accounts-kling-use", portal, things.account), {"confirm": "1"}, **HX
     ).content.decode()
     assert html.lstrip().startswith('<section class="card" id="kling-accounts">')
     assert "The team now uses Blue key." in html

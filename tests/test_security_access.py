@@ -113,6 +113,8 @@ RULES: dict[str, Rule] = {
     "tasks-create": Rule(GP, M, M),
     "tasks-detail": Rule(G, V),
     "tasks-row": Rule(G, V),
+    # Members cancel their own tasks only; the walker's task is the owner's (own cast).
+    "tasks-cancel": Rule(P, A, A),
     "tasks-json": Rule(G, V),
     "tasks-media-file": Rule(G, V, missing_ok=True),
     "tasks-media-zip": Rule(G, V, missing_ok=True),

@@ -126,7 +126,13 @@ def test_stored_keys_are_ciphertext(portal):
     client = Client()
     client.force_login(portal.admin)
     url = reverse("accounts-kling-create", kwargs={"team": portal.team.code})
-    data = {"name": "Ours", "region": "singapore", "access_key": TEAM_AK, "secret_key": TEAM_SK}
+    data = {
+        "name": "Ours",
+        "credential_kind": "access_key",
+        "region": "singapore",
+        "access_key": TEAM_AK,
+        "secret_key": TEAM_SK,
+    }
     assert client.post(url, data).status_code == 302
     account = KlingAccount.objects.get(team=portal.team)
     assert account.secret_key_encrypted and TEAM_SK not in account.secret_key_encrypted
@@ -149,6 +155,7 @@ def test_no_secret_token_or_jwt_in_pages_or_logs(portal, vendor, caplog):
     create = reverse("accounts-kling-create", kwargs={"team": team})
     form = {
         "name": "Ours",
+        "credential_kind": "access_key",
         "region": "custom",
         "custom_base_url": vendor.base_url,
         "access_key": TEAM_AK,
@@ -169,6 +176,9 @@ def test_no_secret_token_or_jwt_in_pages_or_logs(portal, vendor, caplog):
     # The test runs as a job (issue 12); its answer is shown on the account page.
     connection_test(VendorCall.objects.get(subject=str(account.code)).pk)
     seen.page("test connection (answer)", admin.get(detail))
+    # The test passed, so switching the team to the account needs no confirmation.
+    use = reverse("accounts-kling-use", kwargs={"team": team, "account": account.code})
+    seen.page("use account", admin.post(use, follow=True))
     seen.page("settings", admin.get(reverse("accounts-settings", kwargs={"team": team})))
 
     # A task goes to Kling with a callback URL; the sandbox "delivers" its callbacks.

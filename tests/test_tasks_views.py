@@ -274,7 +274,7 @@ class TestCreate:
         assert task.status == Status.QUEUED
         assert task.creator == portal.member
         assert (task.model_name, task.mode, task.prompt) == ("kling-v1-6", "pro", "a fox")
-        assert task.kling_account == KlingAccount.objects.operator_default()
+        assert task.kling_account is None  # bound to an account only when sent
         assert task.params["duration"] == "10"
         assert list(task.events.values_list("status", flat=True)) == ["queued"]
         assert no_jobs == [("tasks_app.jobs.submit_task", (task.pk,))]

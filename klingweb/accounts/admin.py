@@ -122,7 +122,8 @@ class InvitationAdmin(admin.ModelAdmin):
 
 
 class KlingAccountAdminForm(forms.ModelForm):
-    """Edit a Kling account; a typed secret key is encrypted, blank keeps the stored one."""
+    """Edit a Kling account; a typed secret key or API key is encrypted (and makes the
+    account of that kind), blank keeps the stored one. Typing both is refused."""
 
     custom_base_url = forms.URLField(required=False, max_length=200, assume_scheme="https")
     new_secret_key = forms.CharField(
@@ -131,6 +132,13 @@ class KlingAccountAdminForm(forms.ModelForm):
         label="Secret key",
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text="Leave blank to keep the stored one. Stored encrypted; never shown.",
+    )
+    new_api_key = forms.CharField(
+        required=False,
+        strip=True,
+        label="API key",
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Makes this an API-key account (Bearer). Stored encrypted; never shown.",
     )
 
     class Meta:
@@ -150,9 +158,18 @@ class KlingAccountAdminForm(forms.ModelForm):
             "created_at",
         )
 
+    def clean(self) -> dict:
+        """Refuse a secret key and an API key typed together (one credential per account)."""
+        data = super().clean()
+        if data.get("new_secret_key") and data.get("new_api_key"):
+            raise forms.ValidationError("Type a secret key or an API key, not both.")
+        return data
+
     def save(self, commit: bool = True) -> KlingAccount:
         account = super().save(commit=False)
-        if self.cleaned_data.get("new_secret_key"):
+        if self.cleaned_data.get("new_api_key"):
+            services.account_set_api_key(account=account, api_key=self.cleaned_data["new_api_key"])
+        elif self.cleaned_data.get("new_secret_key"):
             services.account_set_secret(
                 account=account, secret_key=self.cleaned_data["new_secret_key"]
             )
@@ -197,19 +214,27 @@ class KlingAccountAdmin(admin.ModelAdmin):
     list_filter = (PausedFilter, "region", "is_operator_default", "team")
     search_fields = ("name", "access_key", "team__name")
     list_select_related = ("team",)
-    exclude = ("secret_key_encrypted", "secret_key_last4")
+    exclude = (
+        "secret_key_encrypted",
+        "secret_key_last4",
+        "api_key_encrypted",
+        "api_key_last4",
+        "credential_hash",
+    )
     readonly_fields = ("code", "secret_hint", "created_at")
     raw_id_fields = ("team",)
     actions = ["clear_pause"]
 
-    @method_decorator(sensitive_post_parameters("new_secret_key"))
+    @method_decorator(sensitive_post_parameters("new_secret_key", "new_api_key"))
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         """The add/change page; a typed secret key is kept out of error reports."""
         return super().changeform_view(request, object_id, form_url, extra_context)
 
     @admin.display(description="Secret key")
     def secret_hint(self, obj: KlingAccount) -> str:
-        """``…abcd`` (the last 4 characters), or a dash when none is stored."""
+        """``API key …abcd`` or ``…abcd`` (the secret's last 4 characters), or a dash."""
+        if obj.credential_kind == "api_key":
+            return f"API key …{obj.api_key_last4}" if obj.api_key_last4 else "—"
         return f"…{obj.secret_key_last4}" if obj.secret_key_last4 else "—"
 
     @admin.action(description="Clear the pause of selected accounts")

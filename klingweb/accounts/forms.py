@@ -1,7 +1,8 @@
 """Forms of accounts: teams, roles, invitations, Kling credentials, sign-up.
 
-Secret keys: the ``secret_key`` field is a password input that never renders its value back
-(``render_value=False``), so a form redisplayed with errors does not echo the secret.
+Secret keys and API keys: the ``secret_key`` and ``api_key`` fields are password inputs that
+never render their value back (``render_value=False``), so a form redisplayed with errors does
+not echo them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ from django.contrib.auth.forms import PasswordChangeForm, UserCreationForm
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
-from klingweb.accounts.models import ROLE_RANK, KlingAccount, Membership, Region, Role, Team
+from klingweb.accounts.models import (
+    ROLE_RANK,
+    CredentialKind,
+    KlingAccount,
+    Membership,
+    Region,
+    Role,
+    Team,
+)
 from klingweb.safe_text import refuse_control_characters
 
 
@@ -114,19 +123,50 @@ class InvitationForm(forms.Form):
         self.fields["role"].choices = role_choices_for(actor)
 
 
-class KlingAccountForm(forms.ModelForm):
-    """Add or edit a team's Kling credentials.
+def _printable_key(value: str, label: str) -> None:
+    """Refuse a key holding spaces, control or non-ASCII characters: it travels in an HTTP
+    header (API key) or signs a token exactly as typed."""
+    if not all(33 <= ord(char) <= 126 for char in value):
+        raise forms.ValidationError(
+            f"The {label} holds spaces or characters Kling keys never have; paste it again "
+            "from the Kling console."
+        )
 
-    ``secret_key`` is required when adding; when editing, blank keeps the stored one. The
-    view stores it with ``services.account_set_secret`` (Fernet), never in clear.
+
+class KlingAccountForm(forms.ModelForm):
+    """Add or edit a team's Kling credentials, of either kind (KLING_API_2026.md §2).
+
+    ``credential_kind``: ``api_key`` (the ``api_key`` field, sent as ``Authorization: Bearer
+    <key>``) or ``access_key`` (``access_key`` + ``secret_key``, a JWT; legacy design only).
+    The key of the chosen kind is required when adding or when changing kind; when editing
+    an account of the same kind, blank keeps the stored one. Typing the other kind's keys
+    too is refused (one account, one credential). The view stores keys with
+    ``services.account_set_api_key`` / ``account_set_secret`` (Fernet), never in clear.
+    ``cleaned_data["credential_changed"]``: True when the credential (or base URL) changes.
     """
 
+    credential_kind = forms.ChoiceField(
+        choices=CredentialKind.choices,
+        initial=CredentialKind.API_KEY,
+        widget=forms.RadioSelect,
+        label="Credential",
+        help_text="Kling's console now issues API keys; access key + secret key pairs work "
+        "on the legacy API only.",
+    )
     custom_base_url = forms.URLField(
         required=False,
         max_length=200,
         assume_scheme="https",
         label="Custom base URL",
         help_text="Only for the custom region, e.g. http://127.0.0.1:8700.",
+    )
+    api_key = forms.CharField(
+        required=False,
+        strip=True,
+        max_length=500,
+        label="API key",
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted; only its last 4 characters are shown again.",
     )
     secret_key = forms.CharField(
         required=False,
@@ -139,19 +179,47 @@ class KlingAccountForm(forms.ModelForm):
     class Meta:
         model = KlingAccount
         fields = ["name", "region", "custom_base_url", "access_key"]
-        help_texts = {"region": "Credentials of one region do not work on the other."}
+        help_texts = {
+            "region": "Credentials of one region do not work on the other.",
+            "access_key": "Only for an access key + secret key account.",
+        }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["access_key"].required = True
-        if self.instance.pk and self.instance.secret_key_encrypted:
-            self.fields["secret_key"].help_text = (
-                f"Stored, ending in …{self.instance.secret_key_last4}. "
-                "Leave blank to keep it; type a new one to replace it."
-            )
+        order = ["name", "region", "custom_base_url", "credential_kind", "api_key"]
+        self.order_fields(order + ["access_key", "secret_key"])
+        self.fields["access_key"].required = False
+        instance = self.instance
+        if instance.pk:
+            self.fields["credential_kind"].initial = instance.credential_kind
+            if instance.api_key_encrypted:
+                self.fields["api_key"].help_text = (
+                    f"Stored, ending in …{instance.api_key_last4}. "
+                    "Leave blank to keep it; type a new one to replace it."
+                )
+            if instance.secret_key_encrypted:
+                self.fields["secret_key"].help_text = (
+                    f"Stored, ending in …{instance.secret_key_last4}. "
+                    "Leave blank to keep it; type a new one to replace it."
+                )
+
+    def clean_api_key(self) -> str:
+        """The API key as typed, checked for characters a header cannot carry."""
+        value = self.cleaned_data.get("api_key") or ""
+        if value:
+            _printable_key(value, "API key")
+        return value
+
+    def clean_secret_key(self) -> str:
+        """The secret key as typed, checked like the API key."""
+        value = self.cleaned_data.get("secret_key") or ""
+        if value:
+            _printable_key(value, "secret key")
+        return value
 
     def clean(self) -> dict:
-        """Check the custom URL (http/https with a host) and that a secret exists."""
+        """Check the custom URL (http/https with a host) and that the chosen kind's keys
+        exist (typed, or stored for the same kind) and the other kind's are not typed."""
         data = super().clean()
         region = data.get("region")
         url = (data.get("custom_base_url") or "").strip()
@@ -164,8 +232,8 @@ class KlingAccountForm(forms.ModelForm):
             elif parsed.scheme not in ("http", "https") or not parsed.netloc:
                 self.add_error("custom_base_url", "Use an http:// or https:// URL with a host.")
             elif url.rstrip("/") not in allowed_custom_base_urls():
-                # The server calls this URL with the account's signed token: an arbitrary
-                # one would let a team admin make the portal call into its own network.
+                # The server calls this URL with the account's credential: an arbitrary one
+                # would let a team admin make the portal call into its own network.
                 self.add_error(
                     "custom_base_url",
                     "This base URL is not allowed here; ask the operator to add it to "
@@ -175,9 +243,39 @@ class KlingAccountForm(forms.ModelForm):
                 data["custom_base_url"] = url.rstrip("/")
         else:
             data["custom_base_url"] = ""
-        has_stored = bool(self.instance.pk and self.instance.secret_key_encrypted)
-        if not data.get("secret_key") and not has_stored:
-            self.add_error("secret_key", "Enter the secret key.")
+        kind = data.get("credential_kind")
+        instance = self.instance
+        same_kind = bool(instance.pk) and instance.credential_kind == kind
+        access_key = (data.get("access_key") or "").strip()
+        data["access_key"] = access_key
+        if kind == CredentialKind.API_KEY:
+            if access_key or data.get("secret_key"):
+                self.add_error(
+                    "credential_kind",
+                    "An API-key account has no access key or secret key: clear those fields, "
+                    "or choose “Access key + secret key”.",
+                )
+            elif not data.get("api_key") and not (same_kind and instance.api_key_encrypted):
+                self.add_error("api_key", "Enter the API key.")
+        elif kind == CredentialKind.ACCESS_KEY:
+            if data.get("api_key"):
+                self.add_error(
+                    "credential_kind",
+                    "An access key + secret key account has no API key: clear the API key, "
+                    "or choose “API key”.",
+                )
+            else:
+                if not access_key:
+                    self.add_error("access_key", "Enter the access key.")
+                if not data.get("secret_key") and not (same_kind and instance.secret_key_encrypted):
+                    self.add_error("secret_key", "Enter the secret key.")
+        data["credential_changed"] = (
+            not same_kind
+            or bool(data.get("api_key") or data.get("secret_key"))
+            or (kind == CredentialKind.ACCESS_KEY and access_key != instance.access_key)
+            or "region" in self.changed_data
+            or "custom_base_url" in self.changed_data
+        )
         return data
 
 

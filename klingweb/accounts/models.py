@@ -44,14 +44,41 @@ REGION_BASE_URLS: dict[str, str] = {
 }
 
 
+class CredentialKind(models.TextChoices):
+    """How a Kling account authenticates (KLING_API_2026.md §2): an API key, sent as
+    ``Authorization: Bearer <key>`` (both API designs), or an access key + secret key pair
+    signing a JWT (the legacy design only)."""
+
+    API_KEY = "api_key", "API key"
+    ACCESS_KEY = "access_key", "Access key + secret key"
+
+
+def operator_credentials_set() -> bool:
+    """True when the environment gives the operator default account a credential:
+    ``KLING_API_KEY``, or ``KLING_ACCESS_KEY`` (with ``KLING_SECRET_KEY``)."""
+    return bool(getattr(settings, "KLING_API_KEY", "") or settings.KLING_ACCESS_KEY)
+
+
 class KlingAccountQuerySet(models.QuerySet):
     """Queries over Kling accounts."""
+
+    def with_credentials(self) -> KlingAccountQuerySet:
+        """Teams' accounts holding a stored credential of their kind (an API key, or an
+        access key and a secret key). The operator default is not among them."""
+        api = models.Q(credential_kind=CredentialKind.API_KEY) & ~models.Q(api_key_encrypted="")
+        pair = (
+            models.Q(credential_kind=CredentialKind.ACCESS_KEY)
+            & ~models.Q(access_key="")
+            & ~models.Q(secret_key_encrypted="")
+        )
+        return self.filter(is_operator_default=False).filter(api | pair)
 
     def operator_default(self) -> KlingAccount:
         """Return the single row standing for the operator's default account, creating it.
 
-        Its credentials are never stored: they come from ``KLING_ACCESS_KEY`` /
-        ``KLING_SECRET_KEY`` / ``KLING_API_BASE_URL`` each time a client is built. The row
+        Its credentials are never stored: they come from ``KLING_API_KEY``, or
+        ``KLING_ACCESS_KEY`` / ``KLING_SECRET_KEY``, and ``KLING_API_BASE_URL`` each time a
+        client is built. The row
         exists so tasks can point at it and so a pause (codes 1100–1102) can be recorded.
         """
         account, _ = self.get_or_create(
@@ -62,8 +89,15 @@ class KlingAccountQuerySet(models.QuerySet):
 
 
 class KlingAccount(models.Model):
-    """A set of Kling API credentials (access key + Fernet-encrypted secret key).
+    """A set of Kling API credentials of one ``credential_kind``: an API key
+    (``api_key_encrypted``, Fernet, shown only as ``api_key_last4``) or an access key + secret
+    key (``access_key`` in clear, ``secret_key_encrypted``, shown as ``secret_key_last4``).
 
+    ``credential_hash``: SHA-256 hex of the whole credential (kind, base URL, key, secret;
+    ``klingweb.accounts.services.credential_hash``), written whenever the credential is set;
+    resource packs and connection tests are keyed by it, so what one credential fetched is
+    never shown for another. Blank on rows older than the field until the resource-pack job
+    has read them once.
     ``team`` is null for the operator's default account. ``paused_*`` is set when the vendor
     answered 1100/1101/1102 (account exception, arrears, resource pack used up): submissions
     for this account wait until an admin clears it.
@@ -81,9 +115,15 @@ class KlingAccount(models.Model):
     name = models.CharField(max_length=100)
     region = models.CharField(max_length=20, choices=Region.choices, default=Region.SINGAPORE)
     custom_base_url = models.URLField(blank=True)
+    credential_kind = models.CharField(
+        max_length=20, choices=CredentialKind.choices, default=CredentialKind.ACCESS_KEY
+    )
+    api_key_encrypted = models.TextField(blank=True, help_text="Fernet token; never shown.")
+    api_key_last4 = models.CharField(max_length=4, blank=True)
     access_key = models.CharField(max_length=200, blank=True)
     secret_key_encrypted = models.TextField(blank=True, help_text="Fernet token; never shown.")
     secret_key_last4 = models.CharField(max_length=4, blank=True)
+    credential_hash = models.CharField(max_length=64, blank=True)
     paused_code = models.IntegerField(null=True, blank=True)
     paused_message = models.TextField(blank=True)
     paused_request_id = models.CharField(max_length=100, blank=True)
@@ -112,6 +152,20 @@ class KlingAccount(models.Model):
         if self.region == Region.CUSTOM:
             return self.custom_base_url.rstrip("/")
         return REGION_BASE_URLS[self.region]
+
+    @property
+    def kind(self) -> str:
+        """The ``CredentialKind`` value in force; for the operator default, what the
+        environment sets (``KLING_API_KEY`` → API key)."""
+        if self.is_operator_default:
+            api_key = getattr(settings, "KLING_API_KEY", "")
+            return CredentialKind.API_KEY if api_key else CredentialKind.ACCESS_KEY
+        return self.credential_kind
+
+    @property
+    def uses_api_key(self) -> bool:
+        """True when this account authenticates with an API key (Bearer)."""
+        return self.kind == CredentialKind.API_KEY
 
     @property
     def is_paused(self) -> bool:

@@ -8,12 +8,13 @@ Invitations: the e-mailed link carries a random token (``secrets.token_urlsafe``
 only its SHA-256 hex digest is stored (``Invitation.token_hash``), so a database leak does not
 leak usable links. A token is single use: acceptance claims the row with a conditional update.
 
-Kling accounts: secret-key encryption and building API clients.
+Kling accounts: secret-key and API-key encryption and building API clients.
 
-Secret keys are encrypted with Fernet (``cryptography``) under ``settings.FERNET_KEYS``, a
+Secret keys and API keys are encrypted with Fernet (``cryptography``) under ``settings.FERNET_KEYS``, a
 comma-separated list, newest first, read through ``MultiFernet``: encryption uses the first
 key, decryption tries each. Rotation: put a new key first, run
-``python manage.py rotate_kling_secrets`` (re-encrypts every stored secret with the new key),
+``python manage.py rotate_kling_secrets`` (re-encrypts every stored secret and API key with the
+new key),
 then drop the old key. Without ``FERNET_KEYS`` (development) a key is derived from
 ``SECRET_KEY``.
 """
@@ -43,6 +44,7 @@ from django.utils import timezone
 from klingweb.accounts.models import (
     ROLE_RANK,
     VENDOR_CALL_UNFINISHED,
+    CredentialKind,
     Invitation,
     KlingAccount,
     Membership,
@@ -50,6 +52,7 @@ from klingweb.accounts.models import (
     Team,
     VendorCall,
     VendorCallError,
+    VendorCallKind,
     VendorCallStatus,
     vendor_call_stale_after,
 )
@@ -95,13 +98,58 @@ def secret_rotate(token: str) -> str:
         raise SecretUnreadable("The stored secret key cannot be decrypted; re-enter it.") from None
 
 
-def account_set_secret(*, account: KlingAccount, secret_key: str) -> None:
-    """Store ``secret_key`` on ``account`` encrypted, keeping its last 4 characters to show.
+def credential_hash(*, kind: str, base_url: str, key: str, secret: str = "") -> str:
+    """SHA-256 hex (64 chars) of a whole credential: ``kind`` (``CredentialKind``), the base
+    URL, the API key or access key, and the secret key (``""`` for an API key). What the
+    portal learnt through one credential (resource packs, a connection test) is keyed by it,
+    so two accounts sharing an access key but not a secret never share results (issue 14
+    item 7). The keys are long random strings: the hash reveals nothing usable."""
+    material = "\0".join([kind, base_url.rstrip("/"), key, secret])
+    return hashlib.sha256(material.encode()).hexdigest()
 
-    Does not save; the caller saves the account.
-    """
+
+def account_set_secret(*, account: KlingAccount, secret_key: str) -> None:
+    """Make ``account`` an access key + secret key account: store ``secret_key`` encrypted,
+    keep its last 4 characters to show, and forget any API key. ``account.access_key`` must
+    be set already. Does not save; the caller saves the account."""
+    account.credential_kind = CredentialKind.ACCESS_KEY
     account.secret_key_encrypted = secret_encrypt(secret_key)
     account.secret_key_last4 = secret_key[-4:]
+    account.api_key_encrypted = ""
+    account.api_key_last4 = ""
+    account.credential_hash = credential_hash(
+        kind=CredentialKind.ACCESS_KEY,
+        base_url=account.base_url,
+        key=account.access_key,
+        secret=secret_key,
+    )
+
+
+def account_set_api_key(*, account: KlingAccount, api_key: str) -> None:
+    """Make ``account`` an API-key account (sent as ``Authorization: Bearer <api_key>``,
+    KLING_API_2026.md §2): store the key encrypted like a secret key, keep its last 4
+    characters to show, and forget any access key and secret key. Does not save."""
+    account.credential_kind = CredentialKind.API_KEY
+    account.api_key_encrypted = secret_encrypt(api_key)
+    account.api_key_last4 = api_key[-4:]
+    account.access_key = ""
+    account.secret_key_encrypted = ""
+    account.secret_key_last4 = ""
+    account.credential_hash = credential_hash(
+        kind=CredentialKind.API_KEY, base_url=account.base_url, key=api_key
+    )
+
+
+def account_refresh_hash(*, account: KlingAccount) -> None:
+    """Recompute ``account.credential_hash`` from its stored credential (a base URL changed
+    by an edit). Does not save. Raises ``SecretUnreadable``."""
+    credentials = account_credentials(account)
+    account.credential_hash = credential_hash(
+        kind=account.kind,
+        base_url=account.base_url,
+        key=credentials.get("api_key") or credentials.get("access_key", ""),
+        secret=credentials.get("secret_key", ""),
+    )
 
 
 def account_for_team(*, team: Team) -> KlingAccount:
@@ -111,54 +159,78 @@ def account_for_team(*, team: Team) -> KlingAccount:
     return KlingAccount.objects.operator_default()
 
 
-_clients: dict[tuple[str, str, str], KlingClient] = {}
+def account_credentials(account: KlingAccount) -> dict[str, str]:
+    """The keyword arguments of ``KlingClient`` for ``account``'s credential:
+    ``{"api_key": ...}`` or ``{"access_key": ..., "secret_key": ...}``.
+
+    The operator default reads ``KLING_API_KEY``, else ``KLING_ACCESS_KEY`` /
+    ``KLING_SECRET_KEY`` (settings refuse both kinds at start-up). Raises
+    ``SecretUnreadable`` when a stored key cannot be decrypted, and
+    ``ImproperlyConfigured`` when the operator default has no credentials.
+    """
+    if account.is_operator_default:
+        api_key = getattr(settings, "KLING_API_KEY", "")
+        if api_key:
+            return {"api_key": api_key}
+        if not settings.KLING_ACCESS_KEY:
+            raise ImproperlyConfigured(
+                "No Kling credentials: set KLING_API_KEY, or KLING_ACCESS_KEY and "
+                "KLING_SECRET_KEY, or add credentials to the team."
+            )
+        return {"access_key": settings.KLING_ACCESS_KEY, "secret_key": settings.KLING_SECRET_KEY}
+    if account.credential_kind == CredentialKind.API_KEY:
+        return {"api_key": secret_decrypt(account.api_key_encrypted)}
+    return {
+        "access_key": account.access_key,
+        "secret_key": secret_decrypt(account.secret_key_encrypted),
+    }
+
+
+def account_credential_hash(account: KlingAccount) -> str:
+    """``credential_hash`` of ``account``'s credential as it is now: for the operator
+    default computed from the environment, else the stored one (``""`` for a row saved
+    before the field existed). No decryption, no Kling call."""
+    if not account.is_operator_default:
+        return account.credential_hash
+    try:
+        credentials = account_credentials(account)
+    except ImproperlyConfigured:
+        return ""
+    return credential_hash(
+        kind=account.kind,
+        base_url=account.base_url,
+        key=credentials.get("api_key") or credentials.get("access_key", ""),
+        secret=credentials.get("secret_key", ""),
+    )
+
+
+_clients: dict[tuple[str, str], KlingClient] = {}
 _clients_lock = threading.Lock()
 
 
 def kling_client_for(account: KlingAccount) -> KlingClient:
-    """Return a ``KlingClient`` for ``account``, shared per (base URL, keys) in this process.
+    """Return a ``KlingClient`` for ``account``, shared per whole credential in this process.
 
-    Sharing keeps one cached JWT and one connection pool per account. The operator default
-    account reads ``KLING_API_KEY`` (an API key, both designs), else
-    ``KLING_ACCESS_KEY``/``KLING_SECRET_KEY`` (legacy design only), and
-    ``KLING_API_BASE_URL``.
-    Raises ``SecretUnreadable`` when a stored secret cannot be decrypted, and
-    ``ImproperlyConfigured`` when the operator default has no credentials.
+    Sharing keeps one cached JWT and one connection pool per account. An API-key account
+    sends the key itself as the bearer; an access key + secret key account a JWT
+    (``account_credentials`` says which, and how the operator default is read). Raises
+    ``SecretUnreadable`` when a stored key cannot be decrypted, and ``ImproperlyConfigured``
+    when the operator default has no credentials.
     """
-    if account.is_operator_default and settings.KLING_API_KEY:
-        # An API key (KLING_API_KEY): sent as the bearer itself; the only credential the
-        # 2026 design accepts (KLING_API_2026.md §2).
-        api_key = settings.KLING_API_KEY
-        key = (account.base_url, "api-key", hashlib.sha256(api_key.encode()).hexdigest())
-        with _clients_lock:
-            client = _clients.get(key)
-            if client is None:
-                client = KlingClient(
-                    api_key=api_key,
-                    base_url=account.base_url,
-                    connect_timeout=settings.KLING_CONNECT_TIMEOUT,
-                    read_timeout=settings.KLING_READ_TIMEOUT,
-                )
-                _clients[key] = client
-            return client
-    if account.is_operator_default:
-        access_key, secret_key = settings.KLING_ACCESS_KEY, settings.KLING_SECRET_KEY
-        if not access_key:
-            raise ImproperlyConfigured(
-                "No Kling credentials: set KLING_ACCESS_KEY and KLING_SECRET_KEY, "
-                "or add credentials to the team."
-            )
-    else:
-        access_key = account.access_key
-        secret_key = secret_decrypt(account.secret_key_encrypted)
+    credentials = account_credentials(account)
     base_url = account.base_url
-    key = (base_url, access_key, hashlib.sha256(secret_key.encode()).hexdigest())
+    digest = credential_hash(
+        kind=CredentialKind.API_KEY if "api_key" in credentials else CredentialKind.ACCESS_KEY,
+        base_url=base_url,
+        key=credentials.get("api_key") or credentials.get("access_key", ""),
+        secret=credentials.get("secret_key", ""),
+    )
+    key = (base_url, digest)
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
             client = KlingClient(
-                access_key=access_key,
-                secret_key=secret_key,
+                **credentials,
                 base_url=base_url,
                 connect_timeout=settings.KLING_CONNECT_TIMEOUT,
                 read_timeout=settings.KLING_READ_TIMEOUT,
@@ -437,10 +509,51 @@ def invitation_revoke(*, invitation: Invitation) -> None:
 # --- Kling accounts -----------------------------------------------------------------------
 
 
-def account_use(*, team: Team, account: KlingAccount | None) -> None:
-    """Make ``account`` (one of ``team``'s, or None for the operator default) the team's."""
+class AccountUntested(AccountsError):
+    """Switching the team to an account whose last connection test failed, or that was never
+    tested with its current credentials, needs an explicit confirmation."""
+
+
+def account_test_state(*, team: Team, account: KlingAccount) -> str:
+    """How ``account``'s credentials fared in their last "Test connection" call in ``team``:
+    ``"passed"``, ``"failed"``, ``"running"`` (started, no answer yet) or ``"untested"``
+    (never tested, or tested with a credential that has changed since: the call's result
+    carries the ``credential_hash`` it tested)."""
+    call = vendor_call_latest(
+        team=team, kind=VendorCallKind.ACCOUNT_TEST, subject=str(account.code)
+    )
+    if call is None:
+        return "untested"
+    if not call.is_finished:
+        return "untested" if call.is_stale else "running"
+    if call.status != VendorCallStatus.DONE:
+        return "failed"
+    tested = (call.result or {}).get("credential_hash")
+    return "passed" if tested and tested == account.credential_hash else "untested"
+
+
+def account_use(*, team: Team, account: KlingAccount | None, confirmed: bool = False) -> None:
+    """Make ``account`` (one of ``team``'s, or None for the operator default) the team's.
+
+    Queued tasks follow: a task is bound to an account only once its create call is sent
+    (``tasks_app.submission.task_submit``). Raises ``AccountsError`` for another team's
+    account, and ``AccountUntested`` (nothing changes) when ``account``'s last connection
+    test did not pass with its current credentials (``account_test_state``) unless
+    ``confirmed``.
+    """
     if account is not None and account.team_id != team.pk:
         raise AccountsError("That Kling account belongs to another team.")
+    if account is not None and not confirmed:
+        state = account_test_state(team=team, account=account)
+        if state != "passed":
+            reason = {
+                "failed": "its last connection test failed",
+                "running": "its connection test has not answered yet",
+            }.get(state, "it has not been tested with its current credentials")
+            raise AccountUntested(
+                f"{account.name} was not switched to: {reason}. Test the connection first, "
+                "or confirm to use it anyway (tasks may wait if Kling refuses it)."
+            )
     team.kling_account = account
     team.save(update_fields=["kling_account"])
 
@@ -473,8 +586,9 @@ def account_test(*, account: KlingAccount) -> list[ResourcePack]:
     return client.account_costs(start_time=end - timedelta(days=ACCOUNT_TEST_DAYS), end_time=end)
 
 
-def account_test_result(packs: list[ResourcePack]) -> dict:
-    """The JSON kept on a finished connection test: ``{"summary": str, "packs": [{
+def account_test_result(packs: list[ResourcePack], *, credential_hash: str = "") -> dict:
+    """The JSON kept on a finished connection test: ``{"summary": str, "credential_hash":
+    str (the tested credential, ``KlingAccount.credential_hash``), "packs": [{
     "resource_pack_name", "resource_pack_type", "status", "remaining_quantity",
     "total_quantity" (Kling units, as decimal strings), "effective_date", "invalid_date"
     ("YYYY-MM-DD" UTC or "")}, ...]}``."""
@@ -484,6 +598,7 @@ def account_test_result(packs: list[ResourcePack]) -> dict:
 
     return {
         "summary": f"Connected. Resource packs of the last {ACCOUNT_TEST_DAYS} days: {len(packs)}.",
+        "credential_hash": credential_hash,
         "packs": [
             {
                 "resource_pack_name": p.resource_pack_name,
@@ -507,7 +622,14 @@ def account_test_for_call(*, call: VendorCall) -> dict:
     account = KlingAccount.objects.filter(team_id=call.team_id, code=call.subject).first()
     if account is None:
         raise VendorCallRefused("This Kling account no longer exists.")
-    return account_test_result(account_test(account=account))
+    if not account.credential_hash:
+        # A row saved before credential hashes existed: compute its hash once.
+        account_refresh_hash(account=account)
+        KlingAccount.objects.filter(pk=account.pk, credential_hash="").update(
+            credential_hash=account.credential_hash
+        )
+    tested = account.credential_hash
+    return account_test_result(account_test(account=account), credential_hash=tested)
 
 
 # --- Vendor calls: admin actions that need Kling's answer, run as jobs ---------------------
@@ -634,20 +756,22 @@ def vendor_call_run(*, call_pk: int, work: Callable[[VendorCall], dict]) -> Vend
 
 
 def secrets_rotate_all() -> tuple[int, list[KlingAccount]]:
-    """Re-encrypt every stored secret key under the newest ``FERNET_KEYS`` key.
+    """Re-encrypt every stored secret key and API key under the newest ``FERNET_KEYS`` key.
 
-    Returns (rotated count, accounts whose secret no configured key can read). A row edited
+    Returns (rotated count, accounts whose key no configured key can read). A row edited
     meanwhile is left alone (conditional update on the old ciphertext).
     """
     rotated = 0
     unreadable: list[KlingAccount] = []
-    for account in KlingAccount.objects.exclude(secret_key_encrypted="").order_by("pk"):
-        try:
-            new = secret_rotate(account.secret_key_encrypted)
-        except SecretUnreadable:
-            unreadable.append(account)
-            continue
-        rotated += KlingAccount.objects.filter(
-            pk=account.pk, secret_key_encrypted=account.secret_key_encrypted
-        ).update(secret_key_encrypted=new)
+    for field in ("secret_key_encrypted", "api_key_encrypted"):
+        for account in KlingAccount.objects.exclude(**{field: ""}).order_by("pk"):
+            old = getattr(account, field)
+            try:
+                new = secret_rotate(old)
+            except SecretUnreadable:
+                unreadable.append(account)
+                continue
+            rotated += KlingAccount.objects.filter(pk=account.pk, **{field: old}).update(
+                **{field: new}
+            )
     return rotated, unreadable

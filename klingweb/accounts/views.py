@@ -49,6 +49,7 @@ from klingweb.accounts.forms import (
     ThrottledPasswordChangeForm,
 )
 from klingweb.accounts.models import (
+    CredentialKind,
     Invitation,
     KlingAccount,
     Membership,
@@ -56,6 +57,8 @@ from klingweb.accounts.models import (
     Team,
     VendorCall,
     VendorCallKind,
+    VendorCallStatus,
+    operator_credentials_set,
 )
 
 logger = logging.getLogger(__name__)
@@ -124,7 +127,7 @@ def _settings_context(request: HttpRequest, access: TeamAccess, **extra: Any) ->
             .order_by("-created_at"),
             invitation_form=InvitationForm(actor=access.membership),
             kling_accounts=team.kling_accounts.order_by("name"),
-            operator_default_configured=bool(settings.KLING_ACCESS_KEY),
+            operator_default_configured=operator_credentials_set(),
         )
     context.update(extra)
     return context
@@ -385,25 +388,39 @@ def _kling_account(request: HttpRequest, team: Any, account: Any, methods=WRITE)
     )
 
 
-@sensitive_post_parameters("secret_key")
-def kling_create(request: HttpRequest, team: Any) -> HttpResponse:
-    """GET/POST /t/<team>/settings/kling/new/: add Kling credentials. Admins only.
+def _kling_store_credential(row: KlingAccount, form: KlingAccountForm) -> None:
+    """Store the credential typed in ``form`` on ``row`` (encrypted), or keep the stored one
+    and recompute its ``credential_hash`` (a changed access key or base URL). Not saved."""
+    data = form.cleaned_data
+    if data["credential_kind"] == CredentialKind.API_KEY and data["api_key"]:
+        services.account_set_api_key(account=row, api_key=data["api_key"])
+    elif data["credential_kind"] == CredentialKind.ACCESS_KEY and data["secret_key"]:
+        services.account_set_secret(account=row, secret_key=data["secret_key"])
+    else:
+        services.account_refresh_hash(account=row)
 
-    The secret key is stored encrypted (Fernet) and never shown again. If the team had no
-    account of its own yet, the new one is used for the team.
+
+@sensitive_post_parameters("secret_key", "api_key")
+def kling_create(request: HttpRequest, team: Any) -> HttpResponse:
+    """GET/POST /t/<team>/settings/kling/new/: add Kling credentials — an API key, or an
+    access key + secret key (``KlingAccountForm``). Admins only.
+
+    The key is stored encrypted (Fernet) and shown again only by its last 4 characters.
+    Adding an account does not switch the team to it: the account page offers "Test
+    connection", and switching to an account whose test did not pass needs a confirmation
+    (``services.account_use``).
     """
     access = team_for_user(request, team, role=Role.ADMIN, methods=READ_WRITE)
     form = KlingAccountForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         account = form.save(commit=False)
         account.team = access.team
-        services.account_set_secret(account=account, secret_key=form.cleaned_data["secret_key"])
+        _kling_store_credential(account, form)
         account.save()
-        text = f"Kling account {account.name} added."
-        if access.team.kling_account_id is None:
-            services.account_use(team=access.team, account=account)
-            text += " The team now uses it."
-        messages.success(request, text)
+        messages.success(
+            request,
+            f"Kling account {account.name} added. Test the connection, then use it for the team.",
+        )
         return redirect("accounts-kling-detail", team=access.team.code, account=account.code)
     return render(
         request, "accounts/kling_form.html", {"access": access, "team": access.team, "form": form}
@@ -411,40 +428,67 @@ def kling_create(request: HttpRequest, team: Any) -> HttpResponse:
 
 
 def _kling_context(access: TeamAccess, account: KlingAccount, **extra: Any) -> dict:
+    """The account page's context. A connection test that passed with another credential
+    than the account's current one is not shown (its resource packs are another key's)."""
     call = extra.pop("test_call", None) or services.vendor_call_latest(
         team=access.team, kind=VendorCallKind.ACCOUNT_TEST, subject=str(account.code)
     )
+    state = services.account_test_state(team=access.team, account=account)
+    if call is not None and call.status == VendorCallStatus.DONE and state != "passed":
+        call = None
     return {
         "access": access,
         "team": access.team,
         "account": account,
         "in_use": access.team.kling_account_id == account.pk,
         "call": call,
+        "test_state": state,
         **extra,
     }
 
 
-@sensitive_post_parameters("secret_key")
+@sensitive_post_parameters("secret_key", "api_key")
 def kling_detail(request: HttpRequest, team: Any, account: Any) -> HttpResponse:
     """GET/POST /t/<team>/settings/kling/<account>/: show and edit one Kling account.
-    Admins only. A blank secret key keeps the stored one; the secret shows as its last 4."""
+    Admins only. A blank key keeps the stored one (same kind); keys show as their last 4.
+    A changed credential makes the last connection test count as "not tested"."""
     row, access = _kling_account(request, team, account, methods=READ_WRITE)
     form = KlingAccountForm(request.POST or None, instance=row)
     if request.method == "POST" and form.is_valid():
         row = form.save(commit=False)
-        if form.cleaned_data["secret_key"]:
-            services.account_set_secret(account=row, secret_key=form.cleaned_data["secret_key"])
-        row.save()
-        messages.success(request, f"Kling account {row.name} saved.")
-        return redirect("accounts-kling-detail", team=access.team.code, account=row.code)
+        try:
+            _kling_store_credential(row, form)
+        except services.SecretUnreadable as exc:
+            form.add_error(None, str(exc))
+        else:
+            row.save()
+            messages.success(request, f"Kling account {row.name} saved.")
+            return redirect("accounts-kling-detail", team=access.team.code, account=row.code)
+        row.refresh_from_db()
     return render(request, "accounts/kling_detail.html", _kling_context(access, row, form=form))
 
 
 def kling_use(request: HttpRequest, team: Any, account: Any) -> HttpResponse:
-    """POST /t/<team>/settings/kling/<account>/use/: new tasks of the team go to this
-    account. Admins only. HTMX → the ``kling-accounts`` section."""
+    """POST /t/<team>/settings/kling/<account>/use/: new and queued tasks of the team go to
+    this account. Admins only. HTMX → the ``kling-accounts`` section.
+
+    An account whose last connection test failed, is still running or never ran (with its
+    current credentials) is switched to only with ``confirm=1`` in the POST; without it
+    nothing changes and the answer says why and offers "Use anyway" (HTMX: the section with
+    that notice, HTTP 200 so htmx swaps it; else the account page, HTTP 409).
+    """
     row, access = _kling_account(request, team, account)
-    services.account_use(team=access.team, account=row)
+    try:
+        services.account_use(
+            team=access.team, account=row, confirmed=request.POST.get("confirm") == "1"
+        )
+    except services.AccountUntested as exc:
+        if request.htmx:
+            notice = {"ok": False, "text": str(exc), "section": "kling-accounts"}
+            return _section(request, access, "kling-accounts", notice=notice, confirm_account=row)
+        context = _kling_context(access, row, form=KlingAccountForm(instance=row))
+        context.update(confirm_text=str(exc))
+        return render(request, "accounts/kling_detail.html", context, status=409)
     return _done(request, access, "kling-accounts", f"The team now uses {row.name}.")
 
 
