@@ -109,6 +109,8 @@ RULES: dict[str, Rule] = {
     # tasks
     "tasks-list": Rule(G, V),
     "tasks-mine": Rule(G, V),
+    "tasks-live": Rule(G, V),
+    "tasks-mine-live": Rule(G, V),
     "tasks-new": Rule(G, M),
     "tasks-create": Rule(GP, M, M),
     "tasks-detail": Rule(G, V),
@@ -132,6 +134,7 @@ RULES: dict[str, Rule] = {
     "usage-company-export": Rule(G, STAFF),
     # elements
     "elements-list": Rule(G, V),
+    "elements-live": Rule(G, V),
     "elements-create": Rule(GP, M, M),
     "elements-import": Rule(GP, A, A),
     "elements-presets": Rule(G, V),
