@@ -66,7 +66,9 @@ def swaps(body: str) -> list[tuple[str, str]]:
         r"<div hx-swap-oob=\"([^\"]+)\">\s*(?:\{#.*?#\}\s*)?<article[^>]*id=\"([^\"]+)\"", body
     ):
         out.append((tag.group(2), "insert:" + tag.group(1)))
-    for tag in re.finditer(r'<(?:tr|article|div)\b[^>]*?\bid="([^"]+)"[^>]*?hx-swap-oob="([^"]+)"', body):
+    for tag in re.finditer(
+        r'<(?:tr|article|div)\b[^>]*?\bid="([^"]+)"[^>]*?hx-swap-oob="([^"]+)"', body
+    ):
         out.append((tag.group(1), tag.group(2)))
     return sorted(out)
 
