@@ -57,6 +57,7 @@ PUBLIC = frozenset(
         "accounts-invitation-accept",
         "accounts-signup",
         "tasks-callback",
+        "favicon",
     }
 )
 #: Route prefixes not walked: Django's admin (staff only, its own checks), static files.

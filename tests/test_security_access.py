@@ -79,6 +79,7 @@ G, P, GP = ("GET",), ("POST",), ("GET", "POST")
 RULES: dict[str, Rule] = {
     "home": Rule(G, LOGIN),
     # accounts: public by design, then login-only, then team settings
+    "favicon": Rule(G, PUBLIC_LEVEL),
     "accounts-login": Rule(GP, PUBLIC_LEVEL, PUBLIC_LEVEL),
     "accounts-logout": Rule(P, PUBLIC_LEVEL, PUBLIC_LEVEL),
     "accounts-password-reset": Rule(GP, PUBLIC_LEVEL, PUBLIC_LEVEL),
