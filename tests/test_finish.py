@@ -22,11 +22,11 @@ def test_favicon_ico_is_never_a_404(client):
 
 
 def test_every_page_names_its_icon(client, portal):
+    pages = [client.get(reverse("accounts-login"))]
     client.force_login(portal.member)
-    for url in (
-        reverse("accounts-login"),
-        reverse("tasks-list", kwargs={"team": portal.team.code}),
-    ):
-        body = client.get(url).content.decode()
+    pages.append(client.get(reverse("tasks-list", kwargs={"team": portal.team.code})))
+    for page in pages:
+        assert page.status_code == 200
+        body = page.content.decode()
         assert 'rel="icon"' in body and "img/favicon.svg" in body
     assert finders.find("img/favicon.svg") is not None
