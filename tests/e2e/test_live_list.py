@@ -33,6 +33,10 @@ def test_teammates_new_task_appears_in_an_open_list_without_reload(stack: Stack,
     owner.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     requests: list[str] = []
     owner.on("request", lambda request: requests.append(request.url))
+    failed: list[str] = []
+    owner.on(
+        "response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None
+    )
     team = sign_in(owner, stack, OWNER)
     owner.goto(f"{stack.url}/t/{team}/tasks/")
     owner.evaluate("window.klingwebNoReload = true")  # gone if the page reloads
@@ -68,4 +72,4 @@ def test_teammates_new_task_appears_in_an_open_list_without_reload(stack: Stack,
     assert 1 <= len(live) <= 3, requests
     assert not [url for url in requests if url.rstrip("/").endswith("/row")], requests
     assert owner.evaluate("window.klingwebNoReload") is True
-    assert not errors, errors
+    assert not errors, (errors, failed)
