@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from django.urls import path
 
-from elements_app import live, views
+from elements_app import views
 
 urlpatterns = [
     path("t/<uuid:team>/elements/", views.element_list, name="elements-list"),
-    path("t/<uuid:team>/elements/live/", live.element_list_live, name="elements-live"),
     path("t/<uuid:team>/elements/new/", views.element_create_view, name="elements-create"),
     path("t/<uuid:team>/elements/import/", views.element_import_view, name="elements-import"),
     path("t/<uuid:team>/elements/presets/", views.preset_list, name="elements-presets"),

@@ -22,9 +22,11 @@ urlpatterns = [
     path("favicon.ico", favicon, name="favicon"),
     path("admin/", admin.site.urls),
     path("", include("klingweb.accounts.urls")),
+    path("", include("tasks_app.urls_live")),
     path("", include("tasks_app.urls")),
     path("", include("klingweb.reporting.urls")),
     path("", include("tasks_app.urls_budgets")),
     path("", include("tasks_app.urls_ops")),
+    path("", include("elements_app.urls_live")),
     path("", include("elements_app.urls")),
 ]

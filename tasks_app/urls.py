@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from django.urls import path
 
-from tasks_app import callbacks, live, views
+from tasks_app import callbacks, views
 
 urlpatterns = [
     path("t/<uuid:team>/tasks/", views.task_list, name="tasks-list"),
     path("t/<uuid:team>/tasks/mine/", views.task_mine, name="tasks-mine"),
-    path("t/<uuid:team>/tasks/live/", live.task_list_live, name="tasks-live"),
-    path("t/<uuid:team>/tasks/mine/live/", live.task_mine_live, name="tasks-mine-live"),
     path("t/<uuid:team>/tasks/new/", views.task_new, name="tasks-new"),
     path("t/<uuid:team>/tasks/new/<str:family>/", views.task_create, name="tasks-create"),
     path("t/<uuid:team>/tasks/<uuid:code>/", views.task_detail, name="tasks-detail"),

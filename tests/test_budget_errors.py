@@ -27,7 +27,7 @@ def _open(chromium, client, portal):  # noqa: F811
     page, errors = routed_page(chromium, client)
     page.goto(ORIGIN + reverse("tasks-budgets", kwargs={"team": portal.team.code}))
     # What a browser without the number input's own checks (or a script) would send.
-    page.eval_on_selector("#budget-form", "form => form.noValidate = true")
+    page.eval_on_selector("#budgets form[hx-post$='/budgets/']", "form => form.noValidate = true")
     return page, errors
 
 

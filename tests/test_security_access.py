@@ -110,13 +110,13 @@ RULES: dict[str, Rule] = {
     # tasks
     "tasks-list": Rule(G, V),
     "tasks-mine": Rule(G, V),
-    "tasks-live": Rule(G, V),
-    "tasks-mine-live": Rule(G, V),
     "tasks-new": Rule(G, M),
     "tasks-create": Rule(GP, M, M),
     "tasks-detail": Rule(G, V),
     "tasks-row": Rule(G, V),
     "tasks-json": Rule(G, V),
+    "tasks-live": Rule(G, V),
+    "tasks-mine-live": Rule(G, V),
     "tasks-media-file": Rule(G, V, missing_ok=True),
     "tasks-input": Rule(G, V),
     "tasks-callback": Rule(P, PUBLIC_LEVEL, PUBLIC_LEVEL),  # the token is the key

@@ -32,14 +32,6 @@ def elapsed(task: Any) -> str:
 
 
 @register.filter
-def elapsed_seconds(task: Any) -> int:
-    """Whole seconds a task has run so far (see ``elapsed``): the start of the client-side
-    counter of an unfinished task (static/js/tasks.js, ``data-elapsed``)."""
-    end = task.finished_at if task.finished_at else timezone.now()
-    return max(0, int((end - task.created_at).total_seconds()))
-
-
-@register.filter
 def units(value: Decimal | None) -> str:
     """Kling credit units for display: ``12.5``, ``3``, or ``—`` when unknown."""
     if value is None:
@@ -73,3 +65,11 @@ def input_group(form: Any, name: str) -> dict | None:
         if spec.name == name:
             return form.input_group(spec)
     return None
+
+
+@register.filter
+def elapsed_seconds(task: Any) -> int:
+    """Whole seconds a task has run so far (see ``elapsed``): the start of the client-side
+    counter of an unfinished task (static/js/tasks.js, ``data-elapsed``)."""
+    end = task.finished_at if task.finished_at else timezone.now()
+    return max(0, int((end - task.created_at).total_seconds()))
