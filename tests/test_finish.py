@@ -30,3 +30,45 @@ def test_every_page_names_its_icon(client, portal):
         body = page.content.decode()
         assert 'rel="icon"' in body and "img/favicon.svg" in body
     assert finders.find("img/favicon.svg") is not None
+
+
+# -- error pages: styled, in words, with the way back ------------------------------------
+
+
+def test_viewer_opening_a_create_form_gets_a_styled_403_with_the_way_back(client, portal):
+    client.force_login(portal.viewer)
+    url = reverse("tasks-create", kwargs={"team": portal.team.code, "family": "text2video"})
+    response = client.get(url)
+    assert response.status_code == 403
+    body = response.content.decode()
+    assert "You cannot do this here" in body
+    assert "Your role in this team does not allow this." in body
+    assert "css/app.css" in body and 'class="topbar"' in body
+    assert f'href="{reverse("home")}" data-back>Back</a>' in body
+    assert "Your tasks</a>" in body
+
+
+def test_outsider_gets_a_styled_404_that_reveals_nothing(client, portal):
+    client.force_login(portal.outsider)
+    response = client.get(reverse("tasks-list", kwargs={"team": portal.team.code}))
+    assert response.status_code == 404
+    body = response.content.decode()
+    assert "This page does not exist" in body and "css/app.css" in body
+    assert portal.team.name not in body and "No such team" not in body
+    assert f'href="{reverse("home")}"' in body
+
+
+def test_anonymous_404_offers_sign_in(client):
+    body = client.get("/no/such/page/").content.decode()
+    assert "This page does not exist" in body
+    assert f'href="{reverse("accounts-login")}"' in body
+
+
+def test_server_error_page_is_styled_and_needs_no_database(rf):
+    from django.views.defaults import server_error
+
+    response = server_error(rf.get("/t/x/"))
+    assert response.status_code == 500
+    body = response.content.decode()
+    assert "Something went wrong on our side" in body
+    assert "css/app.css" in body and 'href="/"' in body

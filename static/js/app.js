@@ -1,4 +1,5 @@
-/* Klingweb, every page: a server error answered to an htmx request shows on the page.
+/* Klingweb, every page: "Back" links (data-back) go back in the history when there is one, and
+   a server error answered to an htmx request shows on the page.
    Validation answers (400, 422: the form again with its errors) are swapped like any page
    part (htmx-config "responseHandling" in base.html); any other error (403, 404, 413, 429,
    5xx) or a network failure is written into #htmx-error, and cleared by the next request
@@ -43,5 +44,12 @@
   document.addEventListener("htmx:afterRequest", function (event) {
     var box = region();
     if (box && !box.hidden && event.detail.successful) box.hidden = true;
+  });
+
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest && event.target.closest("a[data-back]");
+    if (!link || window.history.length < 2) return;
+    event.preventDefault();
+    window.history.back();
   });
 })();
