@@ -72,3 +72,49 @@ def test_server_error_page_is_styled_and_needs_no_database(rf):
     body = response.content.decode()
     assert "Something went wrong on our side" in body
     assert "css/app.css" in body and 'href="/"' in body
+
+
+# -- human labels: results counted from 1 ------------------------------------------------
+
+
+def test_task_page_names_results_from_one(client, portal):
+    from django.utils import timezone
+
+    from tasks_app.models import Status, Task
+
+    shots = Task.objects.create(
+        team=portal.team,
+        creator=portal.member,
+        family="multi_shot",
+        status=Status.SUCCEED,
+        finished_at=timezone.now(),
+        result={
+            "images": [
+                {
+                    "index": 0,
+                    "url_1": "https://cdn.example/a.png",
+                    "url_2": "https://cdn.example/b.png",
+                }
+            ]
+        },
+    )
+    video = Task.objects.create(
+        team=portal.team,
+        creator=portal.member,
+        family="text2video",
+        status=Status.SUCCEED,
+        finished_at=timezone.now(),
+        result={"videos": [{"id": "v1", "url": "https://cdn.example/v.mp4", "duration": "5"}]},
+    )
+    client.force_login(portal.member)
+    page = client.get(
+        reverse("tasks-detail", kwargs={"team": portal.team.code, "code": shots.code})
+    )
+    body = page.content.decode()
+    assert "Image 1 · view 1" in body and "Image 1 · view 2" in body
+    assert "Image 0" not in body and "· url_1" not in body
+    page = client.get(
+        reverse("tasks-detail", kwargs={"team": portal.team.code, "code": video.code})
+    )
+    body = page.content.decode()
+    assert "Video 1" in body and "Video 0" not in body
