@@ -18,13 +18,13 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import QuerySet
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 from django_htmx.http import HttpResponseClientRedirect
 
-from elements_app.forms import ElementFilterForm, ElementForm, PresetFilterForm
+from elements_app.forms import ElementForm, PresetFilterForm
+from elements_app.live import PAGE_SIZE, element_results_context
 from elements_app.models import Element, ElementStatus, PresetElement
 from elements_app.services import (
     ElementNotDeletable,
@@ -43,8 +43,6 @@ from klingweb.storage import media_redirect
 from tasks_app.budgets import BudgetExceeded
 from tasks_app.families import registry
 from tasks_app.inputs import InputNeedsPublicAddress
-
-PAGE_SIZE = 24
 
 
 def _is_partial(request: HttpRequest) -> bool:
@@ -98,21 +96,6 @@ def omni_prefill_url(*, team: Team, element: Element | PresetElement) -> str | N
 # --- library ---------------------------------------------------------------------------------
 
 
-def _filtered_elements(team: Team, form: ElementFilterForm) -> QuerySet[Element]:
-    elements = Element.objects.filter(team=team).select_related("task", "creator")
-    data = form.cleaned_data if form.is_valid() else {}
-    status = data.get("status") or ""
-    if status:
-        elements = elements.with_status(status)
-    elif not data.get("deleted"):
-        elements = elements.visible()
-    if data.get("tag"):
-        elements = elements.with_tag(data["tag"])
-    if data.get("q"):
-        elements = elements.filter(name__icontains=data["q"])
-    return elements
-
-
 def element_list(request: HttpRequest, team) -> HttpResponse:
     """GET /t/<team>/elements/ (``elements-list``): the team's elements as cards.
 
@@ -121,20 +104,10 @@ def element_list(request: HttpRequest, team) -> HttpResponse:
     ``page``. An HTMX request gets the ``results`` partial only. Viewers and up.
     """
     access = team_for_user(request, team)
-    form = ElementFilterForm(request.GET or None)
-    page = Paginator(_filtered_elements(access.team, form), PAGE_SIZE).get_page(
-        request.GET.get("page")
-    )
-    context = {
-        "access": access,
-        "team": access.team,
-        "filters": form,
-        "page": page,
-        "query": _query_without_page(request),
-        "tab": "elements",
-    }
+    context = element_results_context(request, access)
     template = "elements_app/element_list.html"
-    return render(request, f"{template}#results" if _is_partial(request) else template, context)
+    partial = _is_partial(request) and not request.htmx.history_restore_request
+    return render(request, f"{template}#results" if partial else template, context)
 
 
 def _query_without_page(request: HttpRequest) -> str:

@@ -16,7 +16,6 @@ from typing import Any
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.files.storage import default_storage
-from django.core.paginator import Paginator
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import (
     FileResponse,
@@ -43,8 +42,9 @@ from klingweb.accounts.models import KlingAccount, Role
 from klingweb.storage import media_redirect
 from tasks_app.budgets import BudgetExceeded, budget_banners
 from tasks_app.families import TaskFamily, UnknownFamily, get_family, registry
-from tasks_app.forms import TaskFilterForm, video_extend_refusal, video_source_task
+from tasks_app.forms import video_extend_refusal, video_source_task
 from tasks_app.inputs import InputNeedsPublicAddress
+from tasks_app.live import task_table_context
 from tasks_app.models import Family, Task, TaskMedia
 from tasks_app.submission import TaskNotCancellable, task_cancel, task_queue
 from tasks_app.templatetags.tasks_tags import units
@@ -54,8 +54,6 @@ from tasks_app.uploads import (
     upload_content_type,
     upload_url,
 )
-
-PAGE_SIZE = 25
 
 #: Content types a kept result may be shown inline with; anything else is an attachment.
 _INLINE_RESULT_TYPES = {"image/png", "image/jpeg", "image/webp", "video/mp4", "video/quicktime"}
@@ -112,29 +110,13 @@ def _base_context(access: TeamAccess, *, banners: bool = True) -> dict:
 
 def _task_list(request: HttpRequest, team: Any, *, mine: bool) -> HttpResponse:
     access = team_for_user(request, team, methods=READ)
-    # "team": kept results link to /t/<team code>/… (one query per row without it).
-    queryset = Task.objects.filter(team=access.team).select_related("creator", "team")
-    if mine:
-        queryset = queryset.filter(creator=request.user)
-    labels = [(family.key, family.label) for family in registry().values()]
-    filters = TaskFilterForm(request.GET or None, team=access.team, families=labels, mine=mine)
-    queryset = filters.filter(queryset).prefetch_related("media")
-    page = Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
-    query = request.GET.copy()
-    query.pop("page", None)
     context = {
         **_base_context(access),
-        "mine": mine,
-        "filters": filters,
-        "page": page,
-        "tasks": page.object_list,
-        "querystring": query.urlencode(),
-        "filtered": any(v for k, v in request.GET.items() if k not in ("page", "sort")),
+        **task_table_context(request, access, mine=mine),
         "families": _families(access.team),
-        "list_url": request.path,
     }
     template = "tasks_app/task_list.html"
-    if request.htmx and not request.htmx.boosted:
+    if request.htmx and not request.htmx.boosted and not request.htmx.history_restore_request:
         template += "#table"
     return render(request, template, context)
 

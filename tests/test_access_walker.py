@@ -58,6 +58,7 @@ PUBLIC = frozenset(
         "accounts-signup",
         "tasks-callback",
         "tasks-kling-input",
+        "favicon",
     }
 )
 #: Route prefixes not walked: Django's admin (staff only, its own checks), static files.

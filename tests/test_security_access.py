@@ -79,6 +79,7 @@ G, P, GP = ("GET",), ("POST",), ("GET", "POST")
 RULES: dict[str, Rule] = {
     "home": Rule(G, LOGIN),
     # accounts: public by design, then login-only, then team settings
+    "favicon": Rule(G, PUBLIC_LEVEL),
     "accounts-login": Rule(GP, PUBLIC_LEVEL, PUBLIC_LEVEL),
     "accounts-logout": Rule(P, PUBLIC_LEVEL, PUBLIC_LEVEL),
     "accounts-password-reset": Rule(GP, PUBLIC_LEVEL, PUBLIC_LEVEL),
@@ -116,6 +117,8 @@ RULES: dict[str, Rule] = {
     # Members cancel their own tasks only; the walker's task is the owner's (own cast).
     "tasks-cancel": Rule(P, A, A),
     "tasks-json": Rule(G, V),
+    "tasks-live": Rule(G, V),
+    "tasks-mine-live": Rule(G, V),
     "tasks-media-file": Rule(G, V, missing_ok=True),
     "tasks-media-zip": Rule(G, V, missing_ok=True),
     "tasks-input": Rule(G, V),
@@ -136,6 +139,7 @@ RULES: dict[str, Rule] = {
     "usage-company-export": Rule(G, STAFF),
     # elements
     "elements-list": Rule(G, V),
+    "elements-live": Rule(G, V),
     "elements-create": Rule(GP, M, M),
     "elements-import": Rule(GP, A, A),
     "elements-presets": Rule(G, V),

@@ -1,4 +1,5 @@
-/* Klingweb task pages: live prompt character counts and "copy as JSON". No dependencies. */
+/* Klingweb task pages: live prompt character counts, "copy as JSON", and the running time of
+   unfinished tasks (counted here between two live answers). No dependencies. */
 (function () {
   "use strict";
 
@@ -59,4 +60,24 @@
       done(ok ? "Copied" : "Copy failed; use Download JSON");
     }
   });
+
+  // "Running for …" of unfinished tasks: the server renders the seconds so far in
+  // data-elapsed; the count goes on here, in the same words as the elapsed filter.
+  function durationText(seconds) {
+    seconds = Math.max(0, Math.floor(seconds));
+    if (seconds < 60) return seconds + " s";
+    var minutes = Math.floor(seconds / 60); seconds = seconds % 60;
+    if (minutes < 60) return seconds ? minutes + " min " + seconds + " s" : minutes + " min";
+    var hours = Math.floor(minutes / 60); minutes = minutes % 60;
+    if (hours < 48) return minutes ? hours + " h " + minutes + " min" : hours + " h";
+    return Math.floor(hours / 24) + " days";
+  }
+  function tick() {
+    var now = Date.now();
+    document.querySelectorAll("[data-elapsed]").forEach(function (el) {
+      if (!el.klingwebStart) el.klingwebStart = now - 1000 * parseInt(el.getAttribute("data-elapsed"), 10);
+      el.textContent = durationText((now - el.klingwebStart) / 1000);
+    });
+  }
+  setInterval(tick, 1000);
 })();

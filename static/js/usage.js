@@ -75,6 +75,35 @@
     });
   }
 
-  document.addEventListener("DOMContentLoaded", function () { draw(document); });
+  // The URL is the state of a report. The picker shows what the address bar says: on load,
+  // when the browser shows the page again from its cache (pageshow), and after Back/Forward
+  // (popstate; htmx:historyRestore), where htmx puts back a snapshot of the page whose form
+  // fields still carry the choice first rendered. A parameter the URL lacks: the field's
+  // data-default (the period), "" for the other selects (all kinds, members…); From/To stay.
+  function syncPicker() {
+    var form = document.querySelector("form.usage-picker");
+    if (!form) return;
+    var params = new URLSearchParams(window.location.search);
+    Array.prototype.forEach.call(form.elements, function (field) {
+      if (!field.name || field.type === "submit" || field.type === "button") return;
+      var value = params.get(field.name);
+      if (value === null) {
+        if (field.hasAttribute("data-default")) value = field.getAttribute("data-default");
+        else if (field.tagName === "SELECT") value = "";
+        else return;
+      }
+      if (field.tagName === "SELECT") {
+        var known = Array.prototype.some.call(field.options, function (o) { return o.value === value; });
+        if (known) field.value = value;
+      } else {
+        field.value = value;
+      }
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { syncPicker(); draw(document); });
   document.addEventListener("htmx:load", function (event) { draw(event.detail.elt); });
+  window.addEventListener("pageshow", syncPicker);
+  window.addEventListener("popstate", function () { setTimeout(syncPicker, 0); });
+  document.addEventListener("htmx:historyRestore", function () { syncPicker(); draw(document); });
 })();

@@ -65,3 +65,24 @@ def input_group(form: Any, name: str) -> dict | None:
         if spec.name == name:
             return form.input_group(spec)
     return None
+
+
+@register.filter
+def elapsed_seconds(task: Any) -> int:
+    """Whole seconds a task has run so far (see ``elapsed``): the start of the client-side
+    counter of an unfinished task (static/js/tasks.js, ``data-elapsed``)."""
+    end = task.finished_at if task.finished_at else timezone.now()
+    return max(0, int((end - task.created_at).total_seconds()))
+
+
+@register.filter
+def media_label(item: Any) -> str:
+    """A result's name for people, counted from 1 (the vendor's ``index`` counts from 0):
+    ``Video 1``, ``Image 2``; an AI multi-shot image's ``url_N`` variant adds ``· view N``
+    (``Image 1 · view 3``). ``item``: a ``tasks_app.media.MediaDisplay``."""
+    kind = "Video" if item.kind == "video" else "Image"
+    text = f"{kind} {int(item.index) + 1}"
+    variant = str(item.variant or "")
+    if variant.startswith("url_") and variant[4:].isdigit():
+        text += f" · view {variant[4:]}"
+    return text
