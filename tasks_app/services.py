@@ -273,7 +273,9 @@ def task_apply_remote(*, task_pk: int, remote: KlingTask, source: str) -> bool:
             # An imported task (kling_sync) was charged when Kling finished it, not now:
             # usage days and budget periods follow the vendor's time.
             charged_at = remote.updated_at if source == "sync" and remote.updated_at else now
-            deduction_record(task=task, charged_at=charged_at)
+            deduction_record(
+                task=task, charged_at=charged_at, balance=remote.final_balance_deduction
+            )
         if new_status == Status.SUCCEED:
             _run_on_succeed(task, remote)
             _enqueue_on_commit("tasks_app.jobs.keep_media", task.pk)
