@@ -160,10 +160,11 @@ def _q(value) -> Decimal:
 
 
 def _ledger_sums() -> dict:
-    """``Sum`` aggregates of the ledger in both measures: ``units`` and ``money``."""
+    """``Sum`` aggregates of the ledger in both measures: ``sum_units`` and ``sum_money``
+    (not named after a field: an annotation called ``units`` would shadow the column)."""
     return {
-        "units": Sum(ledger_units_expr(), output_field=MONEY_FIELD),
-        "money": Sum(ledger_money_expr(), output_field=MONEY_FIELD),
+        "sum_units": Sum(ledger_units_expr(), output_field=MONEY_FIELD),
+        "sum_money": Sum(ledger_money_expr(), output_field=MONEY_FIELD),
     }
 
 
@@ -176,7 +177,7 @@ def ledger_spent(*, budget: Budget, start: datetime, end: datetime) -> Decimal:
     if budget.member_id is not None:
         qs = qs.filter(member_id=budget.member_id)
     sums = qs.aggregate(**_ledger_sums())
-    return _q(sums["money" if budget.measure == BudgetMeasure.MONEY else "units"])
+    return _q(sums["sum_money" if budget.measure == BudgetMeasure.MONEY else "sum_units"])
 
 
 def reserved_tasks(*, budget: Budget):
@@ -217,6 +218,12 @@ class BudgetStatus:
     def text(self, value: Decimal) -> str:
         """``value`` written in this budget's measure (``measure_text``)."""
         return measure_text(value, self.measure)
+
+    def of_text(self, value: Decimal) -> str:
+        """``value`` against the limit: ``"101 of 100 units"`` or ``"$1.01 of $1.00"``."""
+        if self.measure == BudgetMeasure.MONEY:
+            return f"{money_text(value)} of {money_text(self.units)}"
+        return f"{units_text(value)} of {units_text(self.units)} units"
 
     @property
     def limit_text(self) -> str:
@@ -284,7 +291,7 @@ def budget_statuses(*, budgets: list[Budget], now: datetime | None = None) -> li
         start, end = period_bounds(period=period, zone=zone, now=now)
         windows[period] = (start, end)
         ledger_by[period] = {
-            row["member_id"]: {"units": _q(row["units"]), "money": _q(row["money"])}
+            row["member_id"]: {"units": _q(row["sum_units"]), "money": _q(row["sum_money"])}
             for row in Deduction.objects.filter(
                 team_id=team.pk, recorded_at__gte=start, recorded_at__lt=end
             )
@@ -331,6 +338,17 @@ def team_budgets(*, team) -> list[Budget]:
     return budgets
 
 
+def _refusal_sentence(status: BudgetStatus, needed: Decimal) -> str:
+    """One budget's part of a refusal: "Team monthly budget: 950 of 1,000 units spent; this
+    task needs about 80. Resets …" (units) or "…: $9.90 of $10.00 spent; this task needs
+    about $0.70. Resets …" (money)."""
+    need = money_text(needed) if status.measure == BudgetMeasure.MONEY else units_text(needed)
+    return (
+        f"{status.label}: {status.of_text(status.spent)} spent; this task needs about {need}. "
+        f"Resets {status.resets}."
+    )
+
+
 def budget_check(*, team, user, units: Decimal, now: datetime | None = None) -> None:
     """Raise ``BudgetExceeded`` if ``units`` (estimated Kling units) more would pass any
     budget of ``team``, or a cap of ``user`` in it, in the current period — naming every
@@ -340,8 +358,8 @@ def budget_check(*, team, user, units: Decimal, now: datetime | None = None) -> 
     Call it inside the ``transaction.atomic()`` block that saves the queued task (with its
     ``estimated_units``): the team's budget rows are locked (``SELECT … FOR UPDATE`` on
     PostgreSQL; SQLite serialises writers), so two submissions at the same moment see each
-    other and cannot overshoot together. Message example: "Team monthly budget: 950 units
-    of 1,000 units spent; this task needs about 80 units. Resets 2026-12-01 00:00
+    other and cannot overshoot together. Message example: "Team monthly budget: 950 of
+    1,000 units spent; this task needs about 80. Resets 2026-12-01 00:00
     Europe/Paris. Monthly cap for alice: $9.90 of $10.00 spent; this task needs about
     $0.70. Resets 2026-12-01 00:00 Europe/Paris."
     """
@@ -361,11 +379,7 @@ def budget_check(*, team, user, units: Decimal, now: datetime | None = None) -> 
     if exceeded:
         first, needed = exceeded[0]
         raise BudgetExceeded(
-            " ".join(
-                f"{s.label}: {s.text(s.spent)} of {s.text(s.units)} spent; this task needs "
-                f"about {s.text(n)}. Resets {s.resets}."
-                for s, n in exceeded
-            ),
+            " ".join(_refusal_sentence(s, n) for s, n in exceeded),
             budget=first.budget,
             spent=first.spent,
             needed=needed,
@@ -442,7 +456,7 @@ def _alert_mail(team, status: BudgetStatus, threshold: int) -> None:
     subject = mail_subject(f"[Klingweb] {team.name}: {status.label} at {threshold} %")
     body = (
         f"{status.label} of team {team.name} has reached {threshold} %: "
-        f"{status.ledger_text} of {status.limit_text} charged this period.\n"
+        f"{status.of_text(status.ledger)} charged this period.\n"
         f"It resets {status.resets}.\n"
     )
     if threshold >= 100:
@@ -489,8 +503,8 @@ def budget_banners(*, team, user=None, now: datetime | None = None) -> list[Budg
             continue
         status = budget_status(budget=budget, now=now)
         message = (
-            f"{status.label}: {threshold} % reached ({status.ledger_text} of "
-            f"{status.limit_text}). Resets {status.resets}."
+            f"{status.label}: {threshold} % reached ({status.of_text(status.ledger)}). "
+            f"Resets {status.resets}."
         )
         banners.append(
             BudgetBanner(

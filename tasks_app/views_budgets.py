@@ -46,7 +46,8 @@ class BudgetForm(forms.Form):
         choices=BudgetMeasure.choices,
         initial=BudgetMeasure.UNITS,
         label="Counted in",
-        help_text="Units of Kling credit, or money.",
+        required=False,
+        help_text="Units of Kling credit, or money (empty: units).",
     )
     units = forms.DecimalField(
         min_value=Decimal("0"), max_digits=12, decimal_places=3, label="Limit"
@@ -68,6 +69,10 @@ class BudgetForm(forms.Form):
             (BudgetMeasure.UNITS, "Units"),
             (BudgetMeasure.MONEY, f"Money ({currency()})"),
         ]
+
+    def clean_measure(self) -> str:
+        """An empty measure means units (forms posted before budgets had one)."""
+        return self.cleaned_data.get("measure") or BudgetMeasure.UNITS
 
 
 #: How many holding tasks the budgets page lists (newest first).
