@@ -561,7 +561,19 @@ class TestVendorUrls:
 class TestCosts:
     @pytest.mark.parametrize(
         "units",
-        ["NaN", "nan", "Infinity", "-Infinity", "sNaN", "-1", "1.000000001", "ten", "1e400", True, [1]],
+        [
+            "NaN",
+            "nan",
+            "Infinity",
+            "-Infinity",
+            "sNaN",
+            "-1",
+            "1.000000001",
+            "ten",
+            "1e400",
+            True,
+            [1],
+        ],
     )
     def test_an_implausible_cost_is_400_and_changes_nothing(self, client, portal, units):
         task = _submitted(portal)
