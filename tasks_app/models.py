@@ -234,6 +234,29 @@ class Task(models.Model):
         return self.status in UNFINISHED
 
     @property
+    def charge(self) -> dict | None:
+        """What the ledger holds for this task (its ``Deduction`` rows, corrections
+        included), or None when nothing was recorded: ``{"units": Decimal, "money": Decimal
+        (in settings.KLING_CURRENCY: cash figures as sent, else units × KLING_UNIT_PRICE),
+        "cash": bool (the vendor charged money), "currency": str, "list_price": Decimal |
+        None}``. One query; cached on the instance."""
+        if not hasattr(self, "_charge_cache"):
+            rows = list(self.deductions.all()) if self.pk else []
+            if not rows:
+                self._charge_cache = None
+            else:
+                prices = [r.list_price for r in rows if r.list_price is not None]
+                self._charge_cache = {
+                    "units": sum((r.units for r in rows), Decimal("0")),
+                    "money": sum((r.money for r in rows), Decimal("0")),
+                    "cash": any(r.is_cash for r in rows),
+                    "currency": next((r.currency for r in rows if r.currency), "")
+                    or settings.KLING_CURRENCY,
+                    "list_price": sum(prices, Decimal("0")) if prices else None,
+                }
+        return self._charge_cache
+
+    @property
     def is_at_vendor(self) -> bool:
         """True while submitted or processing (``IN_FLIGHT``): Kling has it and the poller
         watches it. A queued task is unfinished but not at the vendor."""

@@ -134,6 +134,24 @@ RESOLUTIONS: dict[str, str] = {
     "1080p": "1080p",
 }
 
+#: The request/form fields ``task_estimate`` reads (the create forms' estimate element sends
+#: only these, ``hx-params``): model, mode/resolution, duration, audio, a reference video.
+ESTIMATE_FIELDS = (
+    "model_name",
+    "model",
+    "mode",
+    "resolution",
+    "duration",
+    "sound",
+    "audio",
+    "video_sound",
+    "voice_control",
+    "video_url",
+    "reference_video",
+    "feature_video",
+    "base_video",
+)
+
 AVATAR_DEFAULT_SECONDS = Decimal("5")
 EXTEND_SECONDS = Decimal("5")
 

@@ -8,7 +8,7 @@ from typing import Any
 from django import template
 from django.utils import timezone
 
-from tasks_app.prices import estimate_text, money_text, number_text
+from tasks_app.prices import ESTIMATE_FIELDS, estimate_text, money_text, number_text
 
 register = template.Library()
 
@@ -46,6 +46,12 @@ def money(value: Decimal | None, code: str = "") -> str:
     """Money for display (``tasks_app.prices.money_text``): ``$0.56``, ``12.5 CHF``; ``code``
     the ISO currency (default ``settings.KLING_CURRENCY``); ``—`` when unknown."""
     return money_text(value, code or None)
+
+
+@register.simple_tag
+def estimate_fields() -> str:
+    """The fields the create form's estimate sends (``hx-params``), comma-separated."""
+    return ",".join(ESTIMATE_FIELDS)
 
 
 @register.filter
