@@ -21,14 +21,13 @@ from tasks_app.budgets import BudgetExceeded, budget_check
 from tasks_app.models import Budget, BudgetMeasure, Deduction, Status, Task
 from tasks_app.prices import task_estimate
 from tasks_app.services import task_apply_remote
-from tests.test_tasks_submission import (  # noqa: F401 - fixtures
-    create,
-    fast_and_isolated,
-    kling,
-    poll,
-    queued,
-    sync_jobs,
-)
+from tests import test_tasks_submission as submission_tests
+from tests.test_tasks_submission import create, poll, queued
+
+# The submission tests' fixtures: jobs inline, the operator account on the sandbox.
+fast_and_isolated = submission_tests.fast_and_isolated
+sync_jobs = submission_tests.sync_jobs
+kling = submission_tests.kling
 
 pytestmark = pytest.mark.django_db
 
