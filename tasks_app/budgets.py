@@ -402,30 +402,26 @@ def _team_admin_emails(team) -> list[str]:
     return sorted(set(emails))
 
 
-def budget_alerts_check(*, team_pk: int, now: datetime | None = None) -> list[BudgetAlert]:
-    """Record each 80/90/100 % threshold the team's budgets reached this period, once each
-    (``BudgetAlert`` is unique per budget, period start and threshold), and e-mail the team's
-    owners and admins once per budget for what is new. Spending here is the ledger only.
-    Returns the alerts created by this call (empty when nothing new).
-    """
-    from klingweb.accounts.models import Team
-
-    team = Team.objects.filter(pk=team_pk).first()
-    if team is None:
-        return []
-    created_all: list[BudgetAlert] = []
-    for budget in team_budgets(team=team):
-        status = budget_status(budget=budget, now=now)
+def budget_alerts_record(*, team, now: datetime | None = None) -> list[BudgetAlert]:
+    """Record each 80/90/100 % threshold the team's budgets have reached this period, once
+    each (``BudgetAlert`` is unique per budget, period start and threshold; a duplicate is
+    skipped inside a savepoint). Spending here is the ledger only, in each budget's measure.
+    No mail: safe to call inside the transaction that records a charge
+    (``tasks_app.services.task_apply_remote`` does, so the banner shows the moment a
+    threshold is crossed); ``budget_alerts_mail`` sends the e-mails after commit. Returns
+    the alerts created. Queries: one when the team has no budget."""
+    budgets = team_budgets(team=team)
+    created: list[BudgetAlert] = []
+    for status in budget_statuses(budgets=budgets, now=now):
         if status.units <= 0:
             continue
-        created: list[BudgetAlert] = []
         for threshold in THRESHOLDS:
             if status.ledger * 100 < status.units * threshold:
                 break
             try:
                 with transaction.atomic():
                     alert = BudgetAlert.objects.create(
-                        budget=budget,
+                        budget=status.budget,
                         period_start=status.period_start,
                         threshold=threshold,
                         spent=status.ledger,
@@ -433,13 +429,46 @@ def budget_alerts_check(*, team_pk: int, now: datetime | None = None) -> list[Bu
             except IntegrityError:
                 continue  # already raised this period
             created.append(alert)
-        if created:
-            _alert_mail(team, status, max(a.threshold for a in created))
-            BudgetAlert.objects.filter(pk__in=[a.pk for a in created]).update(
-                emailed_at=timezone.now()
-            )
-            created_all.extend(created)
-    return created_all
+    return created
+
+
+def budget_alerts_mail(*, team, now: datetime | None = None) -> int:
+    """E-mail the team's owners and admins about alerts not mailed yet (``emailed_at`` null):
+    one mail per budget, naming its highest new threshold. Each budget's alerts are claimed
+    first by a conditional update, so two workers never mail the same alert. Returns the
+    number of mails attempted."""
+    pending: dict[int, list[BudgetAlert]] = {}
+    for alert in BudgetAlert.objects.filter(budget__team=team, emailed_at__isnull=True):
+        pending.setdefault(alert.budget_id, []).append(alert)
+    if not pending:
+        return 0
+    sent = 0
+    budgets = [b for b in team_budgets(team=team) if b.pk in pending]
+    for status in budget_statuses(budgets=budgets, now=now):
+        alerts = pending[status.budget.pk]
+        claimed = BudgetAlert.objects.filter(
+            pk__in=[a.pk for a in alerts], emailed_at__isnull=True
+        ).update(emailed_at=timezone.now())
+        if not claimed:
+            continue  # another worker mails them
+        _alert_mail(team, status, max(a.threshold for a in alerts))
+        sent += 1
+    return sent
+
+
+def budget_alerts_check(*, team_pk: int, now: datetime | None = None) -> list[BudgetAlert]:
+    """Record the thresholds reached (``budget_alerts_record``) and mail what was not mailed
+    yet (``budget_alerts_mail``), for the team with primary key ``team_pk``. Runs as a job
+    right after a task's charge commits, and from the periodic check. Returns the alerts
+    created by this call (empty when nothing new)."""
+    from klingweb.accounts.models import Team
+
+    team = Team.objects.filter(pk=team_pk).first()
+    if team is None:
+        return []
+    created = budget_alerts_record(team=team, now=now)
+    budget_alerts_mail(team=team, now=now)
+    return created
 
 
 def budget_alerts_check_all() -> int:

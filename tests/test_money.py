@@ -17,7 +17,7 @@ import pytest
 from django.urls import reverse
 
 from klingweb.kling import parse_task
-from tasks_app.budgets import BudgetExceeded, budget_check
+from tasks_app.budgets import BudgetExceeded, budget_alerts_check, budget_banners, budget_check
 from tasks_app.models import Budget, BudgetMeasure, Deduction, Status, Task
 from tasks_app.prices import task_estimate
 from tasks_app.services import task_apply_remote
@@ -236,3 +236,28 @@ def test_the_estimate_matches_what_the_sandbox_charges(
     poll(task)
     task.refresh_from_db()
     assert task.estimated_units == task.final_unit_deduction == task_estimate("text2video", body)
+
+
+def test_a_threshold_is_recorded_by_the_charge_that_crosses_it(portal, mailoutbox):
+    budget = Budget.objects.create(team=portal.team, period="daily", units=Decimal("1"))
+    task = Task.objects.create(
+        team=portal.team, creator=portal.member, family="text2video", status=Status.SUBMITTED
+    )
+    remote = parse_task(
+        {
+            "task_id": "kt-crossing",
+            "task_status": "succeed",
+            "final_unit_deduction": "0.9",
+            "task_info": {"external_task_id": str(task.code)},
+            "task_result": {"videos": [{"id": "v", "url": "https://cdn.example/v.mp4"}]},
+        }
+    )
+    task_apply_remote(task_pk=task.pk, remote=remote, source="poll")
+    # In the same transaction as the charge: 80 and 90 % recorded, no job needed.
+    assert sorted(budget.alerts.values_list("threshold", flat=True)) == [80, 90]
+    banners = budget_banners(team=portal.team, user=portal.member)
+    assert [b.threshold for b in banners] == [90]
+    assert mailoutbox == []  # the mail waits for the job after commit
+    budget_alerts_check(team_pk=portal.team.pk)
+    budget_alerts_check(team_pk=portal.team.pk)
+    assert len(mailoutbox) == 1 and "90 %" in mailoutbox[0].subject
