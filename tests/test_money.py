@@ -261,3 +261,32 @@ def test_a_threshold_is_recorded_by_the_charge_that_crosses_it(portal, mailoutbo
     budget_alerts_check(team_pk=portal.team.pk)
     budget_alerts_check(team_pk=portal.team.pk)
     assert len(mailoutbox) == 1 and "90 %" in mailoutbox[0].subject
+
+
+def test_the_portal_and_sandbox_price_tables_agree():
+    """Two copies written apart (client and sandbox are kept apart): every published figure
+    is the same in both, so an estimate is what the sandbox then charges."""
+    from klingweb.sandbox import prices as sandbox_prices
+    from tasks_app import prices
+
+    sandbox_rates = {
+        key: {res: Decimal(rate) for res, rate in rates.items()}
+        for key, rates in sandbox_prices.VIDEO_RATES.items()
+    }
+    assert sandbox_rates == prices.VIDEO_RATES
+    for feature, units in sandbox_prices.PER_CALL_UNITS.items():
+        assert prices.PER_CALL_UNITS[feature] == Decimal(units)
+    for legacy, row in sandbox_prices.LEGACY_MODEL_ROWS.items():
+        assert prices.MODEL_ROWS[legacy] == row
+    assert prices.VENDOR_UNIT_PRICE_USD == sandbox_prices.VIDEO_UNIT_USD
+
+
+def test_a_money_budget_reads_in_money_on_the_budgets_page(client, portal):
+    client.force_login(portal.admin)
+    url = reverse("tasks-budgets", kwargs={"team": portal.team.code})
+    response = client.post(url, {"period": "monthly", "measure": "money", "units": "25"})
+    assert response.status_code == 302
+    budget = Budget.objects.get(team=portal.team)
+    assert budget.measure == BudgetMeasure.MONEY
+    page = client.get(url).content.decode()
+    assert "$25.00" in page and "Team monthly budget set to $25.00." in page
