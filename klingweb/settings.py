@@ -8,7 +8,6 @@ django-q2 broker to Redis. Every variable is listed in README.md's configuration
 from __future__ import annotations
 
 from datetime import timedelta
-from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -371,25 +370,13 @@ if PRODUCTION and not FERNET_KEYS:
 # --- Scheduling, polling, budgets ---------------------------------------------------------
 POLL_STALE_AFTER_SECONDS = env_int("POLL_STALE_AFTER_SECONDS", 2 * 3600, minimum=60)
 MEDIA_MAX_BYTES = env_int("MEDIA_MAX_BYTES", 500 * 1024 * 1024, minimum=1024)
-# Estimated units per task, by family and mode ("*" = any mode); per 5 s for videos.
-TASK_COST_ESTIMATES: dict[str, dict[str, Decimal]] = {
-    "avatar": {"std": Decimal("8"), "pro": Decimal("16")},
-    "video_extend": {"*": Decimal("10")},
-    "multi_shot": {"*": Decimal("4")},
-    "text2video": {"std": Decimal("10"), "pro": Decimal("35")},
-    "image2video": {"std": Decimal("10"), "pro": Decimal("35")},
-    "element": {"*": Decimal("2")},
-    # The 3.0 family (2026 design): a flat default per task until the price-table estimate
-    # replaces this table — the vendor's 1080p units per second × 5 s (KLING_API_2026.md §8).
-    "t2v_3_0_turbo": {"*": Decimal("5")},
-    "i2v_3_0_turbo": {"*": Decimal("5")},
-    "t2v_3_0": {"*": Decimal("6")},
-    "i2v_3_0": {"*": Decimal("6")},
-    "omni_video_3_0": {"*": Decimal("6")},
-    "motion_3_0": {"*": Decimal("6")},
-    "motion_2_6": {"*": Decimal("4")},
-}
+# Estimates come from the vendor's price table (tasks_app.prices), times this factor.
 TASK_COST_MULTIPLIER = env_decimal("TASK_COST_MULTIPLIER", "1")
+# Money: the portal's currency, and the money one Kling unit is worth in it (used for ledger
+# rows charged in units and for estimates). Default: the vendor's published price of a video
+# unit, 0.14 USD (KLING_API_2026.md §8, "a video unit = $0.14").
+KLING_CURRENCY = env_str("KLING_CURRENCY", "USD").upper()
+KLING_UNIT_PRICE = env_decimal("KLING_UNIT_PRICE", "0.14")
 
 # Task families the portal offers; each names a TaskFamily object (tasks_app.families).
 # elements_app plugs its family in here, so tasks_app never imports elements_app.

@@ -1,10 +1,13 @@
 """Team budgets: cost estimates, the check before a task is queued, alerts and banners.
 
 Periods are computed in the team's time zone (``Team.time_zone``): days start at midnight,
-weeks on Monday at midnight, months on the 1st at midnight. Units are Kling credit units
-(Decimal). "Spent" in a period = the ledger (``Deduction`` rows recorded in the period,
-corrections included) + the ``estimated_units`` of the team's unfinished tasks (queued,
-submitted, processing), so that parallel submissions cannot overshoot a budget.
+weeks on Monday at midnight, months on the 1st at midnight. A budget counts Kling credit
+units or money (``Budget.measure``; money in ``settings.KLING_CURRENCY``, see
+``tasks_app.ledger.ledger_money_expr``). "Spent" in a period = the ledger (``Deduction`` rows
+recorded in the period, corrections included) + the reservations: the ``estimated_units`` of
+the scope's tasks that can still be charged (queued, submitted, processing — released the
+moment a task ends, whatever the end), so that parallel submissions cannot overshoot a
+budget. Estimates come from the vendor's price table (``tasks_app.prices.task_estimate``).
 Alerts (80/90/100 %) are raised on the ledger alone: they report what was actually charged.
 """
 
@@ -23,12 +26,20 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from klingweb.safe_text import mail_subject
+from tasks_app.ledger import MONEY_FIELD, ledger_money_expr, ledger_units_expr
 from tasks_app.models import (
     Budget,
     BudgetAlert,
+    BudgetMeasure,
     BudgetPeriod,
     Deduction,
     Task,
+)
+from tasks_app.prices import (
+    money_text,
+    number_text,
+    task_estimate_or_none,
+    unit_price,
 )
 
 log = logging.getLogger(__name__)
@@ -38,10 +49,13 @@ ZERO = Decimal("0")
 
 
 class BudgetExceeded(Exception):
-    """A task would pass a budget. ``str(exc)`` names the budget and when it resets.
+    """A task would pass one or more budgets. ``str(exc)`` names every budget it would pass
+    and when each resets, one sentence each.
 
-    Attributes: ``budget`` (``Budget``), ``spent`` and ``needed`` (units, Decimal),
-    ``resets_at`` (aware datetime in the team's time zone).
+    Attributes: ``exceeded`` (every ``BudgetStatus`` passed, team budgets first);
+    ``budget``, ``spent``, ``needed`` (the first one's budget, spent and need, in its
+    measure) and ``resets_at`` (aware datetime in the team's time zone) for callers that
+    show one.
     """
 
     def __init__(
@@ -52,27 +66,21 @@ class BudgetExceeded(Exception):
         spent: Decimal = ZERO,
         needed: Decimal = ZERO,
         resets_at: datetime | None = None,
+        exceeded: list | None = None,
     ):
         super().__init__(message)
         self.budget = budget
         self.spent = spent
         self.needed = needed
         self.resets_at = resets_at
+        self.exceeded = exceeded or []
 
 
 def estimate_units(*, family: str, params: dict) -> Decimal:
-    """Estimated units of Kling credit for a task of ``family`` with request ``params``,
-    from ``settings.TASK_COST_ESTIMATES`` (family × mode; × duration/5 for videos), times
-    ``settings.TASK_COST_MULTIPLIER``. Unknown family or mode: 0 (``"*"`` matches any mode).
-    """
-    table = settings.TASK_COST_ESTIMATES.get(family, {})
-    mode = params.get("mode") or "std"
-    base = table.get(mode, table.get("*", ZERO))
-    try:
-        duration = Decimal(str(params.get("duration") or "5"))
-    except ArithmeticError:
-        duration = Decimal("5")
-    return base * (duration / Decimal("5")) * settings.TASK_COST_MULTIPLIER
+    """Estimated units of Kling credit for a task of ``family`` with request ``params``:
+    ``tasks_app.prices.task_estimate`` (the vendor's published table, times
+    ``settings.TASK_COST_MULTIPLIER``); 0 when the table has no figure for it."""
+    return task_estimate_or_none(family, params) or ZERO
 
 
 # --- periods and formatting --------------------------------------------------------------
@@ -108,11 +116,23 @@ def period_bounds(*, period: str, zone: ZoneInfo, now: datetime | None = None):
 
 
 def units_text(units: Decimal) -> str:
-    """Units for people: ``Decimal("950.000")`` → ``"950"``, ``"12.500"`` → ``"12.5"``."""
-    units = Decimal(units)
-    if units == units.to_integral_value():
-        return str(units.quantize(Decimal("1")))
-    return format(units.normalize(), "f")
+    """Units for people (``tasks_app.prices.number_text``): ``Decimal("950.000")`` →
+    ``"950"``, ``"12.500"`` → ``"12.5"``, ``"1234.5"`` → ``"1,234.5"``."""
+    return number_text(Decimal(units))
+
+
+def measure_text(value: Decimal, measure: str) -> str:
+    """A budget figure in its measure: ``"1,000 units"`` / ``"1 unit"``, or money
+    (``"$12.50"``)."""
+    if measure == BudgetMeasure.MONEY:
+        return money_text(Decimal(value))
+    word = "unit" if Decimal(value) == 1 else "units"
+    return f"{units_text(value)} {word}"
+
+
+def in_measure(units: Decimal, measure: str) -> Decimal:
+    """Estimated ``units`` expressed in a budget's ``measure`` (money: × unit price)."""
+    return units * unit_price() if measure == BudgetMeasure.MONEY else units
 
 
 def budget_label(budget: Budget) -> str:
@@ -131,22 +151,49 @@ def resets_text(resets_at: datetime, zone: ZoneInfo) -> str:
 # --- spending ----------------------------------------------------------------------------
 
 
+PLACES = Decimal("0.00000001")
+
+
+def _q(value) -> Decimal:
+    """A sum read back exactly (PostgreSQL) or without SQLite's float error (8 places)."""
+    return Decimal(str(value or 0)).quantize(PLACES)
+
+
+def _ledger_sums() -> dict:
+    """``Sum`` aggregates of the ledger in both measures: ``sum_units`` and ``sum_money``
+    (not named after a field: an annotation called ``units`` would shadow the column)."""
+    return {
+        "sum_units": Sum(ledger_units_expr(), output_field=MONEY_FIELD),
+        "sum_money": Sum(ledger_money_expr(), output_field=MONEY_FIELD),
+    }
+
+
 def ledger_spent(*, budget: Budget, start: datetime, end: datetime) -> Decimal:
-    """Units recorded in the ledger for the budget's scope between ``start`` and ``end``."""
+    """What the ledger recorded for the budget's scope between ``start`` and ``end``, in the
+    budget's measure (units, or money in ``KLING_CURRENCY``)."""
     qs = Deduction.objects.filter(
         team_id=budget.team_id, recorded_at__gte=start, recorded_at__lt=end
     )
     if budget.member_id is not None:
         qs = qs.filter(member_id=budget.member_id)
-    return qs.aggregate(total=Sum("units"))["total"] or ZERO
+    sums = qs.aggregate(**_ledger_sums())
+    return _q(sums["sum_money" if budget.measure == BudgetMeasure.MONEY else "sum_units"])
 
 
-def pending_units(*, budget: Budget) -> Decimal:
-    """Estimated units of the scope's unfinished tasks (queued, submitted, processing)."""
+def reserved_tasks(*, budget: Budget):
+    """The scope's tasks that hold a reservation on ``budget``: those that can still be
+    charged (queued, submitted, processing; ``TaskQuerySet.unfinished``), newest first. A
+    task that ends — succeeds, fails, is refused, cancelled or lost — drops out at once."""
     qs = Task.objects.unfinished().filter(team_id=budget.team_id)
     if budget.member_id is not None:
         qs = qs.filter(creator_id=budget.member_id)
-    return qs.aggregate(total=Sum("estimated_units"))["total"] or ZERO
+    return qs.order_by("-created_at", "-id")
+
+
+def pending_units(*, budget: Budget) -> Decimal:
+    """Reservations on ``budget`` in its measure: the estimates of ``reserved_tasks``."""
+    total = reserved_tasks(budget=budget).aggregate(total=Sum("estimated_units"))["total"]
+    return in_measure(_q(total), budget.measure)
 
 
 @dataclass(frozen=True)
@@ -161,6 +208,37 @@ class BudgetStatus:
     period_start: datetime
     resets_at: datetime
     resets: str
+
+    @property
+    def measure(self) -> str:
+        """``units`` or ``money`` (``BudgetMeasure``): what ``units``, ``ledger`` and
+        ``pending`` count."""
+        return self.budget.measure
+
+    def text(self, value: Decimal) -> str:
+        """``value`` written in this budget's measure (``measure_text``)."""
+        return measure_text(value, self.measure)
+
+    def of_text(self, value: Decimal) -> str:
+        """``value`` against the limit: ``"101 of 100 units"`` or ``"$1.01 of $1.00"``."""
+        if self.measure == BudgetMeasure.MONEY:
+            return f"{money_text(value)} of {money_text(self.units)}"
+        return f"{units_text(value)} of {units_text(self.units)} units"
+
+    @property
+    def limit_text(self) -> str:
+        """The limit in its measure, e.g. ``"1,000 units"`` or ``"$50.00"``."""
+        return self.text(self.units)
+
+    @property
+    def ledger_text(self) -> str:
+        """Charged this period, in the measure."""
+        return self.text(self.ledger)
+
+    @property
+    def pending_text(self) -> str:
+        """Reserved by tasks that can still be charged, in the measure."""
+        return self.text(self.pending)
 
     @property
     def spent(self) -> Decimal:
@@ -201,7 +279,7 @@ def budget_statuses(*, budgets: list[Budget], now: datetime | None = None) -> li
     team = budgets[0].team
     zone = team_zone(team)
     pending_by = {
-        row["creator_id"]: row["total"] or ZERO
+        row["creator_id"]: _q(row["total"])
         for row in Task.objects.unfinished()
         .filter(team_id=team.pk)
         .values("creator_id")
@@ -213,22 +291,24 @@ def budget_statuses(*, budgets: list[Budget], now: datetime | None = None) -> li
         start, end = period_bounds(period=period, zone=zone, now=now)
         windows[period] = (start, end)
         ledger_by[period] = {
-            row["member_id"]: row["total"] or ZERO
+            row["member_id"]: {"units": _q(row["sum_units"]), "money": _q(row["sum_money"])}
             for row in Deduction.objects.filter(
                 team_id=team.pk, recorded_at__gte=start, recorded_at__lt=end
             )
             .values("member_id")
-            .annotate(total=Sum("units"))
+            .annotate(**_ledger_sums())
         }
     statuses = []
     for budget in budgets:
         start, end = windows[budget.period]
-        spent = ledger_by[budget.period]
+        key = "money" if budget.measure == BudgetMeasure.MONEY else "units"
+        spent = {member: sums[key] for member, sums in ledger_by[budget.period].items()}
         if budget.member_id is None:
             ledger, pending = sum(spent.values(), ZERO), sum(pending_by.values(), ZERO)
         else:
             ledger = spent.get(budget.member_id, ZERO)
             pending = pending_by.get(budget.member_id, ZERO)
+        pending = in_measure(pending, budget.measure)
         statuses.append(
             BudgetStatus(
                 budget=budget,
@@ -258,15 +338,30 @@ def team_budgets(*, team) -> list[Budget]:
     return budgets
 
 
+def _refusal_sentence(status: BudgetStatus, needed: Decimal) -> str:
+    """One budget's part of a refusal: "Team monthly budget: 950 of 1,000 units spent; this
+    task needs about 80. Resets …" (units) or "…: $9.90 of $10.00 spent; this task needs
+    about $0.70. Resets …" (money)."""
+    need = money_text(needed) if status.measure == BudgetMeasure.MONEY else units_text(needed)
+    return (
+        f"{status.label}: {status.of_text(status.spent)} spent; this task needs about {need}. "
+        f"Resets {status.resets}."
+    )
+
+
 def budget_check(*, team, user, units: Decimal, now: datetime | None = None) -> None:
-    """Raise ``BudgetExceeded`` if ``units`` more would pass a budget of ``team``, or a cap of
-    ``user`` in it, in the current period.
+    """Raise ``BudgetExceeded`` if ``units`` (estimated Kling units) more would pass any
+    budget of ``team``, or a cap of ``user`` in it, in the current period — naming every
+    budget passed, each in its measure (a money budget compares ``units`` ×
+    ``KLING_UNIT_PRICE``) with its reset moment.
 
     Call it inside the ``transaction.atomic()`` block that saves the queued task (with its
     ``estimated_units``): the team's budget rows are locked (``SELECT … FOR UPDATE`` on
     PostgreSQL; SQLite serialises writers), so two submissions at the same moment see each
-    other and cannot overshoot together. Message example: "Team monthly budget: 950 of 1000
-    units spent; this task needs about 80. Resets 2026-12-01 00:00 Europe/Paris."
+    other and cannot overshoot together. Message example: "Team monthly budget: 950 of
+    1,000 units spent; this task needs about 80. Resets 2026-12-01 00:00
+    Europe/Paris. Monthly cap for alice: $9.90 of $10.00 spent; this task needs about
+    $0.70. Resets 2026-12-01 00:00 Europe/Paris."
     """
     units = Decimal(units)
     scope = Q(member__isnull=True)
@@ -276,18 +371,21 @@ def budget_check(*, team, user, units: Decimal, now: datetime | None = None) -> 
     if transaction.get_connection().in_atomic_block:
         list(qs.select_for_update().values_list("pk", flat=True))
     budgets = [b for b in team_budgets(team=team) if b.member_id in (None, getattr(user, "pk", -1))]
-    for budget in budgets:
-        status = budget_status(budget=budget, now=now)
-        if status.spent + units > status.units:
-            raise BudgetExceeded(
-                f"{status.label}: {units_text(status.spent)} of {units_text(status.units)} "
-                f"units spent; this task needs about {units_text(units)}. "
-                f"Resets {status.resets}.",
-                budget=budget,
-                spent=status.spent,
-                needed=units,
-                resets_at=status.resets_at,
-            )
+    exceeded = []
+    for status in budget_statuses(budgets=budgets, now=now):
+        needed = in_measure(units, status.measure)
+        if status.spent + needed > status.units:
+            exceeded.append((status, needed))
+    if exceeded:
+        first, needed = exceeded[0]
+        raise BudgetExceeded(
+            " ".join(_refusal_sentence(s, n) for s, n in exceeded),
+            budget=first.budget,
+            spent=first.spent,
+            needed=needed,
+            resets_at=first.resets_at,
+            exceeded=[s for s, _ in exceeded],
+        )
 
 
 # --- alerts and banners ------------------------------------------------------------------
@@ -304,30 +402,26 @@ def _team_admin_emails(team) -> list[str]:
     return sorted(set(emails))
 
 
-def budget_alerts_check(*, team_pk: int, now: datetime | None = None) -> list[BudgetAlert]:
-    """Record each 80/90/100 % threshold the team's budgets reached this period, once each
-    (``BudgetAlert`` is unique per budget, period start and threshold), and e-mail the team's
-    owners and admins once per budget for what is new. Spending here is the ledger only.
-    Returns the alerts created by this call (empty when nothing new).
-    """
-    from klingweb.accounts.models import Team
-
-    team = Team.objects.filter(pk=team_pk).first()
-    if team is None:
-        return []
-    created_all: list[BudgetAlert] = []
-    for budget in team_budgets(team=team):
-        status = budget_status(budget=budget, now=now)
+def budget_alerts_record(*, team, now: datetime | None = None) -> list[BudgetAlert]:
+    """Record each 80/90/100 % threshold the team's budgets have reached this period, once
+    each (``BudgetAlert`` is unique per budget, period start and threshold; a duplicate is
+    skipped inside a savepoint). Spending here is the ledger only, in each budget's measure.
+    No mail: safe to call inside the transaction that records a charge
+    (``tasks_app.services.task_apply_remote`` does, so the banner shows the moment a
+    threshold is crossed); ``budget_alerts_mail`` sends the e-mails after commit. Returns
+    the alerts created. Queries: one when the team has no budget."""
+    budgets = team_budgets(team=team)
+    created: list[BudgetAlert] = []
+    for status in budget_statuses(budgets=budgets, now=now):
         if status.units <= 0:
             continue
-        created: list[BudgetAlert] = []
         for threshold in THRESHOLDS:
             if status.ledger * 100 < status.units * threshold:
                 break
             try:
                 with transaction.atomic():
                     alert = BudgetAlert.objects.create(
-                        budget=budget,
+                        budget=status.budget,
                         period_start=status.period_start,
                         threshold=threshold,
                         spent=status.ledger,
@@ -335,13 +429,46 @@ def budget_alerts_check(*, team_pk: int, now: datetime | None = None) -> list[Bu
             except IntegrityError:
                 continue  # already raised this period
             created.append(alert)
-        if created:
-            _alert_mail(team, status, max(a.threshold for a in created))
-            BudgetAlert.objects.filter(pk__in=[a.pk for a in created]).update(
-                emailed_at=timezone.now()
-            )
-            created_all.extend(created)
-    return created_all
+    return created
+
+
+def budget_alerts_mail(*, team, now: datetime | None = None) -> int:
+    """E-mail the team's owners and admins about alerts not mailed yet (``emailed_at`` null):
+    one mail per budget, naming its highest new threshold. Each budget's alerts are claimed
+    first by a conditional update, so two workers never mail the same alert. Returns the
+    number of mails attempted."""
+    pending: dict[int, list[BudgetAlert]] = {}
+    for alert in BudgetAlert.objects.filter(budget__team=team, emailed_at__isnull=True):
+        pending.setdefault(alert.budget_id, []).append(alert)
+    if not pending:
+        return 0
+    sent = 0
+    budgets = [b for b in team_budgets(team=team) if b.pk in pending]
+    for status in budget_statuses(budgets=budgets, now=now):
+        alerts = pending[status.budget.pk]
+        claimed = BudgetAlert.objects.filter(
+            pk__in=[a.pk for a in alerts], emailed_at__isnull=True
+        ).update(emailed_at=timezone.now())
+        if not claimed:
+            continue  # another worker mails them
+        _alert_mail(team, status, max(a.threshold for a in alerts))
+        sent += 1
+    return sent
+
+
+def budget_alerts_check(*, team_pk: int, now: datetime | None = None) -> list[BudgetAlert]:
+    """Record the thresholds reached (``budget_alerts_record``) and mail what was not mailed
+    yet (``budget_alerts_mail``), for the team with primary key ``team_pk``. Runs as a job
+    right after a task's charge commits, and from the periodic check. Returns the alerts
+    created by this call (empty when nothing new)."""
+    from klingweb.accounts.models import Team
+
+    team = Team.objects.filter(pk=team_pk).first()
+    if team is None:
+        return []
+    created = budget_alerts_record(team=team, now=now)
+    budget_alerts_mail(team=team, now=now)
+    return created
 
 
 def budget_alerts_check_all() -> int:
@@ -358,7 +485,7 @@ def _alert_mail(team, status: BudgetStatus, threshold: int) -> None:
     subject = mail_subject(f"[Klingweb] {team.name}: {status.label} at {threshold} %")
     body = (
         f"{status.label} of team {team.name} has reached {threshold} %: "
-        f"{units_text(status.ledger)} of {units_text(status.units)} units charged this period.\n"
+        f"{status.of_text(status.ledger)} charged this period.\n"
         f"It resets {status.resets}.\n"
     )
     if threshold >= 100:
@@ -405,8 +532,8 @@ def budget_banners(*, team, user=None, now: datetime | None = None) -> list[Budg
             continue
         status = budget_status(budget=budget, now=now)
         message = (
-            f"{status.label}: {threshold} % reached ({units_text(status.ledger)} of "
-            f"{units_text(status.units)} units). Resets {status.resets}."
+            f"{status.label}: {threshold} % reached ({status.of_text(status.ledger)}). "
+            f"Resets {status.resets}."
         )
         banners.append(
             BudgetBanner(

@@ -111,7 +111,7 @@ def callback_units(value: object) -> Decimal | None:
     accepted too) as a ``Decimal`` of Kling units; None when absent (``null`` or ``""``).
 
     Raises ``ValueError`` unless it is a finite number in [0, ``MAX_UNITS``) with at most
-    ``UNITS_PLACES`` (3) decimal places: ``"NaN"``, ``"Infinity"``, ``"-1"``, ``"1.0001"``,
+    ``UNITS_PLACES`` (8) decimal places: ``"NaN"``, ``"Infinity"``, ``"-1"``, ``"1.000000001"``,
     ``true``, ``"ten"``. The typed parser (``klingweb.kling.to_decimal``) reads such values
     as "no cost", which would let a task succeed with nothing charged.
     """

@@ -10,9 +10,12 @@ append-only, and this module is the only place that makes them.
   exactly once (the task row is locked, and a unique constraint backs it up).
 - ``deduction_append``: a correction row (reconciliation), pointing at the row it corrects.
 
-Units are units of Kling credit (``Decimal``, 3 places), the vendor's
-``final_unit_deduction`` (KLING_API.md §4). Budgets read the ledger (``tasks_app.budgets``);
-reports aggregate it.
+Units are units of Kling credit (``Decimal``), the vendor's ``final_unit_deduction``
+(KLING_API.md §4), kept exactly as sent (``UNITS_PLACES`` decimal places). A task charged
+in cash (KLING_API_2026.md §7) also carries its money: ``amount``, ``currency`` and
+``list_price`` from the typed task's ``final_balance_deduction`` (legacy
+``final_balance_deduction{quota, list_price}``, or the 2026 ``billing[charge_type=cash]``
+entries folded). Budgets read the ledger (``tasks_app.budgets``); reports aggregate it.
 """
 
 from __future__ import annotations
@@ -22,10 +25,16 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
+from django.db.models import Case, DecimalField, ExpressionWrapper, F, Q, Value, When
 
-from tasks_app.models import Deduction, Status, Task
+from klingweb.kling import BalanceDeduction
+from tasks_app.models import UNITS_PLACES, Deduction, Status, Task
+from tasks_app.prices import unit_price
 
 log = logging.getLogger(__name__)
+
+#: Output field of units/money sums: wide enough for a company's lifetime, the ledger's places.
+MONEY_FIELD = DecimalField(max_digits=30, decimal_places=UNITS_PLACES)
 
 
 def deduction_row(
@@ -35,12 +44,15 @@ def deduction_row(
     recorded_at: datetime,
     corrects: Deduction | None = None,
     note: str = "",
+    balance: BalanceDeduction | None = None,
 ) -> Deduction:
     """An unsaved ledger row charging ``units`` (units of Kling credit; negative for a
     correction that gives units back) for ``task`` at ``recorded_at`` (aware datetime).
 
     Team, member (the task's creator), family, model, mode and status are copied from the
-    task. ``corrects``: the row this one corrects (None for a primary row).
+    task. ``corrects``: the row this one corrects (None for a primary row). ``balance``: the
+    money the vendor took from a cash balance (``klingweb.kling.BalanceDeduction``), stored
+    as ``amount`` (its ``quota``), ``currency`` ("" when unnamed) and ``list_price``.
     """
     return Deduction(
         team_id=task.team_id,
@@ -54,17 +66,25 @@ def deduction_row(
         recorded_at=recorded_at,
         corrects=corrects,
         note=note,
+        amount=balance.quota if balance is not None else None,
+        currency=(balance.currency or "")[:3] if balance is not None else "",
+        list_price=balance.list_price if balance is not None else None,
     )
 
 
-def deduction_record(*, task: Task, charged_at: datetime) -> Deduction | None:
+def deduction_record(
+    *, task: Task, charged_at: datetime, balance: BalanceDeduction | None = None
+) -> Deduction | None:
     """Record the primary charge of a task that has just finished.
 
     ``task``: the finished task as saved (its ``status`` and ``final_unit_deduction``,
     units of Kling credit, are read); ``charged_at``: when the team was charged (aware
-    datetime; usage days and budget periods count from it). Rules: nothing when the vendor
-    sent no ``final_unit_deduction``; a succeeded task is always recorded (zero included);
-    a failed or refused one only when the vendor charged more than zero units.
+    datetime; usage days and budget periods count from it); ``balance``: the cash the vendor
+    took (``KlingTask.final_balance_deduction``), or None on a unit account. Rules: nothing
+    when the vendor sent neither ``final_unit_deduction`` nor a cash charge; a succeeded task
+    is always recorded (zero included); a failed or refused one only when the vendor charged
+    more than zero units or money. A cash-only charge (2026 ``billing`` with no unit entry)
+    is recorded with 0 units.
 
     Must run inside the transaction that finished the task, with the task row locked. A
     second primary row is refused by the ``one_primary_deduction_per_task`` constraint: the
@@ -72,11 +92,13 @@ def deduction_record(*, task: Task, charged_at: datetime) -> Deduction | None:
     goes on). Returns the new row, or None when nothing was recorded.
     """
     units = task.final_unit_deduction
-    if units is None:
+    if units is None and balance is None:
         return None
-    if task.status != Status.SUCCEED and units <= Decimal("0"):
+    units = units if units is not None else Decimal("0")
+    cash = balance.quota if balance is not None else Decimal("0")
+    if task.status != Status.SUCCEED and units <= 0 and cash <= 0:
         return None
-    row = deduction_row(task, units=units, recorded_at=charged_at)
+    row = deduction_row(task, units=units, recorded_at=charged_at, balance=balance)
     try:
         with transaction.atomic():
             row.save()
@@ -103,3 +125,34 @@ def deduction_append(
     row = deduction_row(task, units=units, recorded_at=recorded_at, corrects=corrects, note=note)
     row.save()
     return row
+
+
+# --- what a row counts for: units and money, as database expressions ------------------------
+
+
+def ledger_money_expr() -> Case:
+    """SQL expression of a ``Deduction`` row's money in ``settings.KLING_CURRENCY``: the
+    vendor's cash ``amount`` when it charged in cash, else ``units`` ×
+    ``settings.KLING_UNIT_PRICE``. For ``Sum(...)`` in budgets and reports (exact decimals
+    on PostgreSQL; SQLite sums floats, so read sums back through ``quantize``)."""
+    return Case(
+        When(amount__isnull=False, then=F("amount")),
+        default=ExpressionWrapper(F("units") * Value(unit_price()), output_field=MONEY_FIELD),
+        output_field=MONEY_FIELD,
+    )
+
+
+def ledger_units_expr() -> Case:
+    """SQL expression of a ``Deduction`` row's units: ``units`` as the vendor sent them; a
+    row charged in cash with no units (a cash account reports ``final_unit_deduction`` 0, or
+    only ``billing[charge_type=cash]``) counts as ``amount`` ÷ ``KLING_UNIT_PRICE``, so that
+    budgets in units hold on cash accounts too."""
+    price = unit_price() or Decimal("1")
+    return Case(
+        When(
+            Q(amount__isnull=False, units=0),
+            then=ExpressionWrapper(F("amount") / Value(price), output_field=MONEY_FIELD),
+        ),
+        default=F("units"),
+        output_field=MONEY_FIELD,
+    )

@@ -23,6 +23,11 @@ from django.utils import timezone
 
 from klingweb.kling.errors import SERVER_CODES
 
+#: Digits and decimal places of every units/money column: the vendor's figures are kept
+#: exactly (a "0.3333" deduction stays 0.3333, on SQLite and PostgreSQL alike).
+UNITS_DIGITS = 20
+UNITS_PLACES = 8
+
 
 class Family(models.TextChoices):
     """Kinds of task; each has an entry in the family registry (``tasks_app.families``)."""
@@ -176,14 +181,16 @@ class Task(models.Model):
     kling_account = models.ForeignKey(
         "accounts.KlingAccount", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
-    estimated_units = models.DecimalField(max_digits=12, decimal_places=3, default=Decimal("0"))
+    estimated_units = models.DecimalField(
+        max_digits=UNITS_DIGITS, decimal_places=UNITS_PLACES, default=Decimal("0")
+    )
 
     task_id = models.CharField(max_length=100, blank=True, db_index=True)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
     task_status_msg = models.TextField(blank=True)
     result = models.JSONField(default=dict, blank=True)
     final_unit_deduction = models.DecimalField(
-        max_digits=12, decimal_places=3, null=True, blank=True
+        max_digits=UNITS_DIGITS, decimal_places=UNITS_PLACES, null=True, blank=True
     )
     error_code = models.IntegerField(null=True, blank=True)
     error_message = models.TextField(blank=True)
@@ -240,6 +247,29 @@ class Task(models.Model):
         """True while queued, submitted or processing (``UNFINISHED``): its page and list row
         keep refreshing it."""
         return self.status in UNFINISHED
+
+    @property
+    def charge(self) -> dict | None:
+        """What the ledger holds for this task (its ``Deduction`` rows, corrections
+        included), or None when nothing was recorded: ``{"units": Decimal, "money": Decimal
+        (in settings.KLING_CURRENCY: cash figures as sent, else units × KLING_UNIT_PRICE),
+        "cash": bool (the vendor charged money), "currency": str, "list_price": Decimal |
+        None}``. One query; cached on the instance."""
+        if not hasattr(self, "_charge_cache"):
+            rows = list(self.deductions.all()) if self.pk else []
+            if not rows:
+                self._charge_cache = None
+            else:
+                prices = [r.list_price for r in rows if r.list_price is not None]
+                self._charge_cache = {
+                    "units": sum((r.units for r in rows), Decimal("0")),
+                    "money": sum((r.money for r in rows), Decimal("0")),
+                    "cash": any(r.is_cash for r in rows),
+                    "currency": next((r.currency for r in rows if r.currency), "")
+                    or settings.KLING_CURRENCY,
+                    "list_price": sum(prices, Decimal("0")) if prices else None,
+                }
+        return self._charge_cache
 
     @property
     def is_at_vendor(self) -> bool:
@@ -318,6 +348,13 @@ class Deduction(models.Model):
     ``task_apply_remote`` when the task finishes with a ``final_unit_deduction`` — failed
     tasks too when the vendor charged them. A correction is a new row whose ``corrects``
     points at the row it corrects and whose ``units`` is the difference (may be negative).
+
+    Figures are the vendor's, kept exactly (``UNITS_PLACES`` decimal places, no rounding of
+    anything the vendor sends with fewer): ``units`` = ``final_unit_deduction`` (or the sum
+    of ``billing[charge_type=unit].amount``); for a task charged in cash (KLING_API_2026.md
+    §7) also ``amount`` (the money taken: legacy ``final_balance_deduction.quota``, 2026
+    ``billing[charge_type=cash].amount``), ``currency`` ("" when the legacy shape named none)
+    and ``list_price``.
     """
 
     team = models.ForeignKey("accounts.Team", on_delete=models.PROTECT, related_name="deductions")
@@ -335,7 +372,24 @@ class Deduction(models.Model):
     model_name = models.CharField(max_length=50, blank=True)
     mode = models.CharField(max_length=10, blank=True)
     task_status = models.CharField(max_length=12, choices=Status.choices, blank=True)
-    units = models.DecimalField(max_digits=12, decimal_places=3)
+    units = models.DecimalField(max_digits=UNITS_DIGITS, decimal_places=UNITS_PLACES)
+    amount = models.DecimalField(
+        max_digits=UNITS_DIGITS,
+        decimal_places=UNITS_PLACES,
+        null=True,
+        blank=True,
+        help_text="Cash charges only: the money taken from the balance (discounted price).",
+    )
+    currency = models.CharField(
+        max_length=3, blank=True, help_text="Cash charges only: ISO code (CNY, USD)."
+    )
+    list_price = models.DecimalField(
+        max_digits=UNITS_DIGITS,
+        decimal_places=UNITS_PLACES,
+        null=True,
+        blank=True,
+        help_text="Cash charges only: the undiscounted price, in ``currency``.",
+    )
     recorded_at = models.DateTimeField(default=timezone.now)
     corrects = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="corrections"
@@ -360,6 +414,19 @@ class Deduction(models.Model):
     def __str__(self) -> str:
         return f"{self.units} units, {self.team} ({self.recorded_at:%Y-%m-%d})"
 
+    @property
+    def is_cash(self) -> bool:
+        """True when the vendor charged this row in money (``amount`` is set)."""
+        return self.amount is not None
+
+    @property
+    def money(self) -> Decimal:
+        """The row's money in ``settings.KLING_CURRENCY``: the vendor's cash ``amount`` when
+        charged in cash, else ``units`` × ``settings.KLING_UNIT_PRICE``."""
+        if self.amount is not None:
+            return self.amount
+        return self.units * Decimal(str(settings.KLING_UNIT_PRICE))
+
 
 class BudgetPeriod(models.TextChoices):
     """How often a budget resets (at midnight in the team's time zone; weeks start Monday)."""
@@ -369,9 +436,21 @@ class BudgetPeriod(models.TextChoices):
     MONTHLY = "monthly", "Monthly"
 
 
+class BudgetMeasure(models.TextChoices):
+    """What a budget counts: Kling units, or money in ``settings.KLING_CURRENCY``."""
+
+    UNITS = "units", "Units"
+    MONEY = "money", "Money"
+
+
 class Budget(models.Model):
-    """A cap on the units a team (or one member of it, when ``member`` is set) may spend
-    per period. Checked with estimated costs before a task is queued."""
+    """A cap on what a team (or one member of it, when ``member`` is set) may spend per
+    period. Checked with estimated costs before a task is queued.
+
+    ``measure``: ``units`` (``units`` is a number of Kling units) or ``money`` (``units`` is
+    an amount in ``settings.KLING_CURRENCY``; ledger rows count as their money: the vendor's
+    cash figure, else units × ``KLING_UNIT_PRICE``).
+    """
 
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="budgets")
@@ -384,7 +463,12 @@ class Budget(models.Model):
         help_text="Empty: the whole team's budget.",
     )
     period = models.CharField(max_length=10, choices=BudgetPeriod.choices)
-    units = models.DecimalField(max_digits=12, decimal_places=3)
+    measure = models.CharField(
+        max_length=5, choices=BudgetMeasure.choices, default=BudgetMeasure.UNITS
+    )
+    units = models.DecimalField(
+        max_digits=12, decimal_places=3, help_text="The limit, in units or money (``measure``)."
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -413,7 +497,7 @@ class BudgetAlert(models.Model):
     budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="alerts")
     period_start = models.DateTimeField()
     threshold = models.PositiveSmallIntegerField()
-    spent = models.DecimalField(max_digits=12, decimal_places=3)
+    spent = models.DecimalField(max_digits=UNITS_DIGITS, decimal_places=UNITS_PLACES)
     created_at = models.DateTimeField(default=timezone.now)
     emailed_at = models.DateTimeField(null=True, blank=True)
 
@@ -455,8 +539,10 @@ class ReconciliationIssue(models.Model):
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="reconciliation_issues")
     team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="+")
     kind = models.CharField(max_length=12, choices=IssueKind.choices)
-    ledger_units = models.DecimalField(max_digits=12, decimal_places=3)
-    vendor_units = models.DecimalField(max_digits=12, decimal_places=3, null=True, blank=True)
+    ledger_units = models.DecimalField(max_digits=UNITS_DIGITS, decimal_places=UNITS_PLACES)
+    vendor_units = models.DecimalField(
+        max_digits=UNITS_DIGITS, decimal_places=UNITS_PLACES, null=True, blank=True
+    )
     vendor_status = models.CharField(max_length=12, blank=True)
     detail = models.TextField(blank=True)
     found_at = models.DateTimeField(default=timezone.now)

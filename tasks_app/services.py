@@ -31,6 +31,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from klingweb.security import vendor_task_http_only
+from tasks_app.budgets import budget_alerts_record
 from tasks_app.families import UnknownFamily, get_family
 from tasks_app.ledger import deduction_record
 from tasks_app.models import (
@@ -273,7 +274,12 @@ def task_apply_remote(*, task_pk: int, remote: KlingTask, source: str) -> bool:
             # An imported task (kling_sync) was charged when Kling finished it, not now:
             # usage days and budget periods follow the vendor's time.
             charged_at = remote.updated_at if source == "sync" and remote.updated_at else now
-            deduction_record(task=task, charged_at=charged_at)
+            if deduction_record(
+                task=task, charged_at=charged_at, balance=remote.final_balance_deduction
+            ):
+                # Thresholds crossed by this charge are recorded with it (banner at once);
+                # the mail goes from the check_budget_alerts job after commit.
+                budget_alerts_record(team=task.team)
         if new_status == Status.SUCCEED:
             _run_on_succeed(task, remote)
             _enqueue_on_commit("tasks_app.jobs.keep_media", task.pk)

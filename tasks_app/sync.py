@@ -19,7 +19,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from tasks_app.models import Family, Task
+from tasks_app.families import DESIGN_LEGACY, registry
+from tasks_app.models import Task
 from tasks_app.polling import MAX_PAGE_NUM, PAGE_SIZE, _client_family
 from tasks_app.services import task_apply_remote
 
@@ -94,7 +95,8 @@ def tasks_sync(
     """Import the tasks of ``team``'s Kling account that the portal does not know.
 
     ``since``: aware datetime; vendor tasks created earlier are skipped and paging stops at
-    the first page older than it. ``families``: ``Family`` values (default: all). Never
+    the first page older than it. ``families``: ``Family`` values (default: every family of
+    the legacy design, whose list endpoints this reads). Never
     double-counts: known tasks are skipped, and each import is applied through
     ``task_apply_remote`` (one ledger row per finished task). Vendor errors end that
     family's paging and are listed in ``SyncReport.errors``.
@@ -105,7 +107,10 @@ def tasks_sync(
     account = account_for_team(team=team)
     client = kling_client_for(account)
     report = SyncReport()
-    for family in families or [choice.value for choice in Family]:
+    # The list endpoints are the legacy design's; 2026-design tasks are listed by the
+    # unified query and are not imported here.
+    legacy = [key for key, fam in registry().items() if fam.design == DESIGN_LEGACY]
+    for family in families or legacy:
         client_family = _client_family(family)
         for page in range(1, max_pages + 1):
             report.requests += 1

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from django.urls import path
 
-from tasks_app import callbacks, inputs, views
+from tasks_app import callbacks, inputs, views, views_estimate
 
 urlpatterns = [
     path("t/<uuid:team>/tasks/", views.task_list, name="tasks-list"),
     path("t/<uuid:team>/tasks/mine/", views.task_mine, name="tasks-mine"),
     path("t/<uuid:team>/tasks/new/", views.task_new, name="tasks-new"),
     path("t/<uuid:team>/tasks/new/<str:family>/", views.task_create, name="tasks-create"),
+    path(
+        "t/<uuid:team>/tasks/new/<str:family>/estimate/",
+        views_estimate.task_estimate_partial,
+        name="tasks-estimate",
+    ),
     path("t/<uuid:team>/tasks/<uuid:code>/", views.task_detail, name="tasks-detail"),
     path("t/<uuid:team>/tasks/<uuid:code>/row/", views.task_row, name="tasks-row"),
     path("t/<uuid:team>/tasks/<uuid:code>/cancel/", views.task_cancel_view, name="tasks-cancel"),

@@ -2,7 +2,8 @@
 
 Access (DESIGN.md §3): each view starts with ``team_for_user``/``object_for_user``
 (anonymous → login, outsider → 404, viewer writing → 403, wrong method → 405). Budgets are
-read by every member and written by admins and owners. Units are Kling credit units.
+read by every member and written by admins and owners. A budget counts Kling credit units
+or money in ``settings.KLING_CURRENCY`` (``Budget.measure``).
 
 HTMX: a POST from the budgets page answers the ``budgets`` partial with a notice; without
 HTMX it redirects back with a message.
@@ -26,19 +27,31 @@ from tasks_app.budgets import (
     budget_banners,
     budget_label,
     budget_statuses,
+    measure_text,
+    reserved_tasks,
     team_budgets,
-    units_text,
 )
-from tasks_app.models import Budget, BudgetPeriod
+from tasks_app.models import Budget, BudgetMeasure, BudgetPeriod
+from tasks_app.prices import currency
 
 
 class BudgetForm(forms.Form):
-    """A budget: ``period``, ``units`` (Kling credit units ≥ 0) and, for a per-member cap,
+    """A budget: ``period``, ``measure`` (``units`` or ``money``), ``units`` (the limit ≥ 0:
+    Kling credit units, or money in ``settings.KLING_CURRENCY``) and, for a per-member cap,
     ``member`` (a member of the team; empty = the whole team). Saving the same scope and
-    period again replaces its units."""
+    period again replaces its limit and measure."""
 
     period = forms.ChoiceField(choices=BudgetPeriod.choices)
-    units = forms.DecimalField(min_value=Decimal("0"), max_digits=12, decimal_places=3)
+    measure = forms.ChoiceField(
+        choices=BudgetMeasure.choices,
+        initial=BudgetMeasure.UNITS,
+        label="Counted in",
+        required=False,
+        help_text="Units of Kling credit, or money (empty: units).",
+    )
+    units = forms.DecimalField(
+        min_value=Decimal("0"), max_digits=12, decimal_places=3, label="Limit"
+    )
     member = forms.ModelChoiceField(
         queryset=get_user_model().objects.none(),
         required=False,
@@ -52,11 +65,27 @@ class BudgetForm(forms.Form):
             get_user_model().objects.filter(memberships__team=team).order_by("username")
         )
         self.fields["member"].label_from_instance = lambda user: user.get_username()
+        self.fields["measure"].choices = [
+            (BudgetMeasure.UNITS, "Units"),
+            (BudgetMeasure.MONEY, f"Money ({currency()})"),
+        ]
+
+    def clean_measure(self) -> str:
+        """An empty measure means units (forms posted before budgets had one)."""
+        return self.cleaned_data.get("measure") or BudgetMeasure.UNITS
+
+
+#: How many holding tasks the budgets page lists (newest first).
+HOLDING_LIMIT = 50
 
 
 def _budgets_context(request: HttpRequest, access, **extra: Any) -> dict:
     statuses = budget_statuses(budgets=team_budgets(team=access.team))
+    holding = list(
+        reserved_tasks(budget=Budget(team=access.team)).select_related("creator")[:HOLDING_LIMIT]
+    )
     context = {
+        "holding": holding,
         "access": access,
         "team": access.team,
         "statuses": statuses,
@@ -99,8 +128,12 @@ def budgets(request: HttpRequest, team: Any) -> HttpResponse:
                     team=access.team,
                     member=data["member"],
                     period=data["period"],
-                    defaults={"units": data["units"]},
-                    create_defaults={"units": data["units"], "created_by": request.user},
+                    defaults={"units": data["units"], "measure": data["measure"]},
+                    create_defaults={
+                        "units": data["units"],
+                        "measure": data["measure"],
+                        "created_by": request.user,
+                    },
                 )
         except IntegrityError:  # the same budget saved twice at once
             return _budgets_answer(request, access, ok=False, text="Try again.")
@@ -109,7 +142,7 @@ def budgets(request: HttpRequest, team: Any) -> HttpResponse:
             request,
             access,
             ok=True,
-            text=f"{budget_label(budget)} {verb} to {units_text(budget.units)} units.",
+            text=f"{budget_label(budget)} {verb} to {measure_text(budget.units, budget.measure)}.",
         )
     template = "tasks_app/budgets.html#budgets" if request.htmx else "tasks_app/budgets.html"
     return render(request, template, _budgets_context(request, access))

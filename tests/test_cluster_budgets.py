@@ -50,13 +50,24 @@ def paris(portal):
     return portal
 
 
-def test_estimates_follow_the_table_family_mode_and_duration(settings):
-    assert estimate_units(family="text2video", params={"mode": "std", "duration": "5"}) == 10
-    assert estimate_units(family="text2video", params={"mode": "pro", "duration": "10"}) == 70
-    assert estimate_units(family="avatar", params={}) == 8
-    assert estimate_units(family="multi_shot", params={"mode": "pro"}) == 4
-    settings.TASK_COST_MULTIPLIER = Decimal("1.5")
-    assert estimate_units(family="element", params={}) == 3
+def test_estimates_follow_the_vendor_price_table(settings):
+    # KLING_API_2026.md §8: old models at the 2.5 Turbo / 2.6-no-audio row (0.3 / 0.5 per s).
+    assert estimate_units(family="text2video", params={"mode": "std", "duration": "5"}) == Decimal(
+        "1.5"
+    )
+    assert estimate_units(
+        family="text2video", params={"model_name": "kling-v1-6", "mode": "pro", "duration": "10"}
+    ) == Decimal("5")
+    # 2.6 with native audio exists only at 1080p (pro): 1.0 per s.
+    assert estimate_units(
+        family="text2video",
+        params={"model_name": "kling-v2-6", "mode": "pro", "duration": "10", "sound": "on"},
+    ) == Decimal("10")
+    assert estimate_units(family="avatar", params={"mode": "std"}) == Decimal("2")  # 0.4 × 5 s
+    assert estimate_units(family="multi_shot", params={}) == Decimal("0.5")
+    assert estimate_units(family="video_extend", params={}) == Decimal("1.5")
+    settings.TASK_COST_MULTIPLIER = Decimal("2")
+    assert estimate_units(family="element", params={}) == Decimal("0.1")
 
 
 def test_periods_use_the_team_time_zone_and_weeks_start_monday(paris):
@@ -86,7 +97,7 @@ def test_team_budget_refusal_names_the_budget_and_its_reset(paris):
         budget_check(team=paris.team, user=paris.member, units=Decimal("80"), now=NOW)
 
     assert str(refused.value) == (
-        "Team monthly budget: 950 of 1000 units spent; this task needs about 80. "
+        "Team monthly budget: 950 of 1,000 units spent; this task needs about 80. "
         "Resets 2026-12-01 00:00 Europe/Paris."
     )
     budget_check(team=paris.team, user=paris.member, units=Decimal("50"), now=NOW)  # fits exactly

@@ -112,6 +112,7 @@ RULES: dict[str, Rule] = {
     "tasks-mine": Rule(G, V),
     "tasks-new": Rule(G, M),
     "tasks-create": Rule(GP, M, M),
+    "tasks-estimate": Rule(G, V),  # the vendor's price list for the form's options
     "tasks-detail": Rule(G, V),
     "tasks-row": Rule(G, V),
     # Members cancel their own tasks only; the walker's task is the owner's (own cast).

@@ -13,7 +13,7 @@
 5. The result-fetch guard compares scheme, host and port, on every redirect hop, and
    connects to the address it checked.
 6. Only http(s) vendor URLs are stored or rendered.
-7. A callback's cost must be a finite, non-negative number of at most 3 decimal places.
+7. A callback's cost must be a finite, non-negative number of at most 8 decimal places (the ledger's).
 8. CSV cells are neutralised after a separator too, not only at their start.
 9. A newline in a team name breaks no mail; names refuse control characters.
 10. Change-password attempts share the sign-in throttle.
@@ -561,7 +561,19 @@ class TestVendorUrls:
 class TestCosts:
     @pytest.mark.parametrize(
         "units",
-        ["NaN", "nan", "Infinity", "-Infinity", "sNaN", "-1", "1.0001", "ten", "1e400", True, [1]],
+        [
+            "NaN",
+            "nan",
+            "Infinity",
+            "-Infinity",
+            "sNaN",
+            "-1",
+            "1.000000001",
+            "ten",
+            "1e400",
+            True,
+            [1],
+        ],
     )
     def test_an_implausible_cost_is_400_and_changes_nothing(self, client, portal, units):
         task = _submitted(portal)

@@ -331,10 +331,11 @@ class TestCreate:
     def test_a_one_unit_budget_refuses_the_task_names_itself_and_keeps_no_upload(
         self, client, portal, no_jobs, settings
     ):
-        """A real team budget of 1 unit a day; an AI multi-shot task is estimated at 4. The
+        """A real team budget of 0.4 units a day; an AI multi-shot task is estimated at 0.5
+        (the vendor's per-call price). The
         page says which budget refused it; no task exists, nothing was queued, and the
         image of that submission is no longer in storage."""
-        Budget.objects.create(team=portal.team, period=BudgetPeriod.DAILY, units=Decimal("1"))
+        Budget.objects.create(team=portal.team, period=BudgetPeriod.DAILY, units=Decimal("0.4"))
         media = Path(settings.MEDIA_ROOT)
         client.force_login(portal.member)
         create = url("tasks-create", portal.team, family="multi_shot")
@@ -343,7 +344,7 @@ class TestCreate:
 
         assert response.status_code == 200
         page = response.content.decode()
-        assert "Team daily budget: 0 of 1 units spent; this task needs about 4." in page
+        assert "Team daily budget: 0 of 0.4 units spent; this task needs about 0.5." in page
         assert Task.objects.count() == 0
         assert no_jobs == []
         assert [p for p in media.rglob("*") if p.is_file()] == []

@@ -224,7 +224,7 @@ def test_units_of_a_deleted_account_are_shown_as_such(client, portal, ledger):
     client.force_login(portal.member)
     url = reverse("usage-team-export", kwargs={"team": portal.team.code, "table": "members"})
     rows = parse_csv(client.get(url, MARCH))
-    assert ["", "0.750", "0.000", "1"] in rows
+    assert ["", "0.75", "0", "1", "0.105"] in rows  # money: 0.75 units × 0.14
 
 
 def test_most_expensive_tasks_link_to_task_pages(client, portal, ledger):
@@ -262,7 +262,7 @@ def test_decimal_units_sum_without_floating_point_drift(portal):
     Deduction.objects.bulk_create(rows)
     report = team_report(portal.team, custom("2025-05-01", "2025-05-31"))
     assert report.totals.units == Decimal("300.000")
-    assert str(report.totals.units) == "300.000"
+    assert str(report.totals.units) == "300.00000000"  # exact to the ledger's 8 places
     assert report.days.rows[1][2] == Decimal("300.000")
 
 
@@ -434,7 +434,7 @@ def test_ledger_csv_streams_rows_with_iso_timestamps(client, portal, ledger):
     assert first["recorded_at"].endswith("+01:00")  # Paris, before DST
     assert first["task"] == str(ledger["t1"].code)
     units = sorted(Decimal(dict(zip(header, r, strict=True))["units"]) for r in body)
-    assert [str(u) for u in units] == ["-1.250", "0.500", "3.500", "4.000", "10.000"]
+    assert [str(u) for u in units] == ["-1.25", "0.5", "3.5", "4", "10"]
     kinds = [dict(zip(header, r, strict=True))["kind"] for r in body]
     assert kinds.count("correction") == 2
     assert {dict(zip(header, r, strict=True))["team"] for r in body} == {"Blue team"}
@@ -449,8 +449,8 @@ def test_table_csvs_match_the_page(client, portal, ledger):
 
     families = table("families")
     assert families[0][:3] == ["family", "units", "failed_task_units"]
-    assert families[1] == ["avatar", "8.000", "3.500", "2", "4.000", "2", "1", "1"]
-    assert families[2] == ["text2video", "8.750", "0.000", "1", "8.750", "2", "1", "1"]
+    assert families[1] == ["avatar", "8", "3.5", "2", "4", "2", "1", "1", "1.12"]
+    assert families[2] == ["text2video", "8.75", "0", "1", "8.75", "2", "1", "1", "1.225"]
     members = {r[0]: Decimal(r[1]) for r in table("members")[1:]}
     assert members == {"member": Decimal("12.25"), "admin": Decimal("4.5")}
     models = table("models")
@@ -458,7 +458,7 @@ def test_table_csvs_match_the_page(client, portal, ledger):
     tasks = table("tasks")
     assert [r[0] for r in tasks[1:]] == [str(ledger[k].code) for k in ("t1", "t3", "t2")]
     days = table("days")
-    assert days[0] == ["day", "family", "units"]
+    assert days[0] == ["day", "family", "units", "money"]
     assert sum(Decimal(r[2]) for r in days[1:]) == Decimal("16.75")
     assert (
         client.get(
@@ -476,24 +476,24 @@ def test_csv_text_cells_cannot_run_as_formulas(client, portal):
     url = reverse("usage-team-export", kwargs={"team": portal.team.code, "table": "ledger"})
     rows = parse_csv(client.get(url, MARCH))
     assert rows[1][2] == "'=HYPERLINK(1)"
-    assert rows[1][9] == "-2.000"  # units stay numbers
+    assert rows[1][9] == "-2"  # units stay numbers
 
 
 def test_mine_and_company_csv(client, portal, ledger):
     client.force_login(portal.member)
     rows = parse_csv(client.get(reverse("usage-mine-export", kwargs={"table": "teams"}), MARCH))
     assert rows == [
-        ["team", "units", "failed_task_units", "tasks_charged"],
-        ["Blue team", "12.250", "3.500", "2"],
+        ["team", "units", "failed_task_units", "tasks_charged", "money"],
+        ["Blue team", "12.25", "3.5", "2", "1.715"],
     ]
     staff = get_user_model().objects.create_user("finance", is_staff=True)
     client.force_login(staff)
     url = reverse("usage-company-export", kwargs={"table": "months"})
     rows = parse_csv(client.get(url, MARCH))
     assert rows == [
-        ["team", "month", "units"],
-        ["Blue team", "2025-03", "16.750"],
-        ["Red team", "2025-03", "100.000"],
+        ["team", "month", "units", "money"],
+        ["Blue team", "2025-03", "16.75", "2.345"],
+        ["Red team", "2025-03", "100", "14"],
     ]
 
 

@@ -3,14 +3,18 @@
 Every export is a header row, then rows streamed from the database (``QuerySet.iterator`` in
 chunks of 2000: a year of ledger rows never sits in memory) or the page's own figures
 (``usage_figures``). Timestamps are ISO 8601 with the offset of the report's zone; units are
-Kling credit units written as plain decimal strings (3 places); free text is made safe for
-spreadsheets (``csv_text``).
+Kling credit units and money is in ``settings.KLING_CURRENCY`` (``money`` columns: the vendor's
+cash figure, else units × ``KLING_UNIT_PRICE``), both written as plain decimal strings with
+no trailing zeros and no grouping (``dec``: "0.3333", "12.5"); the ledger adds the vendor's
+own cash figures (``amount``, ``currency``, ``list_price``) as sent; free text is made safe
+for spreadsheets (``csv_text``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Iterator
+from decimal import Decimal
 from typing import Any
 
 from django.db.models import QuerySet
@@ -19,8 +23,9 @@ from django.http import StreamingHttpResponse
 
 from klingweb import csv_safe
 from klingweb.csv_safe import csv_cell
-from klingweb.reporting.figures import Scope, q3, units_sum, usage_figures
+from klingweb.reporting.figures import Scope, money_sum, q3, units_sum, usage_figures
 from klingweb.reporting.periods import Choice
+from tasks_app.ledger import ledger_money_expr
 from tasks_app.models import Deduction
 
 #: Exportable tables of a team / personal report, with their header rows.
@@ -37,8 +42,12 @@ REPORT_TABLES: dict[str, list[str]] = {
         "task_status",
         "units",
         "note",
+        "amount",
+        "currency",
+        "list_price",
+        "money",
     ],
-    "days": ["day", "family", "units"],
+    "days": ["day", "family", "units", "money"],
     "families": [
         "family",
         "units",
@@ -48,10 +57,11 @@ REPORT_TABLES: dict[str, list[str]] = {
         "tasks_run",
         "succeeded",
         "failed",
+        "money",
     ],
-    "members": ["member", "units", "failed_task_units", "tasks_charged"],
-    "teams": ["team", "units", "failed_task_units", "tasks_charged"],
-    "models": ["family", "model_name", "mode", "units", "tasks_charged"],
+    "members": ["member", "units", "failed_task_units", "tasks_charged", "money"],
+    "teams": ["team", "units", "failed_task_units", "tasks_charged", "money"],
+    "models": ["family", "model_name", "mode", "units", "tasks_charged", "money"],
     "tasks": [
         "task",
         "team",
@@ -62,12 +72,24 @@ REPORT_TABLES: dict[str, list[str]] = {
         "creator",
         "created_at",
         "units",
+        "money",
     ],
 }
 COMPANY_TABLES: dict[str, list[str]] = {
-    "months": ["team", "month", "units"],
+    "months": ["team", "month", "units", "money"],
     "ledger": REPORT_TABLES["ledger"],
 }
+
+
+def dec(value: Any) -> str:
+    """A decimal cell: plain notation, no trailing zeros, no grouping ("0.3333", "12.5",
+    "0"); "" for None."""
+    if value is None:
+        return ""
+    text = format(value if isinstance(value, Decimal) else Decimal(str(value)), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
 
 
 def csv_text(value: Any) -> str:
@@ -82,19 +104,27 @@ def _iso(value: dt.datetime | None, tz: dt.tzinfo) -> str:
 def ledger_csv_rows(*, ledger: QuerySet[Deduction], tz: dt.tzinfo) -> Iterator[list[str]]:
     """Rows of the ``ledger`` table, oldest first, streamed from the database in chunks of
     2000 (``QuerySet.iterator``): a year of rows never sits in memory. Timestamps ISO 8601
-    with the offset of ``tz``; units as plain decimal strings."""
-    rows = ledger.order_by("recorded_at", "id").values_list(
-        "recorded_at",
-        "team__name",
-        "member__username",
-        "task__code",
-        "corrects_id",
-        "family",
-        "model_name",
-        "mode",
-        "task_status",
-        "units",
-        "note",
+    with the offset of ``tz``; units and money as plain decimal strings (``dec``)."""
+    rows = (
+        ledger.order_by("recorded_at", "id")
+        .annotate(row_money=ledger_money_expr())
+        .values_list(
+            "recorded_at",
+            "team__name",
+            "member__username",
+            "task__code",
+            "corrects_id",
+            "family",
+            "model_name",
+            "mode",
+            "task_status",
+            "units",
+            "note",
+            "amount",
+            "currency",
+            "list_price",
+            "row_money",
+        )
     )
     for (
         recorded,
@@ -108,6 +138,10 @@ def ledger_csv_rows(*, ledger: QuerySet[Deduction], tz: dt.tzinfo) -> Iterator[l
         status,
         units,
         note,
+        amount,
+        currency,
+        list_price,
+        money,
     ) in rows.iterator(chunk_size=2000):
         yield [
             _iso(recorded, tz),
@@ -119,8 +153,12 @@ def ledger_csv_rows(*, ledger: QuerySet[Deduction], tz: dt.tzinfo) -> Iterator[l
             csv_text(model),
             csv_text(mode),
             status,
-            str(units),
+            dec(units),
             csv_text(note),
+            dec(amount),
+            csv_text(currency),
+            dec(list_price),
+            dec(q3(Decimal(str(money)))),
         ]
 
 
@@ -138,27 +176,29 @@ def report_csv_rows(*, table: str, scope: Scope, choice: Choice) -> Iterator[lis
     elif table == "days":
         figures = usage_figures(scope=scope, period=period)
         for (day, family), units in sorted(figures.per_day.items()):
-            yield [day.isoformat(), family, str(units)]
+            yield [day.isoformat(), family, dec(units), dec(figures.per_day_money[(day, family)])]
     elif table == "families":
         for f in usage_figures(scope=scope, period=period).families:
             yield [
                 f.family,
-                str(f.units),
-                str(f.failed_units),
+                dec(f.units),
+                dec(f.failed_units),
                 str(f.charged_tasks),
-                "" if f.average is None else str(f.average),
+                dec(f.average),
                 str(f.tasks_run),
                 str(f.succeeded),
                 str(f.failed),
+                dec(f.money),
             ]
     elif table in ("members", "teams"):
         kind = "member" if table == "members" else "team"
         for g in usage_figures(scope=scope, period=period, group_kind=kind).groups:
             yield [
                 csv_text(g.key if kind == "member" else g.label),
-                str(g.units),
-                str(g.failed_units),
+                dec(g.units),
+                dec(g.failed_units),
                 str(g.charged_tasks),
+                dec(g.money),
             ]
     elif table == "models":
         for m in usage_figures(scope=scope, period=period).models:
@@ -166,8 +206,9 @@ def report_csv_rows(*, table: str, scope: Scope, choice: Choice) -> Iterator[lis
                 m.family,
                 csv_text(m.model_name),
                 csv_text(m.mode),
-                str(m.units),
+                dec(m.units),
                 str(m.charged_tasks),
+                dec(m.money),
             ]
     else:  # tasks: every task charged in the period, most units first
         rows = (
@@ -183,7 +224,7 @@ def report_csv_rows(*, table: str, scope: Scope, choice: Choice) -> Iterator[lis
                 "task__creator__username",
                 "task__created_at",
             )
-            .annotate(spent=units_sum())
+            .annotate(spent=units_sum(), spent_money=money_sum())
             .order_by("-spent", "-task_id")
         )
         for r in rows.iterator(chunk_size=2000):
@@ -196,7 +237,8 @@ def report_csv_rows(*, table: str, scope: Scope, choice: Choice) -> Iterator[lis
                 r["task__status"],
                 csv_text(r["task__creator__username"]),
                 _iso(r["task__created_at"], tz),
-                str(q3(r["spent"])),
+                dec(q3(r["spent"])),
+                dec(q3(r["spent_money"])),
             ]
 
 
@@ -214,12 +256,17 @@ def company_csv_rows(*, table: str, choice: Choice) -> Iterator[list[str]]:
         Deduction.objects.filter(recorded_at__gte=period.start, recorded_at__lt=period.end)
         .annotate(month=TruncMonth("recorded_at", tzinfo=period.tz))
         .values("team_id", "team__name", "month")
-        .annotate(spent=units_sum())
+        .annotate(spent=units_sum(), spent_money=money_sum())
         .order_by("team__name", "team_id", "month")
     )
     for r in rows.iterator(chunk_size=2000):
         month = r["month"].astimezone(period.tz)
-        yield [csv_text(r["team__name"]), f"{month:%Y-%m}", str(q3(r["spent"]))]
+        yield [
+            csv_text(r["team__name"]),
+            f"{month:%Y-%m}",
+            dec(q3(r["spent"])),
+            dec(q3(r["spent_money"])),
+        ]
 
 
 # --- The streamed download -----------------------------------------------------------

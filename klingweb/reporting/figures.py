@@ -9,9 +9,11 @@ tasks) is a branch of a ``UNION ALL``. Python only reshapes the few hundred aggr
 (bounded by days × families, members, models) for the page. No ledger row is loaded into
 Python, and the number of queries of a report is fixed: it does not grow with the data.
 
-Units are Kling credit units: ``Decimal`` with 3 places, summed exactly by the database
-(PostgreSQL ``numeric``; on SQLite the sums are quantised back to 3 places, which removes the
-binary floating-point error SQLite's ``SUM`` carries).
+Units are Kling credit units: ``Decimal`` with the ledger's places (``UNITS_PLACES``, 8),
+summed exactly by the database (PostgreSQL ``numeric``; on SQLite the sums are quantised back
+to those places, which removes the binary floating-point error SQLite's ``SUM`` carries).
+Money is in ``settings.KLING_CURRENCY``: a row's vendor cash figure when it was charged in
+cash, else its units × ``settings.KLING_UNIT_PRICE`` (``tasks_app.ledger.ledger_money_expr``).
 
 A report covers a ``Period`` (``klingweb.reporting.periods``: whole days, midnight to midnight
 in the team's or the portal's time zone) and a ``Scope`` (which teams, member, family). Besides
@@ -47,12 +49,24 @@ from django.utils import timezone
 
 from klingweb.accounts.models import Team
 from klingweb.reporting.periods import FAMILY_LABELS, Choice, Period
-from tasks_app.budgets import period_bounds, team_zone
-from tasks_app.models import IN_FLIGHT, VENDOR_STATUSES, Budget, Deduction, Family, Status, Task
+from tasks_app.budgets import measure_text, period_bounds, team_zone
+from tasks_app.ledger import ledger_money_expr, ledger_units_expr
+from tasks_app.models import (
+    IN_FLIGHT,
+    UNITS_PLACES,
+    VENDOR_STATUSES,
+    Budget,
+    BudgetMeasure,
+    Deduction,
+    Family,
+    Status,
+    Task,
+)
 
-#: Output field of every units sum: wide enough for a company's lifetime, 3 places.
-UNITS_FIELD = DecimalField(max_digits=20, decimal_places=3)
-ZERO = Decimal("0.000")
+#: Output field of every units sum: wide enough for a company's lifetime, the ledger's places.
+UNITS_FIELD = DecimalField(max_digits=30, decimal_places=UNITS_PLACES)
+ZERO = Decimal("0")
+PLACES = Decimal(1).scaleb(-UNITS_PLACES)
 #: How many of the most expensive tasks a report lists.
 TOP_TASKS = 10
 #: What the most expensive tasks table shows of a task (not its parameters and results).
@@ -72,6 +86,7 @@ TOP_TASK_FIELDS = (
 #: The ``Totals`` fields a report adds up over its families.
 TOTAL_FIELDS = (
     "units",
+    "money",
     "failed_units",
     "charged_tasks",
     "tasks_run",
@@ -86,11 +101,20 @@ def units_sum(condition: Q | None = None) -> Coalesce:
     return Coalesce(Sum("units", filter=condition), Value(ZERO), output_field=UNITS_FIELD)
 
 
+def money_sum(condition: Q | None = None) -> Coalesce:
+    """``SUM`` of each row's money (``ledger_money_expr``), 0 when no row matches."""
+    return Coalesce(
+        Sum(ledger_money_expr(), filter=condition, output_field=UNITS_FIELD),
+        Value(ZERO),
+        output_field=UNITS_FIELD,
+    )
+
+
 def q3(value: Decimal) -> Decimal:
-    """``value`` quantised to 3 places (the ledger's precision). Applied to every sum read
-    back: a no-op on PostgreSQL; on SQLite it drops the float error of ``SUM`` (e.g.
-    ``299.999999999994`` for a thousand 0.1 + 0.2)."""
-    return value.quantize(Decimal("0.001"))
+    """``value`` quantised to the ledger's places (``UNITS_PLACES``). Applied to every sum
+    read back: a no-op on PostgreSQL; on SQLite it drops the float error of ``SUM`` (e.g.
+    ``299.999999999994`` for a thousand 0.1 + 0.2) and keeps 0.3333 as 0.3333."""
+    return value.quantize(PLACES)
 
 
 # --- Scope: which rows a report covers ----------------------------------------------------
@@ -144,6 +168,7 @@ class Totals:
     """The headline figures of a report. Units are Decimal Kling credit units."""
 
     units: Decimal = ZERO
+    money: Decimal = ZERO
     failed_units: Decimal = ZERO
     charged_tasks: int = 0
     tasks_run: int = 0
@@ -153,8 +178,11 @@ class Totals:
 
     @property
     def average(self) -> Decimal | None:
-        """Units per charged task (3 places), None when nothing was charged."""
-        return q3(self.units / self.charged_tasks) if self.charged_tasks else None
+        """Units per charged task (3 places: a derived figure, not a vendor one), None when
+        nothing was charged."""
+        if not self.charged_tasks:
+            return None
+        return (self.units / self.charged_tasks).quantize(Decimal("0.001"))
 
 
 @dataclass
@@ -179,6 +207,7 @@ class GroupRow:
     failed_units: Decimal
     charged_tasks: int
     share: Decimal | None = None  # percent of the report's units, 1 place
+    money: Decimal = ZERO  # in settings.KLING_CURRENCY
 
 
 @dataclass
@@ -190,6 +219,7 @@ class ModelRow:
     mode: str
     units: Decimal
     charged_tasks: int
+    money: Decimal = ZERO  # in settings.KLING_CURRENCY
 
     @property
     def family_label(self) -> str:
@@ -199,11 +229,12 @@ class ModelRow:
 
 @dataclass
 class TaskRow:
-    """One of the most expensive tasks: its units in the period, and a link to it."""
+    """One of the most expensive tasks: its units and money in the period, and a link."""
 
     task: Task
     units: Decimal
     url: str
+    money: Decimal = ZERO
 
 
 @dataclass
@@ -292,7 +323,8 @@ GROUP_FIELDS = {"member": "member_id", "team": "team_id"}
 # (``Scope.ledger`` / ``Scope.tasks`` / ``_group_labels``) so the filters live in one place.
 # Each branch is one grouping of ``l`` (or ``t``); the CTE ``l`` is read once from the table
 # (PostgreSQL materialises a CTE used more than once) and each grouping hashes its few thousand
-# rows. Rows come back as (part, day, family, ref, name1, name2, spent, failed_spent, n):
+# rows. Rows come back as (part, day, family, ref, name1, name2, spent, failed_spent, n, money)
+# where ``money`` is the sum of each row's money (``l_money``, see ``ledger_money_expr``):
 #   day   — per (local day, family): units, units of failed tasks, primary rows (charged tasks);
 #   group — per member or team (ref = its id; name1/name2 = key/label): the same three sums;
 #   model — per (family, model_name = name1, mode = name2): units and charged tasks;
@@ -307,32 +339,32 @@ _LEDGER_BRANCHES = """
 SELECT 'day' AS part, l_day AS day, l_family AS family, CAST(NULL AS bigint) AS ref,
        CAST(NULL AS text) AS name1, CAST(NULL AS text) AS name2, SUM(l_units) AS spent,
        SUM(CASE WHEN l_status = %s THEN l_units ELSE 0 END) AS failed_spent,
-       COUNT(CASE WHEN l_corrects IS NULL THEN 1 END) AS n
+       COUNT(CASE WHEN l_corrects IS NULL THEN 1 END) AS n, SUM(l_money) AS money
   FROM l GROUP BY l_day, l_family
 UNION ALL
-SELECT 'group', NULL, NULL, g.l_group, x.k_key, x.k_label, g.spent, g.failed_spent, g.n
+SELECT 'group', NULL, NULL, g.l_group, x.k_key, x.k_label, g.spent, g.failed_spent, g.n, g.money
   FROM (SELECT l_group, SUM(l_units) AS spent,
                SUM(CASE WHEN l_status = %s THEN l_units ELSE 0 END) AS failed_spent,
-               COUNT(CASE WHEN l_corrects IS NULL THEN 1 END) AS n
+               COUNT(CASE WHEN l_corrects IS NULL THEN 1 END) AS n, SUM(l_money) AS money
           FROM l GROUP BY l_group) g
   LEFT JOIN x ON x.k_id = g.l_group
 UNION ALL
 SELECT 'model', NULL, l_family, NULL, l_model, l_mode, SUM(l_units), NULL,
-       COUNT(CASE WHEN l_corrects IS NULL THEN 1 END)
+       COUNT(CASE WHEN l_corrects IS NULL THEN 1 END), SUM(l_money)
   FROM l GROUP BY l_family, l_model, l_mode
 UNION ALL
-SELECT 'task', NULL, NULL, task, NULL, NULL, spent, NULL, NULL FROM (
-  SELECT l_task AS task, l_units AS spent FROM l
+SELECT 'task', NULL, NULL, task, NULL, NULL, spent, NULL, NULL, money FROM (
+  SELECT l_task AS task, l_units AS spent, l_money AS money FROM l
    WHERE l_corrects IS NULL AND l_task IS NOT NULL
      AND l_task NOT IN (SELECT l_task FROM l WHERE l_corrects IS NOT NULL AND l_task IS NOT NULL)
   UNION ALL
-  SELECT l_task, SUM(l_units) FROM l
+  SELECT l_task, SUM(l_units), SUM(l_money) FROM l
    WHERE l_task IN (SELECT l_task FROM l WHERE l_corrects IS NOT NULL)
    GROUP BY l_task
   ORDER BY spent DESC, task DESC LIMIT %s
 ) top_tasks"""
 _TASK_BRANCH = """
-SELECT 'tasks', NULL, t_family, NULL, t_status, NULL, NULL, NULL, COUNT(*)
+SELECT 'tasks', NULL, t_family, NULL, t_status, NULL, NULL, NULL, COUNT(*), NULL
   FROM t GROUP BY t_family, t_status"""
 
 
@@ -345,7 +377,8 @@ def _compiled(qs: QuerySet) -> tuple[str, tuple[Any, ...]]:
 
 
 def _units(value: Any) -> Decimal:
-    """A sum read back from the statement as Decimal units (3 places; 0 for NULL).
+    """A sum read back from the statement as Decimal units or money (the ledger's places; 0
+    for NULL).
     PostgreSQL returns ``Decimal``; SQLite an int or a float, quantised here (``q3``)."""
     if value is None:
         return ZERO
@@ -387,6 +420,8 @@ class Figures:
     groups: list[GroupRow]
     models: list[ModelRow]
     top: list[tuple[int, Decimal]]
+    top_money: dict[int, Decimal] = field(default_factory=dict)
+    per_day_money: dict[tuple[dt.date, str], Decimal] = field(default_factory=dict)
 
     def days(self, period: Period) -> DaySeries:
         """Units per day of ``period`` (every day, zeros included), one series per family
@@ -414,6 +449,7 @@ def usage_figures(*, scope: Scope, period: Period, group_kind: str = "member") -
         l_mode=F("mode"),
         l_status=F("task_status"),
         l_units=F("units"),
+        l_money=ledger_money_expr(),
         l_corrects=F("corrects_id"),
         l_task=F("task_id"),
         l_group=F(GROUP_FIELDS[group_kind]),
@@ -440,17 +476,21 @@ def usage_figures(*, scope: Scope, period: Period, group_kind: str = "member") -
 
     by_family: dict[str, FamilyRow] = {}
     per_day: dict[tuple[dt.date, str], Decimal] = {}
+    per_day_money: dict[tuple[dt.date, str], Decimal] = {}
     groups: list[GroupRow] = []
     models: list[ModelRow] = []
     top: list[tuple[int, Decimal]] = []
-    for part, day, family, ref, name1, name2, spent, failed_spent, n in rows:
+    top_money: dict[int, Decimal] = {}
+    for part, day, family, ref, name1, name2, spent, failed_spent, n, money in rows:
         if part == "day":
             fam = by_family.setdefault(family, FamilyRow(family=family))
             units = _units(spent)
             fam.units += units
+            fam.money += _units(money)
             fam.failed_units += _units(failed_spent)
             fam.charged_tasks += n
             per_day[(_local_day(day, period.tz), family)] = units
+            per_day_money[(_local_day(day, period.tz), family)] = _units(money)
         elif part == "group":
             groups.append(
                 GroupRow(
@@ -459,6 +499,7 @@ def usage_figures(*, scope: Scope, period: Period, group_kind: str = "member") -
                     units=_units(spent),
                     failed_units=_units(failed_spent),
                     charged_tasks=n,
+                    money=_units(money),
                 )
             )
         elif part == "model":
@@ -469,10 +510,12 @@ def usage_figures(*, scope: Scope, period: Period, group_kind: str = "member") -
                     mode=name2,
                     units=_units(spent),
                     charged_tasks=n,
+                    money=_units(money),
                 )
             )
         elif part == "task":
             top.append((ref, _units(spent)))
+            top_money[ref] = _units(money)
         else:  # tasks created in the period, per family and status
             fam = by_family.setdefault(family, FamilyRow(family=family))
             if name1 in VENDOR_STATUSES:  # Kling accepted it: it ran, or runs
@@ -503,6 +546,8 @@ def usage_figures(*, scope: Scope, period: Period, group_kind: str = "member") -
         groups=groups,
         models=models,
         top=top,
+        top_money=top_money,
+        per_day_money=per_day_money,
     )
 
 
@@ -527,6 +572,7 @@ def usage_report(*, scope: Scope, choice: Choice, group_kind: str = "member") ->
             TaskRow(
                 task=t,
                 units=units[t.pk],
+                money=figures.top_money.get(t.pk, ZERO),
                 url=reverse("tasks-detail", kwargs={"team": t.team.code, "code": t.code}),
             )
             for t in tasks
@@ -577,6 +623,16 @@ class BudgetRow:
         return self.spent >= self.budget.units
 
     @property
+    def spent_text(self) -> str:
+        """Spent in the budget's measure (``"12.5 units"``, ``"$1.75"``)."""
+        return measure_text(self.spent, self.budget.measure)
+
+    @property
+    def limit_text(self) -> str:
+        """The budget's limit in its measure."""
+        return measure_text(self.budget.units, self.budget.measure)
+
+    @property
     def scope_label(self) -> str:
         """Who the budget caps: "Whole team", or the member's username."""
         return self.budget.member.get_username() if self.budget.member_id else "Whole team"
@@ -587,7 +643,9 @@ def budgets_progress(
 ) -> list[BudgetRow]:
     """Progress of ``budgets`` (with ``team`` and ``member`` loaded) in their current windows,
     from the ledger in one aggregate query (none when there is no budget). A team budget
-    counts every member's units in the team; a member budget that member's units there."""
+    counts every member's units in the team; a member budget that member's units there. A
+    budget in money counts each row's money (``ledger_money_expr``), one in units each row's
+    units (``ledger_units_expr``: a cash-only row as its money ÷ the unit price)."""
     if not budgets:
         return []
     now = now or timezone.now()
@@ -599,7 +657,10 @@ def budgets_progress(
         cond = Q(team_id=b.team_id, recorded_at__gte=windows[b.pk][0])
         if b.member_id is not None:
             cond &= Q(member_id=b.member_id)
-        sums[f"b{b.pk}"] = units_sum(cond)
+        expr = ledger_money_expr() if b.measure == BudgetMeasure.MONEY else ledger_units_expr()
+        sums[f"b{b.pk}"] = Coalesce(
+            Sum(expr, filter=cond, output_field=UNITS_FIELD), Value(ZERO), output_field=UNITS_FIELD
+        )
     spent = (
         Deduction.objects.filter(
             team_id__in={b.team_id for b in budgets},
@@ -629,6 +690,7 @@ class CompanyTeamRow:
     team: dict[str, Any]  # pk, code, name
     months: list[Decimal]
     total: Decimal
+    money: Decimal = ZERO  # the team's money over the period, settings.KLING_CURRENCY
 
 
 @dataclass
@@ -641,6 +703,7 @@ class CompanyReport:
     month_totals: list[Decimal]
     total: Decimal = ZERO
     used_teams: list[CompanyTeamRow] = field(default_factory=list)
+    money: Decimal = ZERO  # every team's money over the period
 
     @property
     def period(self) -> Period:
@@ -666,13 +729,13 @@ class CompanyReport:
 
 
 def usage_by_team_month(*, period: Period) -> QuerySet:
-    """Grouped query: one row per (team_id, month in ``period.tz``) with ``spent``, over every
-    team's ledger rows recorded in ``period``."""
+    """Grouped query: one row per (team_id, month in ``period.tz``) with ``spent`` (units)
+    and ``spent_money`` (money), over every team's ledger rows recorded in ``period``."""
     return (
         Deduction.objects.filter(recorded_at__gte=period.start, recorded_at__lt=period.end)
         .annotate(month=TruncMonth("recorded_at", tzinfo=period.tz))
         .values("team_id", "month")
-        .annotate(spent=units_sum())
+        .annotate(spent=units_sum(), spent_money=money_sum())
         .order_by()
     )
 
@@ -684,11 +747,18 @@ def company_report(*, choice: Choice) -> CompanyReport:
     months = period.months
     index = {m: i for i, m in enumerate(months)}
     cells: dict[int, list[Decimal]] = {}
+    money: dict[int, Decimal] = {}
     for row in usage_by_team_month(period=period):
         month = row["month"].astimezone(period.tz).date().replace(day=1)
         cells.setdefault(row["team_id"], [ZERO] * len(months))[index[month]] += q3(row["spent"])
+        money[row["team_id"]] = money.get(row["team_id"], ZERO) + q3(row["spent_money"])
     rows = [
-        CompanyTeamRow(team=t, months=cells.get(t["pk"], [ZERO] * len(months)), total=ZERO)
+        CompanyTeamRow(
+            team=t,
+            months=cells.get(t["pk"], [ZERO] * len(months)),
+            total=ZERO,
+            money=money.get(t["pk"], ZERO),
+        )
         for t in Team.objects.order_by("name", "pk").values("pk", "code", "name")
     ]
     for r in rows:
@@ -700,5 +770,6 @@ def company_report(*, choice: Choice) -> CompanyReport:
         teams=rows,
         month_totals=month_totals,
         total=sum(month_totals, ZERO),
+        money=sum(money.values(), ZERO),
         used_teams=[r for r in rows if r.team["pk"] in cells],
     )

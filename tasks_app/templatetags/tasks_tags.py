@@ -1,4 +1,4 @@
-"""Template helpers of the task pages: elapsed time, row thumbnails, units."""
+"""Template helpers of the task pages: elapsed time, row thumbnails, units and money."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Any
 
 from django import template
 from django.utils import timezone
+
+from tasks_app.prices import ESTIMATE_FIELDS, estimate_text, money_text, number_text
 
 register = template.Library()
 
@@ -33,13 +35,29 @@ def elapsed(task: Any) -> str:
 
 @register.filter
 def units(value: Decimal | None) -> str:
-    """Kling credit units for display: ``12.5``, ``3``, or ``—`` when unknown."""
-    if value is None:
-        return "—"
-    text = f"{value:f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
+    """Kling credit units for display, the portal's one number format
+    (``tasks_app.prices.number_text``): trailing zeros trimmed, thousands grouped
+    (``12.5``, ``3``, ``0.3333``, ``1,234.5``), or ``—`` when unknown."""
+    return number_text(value)
+
+
+@register.filter
+def money(value: Decimal | None, code: str = "") -> str:
+    """Money for display (``tasks_app.prices.money_text``): ``$0.56``, ``12.5 CHF``; ``code``
+    the ISO currency (default ``settings.KLING_CURRENCY``); ``—`` when unknown."""
+    return money_text(value, code or None)
+
+
+@register.simple_tag
+def estimate_fields() -> str:
+    """The fields the create form's estimate sends (``hx-params``), comma-separated."""
+    return ",".join(ESTIMATE_FIELDS)
+
+
+@register.filter
+def estimate(value: Decimal | None) -> str:
+    """An estimate in units with its money: ``about 4 units ≈ $0.56`` (``""`` for None)."""
+    return estimate_text(value)
 
 
 @register.simple_tag

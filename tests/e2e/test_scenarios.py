@@ -334,3 +334,29 @@ def test_6_viewer_reads_without_create_buttons_and_other_team_gets_404(
     response = outsider.goto(f"{stack.url}/t/{team}/tasks/{code}/")
     assert response.status == 404
     shots(outsider, "other-team-404")
+
+
+def test_7_estimate_follows_the_options_and_the_task_page_shows_it_beside_the_charge(
+    stack: Stack, new_page, shots
+):
+    """The create form shows the vendor-price estimate before submit and updates it as the
+    person changes mode and duration; once charged, the task page shows both."""
+    page = new_page()
+    team = sign_in(page, stack, MEMBER)
+
+    def fill(p):
+        estimate = p.locator("#task-estimate")
+        # kling-v1-6 std 5 s: the table's 0.3 units/s × 5 s, $0.14 a unit.
+        expect(estimate).to_contain_text("about 1.5 units ≈ $0.21")
+        p.get_by_label("Professional (pro) — higher quality").check()
+        p.get_by_label("10 s").check()
+        expect(estimate).to_contain_text("about 5 units ≈ $0.70")  # 0.5 units/s × 10 s
+        p.get_by_label("Prompt").first.fill("A kite over a windy beach, long shot")
+
+    code = create_task(page, stack, team, "text2video", fill, shots, "estimate")
+    finish_on_kling(stack, family="text2video", code=code)
+    open_finished_task(page, stack, team, code, shots, "estimate")
+    status = page.locator(".status-line")
+    expect(status).to_contain_text("Charged 5 units · $0.70")
+    expect(status).to_contain_text("estimated about 5 units ≈ $0.70")
+    shots(page, "estimate-charged")

@@ -14,19 +14,28 @@ from decimal import Decimal
 from django import template
 from django.utils.safestring import SafeString, mark_safe
 
+from tasks_app.prices import money_text, number_text
+
 register = template.Library()
 
 
 @register.filter
 def usage_units(value: Decimal | None) -> str:
-    """Kling credit units for reading: thousands grouped, no trailing zeros
+    """Kling credit units for reading, the portal's one number format
+    (``tasks_app.prices.number_text``): thousands grouped, no trailing zeros
     (``Decimal("12345.500")`` → ``12,345.5``; ``-1.250`` → ``-1.25``); ``–`` for None."""
     if value is None:
         return "–"
-    text = f"{value:,f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text == "-0" else text
+    return number_text(value)
+
+
+@register.filter
+def usage_money(value: Decimal | None) -> str:
+    """Money in ``settings.KLING_CURRENCY`` (``tasks_app.prices.money_text``: ``$1,234.56``);
+    ``–`` for None."""
+    if value is None:
+        return "–"
+    return money_text(value)
 
 
 @register.filter
