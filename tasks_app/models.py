@@ -474,21 +474,6 @@ class ReconciliationIssue(models.Model):
         return (self.vendor_units or Decimal("0")) - self.ledger_units
 
 
-class ClusterLease(models.Model):
-    """A named lease shared by every cluster (e.g. the poll loop): one holder at a time.
-
-    Taken with a conditional update on ``until``; see ``tasks_app.polling.lease_take``.
-    """
-
-    name = models.CharField(max_length=50, unique=True)
-    holder = models.CharField(max_length=100, blank=True)
-    until = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-
-    def __str__(self) -> str:
-        return f"{self.name} held by {self.holder or 'nobody'}"
-
-
 class ResourcePackSnapshot(models.Model):
     """One fetch of a Kling account's resource packs (account costs, KLING_API.md §5.5).
 

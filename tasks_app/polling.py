@@ -8,23 +8,23 @@ only for what the pages missed. Each vendor object goes through
 
 Cost: N in-flight tasks of one family take about ⌈N/500⌉ requests per cycle.
 
-Scheduling: django-q2 schedules run at most once a minute, so ``poll_loop`` (started by the
-one-minute schedule ``klingweb-poll``, see ``setup_schedules``) runs a cycle every
-``POLL_CYCLE_SECONDS`` (5 s) for ``POLL_LOOP_SECONDS`` (55 s), then re-arms itself. A
-``ClusterLease`` makes sure that only one loop runs at a time across every cluster, and the
-per-task claim (``Task.claimed_until``) makes sure two pollers never poll the same task even
-when someone runs a cycle by hand next to the loop.
+Running: one long-running process, ``python manage.py kling_poll`` (the Procfile's
+``poller``), runs ``poll_cycle`` every 5 s (``poll_run``); start one or several, on one
+machine or several. They share nothing but the database. A cycle claims its work group by
+group with conditional UPDATEs (``group_claim``, the pattern of healthchecks'
+``sendalerts``): a (Kling account, family) group is taken only while no task of it is under
+another poller's live claim, so no group is read by two pollers in the same cycle and no task
+is applied twice. A poller killed mid-cycle leaves claims that expire after
+``CLAIM_SECONDS``; then another poller takes the group over.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import random
-import socket
+import threading
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -32,15 +32,15 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db import close_old_connections, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from tasks_app.models import IN_FLIGHT, ClusterLease, Task
+from klingweb.accounts.models import KlingAccount
+from tasks_app.models import IN_FLIGHT, Task
 from tasks_app.services import NO_ERROR, TaskError, task_apply_remote, task_error_record
 
 if TYPE_CHECKING:
-    from klingweb.accounts.models import KlingAccount
     from klingweb.kling import KlingClient, KlingTask
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,6 @@ STALE_INTERVAL = 300.0  # seconds, for tasks flagged stale
 ERROR_BACKOFF_MAX = 300.0  # seconds
 PAUSED_INTERVAL = 60.0  # seconds; an account paused by an admin is looked at again later
 CHUNK = 500  # primary keys per IN (...) clause
-POLL_LOOP_LEASE = "poll-loop"
 
 
 @dataclass
@@ -115,31 +114,98 @@ def _free(now: datetime) -> Q:
     return Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
 
 
-def tasks_claim(*, now: datetime | None = None, limit: int = 20000) -> tuple[list[Task], datetime]:
-    """Claim up to ``limit`` due tasks (submitted/processing, ``next_poll_at`` passed or unset).
+def _accounts_fill() -> None:
+    """Give in-flight tasks without a Kling account their team's (``account_for_team``), so
+    every due task belongs to exactly one (account, family) group. Submission sets the account
+    before the create call; this only covers rows made otherwise."""
+    from klingweb.accounts.models import Team
+    from klingweb.accounts.services import account_for_team
 
-    A claim is a lease: ``claimed_until`` is set with a conditional UPDATE that only touches
-    rows whose lease is free (``claimed_until IS NULL OR claimed_until < now``), inside one
-    transaction that also locks the candidate rows (PostgreSQL: ``FOR UPDATE SKIP LOCKED``;
-    SQLite: the transaction is IMMEDIATE, so writers are serialised). Returns the claimed
-    tasks (with team and account loaded) and the lease value identifying this claim.
+    team_pks = set(
+        Task.objects.in_flight()
+        .filter(kling_account__isnull=True)
+        .values_list("team_id", flat=True)
+        .distinct()
+    )
+    for team in Team.objects.filter(pk__in=team_pks).select_related("kling_account"):
+        account = account_for_team(team=team)
+        Task.objects.in_flight().filter(team=team, kling_account__isnull=True).update(
+            kling_account=account
+        )
+
+
+def groups_due(*, now: datetime) -> list[tuple[int, str]]:
+    """The (Kling account pk, family) pairs that have a due, unclaimed in-flight task, the
+    group whose task waits longest first."""
+    rows = (
+        Task.objects.due_for_poll(now)
+        .filter(kling_account__isnull=False)
+        .order_by(F("next_poll_at").asc(nulls_first=True), "pk")
+        .values_list("kling_account_id", "family")
+    )
+    seen: dict[tuple[int, str], None] = {}
+    for row in rows.iterator(chunk_size=2000):
+        seen.setdefault(row, None)
+    return list(seen)
+
+
+def group_claim(
+    *, account_pk: int, family: str, now: datetime, lease: datetime, limit: int
+) -> list[int]:
+    """Claim up to ``limit`` due tasks of one (Kling account, family) group; returns their
+    primary keys (empty when another poller holds the group).
+
+    In one transaction: the account's row is locked (PostgreSQL: ``FOR UPDATE SKIP LOCKED``,
+    so pollers claiming the same account queue up or move on; SQLite: the transaction is
+    IMMEDIATE, so claimers are serialised), the group is skipped if any of its in-flight tasks
+    is under a live claim (``claimed_until >= now``: another poller is reading it), and the
+    due rows get ``claimed_until = lease`` with a conditional UPDATE that only touches rows
+    whose claim is free. ``lease``: an aware datetime unique to the caller's cycle.
+    """
+    with transaction.atomic():
+        account = KlingAccount.objects.filter(pk=account_pk)
+        if connection.features.has_select_for_update_skip_locked:
+            account = account.select_for_update(skip_locked=True)
+        if not list(account.values_list("pk", flat=True)):
+            return []  # another poller is claiming this account's groups right now
+        group = Task.objects.in_flight().filter(kling_account_id=account_pk, family=family)
+        if group.filter(claimed_until__gte=now).exists():
+            return []
+        pks = list(
+            group.due_for_poll(now)
+            .order_by(F("next_poll_at").asc(nulls_first=True), "pk")
+            .values_list("pk", flat=True)[:limit]
+        )
+        for chunk in _chunks(pks):
+            Task.objects.filter(pk__in=chunk).unclaimed(now).update(claimed_until=lease)
+    return pks
+
+
+def tasks_claim(*, now: datetime | None = None, limit: int = 20000) -> tuple[list[Task], datetime]:
+    """Claim up to ``limit`` due tasks (submitted/processing, ``next_poll_at`` passed or unset),
+    whole (account, family) groups at a time (``group_claim``); groups another poller holds
+    are left to it.
+
+    A claim is a lease: ``claimed_until`` = ``now`` + ``CLAIM_SECONDS`` (plus random
+    microseconds, so the value identifies this cycle's rows). Returns the claimed tasks (with
+    team and account loaded) and that lease value.
     """
     now = now or timezone.now()
-    # Random microseconds make the lease value unique to this claim, so it identifies our rows.
     lease = now + timedelta(seconds=CLAIM_SECONDS, microseconds=random.randint(0, 999_999))
-    due = Q(next_poll_at__lte=now) | Q(next_poll_at__isnull=True)
-    with transaction.atomic():
-        qs = (
-            Task.objects.filter(status__in=list(IN_FLIGHT))
-            .filter(due)
-            .filter(_free(now))
-            .order_by(F("next_poll_at").asc(nulls_first=True), "pk")
+    _accounts_fill()
+    pks: list[int] = []
+    for account_pk, family in groups_due(now=now):
+        if len(pks) >= limit:
+            break
+        pks.extend(
+            group_claim(
+                account_pk=account_pk,
+                family=family,
+                now=now,
+                lease=lease,
+                limit=limit - len(pks),
+            )
         )
-        if connection.features.has_select_for_update_skip_locked:
-            qs = qs.select_for_update(skip_locked=True)
-        pks = list(qs.values_list("pk", flat=True)[:limit])
-        for chunk in _chunks(pks):
-            Task.objects.filter(pk__in=chunk).filter(_free(now)).update(claimed_until=lease)
     tasks: list[Task] = []
     for chunk in _chunks(pks):
         tasks.extend(
@@ -394,8 +460,6 @@ def tasks_poll(*, now: datetime | None = None, limit: int = 20000) -> PollReport
     never failed here. Accounts paused after 1100–1102 are skipped. Raises nothing for vendor
     errors; a crash mid-cycle leaves claims that expire after ``CLAIM_SECONDS``.
     """
-    from klingweb.accounts.services import account_for_team
-
     started = time.monotonic()
     now = now or timezone.now()
     report = PollReport()
@@ -406,17 +470,10 @@ def tasks_poll(*, now: datetime | None = None, limit: int = 20000) -> PollReport
         return report
     cycle = _Cycle(report, lease, now)
     accounts: dict[int, KlingAccount] = {}
-    team_accounts: dict[int, KlingAccount] = {}
     groups: dict[tuple[int, str], list[Task]] = defaultdict(list)
     for task in tasks:
-        account = task.kling_account
-        if account is None:
-            account = team_accounts.get(task.team_id)
-            if account is None:
-                account = account_for_team(team=task.team)
-                team_accounts[task.team_id] = account
-        accounts.setdefault(account.pk, account)
-        groups[(account.pk, task.family)].append(task)
+        accounts.setdefault(task.kling_account_id, task.kling_account)
+        groups[(task.kling_account_id, task.family)].append(task)
     try:
         for (account_pk, family), group in groups.items():
             try:
@@ -437,167 +494,35 @@ def tasks_poll(*, now: datetime | None = None, limit: int = 20000) -> PollReport
 
 
 def poll_cycle() -> PollReport:
-    """One tick of the loop: submit queued tasks that are due (``tasks_submit_due`` of the
-    tasks stream, when present), then ``tasks_poll``."""
+    """One cycle of the poller: send queued tasks whose retry time has come
+    (``tasks_app.submission.tasks_submit_due``), then poll every due task (``tasks_poll``).
+    Returns the poll's ``PollReport``; a failure of the submit step is logged, never raised."""
+    from tasks_app.submission import tasks_submit_due
+
     try:
-        from tasks_app.submission import tasks_submit_due
-    except ImportError:
-        tasks_submit_due = None
-    if tasks_submit_due is not None:
-        try:
-            tasks_submit_due()
-        except Exception:
-            log.exception("poll: tasks_submit_due failed")
+        tasks_submit_due()
+    except Exception:
+        log.exception("poll: tasks_submit_due failed")
     return tasks_poll()
 
 
-# --- the loop and its lease --------------------------------------------------------------
+def poll_run(*, interval: float, stop: threading.Event) -> int:
+    """Run ``poll_cycle`` every ``interval`` seconds (a cycle that takes longer is followed at
+    once by the next) until ``stop`` is set; returns the cycles run.
 
-
-def _holder_name() -> str:
-    """A lease holder's name: ``host:pid:random`` (``_holder_dead`` reads host and pid)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _holder_dead(holder: str) -> bool:
-    """True when ``holder`` names a process of this host that no longer exists (a cluster
-    killed with SIGKILL, or by the OOM killer, never releases its lease). Holders of other
-    hosts, and names not of the ``host:pid:random`` form, are taken to be alive. Machines
-    (containers) running clusters must have distinct host names; if two shared one, they
-    would take the lease from each other now and then — per-task claims still keep any
-    task from being polled twice."""
-    host, _, rest = holder.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # e.g. PermissionError: it exists, as another user
-        return False
-    try:  # Linux: a killed process not yet reaped by its parent is a zombie ("Z")
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0] in ("Z", "X")
-    except (OSError, IndexError):
-        return False
-
-
-def lease_take(*, name: str, holder: str, seconds: float) -> bool:
-    """Take (or renew) the named ``ClusterLease`` for ``seconds``; True when ``holder`` has it.
-
-    A conditional UPDATE: succeeds when the lease is free, expired, already ``holder``'s, or
-    held by a process of this host that has died (``_holder_dead``; compared-and-swapped on
-    the dead holder's name, so two takers cannot both win). Without that last case a cluster
-    killed mid-loop kept the loop stopped until its lease expired (``run_seconds`` + 30 s),
-    and a cluster restarted faster than that never polled at all.
+    ``stop`` is only looked at between cycles: setting it (``kling_poll`` does on SIGTERM or
+    SIGINT) ends the loop after the current cycle, so no claim is left to expire. A cycle that
+    raises is logged and the loop goes on. Database connections are recycled before each
+    cycle, as a request would (``close_old_connections``).
     """
-    now = timezone.now()
-    current = ClusterLease.objects.filter(name=name).values_list("holder", "until").first()
-    if current is None:
-        try:
-            with transaction.atomic():
-                ClusterLease.objects.create(name=name)
-        except IntegrityError:
-            pass
-    free = Q(until__isnull=True) | Q(until__lt=now) | Q(holder=holder)
-    held = current is not None and current[0] and current[1] is not None and current[1] >= now
-    if held and _holder_dead(current[0]):
-        log.warning("lease %s: holder %s has died; taking it over", name, current[0])
-        free |= Q(holder=current[0])
-    taken = (
-        ClusterLease.objects.filter(name=name)
-        .filter(free)
-        .update(holder=holder, until=now + timedelta(seconds=seconds), heartbeat_at=now)
-    )
-    return taken == 1
-
-
-def lease_live(*, name: str) -> bool:
-    """True when the named lease is held by someone who is (as far as we can tell) alive:
-    not expired, and not a dead process of this host."""
-    current = ClusterLease.objects.filter(name=name).values_list("holder", "until").first()
-    if current is None or not current[0] or current[1] is None:
-        return False
-    return current[1] >= timezone.now() and not _holder_dead(current[0])
-
-
-def lease_release(*, name: str, holder: str) -> None:
-    """Give the named lease up if ``holder`` still has it."""
-    ClusterLease.objects.filter(name=name, holder=holder).update(holder="", until=None)
-
-
-def poll_loop(
-    *,
-    run_seconds: float | None = None,
-    cycle_seconds: float | None = None,
-    rearm: bool = False,
-) -> int:
-    """Run ``poll_cycle`` every ``cycle_seconds`` (default ``POLL_CYCLE_SECONDS`` = 5) for
-    about ``run_seconds`` (default ``POLL_LOOP_SECONDS`` = 55), holding the ``poll-loop``
-    lease; returns the number of cycles run (0 when another loop holds the lease).
-
-    With ``rearm`` the loop enqueues its successor (``tasks_app.jobs.poll_loop``) when it
-    ends, so polling is continuous; the one-minute schedule restarts the chain if a cluster
-    died mid-loop (the lease then expires ``run_seconds`` + 30 s after its last renewal).
-    """
-    run_seconds = float(
-        run_seconds if run_seconds is not None else getattr(settings, "POLL_LOOP_SECONDS", 55)
-    )
-    cycle_seconds = float(
-        cycle_seconds
-        if cycle_seconds is not None
-        else getattr(settings, "POLL_CYCLE_SECONDS", FAST_INTERVAL)
-    )
-    holder = _holder_name()
-    lease_seconds = run_seconds + 30.0
-    if not lease_take(name=POLL_LOOP_LEASE, holder=holder, seconds=lease_seconds):
-        return 0
     cycles = 0
-    deadline = time.monotonic() + run_seconds
-    try:
-        while True:
-            started = time.monotonic()
-            if not connection.in_atomic_block:
-                close_old_connections()  # a long job: drop broken or expired connections
-            try:
-                poll_cycle()
-            except Exception:
-                log.exception("poll loop: cycle failed")
-            cycles += 1
-            if not lease_take(name=POLL_LOOP_LEASE, holder=holder, seconds=lease_seconds):
-                log.warning("poll loop: lost the lease; stopping")
-                return cycles
-            elapsed = time.monotonic() - started
-            if time.monotonic() + max(0.0, cycle_seconds - elapsed) >= deadline:
-                break
-            time.sleep(max(0.0, cycle_seconds - elapsed))
-    finally:
-        lease_release(name=POLL_LOOP_LEASE, holder=holder)
-    if rearm:
-        from django_q.tasks import async_task
-
-        async_task("tasks_app.jobs.poll_loop", task_name="klingweb-poll-loop")
-    return cycles
-
-
-def poll_loop_ensure() -> bool:
-    """Start the poll loop now unless a live loop holds its lease; True when one was
-    enqueued.
-
-    Called when a cluster's worker process starts (``tasks_app.jobs.cluster_worker_started``,
-    on django-q2's ``post_spawn``): the one-minute schedule alone first fires about 30 s
-    after a cluster starts (django-q2's scheduler runs every 30 s of the cluster's life), so a
-    cluster that restarts often — after a crash, or each deploy — would poll late or never.
-    Several workers starting at once may enqueue several loops; all but one return at once
-    (``poll_loop`` takes the lease first).
-    """
-    if lease_live(name=POLL_LOOP_LEASE):
-        return False
-    from django_q.tasks import async_task
-
-    async_task("tasks_app.jobs.poll_loop", task_name="klingweb-poll-loop")
-    return True
+    while True:
+        started = time.monotonic()
+        close_old_connections()
+        try:
+            poll_cycle()
+        except Exception:
+            log.exception("poller: cycle failed")
+        cycles += 1
+        if stop.wait(max(0.0, interval - (time.monotonic() - started))):
+            return cycles
