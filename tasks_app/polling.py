@@ -1,12 +1,15 @@
 """Polling Kling for tasks in flight (DESIGN.md §2 step 3; KLING_API.md §3–4).
 
 One cycle (``tasks_poll``) claims the tasks that are due, groups them by (Kling account,
-family), reads the family's list endpoint 500 tasks a page, newest first, until every due task
-of the group is found or the page is older than the oldest one due, and sends single queries
-only for what the pages missed. Each vendor object goes through
-``tasks_app.services.task_apply_remote``; this module never writes status, result or cost.
+family) and finds each group at Kling with ``tasks_app.finder.tasks_find``: 2026-design
+families by id, ``GET /tasks?task_ids=…`` 100 ids a request; legacy families on the list
+endpoint, 500 tasks a page, newest first, until every due task of the group is found or the
+page is older than the oldest one due, with single queries only for what the pages missed.
+Each answer goes through ``_Cycle.apply`` → ``tasks_app.services.task_apply_remote``; this
+module never writes status, result or cost.
 
-Cost: N in-flight tasks of one family take about ⌈N/500⌉ requests per cycle.
+Cost per cycle: ⌈N/100⌉ requests for N due tasks of a 2026-design family, whatever else lives
+in the account; about ⌈(N + newer foreign tasks)/500⌉ for a legacy family.
 
 Running: one long-running process, ``python manage.py kling_poll`` (the Procfile's
 ``poller``), runs ``poll_cycle`` every 5 s (``poll_run``); start one or several, on one
@@ -21,7 +24,6 @@ is applied twice. A poller killed mid-cycle leaves claims that expire after
 from __future__ import annotations
 
 import logging
-import math
 import random
 import threading
 import time
@@ -37,19 +39,17 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from klingweb.accounts.models import KlingAccount
+from klingweb.kling.backoff import backoff_delay
+from tasks_app.finder import Wanted, tasks_find
 from tasks_app.models import IN_FLIGHT, Task
 from tasks_app.services import NO_ERROR, TaskError, task_apply_remote, task_error_record
 
 if TYPE_CHECKING:
-    from klingweb.kling import KlingClient, KlingTask
+    from klingweb.kling import KlingTask
 
 log = logging.getLogger(__name__)
 
-PAGE_SIZE = 500  # the vendor's largest pageSize (KLING_API.md §4)
-MAX_PAGE_NUM = 1000  # the vendor's largest pageNum
-EXTRA_PAGES = 3  # pages read beyond ⌈N/500⌉ before falling back to single queries
 CLAIM_SECONDS = 120  # a claim outlives a crashed cycle by at most this long
-CREATED_SKEW = timedelta(minutes=2)  # our clock vs the vendor's, when comparing created_at
 FIRST_PHASE_SECONDS = 120  # tasks younger than this are polled every FAST_INTERVAL
 FAST_INTERVAL = 5.0  # seconds
 SLOW_INTERVAL = 60.0  # seconds; reached ~10 min after submission
@@ -63,9 +63,10 @@ CHUNK = 500  # primary keys per IN (...) clause
 class PollReport:
     """What one poll cycle did.
 
-    ``claimed``: due tasks claimed; ``requests``: Kling calls made (list pages + single
-    queries; the client's own transparent retries are not counted); ``found_in_pages``: due
-    tasks found on list pages; ``single_queries``: get-one calls; ``applied``: tasks whose
+    ``claimed``: due tasks claimed; ``requests``: Kling calls made (list pages, ``GET /tasks``
+    id batches and single queries; the client's own transparent retries are not counted);
+    ``found_in_pages``: due tasks found on list pages or in id batches; ``id_queries``:
+    ``GET /tasks`` batches (2026 design); ``single_queries``: get-one calls; ``applied``: tasks whose
     status changed; ``errors``: failed Kling calls or failed applies; ``groups``: (account,
     family) groups polled; ``seconds``: wall time of the cycle.
     """
@@ -73,6 +74,7 @@ class PollReport:
     claimed: int = 0
     requests: int = 0
     found_in_pages: int = 0
+    id_queries: int = 0
     single_queries: int = 0
     applied: int = 0
     errors: int = 0
@@ -97,8 +99,9 @@ def poll_interval(*, age_seconds: float, stale: bool) -> float:
 
 
 def error_backoff(*, errors: int) -> float:
-    """Seconds to wait after ``errors`` consecutive failed polls (≥ 1): 10, 20, 40 … 300."""
-    return min(ERROR_BACKOFF_MAX, FAST_INTERVAL * (2 ** min(max(errors, 1), 10)))
+    """Seconds to wait after ``errors`` consecutive failed polls (≥ 1): 10, 20, 40 … 300
+    (``klingweb.kling.backoff.backoff_delay``; the caller adds jitter)."""
+    return backoff_delay(errors, base=2 * FAST_INTERVAL, cap=ERROR_BACKOFF_MAX)
 
 
 def _chunks(items: list, size: int = CHUNK) -> Iterator[list]:
@@ -225,15 +228,6 @@ def tasks_claim(*, now: datetime | None = None, limit: int = 20000) -> tuple[lis
     return tasks, lease
 
 
-def _client_family(key: str) -> str:
-    from tasks_app.families import UnknownFamily, get_family
-
-    try:
-        return get_family(key).client_family
-    except UnknownFamily:
-        return key  # Family values and the client's family names are the same words
-
-
 def _unchanged(task: Task, remote: KlingTask) -> bool:
     """True when applying ``remote`` would change nothing (skip the write transaction)."""
     if remote.task_status != task.status or not task.task_id:
@@ -351,6 +345,9 @@ class _Cycle:
             self.report.error_messages.append(message)
 
     def apply(self, task: Task, remote: KlingTask) -> None:
+        """The one place a polled answer is applied: skipped when it would change nothing
+        (``_unchanged``), else ``task_apply_remote(source="poll")``; a failure is counted and
+        logged, never raised (one bad row must not stop the cycle)."""
         if _unchanged(task, remote):
             return
         try:
@@ -361,8 +358,9 @@ class _Cycle:
             self.error(f"apply task {task.pk}: {exc}")
 
     def poll_group(self, account: KlingAccount, family: str, tasks: list[Task]) -> None:
+        """Ask Kling about one claimed (account, family) group (``tasks_app.finder.
+        tasks_find``), apply what it answered, and reschedule every task of the group."""
         from klingweb.accounts.services import kling_client_for
-        from klingweb.kling import ErrorClass, KlingError
 
         self.report.groups += 1
         if account.is_paused:
@@ -376,77 +374,33 @@ class _Cycle:
             self.error(f"account {account.pk}: {exc}")
             self.reschedule_error(tasks, minimum=60.0, error=exc)
             return
-        client_family = _client_family(family)
-        found, failed = self._read_pages(client, client_family, tasks)
-        if failed is None:
+        wanted = [
+            Wanted(
+                key=task.pk,
+                task_id=task.task_id,
+                external_task_id=task.external_task_id,
+                created_at=task.vendor_created_at or task.created_at,
+            )
+            for task in tasks
+        ]
+        found = tasks_find(client, family, wanted)
+        self.report.requests += found.requests
+        self.report.id_queries += found.id_queries
+        self.report.single_queries += found.single_queries
+        self.report.found_in_pages += found.found_in_listing
+        for key, exc in found.unknown.items():
+            self.error(f"{family} task {key}: {exc}")
+        if found.error is not None:
+            self.error(f"{family}: {found.error}")
+        if found.listing_ok:
             self.wake_after_outage(account, family)
-        missing = [task for task in tasks if task.pk not in found]
-        if failed is not None:
-            for task in tasks:
-                if task.pk in found:
-                    self.apply(task, found[task.pk])
-            self.reschedule_ok([t for t in tasks if t.pk in found])
-            self.reschedule_error(missing, error=failed)
-            return
-        backed_off: list[Task] = []
-        last_error: Exception | None = None
-        for position, task in enumerate(missing):
-            self.report.requests += 1
-            self.report.single_queries += 1
-            try:
-                if task.task_id:
-                    remote = client.get_task(client_family, task_id=task.task_id)
-                else:
-                    remote = client.get_task(client_family, external_task_id=task.external_task_id)
-            except KlingError as exc:
-                self.error(f"get {family} {task.task_id or task.external_task_id}: {exc}")
-                backed_off.append(task)
-                last_error = exc
-                if exc.error_class != ErrorClass.NOT_FOUND:
-                    # The vendor is unhappy (5xx, 1302, network, credentials): leave the
-                    # rest of the group for a later cycle.
-                    backed_off.extend(missing[position + 1 :])
-                    break
-                continue
-            found[task.pk] = remote
         for task in tasks:
-            if task.pk in found:
-                self.apply(task, found[task.pk])
-        self.reschedule_ok([t for t in tasks if t.pk in found])
-        self.reschedule_error(backed_off, error=last_error)
-
-    def _read_pages(
-        self, client: KlingClient, client_family: str, tasks: list[Task]
-    ) -> tuple[dict[int, KlingTask], Exception | None]:
-        """Read list pages until every task is found or pages are older than the oldest."""
-        from klingweb.kling import KlingError
-
-        by_task_id = {task.task_id: task for task in tasks if task.task_id}
-        by_external = {task.external_task_id: task for task in tasks}
-        oldest = min((task.vendor_created_at or task.created_at) for task in tasks) - CREATED_SKEW
-        max_pages = min(MAX_PAGE_NUM, math.ceil(len(tasks) / PAGE_SIZE) + EXTRA_PAGES)
-        found: dict[int, KlingTask] = {}
-        for page in range(1, max_pages + 1):
-            self.report.requests += 1
-            try:
-                items = client.list_tasks(client_family, page=page, page_size=PAGE_SIZE)
-            except KlingError as exc:
-                self.error(f"list {client_family} page {page}: {exc}")
-                self.report.found_in_pages += len(found)
-                return found, exc
-            for item in items:
-                task = by_task_id.get(item.task_id)
-                if task is None and item.external_task_id:
-                    task = by_external.get(item.external_task_id)
-                if task is not None and task.pk not in found:
-                    found[task.pk] = item
-            if len(found) == len(tasks) or len(items) < PAGE_SIZE:
-                break
-            created = [item.created_at for item in items if item.created_at is not None]
-            if created and min(created) < oldest:
-                break
-        self.report.found_in_pages += len(found)
-        return found, None
+            if task.pk in found.found:
+                self.apply(task, found.found[task.pk])
+        self.reschedule_ok([task for task in tasks if task.pk in found.found])
+        waiting = [task for task in tasks if task.pk not in found.found]
+        reason = found.error or next(reversed(found.unknown.values()), None)
+        self.reschedule_error(waiting, error=reason)
 
 
 def tasks_poll(*, now: datetime | None = None, limit: int = 20000) -> PollReport:
