@@ -15,10 +15,10 @@ Running: one long-running process, ``python manage.py kling_poll`` (the Procfile
 ``poller``), runs ``poll_cycle`` every 5 s (``poll_run``); start one or several, on one
 machine or several. They share nothing but the database. A cycle claims its work group by
 group with conditional UPDATEs (``group_claim``, the pattern of healthchecks'
-``sendalerts``): a (Kling account, family) group is taken only while no task of it is under
-another poller's live claim, so no group is read by two pollers in the same cycle and no task
-is applied twice. A poller killed mid-cycle leaves claims that expire after
-``CLAIM_SECONDS``; then another poller takes the group over.
+``sendalerts``): first the group's ``PollClaim`` row, which only one poller can take, then
+the group's due tasks; so no group is read by two pollers in the same cycle and no task is
+applied twice. A poller killed mid-cycle leaves claims that expire after ``CLAIM_SECONDS``;
+then another poller takes the group over.
 """
 
 from __future__ import annotations
@@ -34,17 +34,17 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections
 from django.db.models import F, Q
 from django.utils import timezone
 
-from klingweb.accounts.models import KlingAccount
 from klingweb.kling.backoff import backoff_delay
 from tasks_app.finder import Wanted, tasks_find
-from tasks_app.models import IN_FLIGHT, Task
+from tasks_app.models import IN_FLIGHT, PollClaim, Task
 from tasks_app.services import NO_ERROR, TaskError, task_apply_remote, task_error_record
 
 if TYPE_CHECKING:
+    from klingweb.accounts.models import KlingAccount
     from klingweb.kling import KlingTask
 
 log = logging.getLogger(__name__)
@@ -113,10 +113,6 @@ def _ids(pks: Iterable[int]) -> str:
     return ",".join(str(pk) for pk in pks)
 
 
-def _free(now: datetime) -> Q:
-    return Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
-
-
 def _accounts_fill() -> None:
     """Give in-flight tasks without a Kling account their team's (``account_for_team``), so
     every due task belongs to exactly one (account, family) group. Submission sets the account
@@ -155,32 +151,31 @@ def groups_due(*, now: datetime) -> list[tuple[int, str]]:
 def group_claim(
     *, account_pk: int, family: str, now: datetime, lease: datetime, limit: int
 ) -> list[int]:
-    """Claim up to ``limit`` due tasks of one (Kling account, family) group; returns their
-    primary keys (empty when another poller holds the group).
+    """Claim one (Kling account, family) group and up to ``limit`` of its due tasks for one
+    poll cycle; returns the tasks' primary keys (empty when another poller holds the group).
 
-    In one transaction: the account's row is locked (PostgreSQL: ``FOR UPDATE SKIP LOCKED``,
-    so pollers claiming the same account queue up or move on; SQLite: the transaction is
-    IMMEDIATE, so claimers are serialised), the group is skipped if any of its in-flight tasks
-    is under a live claim (``claimed_until >= now``: another poller is reading it), and the
-    due rows get ``claimed_until = lease`` with a conditional UPDATE that only touches rows
-    whose claim is free. ``lease``: an aware datetime unique to the caller's cycle.
+    Two conditional UPDATEs, as healthchecks' ``sendalerts`` claims a check: the group's
+    ``PollClaim`` row goes from free (``claimed_until`` unset or before ``now``) to ``lease``
+    — only one poller can win that — then the group's due rows whose own claim is free get
+    ``claimed_until = lease``. ``lease``: an aware datetime unique to the caller's cycle, about
+    ``CLAIM_SECONDS`` ahead; both claims expire then if the poller dies.
     """
-    with transaction.atomic():
-        account = KlingAccount.objects.filter(pk=account_pk)
-        if connection.features.has_select_for_update_skip_locked:
-            account = account.select_for_update(skip_locked=True)
-        if not list(account.values_list("pk", flat=True)):
-            return []  # another poller is claiming this account's groups right now
-        group = Task.objects.in_flight().filter(kling_account_id=account_pk, family=family)
-        if group.filter(claimed_until__gte=now).exists():
-            return []
-        pks = list(
-            group.due_for_poll(now)
-            .order_by(F("next_poll_at").asc(nulls_first=True), "pk")
-            .values_list("pk", flat=True)[:limit]
-        )
-        for chunk in _chunks(pks):
-            Task.objects.filter(pk__in=chunk).unclaimed(now).update(claimed_until=lease)
+    PollClaim.objects.get_or_create(account_id=account_pk, family=family)
+    taken = (
+        PollClaim.objects.filter(account_id=account_pk, family=family)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .update(claimed_until=lease)
+    )
+    if taken != 1:
+        return []
+    pks = list(
+        Task.objects.due_for_poll(now)
+        .filter(kling_account_id=account_pk, family=family)
+        .order_by(F("next_poll_at").asc(nulls_first=True), "pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    for chunk in _chunks(pks):
+        Task.objects.filter(pk__in=chunk).unclaimed(now).update(claimed_until=lease)
     return pks
 
 
@@ -316,7 +311,7 @@ class _Cycle:
             family=family,
             poll_errors__gt=0,
             next_poll_at__gt=self.now,
-        ).waiting_after_server_error().filter(_free(self.now)).update(next_poll_at=self.now)
+        ).waiting_after_server_error().unclaimed(self.now).update(next_poll_at=self.now)
 
     def reschedule_paused(self, tasks: Iterable[Task]) -> None:
         """Look at an account paused by the vendor's account codes again in about a minute."""
@@ -406,9 +401,10 @@ class _Cycle:
 def tasks_poll(*, now: datetime | None = None, limit: int = 20000) -> PollReport:
     """Run one poll cycle over every due task; returns a ``PollReport``.
 
-    Claims due tasks (``tasks_claim``), polls each (account, family) group through list pages
-    and single queries, applies what it learns with ``task_apply_remote(source="poll")``, sets
-    each task's ``next_poll_at`` (``poll_interval`` by age with jitter, or ``error_backoff``
+    Claims due tasks (``tasks_claim``), polls each (account, family) group
+    (``tasks_app.finder.tasks_find``: id batches, or list pages and single queries), applies
+    what it learns (``_Cycle.apply`` → ``task_apply_remote(source="poll")``), sets each
+    task's ``next_poll_at`` (``poll_interval`` by age with jitter, or ``error_backoff``
     after 5xx/1302/network/credential errors), flags ``is_stale`` after
     ``settings.POLL_STALE_AFTER_SECONDS`` (default 2 h) and releases the claims. A task is
     never failed here. Accounts paused after 1100–1102 are skipped. Raises nothing for vendor
@@ -420,6 +416,7 @@ def tasks_poll(*, now: datetime | None = None, limit: int = 20000) -> PollReport
     tasks, lease = tasks_claim(now=now, limit=limit)
     report.claimed = len(tasks)
     if not tasks:
+        PollClaim.objects.filter(claimed_until=lease).update(claimed_until=None)
         report.seconds = time.monotonic() - started
         return report
     cycle = _Cycle(report, lease, now)
@@ -441,6 +438,7 @@ def tasks_poll(*, now: datetime | None = None, limit: int = 20000) -> PollReport
         for chunk in _chunks([task.pk for task in tasks]):
             Task.objects.filter(pk__in=chunk, claimed_until=lease).update(claimed_until=None)
         _log_release(lease, [task.pk for task in tasks])
+        PollClaim.objects.filter(claimed_until=lease).update(claimed_until=None)
     report.seconds = time.monotonic() - started
     if report.errors:
         log.warning("poll: %s", report)

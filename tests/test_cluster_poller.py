@@ -204,3 +204,19 @@ def test_sigterm_stops_the_poller_after_its_current_cycle(portal, fresh_sandbox,
         assert Deduction.objects.filter(task=task).count() == 1
     make_due(tasks)
     assert tasks_poll().applied == 0
+
+
+def test_a_task_held_by_a_dead_submit_worker_does_not_hold_up_its_group(portal, fresh_sandbox):
+    account = sandbox_account(fresh_sandbox, portal.team)
+    stuck, *others = in_flight_tasks(portal.team, portal.member, account, 3)
+    # Accepted by Kling, then its worker died before releasing the submit claim (5 min).
+    Task.objects.filter(pk=stuck.pk).update(claimed_until=timezone.now() + timedelta(minutes=5))
+    fresh_sandbox.advance(2)
+
+    report = tasks_poll()
+
+    assert report.claimed == 2 and report.applied == 2
+    assert {t.status for t in Task.objects.filter(pk__in=[t.pk for t in others])} == {
+        Status.SUCCEED
+    }
+    assert Task.objects.get(pk=stuck.pk).status == Status.SUBMITTED, "its turn comes later"
