@@ -102,7 +102,8 @@ def tasks_find(
     the search and is reported (``error``, ``left``).
 
     2026 design: id batches of ``GET /tasks`` (by ``task_id``; by ``external_task_id`` for
-    tasks without one); a task absent from the answer is ``unknown``. Legacy: list pages
+    tasks without one); a task absent from the answer is ``unknown``; an access-key client
+    gets a PERMISSION ``error`` and sends nothing (the design takes API keys only). Legacy: list pages
     (``iter_tasks``, ``PAGE_SIZE`` a page) until every wanted task is found, the list ends,
     a page's oldest item is older than the oldest wanted task (less ``CREATED_SKEW``), or
     ``max_pages`` pages; then, with ``singles``, ``get_task`` for each one still missing
@@ -126,6 +127,14 @@ def tasks_find(
 
 
 def _find_by_id(client: KlingClient, wanted: list[Wanted], report: FindReport) -> None:
+    if client.credential_kind != "api_key":
+        # Nothing is sent: the 2026 design accepts API keys only (KLING_API_2026.md §2).
+        report.error = KlingError(
+            "GET /tasks of the 2026 design takes an API key; this account has an access key.",
+            error_class=ErrorClass.PERMISSION,
+        )
+        report.listing_ok = False
+        return
     size = client.tasks_batch_size
     for kind in ("task_id", "external_task_id"):
         if kind == "task_id":

@@ -181,3 +181,13 @@ def test_pages_since_stop_at_the_first_page_older_than_since(fresh_sandbox):
 
     assert len(pages) == 1 and wire.requests == 1
     assert len(list(tasks_pages(client, "text2video"))) == 2, "without since: every page"
+
+
+def test_new_design_tasks_with_an_access_key_client_send_nothing_and_say_why(fresh_sandbox):
+    client, wire, _account = _pair_client(fresh_sandbox)
+    wanted = [Wanted(1, "123", "ours-1", datetime.now(UTC))]
+
+    found = tasks_find(client, TURBO, wanted)
+
+    assert wire.requests == 0 and found.requests == 0
+    assert "API key" in str(found.error) and found.left == [1]
