@@ -40,6 +40,7 @@ from klingweb.accounts.services import (
     vendor_call_start,
 )
 from klingweb.kling import KlingError
+from tasks_app.finder import tasks_pages
 from tasks_app.inputs import NO_PUBLIC_ADDRESS, InputNeedsPublicAddress, inputs_by_url_available
 from tasks_app.models import Family, Status, Task
 from tasks_app.submission import task_queue
@@ -50,8 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Page size for the vendor's list endpoints (its maximum, KLING_API.md §4).
-LIST_PAGE_SIZE = 500
 #: The vendor's "resource not found" (KLING_API.md §2): on delete, the element is gone there.
 ELEMENT_UNKNOWN_CODE = 1203
 #: How ``status_msg`` starts for an element removed because Kling no longer knew it.
@@ -419,7 +418,7 @@ def _element_dicts(task: KlingTask) -> list[dict]:
 def presets_sync(*, account: KlingAccount) -> SyncReport:
     """Refresh the ``PresetElement`` cache from the vendor's presets list
     (``GET /v1/general/advanced-presets-elements``, all pages of up to 500 through
-    ``KlingClient.iter_tasks``) read with ``account``.
+    ``tasks_app.finder.tasks_pages``) read with ``account``.
 
     Idempotent: rows are matched by ``element_id`` and updated in place; a second sync with
     the same vendor data changes nothing but ``synced_at``. Presets no longer listed get
@@ -428,11 +427,7 @@ def presets_sync(*, account: KlingAccount) -> SyncReport:
     Raises ``klingweb.kling.KlingError`` (vendor or network failure).
     """
     client = kling_client_for(account)
-    tasks = [
-        task
-        for page in client.iter_tasks("preset_elements", page_size=LIST_PAGE_SIZE)
-        for task in page
-    ]
+    tasks = [task for page in tasks_pages(client, "preset_elements") for task in page]
     now = timezone.now()
     created = updated = unchanged = removed = 0
     seen: set[str] = set()
@@ -519,7 +514,7 @@ def _portal_known(tasks: list[KlingTask]) -> set[str]:
 def elements_import(*, team: Team, user: Any) -> ImportReport:
     """Import into ``team`` the custom elements of the team's Kling account that were made
     outside the portal (``GET /v1/general/advanced-custom-elements``, all pages of up to 500
-    through ``KlingClient.iter_tasks``, §5.4). Runs in a job (``elements_import_for_call``).
+    through ``tasks_app.finder.tasks_pages``, §5.4). Runs in a job (``elements_import_for_call``).
 
     Idempotent by ``element_id``: an element already in the portal (any team, same account)
     is skipped, as are elements of tasks the portal knows (sent by it, matched by
@@ -531,9 +526,7 @@ def elements_import(*, team: Team, user: Any) -> ImportReport:
     """
     account = account_for_team(team=team)
     client = kling_client_for(account)
-    tasks = [
-        task for page in client.iter_tasks("element", page_size=LIST_PAGE_SIZE) for task in page
-    ]
+    tasks = [task for page in tasks_pages(client, Family.ELEMENT) for task in page]
     portal_tasks = _portal_known(tasks)
     known = set(
         Element.objects.filter(kling_account=account)

@@ -23,7 +23,7 @@
    demo users are not created, and any left from a sandbox run are deactivated
    (``demo_data --deactivate``): their password sits in ``.env``.
 4. Starts ``honcho`` on the ``Procfile`` (``web`` = gunicorn, ``worker`` = the django-q2
-   cluster, ``sandbox`` in sandbox mode): one group, each line prefixed with its process
+   cluster, ``poller`` = ``manage.py kling_poll``, ``sandbox`` in sandbox mode): one group, each line prefixed with its process
    name, Ctrl-C stops all. Once the web server answers it prints the address to open, where
    e-mails go (with the default console backend: into this output, links included) and, in
    sandbox mode only, the demo sign-in details.
@@ -181,8 +181,10 @@ def sandbox_mode_of(env: Mapping[str, str]) -> bool:
 
 
 def processes_for(*, sandbox_mode: bool) -> list[str]:
-    """The Procfile entries to start: ``web`` and ``worker``, plus ``sandbox`` in sandbox mode."""
-    return ["web", "worker", "sandbox"] if sandbox_mode else ["web", "worker"]
+    """The Procfile entries to start: ``web``, ``worker`` and ``poller``, plus ``sandbox`` in
+    sandbox mode."""
+    names = ["web", "worker", "poller"]
+    return [*names, "sandbox"] if sandbox_mode else names
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -351,9 +353,9 @@ def banner(*, env: Mapping[str, str], port: int, sandbox_mode: bool) -> str:
         + sign_in
         + "\n\n  Ctrl-C stops "
         + (
-            "the web server, the worker and the sandbox."
+            "the web server, the worker, the poller and the sandbox."
             if sandbox_mode
-            else "the web server and the worker."
+            else "the web server, the worker and the poller."
         )
         + "\n"
         + "=" * 78

@@ -1,5 +1,7 @@
 """Background jobs run by the django-q2 cluster. Thin: take primary keys, call a service.
 
+Polling is not a job: it is the ``kling_poll`` process (``tasks_app.polling``).
+
 Enqueue with ``async_task("tasks_app.jobs.<name>", ...)``, always from
 ``transaction.on_commit`` so a job never sees a row its request has not committed.
 """
@@ -12,42 +14,6 @@ def submit_task(task_pk: int) -> None:
     from tasks_app.submission import task_submit
 
     task_submit(task_pk=task_pk)
-
-
-def poll_due() -> None:
-    """One poll cycle: submit due queued tasks, then poll every task that is due
-    (``tasks_app.polling.poll_cycle`` → ``tasks_poll``)."""
-    from tasks_app.polling import poll_cycle
-
-    poll_cycle()
-
-
-def poll_loop() -> None:
-    """A cycle every 5 s for ~55 s under a cluster-wide lease, then re-arm
-    (``tasks_app.polling.poll_loop``). Started by the ``klingweb-poll`` schedule."""
-    from tasks_app.polling import poll_loop as loop
-
-    loop(rearm=True)
-
-
-def cluster_worker_started(sender: object = None, proc_name: str = "", **kwargs: object) -> None:
-    """Receiver of django-q2's ``post_spawn`` (a cluster worker process started; connected in
-    ``TasksAppConfig.ready``): start the poll loop unless one runs
-    (``tasks_app.polling.poll_loop_ensure``). Does nothing when jobs run synchronously
-    (``Q_CLUSTER["sync"]``, tests: django-q2 then "spawns" a worker for every job). Never
-    raises: a worker must start anyway."""
-    import logging
-
-    from django_q.conf import Conf
-
-    from tasks_app.polling import poll_loop_ensure
-
-    if Conf.SYNC:
-        return
-    try:
-        poll_loop_ensure()
-    except Exception:
-        logging.getLogger(__name__).exception("could not start the poll loop")
 
 
 def keep_media(task_pk: int) -> None:

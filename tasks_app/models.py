@@ -575,19 +575,27 @@ class ReconciliationIssue(models.Model):
         return (self.vendor_units or Decimal("0")) - self.ledger_units
 
 
-class ClusterLease(models.Model):
-    """A named lease shared by every cluster (e.g. the poll loop): one holder at a time.
+class PollClaim(models.Model):
+    """The poller's claim of one (Kling account, family) group: while ``claimed_until`` is in
+    the future, one poll cycle is reading the group and no other poller may.
 
-    Taken with a conditional update on ``until``; see ``tasks_app.polling.lease_take``.
+    Taken with a conditional UPDATE (``claimed_until`` unset or passed → the cycle's lease
+    value) and released at the end of the cycle; a poller killed mid-cycle leaves a claim that
+    simply expires (``tasks_app.polling.group_claim``). ``family``: a ``Task.family`` value,
+    not limited to the choices (families of plugged-in apps).
     """
 
-    name = models.CharField(max_length=50, unique=True)
-    holder = models.CharField(max_length=100, blank=True)
-    until = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    account = models.ForeignKey("accounts.KlingAccount", on_delete=models.CASCADE, related_name="+")
+    family = models.CharField(max_length=40)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "family"], name="pollclaim_group"),
+        ]
 
     def __str__(self) -> str:
-        return f"{self.name} held by {self.holder or 'nobody'}"
+        return f"{self.account_id}/{self.family} until {self.claimed_until or '-'}"
 
 
 class ResourcePackSnapshot(models.Model):

@@ -1,30 +1,32 @@
 """Polling Kling for tasks in flight (DESIGN.md §2 step 3; KLING_API.md §3–4).
 
 One cycle (``tasks_poll``) claims the tasks that are due, groups them by (Kling account,
-family), reads the family's list endpoint 500 tasks a page, newest first, until every due task
-of the group is found or the page is older than the oldest one due, and sends single queries
-only for what the pages missed. Each vendor object goes through
-``tasks_app.services.task_apply_remote``; this module never writes status, result or cost.
+family) and finds each group at Kling with ``tasks_app.finder.tasks_find``: 2026-design
+families by id, ``GET /tasks?task_ids=…`` 100 ids a request; legacy families on the list
+endpoint, 500 tasks a page, newest first, until every due task of the group is found or the
+page is older than the oldest one due, with single queries only for what the pages missed.
+Each answer goes through ``_Cycle.apply`` → ``tasks_app.services.task_apply_remote``; this
+module never writes status, result or cost.
 
-Cost: N in-flight tasks of one family take about ⌈N/500⌉ requests per cycle.
+Cost per cycle: ⌈N/100⌉ requests for N due tasks of a 2026-design family, whatever else lives
+in the account; about ⌈(N + newer foreign tasks)/500⌉ for a legacy family.
 
-Scheduling: django-q2 schedules run at most once a minute, so ``poll_loop`` (started by the
-one-minute schedule ``klingweb-poll``, see ``setup_schedules``) runs a cycle every
-``POLL_CYCLE_SECONDS`` (5 s) for ``POLL_LOOP_SECONDS`` (55 s), then re-arms itself. A
-``ClusterLease`` makes sure that only one loop runs at a time across every cluster, and the
-per-task claim (``Task.claimed_until``) makes sure two pollers never poll the same task even
-when someone runs a cycle by hand next to the loop.
+Running: one long-running process, ``python manage.py kling_poll`` (the Procfile's
+``poller``), runs ``poll_cycle`` every 5 s (``poll_run``); start one or several, on one
+machine or several. They share nothing but the database. A cycle claims its work group by
+group with conditional UPDATEs (``group_claim``, the pattern of healthchecks'
+``sendalerts``): first the group's ``PollClaim`` row, which only one poller can take, then
+the group's due tasks; so no group is read by two pollers in the same cycle and no task is
+applied twice. A poller killed mid-cycle leaves claims that expire after ``CLAIM_SECONDS``;
+then another poller takes the group over.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import os
 import random
-import socket
+import threading
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -32,24 +34,22 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db import close_old_connections
 from django.db.models import F, Q
 from django.utils import timezone
 
-from tasks_app.models import IN_FLIGHT, ClusterLease, Task
+from klingweb.kling.backoff import backoff_delay
+from tasks_app.finder import Wanted, tasks_find
+from tasks_app.models import IN_FLIGHT, PollClaim, Task
 from tasks_app.services import NO_ERROR, TaskError, task_apply_remote, task_error_record
 
 if TYPE_CHECKING:
     from klingweb.accounts.models import KlingAccount
-    from klingweb.kling import KlingClient, KlingTask
+    from klingweb.kling import KlingTask
 
 log = logging.getLogger(__name__)
 
-PAGE_SIZE = 500  # the vendor's largest pageSize (KLING_API.md §4)
-MAX_PAGE_NUM = 1000  # the vendor's largest pageNum
-EXTRA_PAGES = 3  # pages read beyond ⌈N/500⌉ before falling back to single queries
 CLAIM_SECONDS = 120  # a claim outlives a crashed cycle by at most this long
-CREATED_SKEW = timedelta(minutes=2)  # our clock vs the vendor's, when comparing created_at
 FIRST_PHASE_SECONDS = 120  # tasks younger than this are polled every FAST_INTERVAL
 FAST_INTERVAL = 5.0  # seconds
 SLOW_INTERVAL = 60.0  # seconds; reached ~10 min after submission
@@ -57,16 +57,16 @@ STALE_INTERVAL = 300.0  # seconds, for tasks flagged stale
 ERROR_BACKOFF_MAX = 300.0  # seconds
 PAUSED_INTERVAL = 60.0  # seconds; an account paused by an admin is looked at again later
 CHUNK = 500  # primary keys per IN (...) clause
-POLL_LOOP_LEASE = "poll-loop"
 
 
 @dataclass
 class PollReport:
     """What one poll cycle did.
 
-    ``claimed``: due tasks claimed; ``requests``: Kling calls made (list pages + single
-    queries; the client's own transparent retries are not counted); ``found_in_pages``: due
-    tasks found on list pages; ``single_queries``: get-one calls; ``applied``: tasks whose
+    ``claimed``: due tasks claimed; ``requests``: Kling calls made (list pages, ``GET /tasks``
+    id batches and single queries; the client's own transparent retries are not counted);
+    ``found_in_pages``: due tasks found on list pages or in id batches; ``id_queries``:
+    ``GET /tasks`` batches (2026 design); ``single_queries``: get-one calls; ``applied``: tasks whose
     status changed; ``errors``: failed Kling calls or failed applies; ``groups``: (account,
     family) groups polled; ``seconds``: wall time of the cycle.
     """
@@ -74,6 +74,7 @@ class PollReport:
     claimed: int = 0
     requests: int = 0
     found_in_pages: int = 0
+    id_queries: int = 0
     single_queries: int = 0
     applied: int = 0
     errors: int = 0
@@ -98,8 +99,9 @@ def poll_interval(*, age_seconds: float, stale: bool) -> float:
 
 
 def error_backoff(*, errors: int) -> float:
-    """Seconds to wait after ``errors`` consecutive failed polls (≥ 1): 10, 20, 40 … 300."""
-    return min(ERROR_BACKOFF_MAX, FAST_INTERVAL * (2 ** min(max(errors, 1), 10)))
+    """Seconds to wait after ``errors`` consecutive failed polls (≥ 1): 10, 20, 40 … 300
+    (``klingweb.kling.backoff.backoff_delay``; the caller adds jitter)."""
+    return backoff_delay(errors, base=2 * FAST_INTERVAL, cap=ERROR_BACKOFF_MAX)
 
 
 def _chunks(items: list, size: int = CHUNK) -> Iterator[list]:
@@ -111,35 +113,97 @@ def _ids(pks: Iterable[int]) -> str:
     return ",".join(str(pk) for pk in pks)
 
 
-def _free(now: datetime) -> Q:
-    return Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+def _accounts_fill() -> None:
+    """Give in-flight tasks without a Kling account their team's (``account_for_team``), so
+    every due task belongs to exactly one (account, family) group. Submission sets the account
+    before the create call; this only covers rows made otherwise."""
+    from klingweb.accounts.models import Team
+    from klingweb.accounts.services import account_for_team
+
+    team_pks = set(
+        Task.objects.in_flight()
+        .filter(kling_account__isnull=True)
+        .values_list("team_id", flat=True)
+        .distinct()
+    )
+    for team in Team.objects.filter(pk__in=team_pks).select_related("kling_account"):
+        account = account_for_team(team=team)
+        Task.objects.in_flight().filter(team=team, kling_account__isnull=True).update(
+            kling_account=account
+        )
+
+
+def groups_due(*, now: datetime) -> list[tuple[int, str]]:
+    """The (Kling account pk, family) pairs that have a due, unclaimed in-flight task, the
+    group whose task waits longest first."""
+    rows = (
+        Task.objects.due_for_poll(now)
+        .filter(kling_account__isnull=False)
+        .order_by(F("next_poll_at").asc(nulls_first=True), "pk")
+        .values_list("kling_account_id", "family")
+    )
+    seen: dict[tuple[int, str], None] = {}
+    for row in rows.iterator(chunk_size=2000):
+        seen.setdefault(row, None)
+    return list(seen)
+
+
+def group_claim(
+    *, account_pk: int, family: str, now: datetime, lease: datetime, limit: int
+) -> list[int]:
+    """Claim one (Kling account, family) group and up to ``limit`` of its due tasks for one
+    poll cycle; returns the tasks' primary keys (empty when another poller holds the group).
+
+    Two conditional UPDATEs, as healthchecks' ``sendalerts`` claims a check: the group's
+    ``PollClaim`` row goes from free (``claimed_until`` unset or before ``now``) to ``lease``
+    — only one poller can win that — then the group's due rows whose own claim is free get
+    ``claimed_until = lease``. ``lease``: an aware datetime unique to the caller's cycle, about
+    ``CLAIM_SECONDS`` ahead; both claims expire then if the poller dies.
+    """
+    PollClaim.objects.get_or_create(account_id=account_pk, family=family)
+    taken = (
+        PollClaim.objects.filter(account_id=account_pk, family=family)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .update(claimed_until=lease)
+    )
+    if taken != 1:
+        return []
+    pks = list(
+        Task.objects.due_for_poll(now)
+        .filter(kling_account_id=account_pk, family=family)
+        .order_by(F("next_poll_at").asc(nulls_first=True), "pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    for chunk in _chunks(pks):
+        Task.objects.filter(pk__in=chunk).unclaimed(now).update(claimed_until=lease)
+    return pks
 
 
 def tasks_claim(*, now: datetime | None = None, limit: int = 20000) -> tuple[list[Task], datetime]:
-    """Claim up to ``limit`` due tasks (submitted/processing, ``next_poll_at`` passed or unset).
+    """Claim up to ``limit`` due tasks (submitted/processing, ``next_poll_at`` passed or unset),
+    whole (account, family) groups at a time (``group_claim``); groups another poller holds
+    are left to it.
 
-    A claim is a lease: ``claimed_until`` is set with a conditional UPDATE that only touches
-    rows whose lease is free (``claimed_until IS NULL OR claimed_until < now``), inside one
-    transaction that also locks the candidate rows (PostgreSQL: ``FOR UPDATE SKIP LOCKED``;
-    SQLite: the transaction is IMMEDIATE, so writers are serialised). Returns the claimed
-    tasks (with team and account loaded) and the lease value identifying this claim.
+    A claim is a lease: ``claimed_until`` = ``now`` + ``CLAIM_SECONDS`` (plus random
+    microseconds, so the value identifies this cycle's rows). Returns the claimed tasks (with
+    team and account loaded) and that lease value.
     """
     now = now or timezone.now()
-    # Random microseconds make the lease value unique to this claim, so it identifies our rows.
     lease = now + timedelta(seconds=CLAIM_SECONDS, microseconds=random.randint(0, 999_999))
-    due = Q(next_poll_at__lte=now) | Q(next_poll_at__isnull=True)
-    with transaction.atomic():
-        qs = (
-            Task.objects.filter(status__in=list(IN_FLIGHT))
-            .filter(due)
-            .filter(_free(now))
-            .order_by(F("next_poll_at").asc(nulls_first=True), "pk")
+    _accounts_fill()
+    pks: list[int] = []
+    for account_pk, family in groups_due(now=now):
+        if len(pks) >= limit:
+            break
+        pks.extend(
+            group_claim(
+                account_pk=account_pk,
+                family=family,
+                now=now,
+                lease=lease,
+                limit=limit - len(pks),
+            )
         )
-        if connection.features.has_select_for_update_skip_locked:
-            qs = qs.select_for_update(skip_locked=True)
-        pks = list(qs.values_list("pk", flat=True)[:limit])
-        for chunk in _chunks(pks):
-            Task.objects.filter(pk__in=chunk).filter(_free(now)).update(claimed_until=lease)
     tasks: list[Task] = []
     for chunk in _chunks(pks):
         tasks.extend(
@@ -157,15 +221,6 @@ def tasks_claim(*, now: datetime | None = None, limit: int = 20000) -> tuple[lis
             _ids(task.pk for task in tasks),
         )
     return tasks, lease
-
-
-def _client_family(key: str) -> str:
-    from tasks_app.families import UnknownFamily, get_family
-
-    try:
-        return get_family(key).client_family
-    except UnknownFamily:
-        return key  # Family values and the client's family names are the same words
 
 
 def _unchanged(task: Task, remote: KlingTask) -> bool:
@@ -256,7 +311,7 @@ class _Cycle:
             family=family,
             poll_errors__gt=0,
             next_poll_at__gt=self.now,
-        ).waiting_after_server_error().filter(_free(self.now)).update(next_poll_at=self.now)
+        ).waiting_after_server_error().unclaimed(self.now).update(next_poll_at=self.now)
 
     def reschedule_paused(self, tasks: Iterable[Task]) -> None:
         """Look at an account paused by the vendor's account codes again in about a minute."""
@@ -285,6 +340,9 @@ class _Cycle:
             self.report.error_messages.append(message)
 
     def apply(self, task: Task, remote: KlingTask) -> None:
+        """The one place a polled answer is applied: skipped when it would change nothing
+        (``_unchanged``), else ``task_apply_remote(source="poll")``; a failure is counted and
+        logged, never raised (one bad row must not stop the cycle)."""
         if _unchanged(task, remote):
             return
         try:
@@ -295,8 +353,9 @@ class _Cycle:
             self.error(f"apply task {task.pk}: {exc}")
 
     def poll_group(self, account: KlingAccount, family: str, tasks: list[Task]) -> None:
+        """Ask Kling about one claimed (account, family) group (``tasks_app.finder.
+        tasks_find``), apply what it answered, and reschedule every task of the group."""
         from klingweb.accounts.services import kling_client_for
-        from klingweb.kling import ErrorClass, KlingError
 
         self.report.groups += 1
         if account.is_paused:
@@ -310,153 +369,62 @@ class _Cycle:
             self.error(f"account {account.pk}: {exc}")
             self.reschedule_error(tasks, minimum=60.0, error=exc)
             return
-        client_family = _client_family(family)
-        found, failed = self._read_pages(client, client_family, tasks)
-        if failed is None:
+        wanted = [
+            Wanted(
+                key=task.pk,
+                task_id=task.task_id,
+                external_task_id=task.external_task_id,
+                created_at=task.vendor_created_at or task.created_at,
+            )
+            for task in tasks
+        ]
+        found = tasks_find(client, family, wanted)
+        self.report.requests += found.requests
+        self.report.id_queries += found.id_queries
+        self.report.single_queries += found.single_queries
+        self.report.found_in_pages += found.found_in_listing
+        for key, exc in found.unknown.items():
+            self.error(f"{family} task {key}: {exc}")
+        if found.error is not None:
+            self.error(f"{family}: {found.error}")
+        if found.listing_ok:
             self.wake_after_outage(account, family)
-        missing = [task for task in tasks if task.pk not in found]
-        if failed is not None:
-            for task in tasks:
-                if task.pk in found:
-                    self.apply(task, found[task.pk])
-            self.reschedule_ok([t for t in tasks if t.pk in found])
-            self.reschedule_error(missing, error=failed)
-            return
-        backed_off: list[Task] = []
-        last_error: Exception | None = None
-        for position, task in enumerate(missing):
-            self.report.requests += 1
-            self.report.single_queries += 1
-            try:
-                if task.task_id:
-                    remote = client.get_task(client_family, task_id=task.task_id)
-                else:
-                    remote = client.get_task(client_family, external_task_id=task.external_task_id)
-            except KlingError as exc:
-                self.error(f"get {family} {task.task_id or task.external_task_id}: {exc}")
-                backed_off.append(task)
-                last_error = exc
-                if exc.error_class != ErrorClass.NOT_FOUND:
-                    # The vendor is unhappy (5xx, 1302, network, credentials): leave the
-                    # rest of the group for a later cycle.
-                    backed_off.extend(missing[position + 1 :])
-                    break
-                continue
-            found[task.pk] = remote
         for task in tasks:
-            if task.pk in found:
-                self.apply(task, found[task.pk])
-        self.reschedule_ok([t for t in tasks if t.pk in found])
-        self.reschedule_error(backed_off, error=last_error)
-
-    def _read_pages(
-        self, client: KlingClient, client_family: str, tasks: list[Task]
-    ) -> tuple[dict[int, KlingTask], Exception | None]:
-        """Read list pages until every task is found or pages are older than the oldest.
-
-        Tasks of a 2026-design family (``client_family`` a ``NEW_DESIGN_PATHS`` key) have no
-        list pages: they are asked by id instead (``_read_by_ids``)."""
-        from klingweb.kling import KlingError
-        from klingweb.kling.client import NEW_DESIGN_PATHS
-
-        if client_family in NEW_DESIGN_PATHS:
-            return self._read_by_ids(client, tasks)
-
-        by_task_id = {task.task_id: task for task in tasks if task.task_id}
-        by_external = {task.external_task_id: task for task in tasks}
-        oldest = min((task.vendor_created_at or task.created_at) for task in tasks) - CREATED_SKEW
-        max_pages = min(MAX_PAGE_NUM, math.ceil(len(tasks) / PAGE_SIZE) + EXTRA_PAGES)
-        found: dict[int, KlingTask] = {}
-        for page in range(1, max_pages + 1):
-            self.report.requests += 1
-            try:
-                items = client.list_tasks(client_family, page=page, page_size=PAGE_SIZE)
-            except KlingError as exc:
-                self.error(f"list {client_family} page {page}: {exc}")
-                self.report.found_in_pages += len(found)
-                return found, exc
-            for item in items:
-                task = by_task_id.get(item.task_id)
-                if task is None and item.external_task_id:
-                    task = by_external.get(item.external_task_id)
-                if task is not None and task.pk not in found:
-                    found[task.pk] = item
-            if len(found) == len(tasks) or len(items) < PAGE_SIZE:
-                break
-            created = [item.created_at for item in items if item.created_at is not None]
-            if created and min(created) < oldest:
-                break
-        self.report.found_in_pages += len(found)
-        return found, None
-
-    def _read_by_ids(
-        self, client: KlingClient, tasks: list[Task]
-    ) -> tuple[dict[int, KlingTask], Exception | None]:
-        """2026-design tasks by id: ``GET /tasks?task_ids=`` (and ``external_task_ids=`` for
-        tasks whose vendor id is not known yet), batched by the client (⌈n / batch⌉
-        requests per kind, KLING_API_2026.md §3). Returns ``(found by pk, error or None)``."""
-        from klingweb.kling import KlingError
-
-        by_task_id = {task.task_id: task for task in tasks if task.task_id}
-        by_external = {task.external_task_id: task for task in tasks if not task.task_id}
-        found: dict[int, KlingTask] = {}
-        size = max(1, int(getattr(client, "tasks_batch_size", 100) or 100))
-        try:
-            for ids, kind, index in (
-                (list(by_task_id), "task_ids", by_task_id),
-                (list(by_external), "external_task_ids", by_external),
-            ):
-                if not ids:
-                    continue
-                self.report.requests += math.ceil(len(ids) / size)
-                items = client.get_tasks(**{kind: ids})
-                for item in items:
-                    key = item.task_id if kind == "task_ids" else item.external_task_id
-                    task = index.get(key)
-                    if task is not None and task.pk not in found:
-                        found[task.pk] = item
-        except KlingError as exc:
-            self.error(f"GET /tasks: {exc}")
-            self.report.found_in_pages += len(found)
-            return found, exc
-        self.report.found_in_pages += len(found)
-        return found, None
+            if task.pk in found.found:
+                self.apply(task, found.found[task.pk])
+        self.reschedule_ok([task for task in tasks if task.pk in found.found])
+        waiting = [task for task in tasks if task.pk not in found.found]
+        reason = found.error or next(reversed(found.unknown.values()), None)
+        self.reschedule_error(waiting, error=reason)
 
 
 def tasks_poll(*, now: datetime | None = None, limit: int = 20000) -> PollReport:
     """Run one poll cycle over every due task; returns a ``PollReport``.
 
-    Claims due tasks (``tasks_claim``), polls each (account, family) group through list pages
-    and single queries, applies what it learns with ``task_apply_remote(source="poll")``, sets
-    each task's ``next_poll_at`` (``poll_interval`` by age with jitter, or ``error_backoff``
+    Claims due tasks (``tasks_claim``), polls each (account, family) group
+    (``tasks_app.finder.tasks_find``: id batches, or list pages and single queries), applies
+    what it learns (``_Cycle.apply`` → ``task_apply_remote(source="poll")``), sets each
+    task's ``next_poll_at`` (``poll_interval`` by age with jitter, or ``error_backoff``
     after 5xx/1302/network/credential errors), flags ``is_stale`` after
     ``settings.POLL_STALE_AFTER_SECONDS`` (default 2 h) and releases the claims. A task is
     never failed here. Accounts paused after 1100–1102 are skipped. Raises nothing for vendor
     errors; a crash mid-cycle leaves claims that expire after ``CLAIM_SECONDS``.
     """
-    from klingweb.accounts.services import account_for_team
-
     started = time.monotonic()
     now = now or timezone.now()
     report = PollReport()
     tasks, lease = tasks_claim(now=now, limit=limit)
     report.claimed = len(tasks)
     if not tasks:
+        PollClaim.objects.filter(claimed_until=lease).update(claimed_until=None)
         report.seconds = time.monotonic() - started
         return report
     cycle = _Cycle(report, lease, now)
     accounts: dict[int, KlingAccount] = {}
-    team_accounts: dict[int, KlingAccount] = {}
     groups: dict[tuple[int, str], list[Task]] = defaultdict(list)
     for task in tasks:
-        account = task.kling_account
-        if account is None:
-            account = team_accounts.get(task.team_id)
-            if account is None:
-                account = account_for_team(team=task.team)
-                team_accounts[task.team_id] = account
-        accounts.setdefault(account.pk, account)
-        groups[(account.pk, task.family)].append(task)
+        accounts.setdefault(task.kling_account_id, task.kling_account)
+        groups[(task.kling_account_id, task.family)].append(task)
     try:
         for (account_pk, family), group in groups.items():
             try:
@@ -470,6 +438,7 @@ def tasks_poll(*, now: datetime | None = None, limit: int = 20000) -> PollReport
         for chunk in _chunks([task.pk for task in tasks]):
             Task.objects.filter(pk__in=chunk, claimed_until=lease).update(claimed_until=None)
         _log_release(lease, [task.pk for task in tasks])
+        PollClaim.objects.filter(claimed_until=lease).update(claimed_until=None)
     report.seconds = time.monotonic() - started
     if report.errors:
         log.warning("poll: %s", report)
@@ -477,167 +446,35 @@ def tasks_poll(*, now: datetime | None = None, limit: int = 20000) -> PollReport
 
 
 def poll_cycle() -> PollReport:
-    """One tick of the loop: submit queued tasks that are due (``tasks_submit_due`` of the
-    tasks stream, when present), then ``tasks_poll``."""
+    """One cycle of the poller: send queued tasks whose retry time has come
+    (``tasks_app.submission.tasks_submit_due``), then poll every due task (``tasks_poll``).
+    Returns the poll's ``PollReport``; a failure of the submit step is logged, never raised."""
+    from tasks_app.submission import tasks_submit_due
+
     try:
-        from tasks_app.submission import tasks_submit_due
-    except ImportError:
-        tasks_submit_due = None
-    if tasks_submit_due is not None:
-        try:
-            tasks_submit_due()
-        except Exception:
-            log.exception("poll: tasks_submit_due failed")
+        tasks_submit_due()
+    except Exception:
+        log.exception("poll: tasks_submit_due failed")
     return tasks_poll()
 
 
-# --- the loop and its lease --------------------------------------------------------------
+def poll_run(*, interval: float, stop: threading.Event) -> int:
+    """Run ``poll_cycle`` every ``interval`` seconds (a cycle that takes longer is followed at
+    once by the next) until ``stop`` is set; returns the cycles run.
 
-
-def _holder_name() -> str:
-    """A lease holder's name: ``host:pid:random`` (``_holder_dead`` reads host and pid)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _holder_dead(holder: str) -> bool:
-    """True when ``holder`` names a process of this host that no longer exists (a cluster
-    killed with SIGKILL, or by the OOM killer, never releases its lease). Holders of other
-    hosts, and names not of the ``host:pid:random`` form, are taken to be alive. Machines
-    (containers) running clusters must have distinct host names; if two shared one, they
-    would take the lease from each other now and then — per-task claims still keep any
-    task from being polled twice."""
-    host, _, rest = holder.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # e.g. PermissionError: it exists, as another user
-        return False
-    try:  # Linux: a killed process not yet reaped by its parent is a zombie ("Z")
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0] in ("Z", "X")
-    except (OSError, IndexError):
-        return False
-
-
-def lease_take(*, name: str, holder: str, seconds: float) -> bool:
-    """Take (or renew) the named ``ClusterLease`` for ``seconds``; True when ``holder`` has it.
-
-    A conditional UPDATE: succeeds when the lease is free, expired, already ``holder``'s, or
-    held by a process of this host that has died (``_holder_dead``; compared-and-swapped on
-    the dead holder's name, so two takers cannot both win). Without that last case a cluster
-    killed mid-loop kept the loop stopped until its lease expired (``run_seconds`` + 30 s),
-    and a cluster restarted faster than that never polled at all.
+    ``stop`` is only looked at between cycles: setting it (``kling_poll`` does on SIGTERM or
+    SIGINT) ends the loop after the current cycle, so no claim is left to expire. A cycle that
+    raises is logged and the loop goes on. Database connections are recycled before each
+    cycle, as a request would (``close_old_connections``).
     """
-    now = timezone.now()
-    current = ClusterLease.objects.filter(name=name).values_list("holder", "until").first()
-    if current is None:
-        try:
-            with transaction.atomic():
-                ClusterLease.objects.create(name=name)
-        except IntegrityError:
-            pass
-    free = Q(until__isnull=True) | Q(until__lt=now) | Q(holder=holder)
-    held = current is not None and current[0] and current[1] is not None and current[1] >= now
-    if held and _holder_dead(current[0]):
-        log.warning("lease %s: holder %s has died; taking it over", name, current[0])
-        free |= Q(holder=current[0])
-    taken = (
-        ClusterLease.objects.filter(name=name)
-        .filter(free)
-        .update(holder=holder, until=now + timedelta(seconds=seconds), heartbeat_at=now)
-    )
-    return taken == 1
-
-
-def lease_live(*, name: str) -> bool:
-    """True when the named lease is held by someone who is (as far as we can tell) alive:
-    not expired, and not a dead process of this host."""
-    current = ClusterLease.objects.filter(name=name).values_list("holder", "until").first()
-    if current is None or not current[0] or current[1] is None:
-        return False
-    return current[1] >= timezone.now() and not _holder_dead(current[0])
-
-
-def lease_release(*, name: str, holder: str) -> None:
-    """Give the named lease up if ``holder`` still has it."""
-    ClusterLease.objects.filter(name=name, holder=holder).update(holder="", until=None)
-
-
-def poll_loop(
-    *,
-    run_seconds: float | None = None,
-    cycle_seconds: float | None = None,
-    rearm: bool = False,
-) -> int:
-    """Run ``poll_cycle`` every ``cycle_seconds`` (default ``POLL_CYCLE_SECONDS`` = 5) for
-    about ``run_seconds`` (default ``POLL_LOOP_SECONDS`` = 55), holding the ``poll-loop``
-    lease; returns the number of cycles run (0 when another loop holds the lease).
-
-    With ``rearm`` the loop enqueues its successor (``tasks_app.jobs.poll_loop``) when it
-    ends, so polling is continuous; the one-minute schedule restarts the chain if a cluster
-    died mid-loop (the lease then expires ``run_seconds`` + 30 s after its last renewal).
-    """
-    run_seconds = float(
-        run_seconds if run_seconds is not None else getattr(settings, "POLL_LOOP_SECONDS", 55)
-    )
-    cycle_seconds = float(
-        cycle_seconds
-        if cycle_seconds is not None
-        else getattr(settings, "POLL_CYCLE_SECONDS", FAST_INTERVAL)
-    )
-    holder = _holder_name()
-    lease_seconds = run_seconds + 30.0
-    if not lease_take(name=POLL_LOOP_LEASE, holder=holder, seconds=lease_seconds):
-        return 0
     cycles = 0
-    deadline = time.monotonic() + run_seconds
-    try:
-        while True:
-            started = time.monotonic()
-            if not connection.in_atomic_block:
-                close_old_connections()  # a long job: drop broken or expired connections
-            try:
-                poll_cycle()
-            except Exception:
-                log.exception("poll loop: cycle failed")
-            cycles += 1
-            if not lease_take(name=POLL_LOOP_LEASE, holder=holder, seconds=lease_seconds):
-                log.warning("poll loop: lost the lease; stopping")
-                return cycles
-            elapsed = time.monotonic() - started
-            if time.monotonic() + max(0.0, cycle_seconds - elapsed) >= deadline:
-                break
-            time.sleep(max(0.0, cycle_seconds - elapsed))
-    finally:
-        lease_release(name=POLL_LOOP_LEASE, holder=holder)
-    if rearm:
-        from django_q.tasks import async_task
-
-        async_task("tasks_app.jobs.poll_loop", task_name="klingweb-poll-loop")
-    return cycles
-
-
-def poll_loop_ensure() -> bool:
-    """Start the poll loop now unless a live loop holds its lease; True when one was
-    enqueued.
-
-    Called when a cluster's worker process starts (``tasks_app.jobs.cluster_worker_started``,
-    on django-q2's ``post_spawn``): the one-minute schedule alone first fires about 30 s
-    after a cluster starts (django-q2's scheduler runs every 30 s of the cluster's life), so a
-    cluster that restarts often — after a crash, or each deploy — would poll late or never.
-    Several workers starting at once may enqueue several loops; all but one return at once
-    (``poll_loop`` takes the lease first).
-    """
-    if lease_live(name=POLL_LOOP_LEASE):
-        return False
-    from django_q.tasks import async_task
-
-    async_task("tasks_app.jobs.poll_loop", task_name="klingweb-poll-loop")
-    return True
+    while True:
+        started = time.monotonic()
+        close_old_connections()
+        try:
+            poll_cycle()
+        except Exception:
+            log.exception("poller: cycle failed")
+        cycles += 1
+        if stop.wait(max(0.0, interval - (time.monotonic() - started))):
+            return cycles

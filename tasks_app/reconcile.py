@@ -1,8 +1,9 @@
 """Nightly reconciliation of the ledger with the vendor, and the correction path.
 
 ``ledger_reconcile`` compares, for each finished task of the last few days, the sum of its
-``Deduction`` rows with the vendor's ``final_unit_deduction`` (read from the family's list
-pages, 500 a page, with single queries for what the pages missed; KLING_API.md §4). A
+``Deduction`` rows with the vendor's ``final_unit_deduction`` (found at the vendor by
+``tasks_app.finder.tasks_find``: list pages, 500 a page, with single queries for what the
+pages missed, or ``GET /tasks`` by id for the 2026 design). A
 difference becomes a ``ReconciliationIssue`` shown on the staff page ``/ops/reconciliation/``.
 Nothing is rewritten: the ledger only changes when a staff member corrects an issue
 (``deduction_correct``), which appends a new row pointing at the row it corrects.
@@ -11,7 +12,6 @@ Nothing is rewritten: the ledger only changes when a staff member corrects an is
 from __future__ import annotations
 
 import logging
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -22,6 +22,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from tasks_app.finder import Wanted, tasks_find
 from tasks_app.ledger import deduction_append
 from tasks_app.models import (
     FINISHED,
@@ -31,7 +32,6 @@ from tasks_app.models import (
     Status,
     Task,
 )
-from tasks_app.polling import CREATED_SKEW, MAX_PAGE_NUM, PAGE_SIZE, _client_family
 
 if TYPE_CHECKING:
     from klingweb.kling import KlingClient, KlingTask
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ZERO = Decimal("0")
-EXTRA_PAGES = 10  # nightly, deeper pages are cheaper than many single queries
 
 
 class IssueResolved(Exception):
@@ -136,46 +135,26 @@ def _compare(task: Task, remote: KlingTask, ledger: Decimal, report: ReconcileRe
 def _group_remote(
     client: KlingClient, family: str, tasks: list[Task], report: ReconcileReport
 ) -> tuple[dict[int, KlingTask], set[int]]:
-    """Vendor objects of ``tasks`` by pk (list pages, then single queries), and the pks the
-    vendor does not know. Tasks hit by other errors are in neither (checked next run)."""
-    from klingweb.kling import ErrorClass, KlingError
-
-    client_family = _client_family(family)
-    by_task_id = {task.task_id: task for task in tasks}
-    oldest = min((t.vendor_created_at or t.created_at) for t in tasks) - CREATED_SKEW
-    max_pages = min(MAX_PAGE_NUM, math.ceil(len(tasks) / PAGE_SIZE) + EXTRA_PAGES)
-    found: dict[int, KlingTask] = {}
-    for page in range(1, max_pages + 1):
-        report.requests += 1
-        try:
-            items = client.list_tasks(client_family, page=page, page_size=PAGE_SIZE)
-        except KlingError as exc:
-            report.errors += 1
-            report.messages.append(f"list {client_family} page {page}: {exc}")
-            break
-        for item in items:
-            task = by_task_id.get(item.task_id)
-            if task is not None:
-                found[task.pk] = item
-        if len(found) == len(tasks) or len(items) < PAGE_SIZE:
-            break
-        created = [item.created_at for item in items if item.created_at]
-        if created and min(created) < oldest:
-            break
-    unknown: set[int] = set()
-    for task in tasks:
-        if task.pk in found:
-            continue
-        report.requests += 1
-        try:
-            found[task.pk] = client.get_task(client_family, task_id=task.task_id)
-        except KlingError as exc:
-            if exc.error_class == ErrorClass.NOT_FOUND:
-                unknown.add(task.pk)
-            else:
-                report.errors += 1
-                report.messages.append(f"get {client_family} {task.task_id}: {exc}")
-    return found, unknown
+    """Vendor objects of ``tasks`` by pk (``tasks_app.finder.tasks_find``), and the pks the
+    vendor does not know. Tasks left by a vendor error are in neither (checked next run)."""
+    found = tasks_find(
+        client,
+        family,
+        [
+            Wanted(
+                key=task.pk,
+                task_id=task.task_id,
+                external_task_id=task.external_task_id,
+                created_at=task.vendor_created_at or task.created_at,
+            )
+            for task in tasks
+        ],
+    )
+    report.requests += found.requests
+    if found.error is not None:
+        report.errors += 1
+        report.messages.append(f"{family}: {found.error} ({len(found.left)} tasks left)")
+    return found.found, set(found.unknown)
 
 
 def ledger_reconcile(*, days: int = 3, now: datetime | None = None) -> ReconcileReport:

@@ -8,7 +8,7 @@
   with ``external_task_id`` = the task's code and a signed ``callback_url``, and hands the
   answer to ``task_apply_remote`` (the one applier of vendor state). Every status, event
   and error write goes through ``tasks_app.services``.
-- ``tasks_submit_due``: the safety net, called by the cluster's periodic poll job. Submits
+- ``tasks_submit_due``: the safety net, called by every cycle of the poller. Submits
   queued tasks whose ``retry_at`` has passed (``Task.objects.due_for_submit``): the retries
   after 1302/1303/5xx/network errors, tasks whose account pause was lifted, and tasks whose
   enqueued job was lost.
@@ -420,7 +420,7 @@ def task_submit(*, task_pk: int) -> str:
 
 
 def tasks_submit_due(*, limit: int = 50, time_budget_s: float = 20.0) -> int:
-    """Submit queued tasks whose ``retry_at`` ≤ now (the cluster's poll job calls this).
+    """Submit queued tasks whose ``retry_at`` ≤ now (every poll cycle calls this).
 
     Oldest first, at most ``limit`` per call, stopping after ``time_budget_s`` seconds.
     Skips tasks of paused accounts and tasks under a live claim; after a 1302/1303 for one

@@ -1,6 +1,7 @@
 """Importing tasks made on a team's Kling account by other tools (``kling_sync``).
 
-Every family's list endpoint is read 500 tasks a page, newest first (KLING_API.md §4). A
+Every family's list endpoint is read 500 tasks a page, newest first
+(``tasks_app.finder.tasks_pages``; KLING_API.md §4). A
 vendor task the portal already knows — by ``task_id``, or by ``external_task_id`` equal to a
 task's ``code`` — is skipped; any other becomes a ``Task`` of the team with
 ``imported=True`` and is then applied through ``task_apply_remote(source="sync")``, so a
@@ -20,8 +21,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from tasks_app.families import DESIGN_LEGACY, registry
+from tasks_app.finder import MAX_PAGES, tasks_pages
 from tasks_app.models import Task
-from tasks_app.polling import MAX_PAGE_NUM, PAGE_SIZE, _client_family
 from tasks_app.services import task_apply_remote
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ def tasks_sync(
     team: Team,
     since: datetime | None = None,
     families: list[str] | None = None,
-    max_pages: int = MAX_PAGE_NUM,
+    max_pages: int = MAX_PAGES,
 ) -> SyncReport:
     """Import the tasks of ``team``'s Kling account that the portal does not know.
 
@@ -111,26 +112,24 @@ def tasks_sync(
     # unified query and are not imported here.
     legacy = [key for key, fam in registry().items() if fam.design == DESIGN_LEGACY]
     for family in families or legacy:
-        client_family = _client_family(family)
-        for page in range(1, max_pages + 1):
+        pages = tasks_pages(client, family, since=since, max_pages=max_pages)
+        while True:
             report.requests += 1
             try:
-                items = client.list_tasks(client_family, page=page, page_size=PAGE_SIZE)
-            except KlingError as exc:
-                report.errors.append(f"{family} page {page}: {exc}")
+                items = next(pages)
+            except StopIteration:
+                report.requests -= 1  # the list had ended: no request was made
                 break
-            older_page = True
+            except KlingError as exc:
+                report.errors.append(f"{family}: {exc}")
+                break
             for remote in items:
                 report.seen += 1
                 if since is not None and remote.created_at and remote.created_at < since:
                     report.older += 1
-                    continue
-                older_page = False
-                if _known(remote) or not _import(team, account, family, remote):
+                elif _known(remote) or not _import(team, account, family, remote):
                     report.known += 1
                 else:
                     report.imported += 1
-            if len(items) < PAGE_SIZE or (since is not None and older_page):
-                break
     log.info("kling_sync team %s: %s", team.pk, report)
     return report

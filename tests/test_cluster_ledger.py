@@ -14,7 +14,7 @@ from django_q.models import Schedule
 
 from klingweb.accounts.services import kling_client_for
 from tasks_app.models import Deduction, ReconciliationIssue, Status, Task
-from tasks_app.polling import lease_take, poll_loop, tasks_poll
+from tasks_app.polling import tasks_poll
 from tasks_app.reconcile import ledger_reconcile
 from tests.cluster_support import (  # noqa: F401 - fast_passwords is an autouse fixture
     T2V,
@@ -177,7 +177,7 @@ def test_kling_sync_since_skips_older_tasks(portal, fresh_sandbox):
     assert not Task.objects.exists()
 
 
-# --- schedules and the loop ----------------------------------------------------------------
+# --- schedules ------------------------------------------------------------------------------
 
 
 def test_setup_schedules_is_idempotent(settings):
@@ -189,24 +189,9 @@ def test_setup_schedules_is_idempotent(settings):
         "klingweb-budget-alerts",
         "klingweb-element-presets",
         "klingweb-media-sweep",
-        "klingweb-poll",
         "klingweb-reconcile",
         "klingweb-resource-packs",
     ]
-    assert Schedule.objects.count() == 6  # the second run created nothing new
-    poll = Schedule.objects.get(name="klingweb-poll")
-    assert (poll.func, poll.schedule_type, poll.minutes) == ("tasks_app.jobs.poll_loop", "I", 1)
+    assert Schedule.objects.count() == 5  # the second run created nothing new
     assert Schedule.objects.get(name="klingweb-reconcile").next_run == nightly
     assert settings.Q_CLUSTER["retry"] > settings.Q_CLUSTER["timeout"]
-
-
-def test_poll_loop_runs_cycles_under_one_lease(portal, fresh_sandbox):
-    account = sandbox_account(fresh_sandbox, portal.team)
-    in_flight_tasks(portal.team, portal.member, account, 2)
-    fresh_sandbox.advance(2)
-
-    assert poll_loop(run_seconds=0.3, cycle_seconds=0.1) >= 2
-    assert set(Task.objects.values_list("status", flat=True)) == {Status.SUCCEED}
-
-    assert lease_take(name="poll-loop", holder="another-cluster", seconds=60)
-    assert poll_loop(run_seconds=0.3, cycle_seconds=0.1) == 0, "another loop holds the lease"

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -14,6 +16,7 @@ from klingweb.kling import parse_task
 from tasks_app.models import Deduction, Status, Task
 from tasks_app.polling import poll_interval, tasks_poll
 from tasks_app.services import task_apply_remote
+from tasks_app.submission import task_queue
 from tests.cluster_support import (  # noqa: F401 - fast_passwords is an autouse fixture
     T2V,
     fast_passwords,
@@ -129,24 +132,17 @@ def test_server_errors_back_off_and_never_fail_a_task(portal, fresh_sandbox, acc
 
 
 def test_concurrency_refusals_on_create_keep_tasks_queued(portal, fresh_sandbox, account):
-    submission = pytest.importorskip("tasks_app.submission")
-    if not hasattr(submission, "tasks_submit_due"):
-        pytest.skip("tasks_submit_due not available")
-    from tasks_app.polling import poll_cycle
-
-    task = submission.task_queue(
-        team=portal.team, user=portal.member, family="text2video", params=dict(T2V)
-    )
+    task = task_queue(team=portal.team, user=portal.member, family="text2video", params=dict(T2V))
     Task.objects.filter(pk=task.pk).update(retry_at=timezone.now())
     fresh_sandbox.config.create_concurrency_rate = 1.0  # every create answers 1303
 
-    poll_cycle()
+    call_command("kling_poll", "--once", stdout=StringIO())
 
     task.refresh_from_db()
     assert task.status == Status.QUEUED, "1303 keeps the task queued, never failed"
     fresh_sandbox.reset_faults()
     Task.objects.filter(pk=task.pk).update(retry_at=timezone.now(), claimed_until=None)
-    poll_cycle()
+    call_command("kling_poll", "--once", stdout=StringIO())
     task.refresh_from_db()
     assert task.status == Status.SUBMITTED and task.task_id
 

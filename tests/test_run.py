@@ -47,7 +47,7 @@ def test_without_kling_keys_the_portal_runs_against_the_sandbox():
     assert env["PUBLIC_BASE_URL"] == "http://127.0.0.1:8001"
     assert env["SECURE_COOKIES"] == "0"  # plain http: Secure cookies would never come back
     assert env["PORT"] == "8001"
-    assert processes_for(sandbox_mode=sandbox) == ["web", "worker", "sandbox"]
+    assert processes_for(sandbox_mode=sandbox) == ["web", "worker", "poller", "sandbox"]
 
 
 def test_real_kling_keys_start_no_sandbox_and_the_environment_wins_over_env_file():
@@ -61,7 +61,7 @@ def test_real_kling_keys_start_no_sandbox_and_the_environment_wins_over_env_file
     assert env["SECRET_KEY"] == "env"
     assert "KLING_SANDBOX_MODE" not in env
     assert "PUBLIC_BASE_URL" not in env  # Kling cannot reach 127.0.0.1: polling only
-    assert processes_for(sandbox_mode=sandbox) == ["web", "worker"]
+    assert processes_for(sandbox_mode=sandbox) == ["web", "worker", "poller"]
 
 
 @pytest.mark.django_db

@@ -1,10 +1,10 @@
 """The soak at the small size (issue 9, "Faults"), in the normal suite.
 
 ``python -m tests.benchmarks.soak --small --scenarios a,b,c --parallel``: 30 tasks per
-scenario against the sandbox with its faults on, with the portal's real processes (gunicorn
-and ``qcluster``): (a) faults alone, (b) the same with one SIGKILL of the cluster, (c) two
-clusters at once with stand-alone poll cycles next to the loop (PostgreSQL when one answers,
-else SQLite). Each must converge — every task's status the sandbox's, every team's ledger
+scenario against the sandbox with its faults on, with the portal's real processes (gunicorn,
+``qcluster`` and ``kling_poll``): (a) faults alone, (b) the same with one SIGKILL of the
+cluster (worker and poller), (c) two clusters, so two pollers, at once (PostgreSQL when one
+answers, else SQLite). Each must converge — every task's status the sandbox's, every team's ledger
 equal to the sandbox's charges to the unit — with no duplicate. The soak picks its own
 throwaway databases, so it runs once, in the SQLite pass of ``make test``.
 

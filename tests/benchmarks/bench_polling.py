@@ -8,12 +8,17 @@ For N = 10, 100, 1 000, 5 000 tasks in flight against a real sandbox on loopback
    cycle (list pages + single queries) and wall time per cycle (median). Then the sandbox
    clock is advanced so all N finish at once, and one cycle applies them ("drain": N
    ``task_apply_remote`` transactions, N ledger rows).
-2. **polling only** — N tasks with a 20 s task clock, created while the poll loop runs (a
-   cycle every 5 s, as ``poll_loop`` does); latency = the row's ``finished_at`` − the moment
+2. **polling only** — N tasks with a 20 s task clock, created while the poller runs (its
+   loop, ``tasks_app.polling.poll_run``, a cycle every 5 s, in a thread); latency = the row's ``finished_at`` − the moment
    the sandbox finished the task (its ``updated_at``). p50 / p95 / max.
 3. **callbacks** — the same with a ``callback_url`` on every task, delivered by the sandbox to
    the portal's real callback view served by a Django WSGI server thread on loopback; the
-   poll loop keeps running as the fallback, as in production.
+   poller keeps running as the fallback, as in production.
+4. **foreign** — the requests of one cycle with all N due, alone in the Kling account and
+   with 2 000 tasks of other systems created after them, for both designs. Legacy: the poll
+   cycle itself (``tasks_poll``; list pages, newest first). 2026 design: the finder the poll
+   cycle calls (``tasks_app.finder.tasks_find``, ``GET /tasks?task_ids=``) with an API-key
+   client, since the portal's Kling accounts hold access keys only.
 
 Database: a throwaway SQLite file (WAL, the project's settings) in a temp directory; tables
 are created straight from the models (``migrate --run-syncdb`` with migrations disabled, as
@@ -38,7 +43,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZES = [10, 100, 1000, 5000]
-CYCLE_SECONDS = 5.0  # the poll loop's cadence (POLL_CYCLE_SECONDS)
+CYCLE_SECONDS = 5.0  # the poller's cadence (kling_poll --interval)
+FOREIGN = 2000  # tasks of other systems in the account (case 4)
+TURBO = "text_to_video_3_0_turbo"
+TURBO_PATH = "/text-to-video/kling-3.0-turbo"
+TURBO_BODY = {"prompt": "bench", "settings": {"resolution": "720p", "duration": 5}}
 LATENCY_TASK_SECONDS = 20.0
 SPREAD_SECONDS = 10.0  # tasks are created (and so finish) over at least two poll cycles
 WSGI_THREADS = 8  # the callback receiver's worker threads (like gunicorn --threads 8)
@@ -226,23 +235,19 @@ def _bench_cycles(n: int) -> dict:
 
 
 class _Loop(threading.Thread):
-    """The poll loop as ``poll_loop`` runs it: a cycle every 5 s."""
+    """The poller's loop as ``kling_poll`` runs it (``poll_run``): a cycle every 5 s."""
 
     def __init__(self):
         super().__init__(daemon=True)
         self.stop_event = threading.Event()
-        self.reports = []
 
     def run(self):
         from django.db import connections
 
-        from tasks_app.polling import tasks_poll
+        from tasks_app.polling import poll_run
 
         try:
-            while not self.stop_event.is_set():
-                started = time.monotonic()
-                self.reports.append(tasks_poll())
-                self.stop_event.wait(max(0.0, CYCLE_SECONDS - (time.monotonic() - started)))
+            poll_run(interval=CYCLE_SECONDS, stop=self.stop_event)
         finally:
             connections.close_all()
 
@@ -323,6 +328,65 @@ def _bench_latency(n: int, *, callbacks: bool) -> dict:
         sandbox.stop()
 
 
+def _foreign_tasks(sandbox, account: str, count: int, *, new_design: bool) -> None:
+    """``count`` tasks of other systems in the sandbox account ``account``, straight into the
+    sandbox's state as its create endpoints would make them after validation."""
+    from klingweb.sandbox.newdesign import validate_new
+    from klingweb.sandbox.validation import validate_create
+
+    if new_design:
+        info = validate_new(TURBO_PATH, dict(TURBO_BODY), elements=lambda _id: None)
+        for _ in range(count):
+            sandbox.state.create_new(account, TURBO_PATH, dict(TURBO_BODY), dict(info))
+    else:
+        info = validate_create("text2video", dict(T2V))
+        for _ in range(count):
+            sandbox.state.create(account, "text2video", dict(T2V), dict(info))
+
+
+def _bench_foreign(n: int) -> dict:
+    """Requests of one cycle with all ``n`` due: alone in the account, then with ``FOREIGN``
+    newer tasks of other systems; legacy through ``tasks_poll``, 2026 design through
+    ``tasks_find`` (see the module's docstring)."""
+    import uuid
+
+    from klingweb.kling import KlingClient
+    from tasks_app.finder import Wanted, tasks_find
+    from tasks_app.polling import tasks_poll
+
+    sandbox = _sandbox(3600.0)
+    try:
+        out = {}
+        team, account = _team_and_account(sandbox, f"foreign {n}")
+        tasks = _create_tasks(team, account, n)
+        for label, foreign in (("legacy", 0), ("legacy_foreign", FOREIGN)):
+            _foreign_tasks(sandbox, AK, foreign, new_design=False)
+            _make_due(tasks)
+            report = tasks_poll()
+            assert report.claimed == n and report.errors == 0, report
+            out[label] = report.requests
+        key, vendor_account = f"bench-key-{uuid.uuid4().hex}", "bench-new-design"
+        sandbox.config.api_keys[key] = vendor_account
+        client = KlingClient(api_key=key, base_url=sandbox.base_url)
+
+        def create(number: int) -> Wanted:
+            external = f"bench-{uuid.uuid4().hex}"
+            body = {**TURBO_BODY, "options": {"external_task_id": external}}
+            remote = client.create_new_design_task(TURBO, body)
+            return Wanted(number, remote.task_id, external, remote.created_at)
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            wanted = list(pool.map(create, range(n)))
+        for label, foreign in (("new", 0), ("new_foreign", FOREIGN)):
+            _foreign_tasks(sandbox, vendor_account, foreign, new_design=True)
+            found = tasks_find(client, TURBO, wanted)
+            assert len(found.found) == n and found.error is None, found.error
+            out[label] = found.requests
+        return out
+    finally:
+        sandbox.stop()
+
+
 def _finish_sources(team) -> dict:  # noqa: N802 - reads like the Counter it returns
     """How the final status arrived: source of each task's last event."""
     from django.db.models import Count
@@ -349,7 +413,9 @@ def child() -> int:
         polled = _bench_latency(n, callbacks=False)
         print(f"N={n}: latency, callbacks…", flush=True)
         called = _bench_latency(n, callbacks=True)
-        rows.append((n, cycle, polled, called))
+        print(f"N={n}: requests with {FOREIGN} foreign tasks…", flush=True)
+        foreign = _bench_foreign(n)
+        rows.append((n, cycle, polled, called, foreign))
     print()
     print("Poll cycles against the sandbox (SQLite, loopback); latency = sandbox finish → row")
     head = (
@@ -358,7 +424,7 @@ def child() -> int:
     )
     print(head)
     print("-" * len(head))
-    for n, cycle, polled, called in rows:
+    for n, cycle, polled, called, _foreign in rows:
         print(
             f"{n:>6} | {cycle['requests']:>9.0f} | {cycle['cycle_s']:>7.2f} | "
             f"{cycle['drain_s']:>7.2f} | "
@@ -367,9 +433,24 @@ def child() -> int:
             f"{called['via_callback']:>4}/{called['via_poll']:<4}"
         )
     print(
-        f"\nreq/cycle: Kling requests of one cycle with all N due (expected ⌈N/500⌉); cycle s:"
-        f" its wall time (median of 3); drain s: the cycle that applies N finished tasks;"
-        f" cb/poll: finished tasks learnt by callback / by poll. Total {time.monotonic() - started:.0f} s."
+        "\nreq/cycle: Kling requests of one cycle with all N due (expected ⌈N/500⌉); cycle s:"
+        " its wall time (median of 3); drain s: the cycle that applies N finished tasks;"
+        " cb/poll: finished tasks learnt by callback / by poll."
+    )
+    print()
+    print(f"Requests of one cycle with all N due: alone, and with {FOREIGN} newer foreign tasks")
+    head = f"{'N':>6} | {'legacy':>6} | {'+foreign':>8} | {'2026 by id':>10} | {'+foreign':>8}"
+    print(head)
+    print("-" * len(head))
+    for n, *_, foreign in rows:
+        print(
+            f"{n:>6} | {foreign['legacy']:>6} | {foreign['legacy_foreign']:>8} | "
+            f"{foreign['new']:>10} | {foreign['new_foreign']:>8}"
+        )
+    print(
+        "\nlegacy: list pages newest first until every due task is found (the unified query's"
+        " service of legacy tasks is undocumented); 2026 by id: GET /tasks?task_ids=, 100 ids a"
+        f" request (⌈N/100⌉). Total {time.monotonic() - started:.0f} s."
     )
     return 0
 

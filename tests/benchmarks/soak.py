@@ -3,9 +3,9 @@
 Each scenario runs in a child process of its own with a throwaway database, an in-process Kling
 sandbox on loopback (its fault knobs set as the scenario says) and the portal's real processes
 started from the ``Procfile`` (``tests/processes.py``, shared with the browser tests): ``web``
-(gunicorn, so the sandbox's callbacks arrive over HTTP) and one or two ``worker``
-(``manage.py qcluster``) process groups. Tasks are created the way the create form does it
-(the family's form validates the data, ``build_params`` builds the body, ``task_queue`` saves
+(gunicorn, so the sandbox's callbacks arrive over HTTP) and one or two clusters, each a
+``worker`` (``manage.py qcluster``) and a ``poller`` (``manage.py kling_poll``) process group.
+Tasks are created the way the create form does it (the family's form validates the data, ``build_params`` builds the body, ``task_queue`` saves
 the row ``queued`` and enqueues ``submit_task`` on commit), spread over a few seconds, across
 three teams; one in twenty asks the sandbox to fail, one in twenty to fail and charge.
 
@@ -13,10 +13,10 @@ Scenarios:
 
 - **a** — 500 tasks; the sandbox answers 30 % of all requests with 5000/5001, 20 % of creates
   with 1303, drops 10 % of callbacks, delivers 10 % twice, and adds 0.05 s to every answer.
-- **b** — the same while every cluster process group is SIGKILLed every 20 s and restarted.
+- **b** — the same while every cluster process group (worker and poller) is SIGKILLed every
+  20 s and restarted.
 - **c** — the same faults with two clusters at once, on PostgreSQL with the ORM broker and once
-  with the Redis broker; the driver also enqueues a stand-alone poll cycle (``poll_due``) every
-  2 s, so cycles of both clusters run next to the poll loop. The poller's claims audit
+  with the Redis broker, so two pollers claim work next to each other. The pollers' claims audit
   (``soak_settings``: ``tasks_app.polling`` at DEBUG) is read back: no task may be held by two
   cycles at once (an interval per task from its claim to its release, or to the lease's expiry
   when the cycle was killed), and no task may have two ledger rows.
@@ -100,7 +100,6 @@ class Spec:
     task_seconds: float = 20.0
     spread: float = 30.0  # seconds over which the tasks are created
     timeout: float = 900.0  # seconds allowed to converge
-    hand_cycles: float = 0.0  # seconds between extra poll_due jobs; 0: none
     submit_lease: float = 0.0  # seconds of a submit claim; 0: the portal's own (300)
     fault_scale: float = 1.0  # multiplies the 5xx and 1303 rates (the small size: 0.5)
     seed: int = 9
@@ -205,7 +204,6 @@ def build_specs(args: argparse.Namespace) -> tuple[list[Spec], list[str]]:
                         database=c_db,
                         broker=broker,
                         clusters=2,
-                        hand_cycles=2.0,
                         **common,
                     )
                 )
@@ -305,7 +303,7 @@ def print_table(results: list[Result], notes: list[str], scale: float = 1.0) -> 
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     print()
-    print("Soak (issue 9, faults): real gunicorn + qcluster processes, sandbox on loopback")
+    print("Soak (issue 9, faults): real gunicorn, qcluster, kling_poll; sandbox on loopback")
     print(
         f"faults a-c: {FAULTS['error_rate'] * scale:.0%} of requests 5000/5001, "
         f"{FAULTS['create_concurrency_rate'] * scale:.0%} of creates 1303, "
@@ -660,7 +658,7 @@ _AUDIT = re.compile(r"poll (claim|release) lease=(\S+) t=([0-9.]+) pks=([0-9,]+)
 
 
 def claims_audit(paths: list[Path]) -> tuple[int, int, list[str]]:
-    """Read the poller's claim/release lines of every cluster log; returns (cycles, double
+    """Read the claim/release lines of every poller's log; returns (cycles, double
     claims, examples). A task's hold runs from its claim line to the first release line of the
     same lease naming it, or to the lease's expiry when none came (the cycle was killed)."""
     events = []
@@ -773,8 +771,9 @@ def run_scenario(spec: Spec) -> Result:
     log_dir.mkdir(parents=True, exist_ok=True)
     tag = re.sub(r"[^a-z0-9]+", "-", f"{spec.label} {spec.database} {spec.broker}".lower())
     web_log = log_dir / f"{tag}-web.log"
-    cluster_logs = [log_dir / f"{tag}-worker-{n + 1}.log" for n in range(spec.clusters)]
-    for path in [web_log, *cluster_logs]:
+    worker_logs = [log_dir / f"{tag}-worker-{n + 1}.log" for n in range(spec.clusters)]
+    poller_logs = [log_dir / f"{tag}-poller-{n + 1}.log" for n in range(spec.clusters)]
+    for path in [web_log, *worker_logs, *poller_logs]:
         path.write_text("")
     try:
         port = free_port()
@@ -810,7 +809,9 @@ def run_scenario(spec: Spec) -> Result:
         web = ProcfileProcess("web", env=env, log_path=web_log).start()
         processes.append(web)
         clusters = [
-            ProcfileProcess("worker", env=env, log_path=path).start() for path in cluster_logs
+            ProcfileProcess(name, env=env, log_path=path).start()
+            for name, paths in (("worker", worker_logs), ("poller", poller_logs))
+            for path in paths
         ]
         processes.extend(clusters)
         base_url = f"http://127.0.0.1:{port}"
@@ -838,17 +839,11 @@ def run_scenario(spec: Spec) -> Result:
                 for cluster in clusters:
                     cluster.kill()
                     cluster.start()
-                _log(f"SIGKILLed and restarted {len(clusters)} cluster(s)")
+                _log(f"SIGKILLed and restarted {spec.clusters} cluster(s)")
                 return True
 
             killer = Repeater(spec.kill_every, kill_all)
             threads.append(killer)
-        hand = None
-        if spec.hand_cycles:
-            from django_q.tasks import async_task
-
-            hand = Repeater(spec.hand_cycles, lambda: async_task("tasks_app.jobs.poll_due"))
-            threads.append(hand)
         for thread in threads:
             thread.start()
 
@@ -925,7 +920,7 @@ def run_scenario(spec: Spec) -> Result:
         sandbox.wait_callbacks(timeout=10)
         # After the processes stopped: nothing can change any more.
         state = check(sandbox, SANDBOX_ACCESS_KEY, team_ids, spec.tasks)
-        cycles, double_claims, examples = claims_audit(cluster_logs)
+        cycles, double_claims, examples = claims_audit(poller_logs)
         notes.extend(examples)
         callbacks = sandbox.callbacks_log
         dropped = sum(1 for c in callbacks if c["dropped"])

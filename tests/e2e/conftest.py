@@ -4,9 +4,10 @@ How it runs, and why:
 
 - **The portal** runs as it does under ``make run``: ``klingweb.run.prepare`` (migrate,
   createcachetable, collectstatic, setup_schedules, demo_data) and then ``honcho`` on the project's
-  ``Procfile`` starting ``web`` (gunicorn, WhiteNoise) and ``worker`` (a real django-q2
-  ``qcluster``), against a fresh SQLite file in a temporary folder with the ORM broker. Real
-  processes with their own connections are what a browser test needs: pytest-django's
+  ``Procfile`` starting ``web`` (gunicorn, WhiteNoise), ``worker`` (a real django-q2
+  ``qcluster``) and ``poller`` (``kling_poll``), against a fresh SQLite file in a temporary
+  folder with the ORM broker. Real processes with their own connections are what a browser
+  test needs: pytest-django's
   ``live_server`` on SQLite shares one in-memory connection between threads, so a cluster
   thread's transactions (row claims, the ledger) would interleave with the server's. Here
   each process has its own connection to a WAL-mode file, exactly as in ``make run``. In
@@ -174,7 +175,7 @@ def portal_database() -> Iterator[dict[str, str]]:
 
 @pytest.fixture(scope="package")
 def stack(chromium_path, portal_database, tmp_path_factory, pytestconfig) -> Iterator[Stack]:
-    """Start the sandbox, prepare a fresh database and run ``web`` + ``worker`` under honcho."""
+    """Start the sandbox, prepare a fresh database and run ``web`` + ``worker`` + ``poller`` under honcho."""
     from klingweb.sandbox import SandboxConfig, SandboxServer
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -201,7 +202,9 @@ def stack(chromium_path, portal_database, tmp_path_factory, pytestconfig) -> Ite
     proc = None
     try:
         prepare(env=env, quiet=True)
-        proc = start_honcho(names=["web", "worker"], env=env, port=port, log_path=log_path)
+        proc = start_honcho(
+            names=["web", "worker", "poller"], env=env, port=port, log_path=log_path
+        )
         url = f"http://127.0.0.1:{port}"
         if not wait_http(f"{url}/accounts/login/", timeout=60, proc=proc):
             tail = log_path.read_text()[-3000:]
@@ -209,7 +212,7 @@ def stack(chromium_path, portal_database, tmp_path_factory, pytestconfig) -> Ite
         yield Stack(url=url, sandbox=sandbox, password=password, log_path=log_path)
     finally:
         if proc is not None:
-            stop_process(proc, timeout=20)  # honcho stops web and worker, then exits
+            stop_process(proc, timeout=20)  # honcho stops its processes, then exits
         sandbox.stop()
         if log_path.exists():
             shutil.copy(log_path, ARTIFACTS / "servers.log")

@@ -1,4 +1,4 @@
-"""Settings of the portal processes the browser tests start (gunicorn and qcluster).
+"""Settings of the portal processes the browser tests start (gunicorn, qcluster, kling_poll).
 
 The project's settings, plus two switches. ``KLINGWEB_E2E_STATIC_ROOT`` collects static
 files into the run's temporary folder, so concurrent test runs never rewrite the files

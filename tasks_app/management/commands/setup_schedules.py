@@ -1,10 +1,7 @@
 """``python manage.py setup_schedules``: create or update the cluster's periodic schedules.
 
 Idempotent (``Schedule.objects.update_or_create(name=...)``); run it after every deploy
-(``make run`` does). django-q2 schedules fire at most once a minute (its scheduler looks
-every ~30 s), so live polling is a one-minute schedule whose job (``jobs.poll_loop``) runs a
-cycle every 5 s for ~55 s under a cluster-wide lease and re-arms itself; the schedule only
-restarts the loop if a cluster died mid-loop.
+(``make run`` does). Polling is not among them: it is the ``kling_poll`` process.
 """
 
 from __future__ import annotations
@@ -28,13 +25,6 @@ def _next_local(at: time) -> datetime:
 
 
 SCHEDULES = [
-    {
-        "name": "klingweb-poll",
-        "func": "tasks_app.jobs.poll_loop",
-        "schedule_type": Schedule.MINUTES,
-        "minutes": 1,
-        "first_run": timezone.now,
-    },
     {
         "name": "klingweb-media-sweep",
         "func": "tasks_app.jobs.sweep_media",
