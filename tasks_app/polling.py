@@ -36,7 +36,7 @@ from django.db import IntegrityError, close_old_connections, connection, transac
 from django.db.models import F, Q
 from django.utils import timezone
 
-from tasks_app.models import IN_FLIGHT, ClusterLease, Task
+from tasks_app.models import ClusterLease, Task
 from tasks_app.services import NO_ERROR, TaskError, task_apply_remote, task_error_record
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ def tasks_claim(*, now: datetime | None = None, limit: int = 20000) -> tuple[lis
     due = Q(next_poll_at__lte=now) | Q(next_poll_at__isnull=True)
     with transaction.atomic():
         qs = (
-            Task.objects.filter(status__in=list(IN_FLIGHT))
+            Task.objects.pollable(now)  # in flight, or a callback awaiting its confirmation
             .filter(due)
             .filter(_free(now))
             .order_by(F("next_poll_at").asc(nulls_first=True), "pk")
@@ -170,7 +170,7 @@ def _client_family(key: str) -> str:
 
 def _unchanged(task: Task, remote: KlingTask) -> bool:
     """True when applying ``remote`` would change nothing (skip the write transaction)."""
-    if remote.task_status != task.status or not task.task_id:
+    if remote.task_status != task.status or not task.task_id or task.needs_confirmation:
         return False
     if remote.created_at and not task.vendor_created_at:
         return False
@@ -269,9 +269,7 @@ class _Cycle:
         show (``NO_ERROR`` clears it, None leaves it), written by ``task_error_record``."""
         values = {"claimed_until": None, "poll_attempts": F("poll_attempts") + 1, **values}
         for chunk in _chunks(pks):
-            rows = Task.objects.filter(
-                pk__in=chunk, status__in=list(IN_FLIGHT), claimed_until=self.lease
-            )
+            rows = Task.objects.pollable(self.now).filter(pk__in=chunk, claimed_until=self.lease)
             if reason is None:
                 rows.update(**values)
             else:
