@@ -160,9 +160,7 @@ def test_poll_repeated_after_a_crash_mid_cycle_doubles_nothing(portal, fresh_san
     _assert_one_deduction_each(fresh_sandbox, tasks)
 
 
-def test_callback_and_apply_racing_in_many_threads_record_once(
-    portal, fresh_sandbox, monkeypatch
-):
+def test_callback_and_apply_racing_in_many_threads_record_once(portal, fresh_sandbox, monkeypatch):
     monkeypatch.setattr(Conf, "SYNC", True)  # each final callback's confirming query, inline
     account = sandbox_account(fresh_sandbox, portal.team)
     tasks = in_flight_tasks(portal.team, portal.member, account, 3)
