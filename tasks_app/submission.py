@@ -17,12 +17,16 @@ What each vendor answer does (KLING_API.md §2):
 
 =====================================  =====================================================
 INVALID_REQUEST, POLICY, PERMISSION,   the task ends ``error`` with code, message and
-NOT_FOUND (1103, 1200–1203, 1300–1304) request_id shown to its creator (``task_refuse``)
+NOT_FOUND (1103, 1200–1203, 1300–1301) request_id shown to its creator (``task_refuse``)
 RATE_LIMIT, CONCURRENCY, SERVER,       stays ``queued``, claim released, ``retry_at`` =
 NETWORK (1302, 1303, 5000–5002, none)  now + backoff (2 s doubling to 5 min, +0–25 % jitter)
 ACCOUNT (1100–1102), AUTHENTICATION    the Kling account is paused (``account_pause``: code,
-(1000–1004)                            message, request_id, time) and the task stays queued
+(1000–1004), IP allow-list (1304)      message, request_id, time) and the task stays queued
 =====================================  =====================================================
+
+1304 (IP allow-list policy, class PERMISSION) is about the caller's address, not the task:
+every task of the account would be refused alike until an admin allows this server's
+address in the Kling console, so it pauses the account (``_PAUSING_CODES``).
 
 A create call that timed out is never re-sent blindly: the client itself looks the task up
 by ``external_task_id`` first, and any later attempt of ``task_submit`` (``submit_attempts``
@@ -90,6 +94,9 @@ NOT_CLAIMED = "not-claimed"  # not queued, or another worker holds the claim
 
 _REFUSING = {"invalid_request", "policy", "permission", "not_found"}
 _PAUSING = {"account", "authentication"}
+#: Codes that pause the account whatever their class: 1304, IP allow-list (KLING_API.md §2:
+#: "permanent until an admin acts"; it concerns this server, not one task).
+_PAUSING_CODES = frozenset({1304})
 
 
 def task_queue(
@@ -202,7 +209,8 @@ def _task_retry_later(
 def account_pause(
     *, account_pk: int, code: int | None, message: str, request_id: str | None
 ) -> bool:
-    """Pause submissions for a Kling account (codes 1100–1102, or credentials refused).
+    """Pause submissions for a Kling account (codes 1100–1102 and 1304, or credentials
+    refused).
 
     Records ``paused_code``, ``paused_message``, ``paused_request_id`` and ``paused_at``;
     team admins see them in a banner. An account already paused keeps its first reason.
@@ -229,6 +237,8 @@ def _pause_message(error: KlingError) -> str:
         1100: "Kling reports an account exception",
         1101: "the Kling account is in arrears",
         1102: "the Kling resource pack is used up or expired",
+        1304: "Kling refuses this server's IP address (IP allow-list); an admin must allow "
+        "it in the Kling console, then lift the pause",
     }
     reason = reasons.get(error.code or 0, "Kling refused the account")
     return f"Submissions are paused: {reason} ({error.message})."
@@ -237,6 +247,8 @@ def _pause_message(error: KlingError) -> str:
 def _handle_error(task: Task, account: KlingAccount, error: KlingError) -> str:
     """Apply the policy of the module docstring to a failed create or lookup."""
     kind = str(error.error_class)
+    if error.code in _PAUSING_CODES:
+        kind = "account"
     if kind in _REFUSING:
         task_refuse(
             task_pk=task.pk, code=error.code, message=error.message, request_id=error.request_id
