@@ -24,10 +24,12 @@ from PIL import Image
 
 from elements_app.models import ElementStatus
 from elements_app.services import element_create
+from klingweb.kling import parse_task
 from tasks_app import submission
 from tasks_app.callbacks import callback_token_for
 from tasks_app.models import Deduction, Status, Task, TaskMedia
 from tasks_app.polling import tasks_poll
+from tasks_app.services import task_apply_remote
 from tests.jobs_support import CallbackJobs, callback_jobs_for, closed_port_url, record_jobs
 from tests.test_elements import image_data, image_files, make_form
 
@@ -338,3 +340,87 @@ class TestNewDesignBodies:
         assert response.status_code == 400, response.content
         task.refresh_from_db()
         assert (task.status, task.result, task.deductions.count()) == (Status.SUBMITTED, {}, 0)
+
+
+class TestConfirmationRules:
+    """What a confirming answer may and may not change on a task finished on an
+    unconfirmed callback (``task_apply_remote``)."""
+
+    @pytest.fixture
+    def finished(self, portal) -> Task:
+        task = Task.objects.create(
+            team=portal.team,
+            creator=portal.member,
+            family="text2video",
+            status=Status.SUBMITTED,
+            task_id="kt-rules",
+            submitted_at=timezone.now(),
+        )
+        applied = task_apply_remote(
+            task_pk=task.pk,
+            remote=parse_task(self.body("succeed", units="5")),
+            source="callback",
+            confirmed=False,
+        )
+        assert applied
+        task.refresh_from_db()
+        assert task.status == Status.SUCCEED and task.needs_confirmation
+        return task
+
+    @staticmethod
+    def body(status: str, *, units: str | None, watermark: bool = False) -> dict:
+        video = {"id": "v-1", "url": "https://cdn.example/v.mp4", "duration": "5"}
+        if watermark:
+            video["watermark_url"] = "https://cdn.example/v-watermark.mp4"
+        data = {
+            "task_id": "kt-rules",
+            "task_status": status,
+            "task_status_msg": "" if status == "succeed" else "late failure",
+            "updated_at": 1_700_000_200_000,
+            "task_result": {"videos": [video]} if status == "succeed" else {},
+        }
+        if units is not None:
+            data["final_unit_deduction"] = units
+        return data
+
+    def test_another_final_status_never_moves_the_task(self, finished):
+        remote = parse_task(self.body("failed", units="0"))
+        assert not task_apply_remote(task_pk=finished.pk, remote=remote, source="poll")
+        finished.refresh_from_db()
+        assert finished.status == Status.SUCCEED and not finished.needs_confirmation
+        assert finished.task_status_msg == ""
+        assert Deduction.objects.get(task=finished).units == Decimal("5")
+
+    def test_the_fuller_answer_is_kept_and_a_different_charge_is_not_doubled(self, finished):
+        remote = parse_task(self.body("succeed", units="6", watermark=True))
+        task_apply_remote(task_pk=finished.pk, remote=remote, source="poll")
+        finished.refresh_from_db()
+        assert finished.result["videos"][0]["watermark_url"].endswith("-watermark.mp4")
+        assert Deduction.objects.filter(task=finished).count() == 1
+        assert Deduction.objects.get(task=finished).units == Decimal("5")  # reconcile reports
+        assert finished.events.filter(status=Status.SUCCEED).count() == 1
+
+    def test_a_charge_the_callback_lacked_is_recorded_once(self, portal):
+        task = Task.objects.create(
+            team=portal.team, family="text2video", status=Status.PROCESSING, task_id="kt-rules"
+        )
+        task_apply_remote(
+            task_pk=task.pk,
+            remote=parse_task(self.body("succeed", units=None)),
+            source="callback",
+            confirmed=False,
+        )
+        assert not Deduction.objects.filter(task=task).exists()
+        for _ in range(2):
+            task_apply_remote(
+                task_pk=task.pk, remote=parse_task(self.body("succeed", units="4")), source="poll"
+            )
+        task.refresh_from_db()
+        assert task.final_unit_deduction == Decimal("4") and not task.needs_confirmation
+        assert Deduction.objects.get(task=task).units == Decimal("4")
+
+    def test_an_unconfirmed_body_never_changes_a_finished_task(self, finished):
+        remote = parse_task(self.body("succeed", units="9", watermark=True))
+        task_apply_remote(task_pk=finished.pk, remote=remote, source="callback", confirmed=False)
+        finished.refresh_from_db()
+        assert finished.needs_confirmation and "watermark_url" not in finished.result["videos"][0]

@@ -12,8 +12,9 @@ For N = 10, 100, 1 000, 5 000 tasks in flight against a real sandbox on loopback
    cycle every 5 s, as ``poll_loop`` does); latency = the row's ``finished_at`` − the moment
    the sandbox finished the task (its ``updated_at``). p50 / p95 / max.
 3. **callbacks** — the same with a ``callback_url`` on every task, delivered by the sandbox to
-   the portal's real callback view served by a Django WSGI server thread on loopback; the
-   poll loop keeps running as the fallback, as in production.
+   the portal's real callback view served by a Django WSGI server thread on loopback (a
+   final callback's confirming query runs at once in that thread, as an idle cluster
+   would run it); the poll loop keeps running as the fallback, as in production.
 
 Database: a throwaway SQLite file (WAL, the project's settings) in a temp directory; tables
 are created straight from the models (``migrate --run-syncdb`` with migrations disabled, as
@@ -247,6 +248,26 @@ class _Loop(threading.Thread):
             connections.close_all()
 
 
+def _confirmations_inline() -> None:
+    """Run each final callback's confirming query (``tasks_app.jobs.task_confirm``, enqueued
+    by the receiver on commit) at once in the receiver's thread, as an idle cluster worker
+    would pick it up; the bench runs no cluster, and other jobs (media keeping) stay queued
+    in both scenarios alike."""
+    import django_q.tasks
+
+    enqueue = django_q.tasks.async_task
+    if getattr(enqueue, "confirms_inline", False):
+        return
+
+    def async_task(func, *args, **kwargs):
+        if func == "tasks_app.jobs.task_confirm":
+            kwargs["sync"] = True
+        return enqueue(func, *args, **kwargs)
+
+    async_task.confirms_inline = True
+    django_q.tasks.async_task = async_task
+
+
 def _serve_portal():
     """The portal's WSGI app on a free loopback port: a fixed pool of ``WSGI_THREADS``
     threads (each keeps its database connection, like gunicorn's threaded workers)."""
@@ -287,6 +308,7 @@ def _bench_latency(n: int, *, callbacks: bool) -> dict:
         team, account = _team_and_account(sandbox, f"latency {n} {callbacks}")
         base = None
         if callbacks:
+            _confirmations_inline()
             server, base = _serve_portal()
         loop.start()
         tasks = _create_tasks(team, account, n, callback_base=base, spread_s=SPREAD_SECONDS)
