@@ -168,6 +168,12 @@ def _client_family(key: str) -> str:
         return key  # Family values and the client's family names are the same words
 
 
+def _account_pause_for(*, account: KlingAccount, error: Exception) -> bool:
+    from tasks_app.submission import account_pause_for
+
+    return account_pause_for(account=account, error=error)
+
+
 def _unchanged(task: Task, remote: KlingTask) -> bool:
     """True when applying ``remote`` would change nothing (skip the write transaction)."""
     if remote.task_status != task.status or not task.task_id or task.needs_confirmation:
@@ -312,6 +318,8 @@ class _Cycle:
         found, failed = self._read_pages(client, client_family, tasks)
         if failed is None:
             self.wake_after_outage(account, family)
+        else:
+            _account_pause_for(account=account, error=failed)  # 1304: the admins' banner
         missing = [task for task in tasks if task.pk not in found]
         if failed is not None:
             for task in tasks:
@@ -389,7 +397,8 @@ def tasks_poll(*, now: datetime | None = None, limit: int = 20000) -> PollReport
     each task's ``next_poll_at`` (``poll_interval`` by age with jitter, or ``error_backoff``
     after 5xx/1302/network/credential errors), flags ``is_stale`` after
     ``settings.POLL_STALE_AFTER_SECONDS`` (default 2 h) and releases the claims. A task is
-    never failed here. Accounts paused after 1100–1102 are skipped. Raises nothing for vendor
+    never failed here. Accounts paused (1100–1102, 1304) are skipped; a 1304 here pauses the
+    account (``submission.account_pause_for``). Raises nothing for vendor
     errors; a crash mid-cycle leaves claims that expire after ``CLAIM_SECONDS``.
     """
     from klingweb.accounts.services import account_for_team

@@ -227,6 +227,25 @@ def account_pause(
     )
 
 
+def account_pause_for(*, account: KlingAccount, error: Exception) -> bool:
+    """Pause ``account`` when ``error`` (any failed Kling call of it: a create, a list page,
+    a single query) is an account-level refusal that no retry can get past: the
+    ``_PAUSING_CODES`` (1304, IP allow-list: the vendor refuses every request from this
+    server's address). Returns True when this call paused it; other errors → False, nothing
+    changes. The poller calls it, so a team with tasks in flight and none queued also gets
+    the admins' banner (``account_pause``)."""
+    code = getattr(error, "code", None)
+    if not isinstance(error, KlingError) or code not in _PAUSING_CODES:
+        return False
+    message = _pause_message(error)
+    paused = account_pause(
+        account_pk=account.pk, code=code, message=message, request_id=error.request_id
+    )
+    if paused:
+        log.warning("Kling account %s paused: %s", account.pk, message)
+    return paused
+
+
 def _pause_message(error: KlingError) -> str:
     if str(error.error_class) == "authentication":
         hint = "Kling refused the credentials; an admin must check the access key and secret key"

@@ -163,3 +163,31 @@ class TestMultiShotLookup:
         task.refresh_from_db()
         assert task.task_id == at_vendor(fresh_sandbox, task)[0]["task_id"]
         assert len(at_vendor(fresh_sandbox, task)) == 1
+
+
+class TestIpAllowListWhilePolling:
+    def test_1304_on_a_poll_pauses_the_account_and_the_task_waits(
+        self, client, portal, kling, fresh_sandbox
+    ):
+        from tasks_app.polling import tasks_poll
+
+        task = text2video(portal)
+        assert submission.task_submit(task_pk=task.pk) == submission.SUBMITTED
+        fresh_sandbox.config.account_error_code = 1304  # every request refused, queries too
+        later = timezone.now() + timedelta(minutes=1)
+        tasks_poll(now=later)
+        account = KlingAccount.objects.operator_default()
+        assert account.is_paused and account.paused_code == 1304
+        task.refresh_from_db()
+        assert task.status in IN_FLIGHT and task.error_code == 1304  # waits, not failed
+        client.force_login(portal.admin)
+        page = client.get(reverse("tasks-list", kwargs={"team": portal.team.code})).content
+        assert b"code 1304" in page
+
+        # Allowed again and the pause lifted: the next cycle finishes the task.
+        fresh_sandbox.config.account_error_code = None
+        account_unpause(account=account)
+        fresh_sandbox.advance(5)
+        tasks_poll(now=later + timedelta(minutes=10))
+        task.refresh_from_db()
+        assert task.status == Status.SUCCEED
