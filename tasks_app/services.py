@@ -311,7 +311,13 @@ def _task_confirm_finished(task: Task, remote: KlingTask, *, source: str) -> Non
     is a charge that differs from the recorded one; a charge the callback lacked is
     recorded (at most once: ``deduction_record``)."""
     now = timezone.now()
-    fields: dict[str, Any] = {"needs_confirmation": False, "updated_at": now}
+    # Confirmed: the errors of failed confirming polls and their staleness no longer apply.
+    fields: dict[str, Any] = {
+        "needs_confirmation": False,
+        "updated_at": now,
+        "is_stale": False,
+        **_error_values(NO_ERROR),
+    }
     same = remote.task_status == task.status
     if not same:
         log.warning(

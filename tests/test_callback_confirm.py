@@ -190,16 +190,24 @@ class TestFaults:
         assert Deduction.objects.filter(task=task).count() == 1
         assert not TaskMedia.objects.filter(task=task).exists()  # kept once confirmed
 
-        kling.KLING_API_BASE_URL = sandbox_url  # Kling is back: the next cycle confirms
+        # Still down at the next cycle: the finished task waits, backing off, unchanged.
         report = tasks_poll(now=timezone.now() + timedelta(seconds=1))
+        assert report.claimed == 1 and report.errors >= 1
+        task.refresh_from_db()
+        assert task.status == Status.SUCCEED and task.needs_confirmation
+        assert task.claimed_until is None and task.next_poll_at is not None
+
+        kling.KLING_API_BASE_URL = sandbox_url  # Kling is back: the next cycle confirms
+        report = tasks_poll(now=timezone.now() + timedelta(minutes=10))
         assert report.claimed == 1 and report.errors == 0
         task.refresh_from_db()
         assert task.status == Status.SUCCEED and not task.needs_confirmation
+        assert task.error_message == "" and not task.is_stale
         assert task.result["videos"][0]["watermark_url"].endswith("-watermark.mp4")
         assert Deduction.objects.filter(task=task).count() == 1
         assert task.events.filter(status=Status.SUCCEED).count() == 1
         # Confirmed: later cycles leave the finished task alone.
-        assert tasks_poll(now=timezone.now() + timedelta(hours=1)).claimed == 0
+        assert tasks_poll(now=timezone.now() + timedelta(hours=2)).claimed == 0
 
     def test_vendor_down_for_an_element_then_the_poll_makes_it_ready(
         self, client, portal, kling, fresh_sandbox, jobs
