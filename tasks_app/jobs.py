@@ -49,3 +49,12 @@ def reconcile_ledger() -> None:
     from tasks_app.reconcile import ledger_reconcile
 
     ledger_reconcile()
+
+
+def task_confirm(task_pk: int, body: dict) -> str:
+    """Confirm a final callback by querying Kling, and apply the whole answer
+    (``tasks_app.callbacks.callback_confirm``; the callback ``body`` is applied instead
+    when Kling cannot confirm it). Enqueued by the callback receiver on commit."""
+    from tasks_app.callbacks import callback_confirm
+
+    return callback_confirm(task_pk=task_pk, body=body)

@@ -38,7 +38,7 @@ from klingweb.security import (
     is_http_url,
     kling_origins,
 )
-from tasks_app.models import MediaKind, Status, Task, TaskMedia
+from tasks_app.models import CONFIRM_WINDOW, MediaKind, Status, Task, TaskMedia
 
 log = logging.getLogger(__name__)
 
@@ -358,11 +358,15 @@ def media_keep(*, task_pk: int) -> KeepReport:
 
 def media_sweep(*, limit: int = 200) -> int:
     """Retry what is not kept: succeeded tasks of the last 30 days without media rows, and
-    rows not kept, not given up, whose retry time has come. Returns tasks handled."""
+    rows not kept, not given up, whose retry time has come. A task finished on an unconfirmed
+    callback (``needs_confirmation``) waits for its confirmation, at most ``CONFIRM_WINDOW``.
+    Returns tasks handled."""
     now = timezone.now()
     no_rows = (
         Task.objects.filter(status=Status.SUCCEED, finished_at__gte=now - VENDOR_RETENTION)
         .exclude(result={})
+        # A callback's subset waits for its confirmation (which enqueues the keeping).
+        .exclude(needs_confirmation=True, finished_at__gte=now - CONFIRM_WINDOW)
         .filter(~Exists(TaskMedia.objects.filter(task=OuterRef("pk"))))
         .values_list("pk", flat=True)[:limit]
     )

@@ -15,6 +15,7 @@ the same sets as querysets (``TaskQuerySet``).
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -88,6 +89,20 @@ UNFINISHED = frozenset({Status.QUEUED}) | IN_FLIGHT
 #: The vendor's ``task_status`` values (KLING_API.md §4): what a callback body, a list-page
 #: item or a single query may carry. ``queued`` and ``error`` are the portal's own.
 VENDOR_STATUSES = frozenset({Status.SUBMITTED, Status.PROCESSING, Status.SUCCEED, Status.FAILED})
+#: How long after finishing on an unconfirmed callback (``Task.needs_confirmation``) the
+#: poller keeps asking the vendor for the task's full answer. The vendor keeps results for
+#: 30 days; a day of polls (backing off to 5 min on errors) is ample for an outage to end.
+CONFIRM_WINDOW = timedelta(days=1)
+
+
+def pollable_q(now) -> models.Q:
+    """Rows the poller reads: in flight (``IN_FLIGHT``), or finished on a callback that
+    could not be confirmed by a query (``needs_confirmation``, finished less than
+    ``CONFIRM_WINDOW`` before ``now``, an aware datetime). KLING_API_2026.md §6: a callback
+    carries a subset of the task; the query is the truth."""
+    return models.Q(status__in=sorted(IN_FLIGHT)) | models.Q(
+        needs_confirmation=True, finished_at__gte=now - CONFIRM_WINDOW
+    )
 
 
 def _claim_free(now) -> models.Q:
@@ -127,11 +142,16 @@ class TaskQuerySet(models.QuerySet):
         ``task_submit_due``)."""
         return self.queued().filter(retry_at__lte=now).unclaimed(now)
 
+    def pollable(self, now) -> TaskQuerySet:
+        """In flight, or awaiting the confirmation of a callback (``pollable_q``)."""
+        return self.filter(pollable_q(now))
+
     def due_for_poll(self, now) -> TaskQuerySet:
-        """In-flight tasks whose ``next_poll_at`` is unset or at or before ``now`` and that no
-        worker has claimed: what a poll cycle reads (index ``task_due``)."""
+        """Pollable tasks (``pollable``: in flight, or finished on an unconfirmed callback)
+        whose ``next_poll_at`` is unset or at or before ``now`` and that no worker has
+        claimed: what a poll cycle reads (index ``task_due``)."""
         return (
-            self.in_flight()
+            self.pollable(now)
             .filter(models.Q(next_poll_at__lte=now) | models.Q(next_poll_at__isnull=True))
             .unclaimed(now)
         )
@@ -161,6 +181,9 @@ class Task(models.Model):
     recheck; None once the task leaves ``queued``), ``next_poll_at`` (in flight only: when
     the poller should look again), ``poll_attempts``, ``submit_attempts``,
     ``claimed_until`` (a lease so two clusters never work one row).
+    ``needs_confirmation``: the task finished on a callback whose full answer the vendor's
+    query could not give yet (callbacks carry a subset: KLING_API_2026.md §6); the poller
+    then reads it like a task in flight until a query confirms it (``pollable_q``).
     """
 
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
@@ -215,6 +238,11 @@ class Task(models.Model):
         default=0, help_text="Consecutive failed polls (transient vendor errors); sets back-off."
     )
     imported = models.BooleanField(default=False, help_text="Found on Kling by kling_sync.")
+    needs_confirmation = models.BooleanField(
+        default=False,
+        help_text="Finished on a callback the vendor's query has not confirmed yet: the "
+        "poller asks for the full answer.",
+    )
 
     objects = TaskQuerySet.as_manager()
 
@@ -227,6 +255,11 @@ class Task(models.Model):
             models.Index(fields=["creator", "-created_at"], name="task_creator_created"),
             models.Index(fields=["status", "next_poll_at"], name="task_due"),
             models.Index(fields=["status", "retry_at"], name="task_submit_due"),
+            models.Index(
+                fields=["next_poll_at"],
+                condition=models.Q(needs_confirmation=True),
+                name="task_confirm_due",
+            ),
         ]
 
     def __str__(self) -> str:

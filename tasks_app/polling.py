@@ -40,7 +40,7 @@ from django.utils import timezone
 
 from klingweb.kling.backoff import backoff_delay
 from tasks_app.finder import Wanted, tasks_find
-from tasks_app.models import IN_FLIGHT, PollClaim, Task
+from tasks_app.models import PollClaim, Task
 from tasks_app.services import NO_ERROR, TaskError, task_apply_remote, task_error_record
 
 if TYPE_CHECKING:
@@ -223,9 +223,17 @@ def tasks_claim(*, now: datetime | None = None, limit: int = 20000) -> tuple[lis
     return tasks, lease
 
 
+def _account_pause_for(*, account: KlingAccount, error: Exception) -> bool:
+    """Pause ``account`` when ``error`` is an account-level code (1304 here: the poller may be
+    the first to see it); ``tasks_app.submission.account_pause_for``."""
+    from tasks_app.submission import account_pause_for
+
+    return account_pause_for(account=account, error=error)
+
+
 def _unchanged(task: Task, remote: KlingTask) -> bool:
     """True when applying ``remote`` would change nothing (skip the write transaction)."""
-    if remote.task_status != task.status or not task.task_id:
+    if remote.task_status != task.status or not task.task_id or task.needs_confirmation:
         return False
     if remote.created_at and not task.vendor_created_at:
         return False
@@ -324,9 +332,7 @@ class _Cycle:
         show (``NO_ERROR`` clears it, None leaves it), written by ``task_error_record``."""
         values = {"claimed_until": None, "poll_attempts": F("poll_attempts") + 1, **values}
         for chunk in _chunks(pks):
-            rows = Task.objects.filter(
-                pk__in=chunk, status__in=list(IN_FLIGHT), claimed_until=self.lease
-            )
+            rows = Task.objects.pollable(self.now).filter(pk__in=chunk, claimed_until=self.lease)
             if reason is None:
                 rows.update(**values)
             else:
@@ -387,6 +393,7 @@ class _Cycle:
             self.error(f"{family} task {key}: {exc}")
         if found.error is not None:
             self.error(f"{family}: {found.error}")
+            _account_pause_for(account=account, error=found.error)  # 1304: the admins' banner
         if found.listing_ok:
             self.wake_after_outage(account, family)
         for task in tasks:
@@ -407,7 +414,8 @@ def tasks_poll(*, now: datetime | None = None, limit: int = 20000) -> PollReport
     task's ``next_poll_at`` (``poll_interval`` by age with jitter, or ``error_backoff``
     after 5xx/1302/network/credential errors), flags ``is_stale`` after
     ``settings.POLL_STALE_AFTER_SECONDS`` (default 2 h) and releases the claims. A task is
-    never failed here. Accounts paused after 1100–1102 are skipped. Raises nothing for vendor
+    never failed here. Accounts paused (1100–1102, 1304) are skipped; a 1304 here pauses the
+    account (``submission.account_pause_for``). Raises nothing for vendor
     errors; a crash mid-cycle leaves claims that expire after ``CLAIM_SECONDS``.
     """
     started = time.monotonic()

@@ -10,7 +10,8 @@
   ``code``, ``message`` and ``request_id``, or a transport failure's text) of a task that
   waits after a failed create or poll, written in the same UPDATE as its scheduling columns.
 - ``task_apply_remote``: the single applier of vendor task objects. Callbacks, list-page
-  polling and single queries all end here. It is idempotent and monotonic, and records the
+  polling and single queries all end here; a final callback body counts only once a query
+  confirms it (``confirmed``; ``tasks_app.callbacks.callback_confirm``). It is idempotent and monotonic, and records the
   team's deduction exactly once (``tasks_app.ledger``), in the same transaction as the
   status change. Concurrency: the task row is locked (``SELECT ... FOR UPDATE`` on
   PostgreSQL; on SQLite every transaction begins IMMEDIATE, see settings, which serialises
@@ -190,7 +191,9 @@ def task_error_clear(
     return _rows(task_pk, tasks).update(**fields, **_error_values(NO_ERROR))
 
 
-def task_apply_remote(*, task_pk: int, remote: KlingTask, source: str) -> bool:
+def task_apply_remote(
+    *, task_pk: int, remote: KlingTask, source: str, confirmed: bool = True
+) -> bool:
     """Apply a vendor task object to the task with primary key ``task_pk``.
 
     ``remote``: a parsed vendor task (create answer, callback body, list-page item or single
@@ -209,6 +212,17 @@ def task_apply_remote(*, task_pk: int, remote: KlingTask, source: str) -> bool:
     URL fields of ``remote`` that are not http(s) (``javascript:``, ``data:``...) are dropped
     first, with a logged warning (``klingweb.security.vendor_task_http_only``).
 
+    ``confirmed``: whether ``remote`` is the vendor's full answer (a query, a list item, a
+    create answer: True) or only a callback body that no query could confirm (False; the
+    vendor's callback carries a subset of the task: no ``watermark_url``, no
+    ``url_1..url_3``, no element data, KLING_API_2026.md §6). A task finished on an
+    unconfirmed body is marked ``needs_confirmation`` (due for the poller at once, media
+    keeping left for the confirmation). A confirmed finished answer for a task so marked is
+    its confirmation (``_task_confirm_finished``): the fuller result is stored, the
+    ``on_succeed`` hook runs again and media keeping is enqueued, and nothing moves or is
+    charged again (a missing charge is recorded; a different one is left to the nightly
+    reconciliation).
+
     Returns True when the task changed status. Raises ``Task.DoesNotExist``. An unknown
     ``task_status`` is logged and ignored (returns False).
     """
@@ -222,6 +236,8 @@ def task_apply_remote(*, task_pk: int, remote: KlingTask, source: str) -> bool:
     with transaction.atomic():
         task = Task.objects.select_for_update().get(pk=task_pk)
         if task.status in FINISHED:
+            if confirmed and task.needs_confirmation and remote.is_finished:
+                _task_confirm_finished(task, remote, source=source)
             return False
         refreshed = False
         if remote.task_id and not task.task_id:
@@ -256,6 +272,8 @@ def task_apply_remote(*, task_pk: int, remote: KlingTask, source: str) -> bool:
                 is_stale=False,
                 result=remote.task_result or {},
                 final_unit_deduction=remote.final_unit_deduction,
+                # Unconfirmed: the poller asks for the full answer at its next cycle.
+                needs_confirmation=not confirmed,
             )
         moved = task_status_move(
             task=task,
@@ -282,10 +300,73 @@ def task_apply_remote(*, task_pk: int, remote: KlingTask, source: str) -> bool:
                 budget_alerts_record(team=task.team)
         if new_status == Status.SUCCEED:
             _run_on_succeed(task, remote)
-            _enqueue_on_commit("tasks_app.jobs.keep_media", task.pk)
+            if confirmed:  # else kept once confirmed: the subset may lack copies (url_2…)
+                _enqueue_on_commit("tasks_app.jobs.keep_media", task.pk)
         if new_status in FINISHED:
             _enqueue_on_commit("tasks_app.jobs.check_budget_alerts", task.team_id)
     return True
+
+
+def _task_confirm_finished(task: Task, remote: KlingTask, *, source: str) -> None:
+    """Confirm ``task`` (finished on an unconfirmed callback, row locked) with the vendor's
+    full finished answer ``remote``: store its ``task_result`` (the fuller copy: watermarked
+    videos, ``url_1..url_3``, elements), newer vendor time and message, and clear
+    ``needs_confirmation``; for a succeeded task run ``on_succeed`` again (idempotent hooks)
+    and enqueue media keeping. The status never changes: an answer with another final
+    status is logged and left to the nightly reconciliation (``tasks_app.reconcile``), as
+    is a charge that differs from the recorded one; a charge the callback lacked is
+    recorded (at most once: ``deduction_record``)."""
+    now = timezone.now()
+    # Confirmed: the errors of failed confirming polls and their staleness no longer apply.
+    fields: dict[str, Any] = {
+        "needs_confirmation": False,
+        "updated_at": now,
+        "is_stale": False,
+        **_error_values(NO_ERROR),
+    }
+    same = remote.task_status == task.status
+    if not same:
+        log.warning(
+            "task %s (%s): finished %s on a callback, but Kling's query says %s; keeping %s",
+            task.pk,
+            source,
+            task.status,
+            remote.task_status,
+            task.status,
+        )
+    else:
+        if remote.task_result:
+            fields["result"] = remote.task_result
+        if remote.task_status_msg:
+            fields["task_status_msg"] = remote.task_status_msg
+        if remote.updated_at and (
+            task.vendor_updated_at is None or remote.updated_at > task.vendor_updated_at
+        ):
+            fields["vendor_updated_at"] = remote.updated_at
+        if task.final_unit_deduction is None and remote.final_unit_deduction is not None:
+            fields["final_unit_deduction"] = remote.final_unit_deduction
+        elif (
+            remote.final_unit_deduction is not None
+            and remote.final_unit_deduction != task.final_unit_deduction
+        ):
+            log.warning(
+                "task %s: callback charged %s units, Kling's query says %s; the ledger keeps "
+                "the first (reconciliation reports the difference)",
+                task.pk,
+                task.final_unit_deduction,
+                remote.final_unit_deduction,
+            )
+    Task.objects.filter(pk=task.pk).update(**fields)
+    for name, value in fields.items():
+        setattr(task, name, value)
+    if not same:
+        return
+    if "final_unit_deduction" in fields:
+        deduction_record(task=task, charged_at=now)
+        _enqueue_on_commit("tasks_app.jobs.check_budget_alerts", task.team_id)
+    if task.status == Status.SUCCEED:
+        _run_on_succeed(task, remote)
+        _enqueue_on_commit("tasks_app.jobs.keep_media", task.pk)
 
 
 def _run_on_succeed(task: Task, remote: KlingTask) -> None:

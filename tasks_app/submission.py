@@ -17,12 +17,16 @@ What each vendor answer does (KLING_API.md §2):
 
 =====================================  =====================================================
 INVALID_REQUEST, POLICY, PERMISSION,   the task ends ``error`` with code, message and
-NOT_FOUND (1103, 1200–1203, 1300–1304) request_id shown to its creator (``task_refuse``)
+NOT_FOUND (1103, 1200–1203, 1300–1301) request_id shown to its creator (``task_refuse``)
 RATE_LIMIT, CONCURRENCY, SERVER,       stays ``queued``, claim released, ``retry_at`` =
 NETWORK (1302, 1303, 5000–5002, none)  now + backoff (2 s doubling to 5 min, +0–25 % jitter)
 ACCOUNT (1100–1102), AUTHENTICATION    the Kling account is paused (``account_pause``: code,
-(1000–1004)                            message, request_id, time) and the task stays queued
+(1000–1004), IP allow-list (1304)      message, request_id, time) and the task stays queued
 =====================================  =====================================================
+
+1304 (IP allow-list policy, class PERMISSION) is about the caller's address, not the task:
+every task of the account would be refused alike until an admin allows this server's
+address in the Kling console, so it pauses the account (``_PAUSING_CODES``).
 
 A create call that timed out is never re-sent blindly: the client itself looks the task up
 by ``external_task_id`` first, and any later attempt of ``task_submit`` (``submit_attempts``
@@ -111,6 +115,9 @@ NOT_CLAIMED = "not-claimed"  # not queued, or another worker holds the claim
 
 _REFUSING = {"invalid_request", "policy", "permission", "not_found"}
 _PAUSING = {"account", "authentication"}
+#: Codes that pause the account whatever their class: 1304, IP allow-list (KLING_API.md §2:
+#: "permanent until an admin acts"; it concerns this server, not one task).
+_PAUSING_CODES = frozenset({1304})
 
 
 def task_queue(
@@ -245,7 +252,8 @@ def _task_retry_later(
 def account_pause(
     *, account_pk: int, code: int | None, message: str, request_id: str | None
 ) -> bool:
-    """Pause submissions for a Kling account (codes 1100–1102, or credentials refused).
+    """Pause submissions for a Kling account (codes 1100–1102 and 1304, or credentials
+    refused).
 
     Records ``paused_code``, ``paused_message``, ``paused_request_id`` and ``paused_at``;
     team admins see them in a banner. An account already paused keeps its first reason.
@@ -262,6 +270,25 @@ def account_pause(
     )
 
 
+def account_pause_for(*, account: KlingAccount, error: Exception) -> bool:
+    """Pause ``account`` when ``error`` (any failed Kling call of it: a create, a list page,
+    a single query) is an account-level refusal that no retry can get past: the
+    ``_PAUSING_CODES`` (1304, IP allow-list: the vendor refuses every request from this
+    server's address). Returns True when this call paused it; other errors → False, nothing
+    changes. The poller calls it, so a team with tasks in flight and none queued also gets
+    the admins' banner (``account_pause``)."""
+    code = getattr(error, "code", None)
+    if not isinstance(error, KlingError) or code not in _PAUSING_CODES:
+        return False
+    message = _pause_message(error)
+    paused = account_pause(
+        account_pk=account.pk, code=code, message=message, request_id=error.request_id
+    )
+    if paused:
+        log.warning("Kling account %s paused: %s", account.pk, message)
+    return paused
+
+
 def _pause_message(error: KlingError) -> str:
     if str(error.error_class) == "authentication":
         hint = "Kling refused the credentials; an admin must check the access key and secret key"
@@ -272,6 +299,8 @@ def _pause_message(error: KlingError) -> str:
         1100: "Kling reports an account exception",
         1101: "the Kling account is in arrears",
         1102: "the Kling resource pack is used up or expired",
+        1304: "Kling refuses this server's IP address (IP allow-list); an admin must allow "
+        "it in the Kling console, then lift the pause",
     }
     reason = reasons.get(error.code or 0, "Kling refused the account")
     return f"Submissions are paused: {reason} ({error.message})."
@@ -295,6 +324,8 @@ def _handle_error(
     ``create_refused``: the error answered the create call itself (not a lookup), so a
     refusal in ``_NOTHING_CREATED`` unbinds the task from ``account``."""
     kind = str(error.error_class)
+    if error.code in _PAUSING_CODES:
+        kind = "account"
     if create_refused and kind in _NOTHING_CREATED:
         _unbind(task.pk, account)
     if kind in _REFUSING:

@@ -55,3 +55,30 @@ def closed_port_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+class CallbackJobs:
+    """Callbacks posted as the vendor posts them, with the receiver's on-commit job
+    (``tasks_app.jobs.task_confirm``: the query that confirms a final callback) run at once
+    and inline, as an idle cluster worker would. Made by the ``callback_jobs`` fixtures of
+    the callback test modules (``callback_jobs_for``)."""
+
+    def __init__(self, capture: Callable[..., Any]):
+        self.capture = capture
+
+    def post(self, client, path: str, body: Any, **headers: Any):
+        """POST ``body`` (a dict, or raw ``bytes``/``str``) as JSON to ``path``; returns the
+        response once the jobs it enqueued on commit have run."""
+        import json
+
+        data = body if isinstance(body, bytes | str) else json.dumps(body)
+        with self.capture(execute=True):
+            return client.post(path, data=data, content_type="application/json", **headers)
+
+
+def callback_jobs_for(monkeypatch, django_capture_on_commit_callbacks) -> CallbackJobs:
+    """A ``CallbackJobs``, with django-q2 running enqueued jobs inline (``Conf.SYNC``)."""
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", True)
+    return CallbackJobs(django_capture_on_commit_callbacks)

@@ -12,6 +12,7 @@ from django.db import connections
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
+from django_q.conf import Conf
 
 from klingweb.accounts.services import kling_client_for
 from tasks_app.callbacks import callback_token_for
@@ -79,8 +80,9 @@ def test_two_pollers_never_claim_the_same_task(portal):
 
 
 def test_duplicate_callbacks_and_polls_at_once_record_one_deduction(
-    portal, fresh_sandbox, live_server
+    portal, fresh_sandbox, live_server, monkeypatch
 ):
+    monkeypatch.setattr(Conf, "SYNC", True)  # each final callback's confirming query, inline
     account = sandbox_account(fresh_sandbox, portal.team)
     tasks = []
     client = kling_client_for(account)
@@ -158,7 +160,8 @@ def test_poll_repeated_after_a_crash_mid_cycle_doubles_nothing(portal, fresh_san
     _assert_one_deduction_each(fresh_sandbox, tasks)
 
 
-def test_callback_and_apply_racing_in_many_threads_record_once(portal, fresh_sandbox):
+def test_callback_and_apply_racing_in_many_threads_record_once(portal, fresh_sandbox, monkeypatch):
+    monkeypatch.setattr(Conf, "SYNC", True)  # each final callback's confirming query, inline
     account = sandbox_account(fresh_sandbox, portal.team)
     tasks = in_flight_tasks(portal.team, portal.member, account, 3)
     fresh_sandbox.advance(2)

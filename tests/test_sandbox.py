@@ -675,8 +675,10 @@ def test_element_create_query_list_and_delete(sb, client):
     body = element_body(external_task_id="el-1", element_voice_id="voice-9")
     tid = ok(client.post(ELEMENTS, json=body))["task_id"]
     sb.advance(TASK_SECONDS + 1)
-    task = ok(client.get(f"{ELEMENTS}/el-1"))
+    task = ok(client.get(f"{ELEMENTS}/{tid}"))
     assert task["task_id"] == tid and task["task_status"] == "succeed"
+    # The vendor page documents the single query by task_id only: no external id lookup.
+    assert client.get(f"{ELEMENTS}/el-1").json()["code"] == 1203
     [element] = task["task_result"]["elements"]
     assert element["element_name"] == "Hero"
     assert element["reference_type"] == "image_refer"

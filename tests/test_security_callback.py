@@ -28,6 +28,7 @@ from tasks_app.callbacks import (
     callback_token_for,
 )
 from tasks_app.models import Deduction, Status, Task
+from tests.jobs_support import CallbackJobs, callback_jobs_for
 
 SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"o" * 32).decode()
@@ -78,9 +79,24 @@ def path_for(task: Task, token: str | None = None) -> str:
     return reverse("tasks-callback", kwargs={"token": token or callback_token_for(task)})
 
 
+#: Set for each test by ``confirmations_run_inline``.
+_jobs: CallbackJobs | None = None
+
+
+@pytest.fixture(autouse=True)
+def confirmations_run_inline(monkeypatch, django_capture_on_commit_callbacks, kling_settings):
+    """Each POST runs what the receiver enqueues on commit (the query confirming a final
+    callback) at once. Kling is the sandbox, which does not know these made-up tasks: a
+    final callback is then applied as it came (``needs_confirmation``)."""
+    global _jobs
+    kling_settings.PUBLIC_BASE_URL = "https://portal.example.com"
+    _jobs = callback_jobs_for(monkeypatch, django_capture_on_commit_callbacks)
+    yield
+    _jobs = None
+
+
 def post(client, path: str, data, **headers):
-    raw = data if isinstance(data, bytes | str) else json.dumps(data)
-    return client.post(path, data=raw, content_type="application/json", **headers)
+    return _jobs.post(client, path, data, **headers)
 
 
 def state(task: Task) -> tuple:

@@ -18,6 +18,7 @@ from standardwebhooks import Webhook
 from tasks_app import submission
 from tasks_app.callbacks import callback_token_for, callback_url_for
 from tasks_app.models import Deduction, Status, Task
+from tests.jobs_support import CallbackJobs, callback_jobs_for
 from tests.test_tasks_submission import deliver_callbacks, queued
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
@@ -73,9 +74,25 @@ def callback_path(task: Task) -> str:
     return reverse("tasks-callback", kwargs={"token": callback_token_for(task)})
 
 
+#: Set for each test by ``confirmations_run_inline``.
+_jobs: CallbackJobs | None = None
+
+
+@pytest.fixture(autouse=True)
+def confirmations_run_inline(monkeypatch, django_capture_on_commit_callbacks, kling_settings):
+    """Each POST runs what the receiver enqueues on commit (the query confirming a final
+    callback) at once, as an idle cluster would. Kling is the sandbox: it does not know
+    this module's made-up ``kt-1``, so such a final callback cannot be confirmed and is
+    applied as it came, marked for the poller (``needs_confirmation``)."""
+    global _jobs
+    kling_settings.PUBLIC_BASE_URL = "https://portal.example.com"
+    _jobs = callback_jobs_for(monkeypatch, django_capture_on_commit_callbacks)
+    yield
+    _jobs = None
+
+
 def post(client, path: str, body, **headers):
-    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    return client.post(path, data=data, content_type="application/json", **headers)
+    return _jobs.post(client, path, body, **headers)
 
 
 class TestTokens:
@@ -314,7 +331,7 @@ class TestWithTheSandbox:
         assert submission.task_submit(task_pk=task.pk) == submission.SUBMITTED
         task.refresh_from_db()
         fresh_sandbox.advance(2)
-        statuses = deliver_callbacks(client, fresh_sandbox, task)
+        statuses = deliver_callbacks(client, fresh_sandbox, task, jobs=_jobs)
         assert len(statuses) >= 4 and set(statuses) == {200}
         # And once more, in reverse order, as a late redelivery would.
         for entry in reversed(
@@ -332,9 +349,9 @@ class TestWithTheSandbox:
 def test_the_sandbox_calls_the_running_receiver(live_server, portal, kling_settings, fresh_sandbox):
     """Real delivery: the sandbox POSTs to the portal's callback URL over loopback HTTP."""
     kling_settings.PUBLIC_BASE_URL = live_server.url
-    task = queued(portal.team, portal.member)
-    assert submission.task_submit(task_pk=task.pk) == submission.SUBMITTED
+    task = queued(portal.team, portal.member)  # its submission job runs inline on commit
     task.refresh_from_db()
+    assert task.status == Status.SUBMITTED, task.error_message
     fresh_sandbox.advance(2)
     assert fresh_sandbox.wait_callbacks(10)
     delivered = [e for e in fresh_sandbox.callbacks_log if e["task_id"] == task.task_id]

@@ -22,6 +22,7 @@ from tasks_app.families import get_family
 from tasks_app.models import IN_FLIGHT, Deduction, Status, Task
 from tasks_app.services import task_apply_remote
 from tests.conftest import SANDBOX_AK, SANDBOX_SK
+from tests.jobs_support import CallbackJobs
 from tests.test_tasks_forms import png_upload
 
 NO_CALLBACKS_HERE = "http://127.0.0.1:9"  # nothing listens: the sandbox logs the bodies
@@ -78,17 +79,14 @@ def poll(task: Task) -> None:
     task_apply_remote(task_pk=task.pk, remote=remote, source="poll")
 
 
-def deliver_callbacks(client, sandbox, task: Task) -> list[int]:
-    """Post the callbacks the sandbox tried to deliver for ``task`` to our receiver."""
+def deliver_callbacks(client, sandbox, task: Task, *, jobs: CallbackJobs) -> list[int]:
+    """Post the callbacks the sandbox tried to deliver for ``task`` to our receiver, each
+    followed by the jobs it enqueued (the confirming query), as a cluster would run them."""
     sandbox.wait_callbacks(5)
     statuses = []
     for entry in sandbox.callbacks_log:
         if entry["task_id"] == task.task_id:
-            response = client.post(
-                urlsplit(entry["url"]).path,
-                data=json.dumps(entry["body"]),
-                content_type="application/json",
-            )
+            response = jobs.post(client, urlsplit(entry["url"]).path, entry["body"])
             statuses.append(response.status_code)
     return statuses
 
@@ -133,7 +131,8 @@ class TestEndToEnd:
         )
 
         fresh_sandbox.advance(2)
-        assert set(deliver_callbacks(client, fresh_sandbox, task)) == {200}
+        jobs = CallbackJobs(django_capture_on_commit_callbacks)
+        assert set(deliver_callbacks(client, fresh_sandbox, task, jobs=jobs)) == {200}
         task.refresh_from_db()
         assert task.status == Status.SUCCEED
         assert task.result["videos"][0]["url"]

@@ -99,6 +99,17 @@ TASKS_CURSOR_LIMIT_MAX = 500
 TASK_STATUS_FILTERS = frozenset({"submitted", "processing", "succeeded", "failed"})
 TASK_PRODUCT_TYPES = frozenset({"video", "image", "try_on"})
 
+#: Families whose vendor page names only ``task_id`` as the single query's path parameter
+#: ("Query Task (Single)": ``task_id`` *Required*; kling-docs/ai-multi-shot.txt,
+#: elements.txt), where other families' pages also allow ``external_task_id`` (KLING_API.md
+#: §4). A task of theirs is looked up by ``external_task_id`` on the list pages instead
+#: (``get_task``), so timeout recovery never relies on an undocumented query.
+EXTERNAL_ID_ON_LIST_PAGES: frozenset[str] = frozenset({"multi_shot", "element"})
+#: List pages (500 tasks each, newest first) read to find such a task by ``external_task_id``:
+#: the tasks looked up so are ones whose create answer was lost moments earlier, so the
+#: first page holds them unless 500 newer tasks were created since.
+EXTERNAL_LOOKUP_PAGES = 3
+
 _FAMILY_ALIASES = {
     "elements": "element",
     "custom_elements": "element",
@@ -557,6 +568,11 @@ class KlingClient:
         encoded. Raises ``ValueError`` unless exactly one is given; ``KlingError`` (1203
         NOT_FOUND for an unknown task; retryable errors after ``max_retries`` retries).
 
+        For AI multi-shot and elements (``EXTERNAL_ID_ON_LIST_PAGES``), whose pages document
+        the single query by ``task_id`` only, an ``external_task_id`` is looked up on the
+        newest list pages instead (``_find_on_list_pages``; not listed there → NOT_FOUND
+        ``KlingError`` with code None).
+
         ``family`` may also be a 2026-design endpoint (a ``NEW_DESIGN_PATHS`` key): the task
         is then asked with ``GET /tasks?task_ids=`` (or ``external_task_ids=``), and an id
         the vendor does not list raises a NOT_FOUND ``KlingError`` (code None), so a caller
@@ -582,8 +598,29 @@ class KlingClient:
                 http_status=200,
                 error_class=ErrorClass.NOT_FOUND,
             )
+        if external_task_id is not None and _FAMILY_ALIASES.get(family, family) in (
+            EXTERNAL_ID_ON_LIST_PAGES
+        ):
+            return self._find_on_list_pages(family, ident)
         envelope = self._query(f"{family_path(family)}/{quote(ident, safe='')}")
         return self._task(self._data(envelope, dict), envelope)
+
+    def _find_on_list_pages(self, family: str, external_task_id: str) -> KlingTask:
+        """The task of ``family`` whose ``external_task_id`` is given, from the newest
+        ``EXTERNAL_LOOKUP_PAGES`` list pages (``iter_tasks``, 500 a page): the lookup for
+        families whose single query takes ``task_id`` only (``EXTERNAL_ID_ON_LIST_PAGES``).
+        Raises a NOT_FOUND ``KlingError`` (code None) when those pages do not hold it, and
+        the list query's own ``KlingError``."""
+        for items in self.iter_tasks(family, page_size=500, max_pages=EXTERNAL_LOOKUP_PAGES):
+            for item in items:
+                if item.external_task_id == external_task_id:
+                    return item
+        raise KlingError(
+            f"No {family} task with external_task_id {external_task_id} on the newest "
+            f"{EXTERNAL_LOOKUP_PAGES} list pages.",
+            http_status=200,
+            error_class=ErrorClass.NOT_FOUND,
+        )
 
     def iter_tasks(
         self, family: str, *, page_size: int = 500, max_pages: int = 1000

@@ -38,6 +38,10 @@ MAX_EXTENDED_SECONDS = Decimal(180)  # "total video duration cannot exceed 3 min
 EXTEND_ADDS_SECONDS = Decimal("4.5")  # "each extension can add 4 to 5 seconds"
 MEDIA_LIFETIME_SECONDS = 30 * 24 * 3600  # vendor deletes results after 30 days
 RESOURCE_PACK_TOTAL = Decimal(10000)
+#: Families whose "Query Task (Single)" page documents the ``task_id`` path parameter only
+#: (kling-docs/ai-multi-shot.txt, elements.txt: "task_id Required"): their single query does
+#: not look an ``external_task_id`` up, as the vendor documents none.
+TASK_ID_ONLY_FAMILIES = frozenset({"multi_shot", "element"})
 FAIL_MARK = "sandbox:fail"
 FAIL_CHARGED_MARK = "sandbox:fail-charged"
 TAG_NAMES = {
@@ -506,13 +510,17 @@ class SandboxState:
 
     def get(self, account: str, family: str, ident: str) -> Json:
         """One task of ``account`` in ``family``: ``ident`` is looked up as a ``task_id``,
-        then as an ``external_task_id`` of the account. Raises ``ApiError`` 404/1203 when
-        neither matches (another account's or another family's task is not found)."""
+        then as an ``external_task_id`` of the account — except for the families whose
+        vendor page names ``task_id`` alone as the path parameter (``TASK_ID_ONLY_FAMILIES``:
+        AI multi-shot, elements). Raises ``ApiError`` 404/1203 when nothing matches
+        (another account's or another family's task is not found)."""
         with self.lock:
             self.tick()
             task = self._tasks.get(ident)
             if task is None or task.account != account or task.family != family:
-                task = self._by_external.get((account, ident))
+                task = None
+                if family not in TASK_ID_ONLY_FAMILIES:
+                    task = self._by_external.get((account, ident))
             if task is None or task.family != family:
                 raise not_found(f"task not found: no task_id or external_task_id '{ident}'")
             return self.task_json(task)

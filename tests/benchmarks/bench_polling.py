@@ -12,13 +12,14 @@ For N = 10, 100, 1 000, 5 000 tasks in flight against a real sandbox on loopback
    loop, ``tasks_app.polling.poll_run``, a cycle every 5 s, in a thread); latency = the row's ``finished_at`` − the moment
    the sandbox finished the task (its ``updated_at``). p50 / p95 / max.
 3. **callbacks** — the same with a ``callback_url`` on every task, delivered by the sandbox to
-   the portal's real callback view served by a Django WSGI server thread on loopback; the
-   poller keeps running as the fallback, as in production.
+   the portal's real callback view served by a Django WSGI server thread on loopback (a
+   final callback's confirming query runs at once in that thread, as an idle cluster
+   would run it); the poller keeps running as the fallback, as in production.
 4. **foreign** — the requests of one cycle with all N due, alone in the Kling account and
    with 2 000 tasks of other systems created after them, for both designs. Legacy: the poll
    cycle itself (``tasks_poll``; list pages, newest first). 2026 design: the finder the poll
    cycle calls (``tasks_app.finder.tasks_find``, ``GET /tasks?task_ids=``) with an API-key
-   client, since the portal's Kling accounts hold access keys only.
+   client.
 
 Database: a throwaway SQLite file (WAL, the project's settings) in a temp directory; tables
 are created straight from the models (``migrate --run-syncdb`` with migrations disabled, as
@@ -252,6 +253,26 @@ class _Loop(threading.Thread):
             connections.close_all()
 
 
+def _confirmations_inline() -> None:
+    """Run each final callback's confirming query (``tasks_app.jobs.task_confirm``, enqueued
+    by the receiver on commit) at once in the receiver's thread, as an idle cluster worker
+    would pick it up; the bench runs no cluster, and other jobs (media keeping) stay queued
+    in both scenarios alike."""
+    import django_q.tasks
+
+    enqueue = django_q.tasks.async_task
+    if getattr(enqueue, "confirms_inline", False):
+        return
+
+    def async_task(func, *args, **kwargs):
+        if func == "tasks_app.jobs.task_confirm":
+            kwargs["sync"] = True
+        return enqueue(func, *args, **kwargs)
+
+    async_task.confirms_inline = True
+    django_q.tasks.async_task = async_task
+
+
 def _serve_portal():
     """The portal's WSGI app on a free loopback port: a fixed pool of ``WSGI_THREADS``
     threads (each keeps its database connection, like gunicorn's threaded workers)."""
@@ -292,6 +313,7 @@ def _bench_latency(n: int, *, callbacks: bool) -> dict:
         team, account = _team_and_account(sandbox, f"latency {n} {callbacks}")
         base = None
         if callbacks:
+            _confirmations_inline()
             server, base = _serve_portal()
         loop.start()
         tasks = _create_tasks(team, account, n, callback_base=base, spread_s=SPREAD_SECONDS)

@@ -199,6 +199,8 @@ def test_3_element_used_in_a_multi_shot_task_gives_three_images(
     page.goto(f"{stack.url}/t/{team}/elements/")
     card = page.locator(".element-card, article, li").filter(has_text="Captain Mira").first
     expect(card).to_be_visible(timeout=LIVE_MS)
+    # Ready once Kling's answer is confirmed by a query (the card refreshes itself).
+    expect(card).to_contain_text("Ready", timeout=LIVE_MS)
     shots(page, "library")
 
     page.goto(element_url)
