@@ -40,12 +40,12 @@ def _open(chromium, client, portal):  # noqa: F811
 )
 def test_budget_form_shows_the_servers_errors(chromium, client, portal, amount, message):  # noqa: F811
     page, errors = _open(chromium, client, portal)
-    page.get_by_label("Units").fill(amount)
+    page.get_by_label("Limit").fill(amount)
     with page.expect_response(lambda r: r.request.method == "POST") as answer:
         page.get_by_role("button", name="Save budget").click()
     assert answer.value.status == 422
     expect(page.locator("#budgets .errorlist")).to_contain_text(message)
-    expect(page.get_by_label("Units")).to_have_value(amount)
+    expect(page.get_by_label("Limit")).to_have_value(amount)
     assert not Budget.objects.filter(team=portal.team).exists()
     assert [e for e in errors if "422" not in e] == []
 
@@ -53,14 +53,14 @@ def test_budget_form_shows_the_servers_errors(chromium, client, portal, amount, 
 def test_other_server_errors_show_a_message(chromium, client, portal):  # noqa: F811
     page, errors = _open(chromium, client, portal)
     Membership.objects.filter(team=portal.team, user=portal.admin).update(role=Role.MEMBER)
-    page.get_by_label("Units").fill("100")
+    page.get_by_label("Limit").fill("100")
     page.get_by_role("button", name="Save budget").click()
     expect(page.locator("#htmx-error")).to_be_visible()
     expect(page.locator("#htmx-error")).to_contain_text("does not allow this (403)")
     assert not Budget.objects.filter(team=portal.team).exists()
     # The next request that works takes the message away.
     Membership.objects.filter(team=portal.team, user=portal.admin).update(role=Role.ADMIN)
-    page.get_by_label("Units").fill("100")
+    page.get_by_label("Limit").fill("100")
     page.get_by_role("button", name="Save budget").click()
     expect(page.locator("#budgets")).to_contain_text("set to 100 units")
     expect(page.locator("#htmx-error")).to_be_hidden()
