@@ -61,6 +61,8 @@ INSTALLED_APPS = [
     "tasks_app",
     "elements_app",
     "klingweb.reporting",  # usage reports; reads the ledger of tasks_app, one way
+    "klingweb.api",  # team API keys and the REST API under /api/v1/
+    "ninja",  # django-ninja: its Swagger UI assets served from STATIC (no CDN)
 ]
 
 MIDDLEWARE = [

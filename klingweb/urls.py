@@ -13,4 +13,5 @@ urlpatterns = [
     path("", include("tasks_app.urls_budgets")),
     path("", include("tasks_app.urls_ops")),
     path("", include("elements_app.urls")),
+    path("", include("klingweb.api.urls")),
 ]

@@ -1,0 +1,73 @@
+"""Team API keys and the idempotency records of ``POST /api/v1/tasks``."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class ApiKeyScope(models.TextChoices):
+    """What a key may do: ``read`` (GET only) or ``write`` (read + create tasks/elements).
+
+    A write key only writes while its creator is still a member (not a viewer) of its team.
+    """
+
+    READ = "read", "Read only"
+    WRITE = "write", "Read and write"
+
+
+class ApiKey(models.Model):
+    """A team API key, acting for the member who created it (``created_by``).
+
+    The key itself (``kw_<prefix>_<secret>``, 43 random URL-safe characters of secret: 256
+    bits) is shown once; only ``secret_hash`` (SHA-256 hex of the whole key) is stored,
+    with ``prefix`` (8 characters, unique, for the lookup) and ``last4`` (for lists).
+    ``last_used_at`` is refreshed at most once a minute; ``revoked_at`` set means 401.
+    """
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="api_keys")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    name = models.CharField(max_length=100)
+    scope = models.CharField(max_length=10, choices=ApiKeyScope.choices, default=ApiKeyScope.WRITE)
+    prefix = models.CharField(max_length=16, unique=True)
+    last4 = models.CharField(max_length=4)
+    secret_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"API key {self.name} (…{self.last4}) of {self.team}"
+
+    @property
+    def is_active(self) -> bool:
+        """True until revoked."""
+        return self.revoked_at is None
+
+
+class IdempotencyRecord(models.Model):
+    """One ``Idempotency-Key`` used with ``POST /api/v1/tasks``: the SHA-256 of the request
+    body it came with and the task it created. Unique per (API key, idempotency key)."""
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    body_hash = models.CharField(max_length=64)
+    task = models.ForeignKey("tasks_app.Task", on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["api_key", "key"], name="one_task_per_idempotency_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"Idempotency-Key {self.key} → task {self.task_id}"
