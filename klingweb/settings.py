@@ -245,6 +245,8 @@ THROTTLE_RATES: dict[str, tuple[int, int]] = {
     "password-reset-client": (10, 3600),  # ...and from one client IP, per hour
     "invitation-address": (3, 3600),  # invitations sent to one address...
     "invitation-client": (30, 3600),  # ...and from one client IP, per hour
+    # Requests per team API key (klingweb.api): 429 + Retry-After beyond it.
+    "api-key": (env_int("API_RATE_LIMIT_PER_MINUTE", 120, minimum=1), 60),
 }
 
 # --- I18N / time --------------------------------------------------------------------------

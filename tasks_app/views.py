@@ -28,7 +28,7 @@ from tasks_app.budgets import BudgetExceeded, budget_banners
 from tasks_app.families import TaskFamily, UnknownFamily, get_family, registry
 from tasks_app.forms import TaskFilterForm, video_extend_refusal
 from tasks_app.models import Family, Task, TaskMedia
-from tasks_app.submission import task_queue
+from tasks_app.submission import task_queue_form
 from tasks_app.templatetags.tasks_tags import units
 from tasks_app.uploads import (
     team_upload_prefix,
@@ -242,26 +242,11 @@ def task_create(request: HttpRequest, team: Any, family: str) -> HttpResponse:
 
 
 def _queue_from_form(request: HttpRequest, access: TeamAccess, fam: TaskFamily, form) -> Any:
-    """Store the form's uploads, build the params and queue the task; on a budget refusal
-    delete the uploads again, add a form error and return None."""
-    saved = form.store_files()
-    if fam.build_params is not None:
-        params = fam.build_params(form.cleaned_data, access.team)
-    else:
-        params = form.build_params()
-    prompt, summary = form.describe()
+    """Queue the form's task (``task_queue_form``, shared with the API); on a budget
+    refusal (uploads already deleted) add a form error and return None."""
     try:
-        return task_queue(
-            team=access.team,
-            user=request.user,
-            family=fam.key,
-            params=params,
-            prompt=prompt or str(params.get("prompt") or ""),
-            summary=summary,
-        )
+        return task_queue_form(team=access.team, user=request.user, family=fam, form=form)
     except BudgetExceeded as exc:
-        for name in saved:
-            default_storage.delete(name)
         form.add_error(None, str(exc))
         return None
 

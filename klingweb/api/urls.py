@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.urls import path
 
 from klingweb.api import views
+from klingweb.api.api import api, media_file
 
 urlpatterns = [
     path("t/<uuid:team>/settings/api-keys/", views.api_keys, name="api-keys"),
@@ -13,4 +14,6 @@ urlpatterns = [
         views.api_key_revoke_view,
         name="api-key-revoke",
     ),
+    path("api/v1/media/<str:token>", media_file, name="api-media"),
+    path("api/v1/", api.urls),
 ]
