@@ -35,7 +35,7 @@ from django.db.models import Q
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils import timezone
-from ninja import Field, Header, NinjaAPI, Query, Schema
+from ninja import Field, Header, NinjaAPI, Query, Schema, Status
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.openapi.docs import Swagger
@@ -492,7 +492,7 @@ def tasks_create(
             raise
         return replay
     task = _tasks(caller).prefetch_related("media").get(pk=task.pk)
-    return 202, task_out(request, task)
+    return Status(202, task_out(request, task))
 
 
 def _idempotent_replay(request: HttpRequest, caller: ApiCaller, key: str, digest: str):
@@ -511,7 +511,7 @@ def _idempotent_replay(request: HttpRequest, caller: ApiCaller, key: str, digest
             field="Idempotency-Key",
         )
     task = _tasks(caller).prefetch_related("media").get(pk=record.task_id)
-    return 200, task_out(request, task)
+    return Status(200, task_out(request, task))
 
 
 @api.get("/tasks/{code}", response={200: TaskOut, **ERRORS}, summary="A task", tags=["tasks"])
