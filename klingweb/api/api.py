@@ -514,7 +514,7 @@ def _idempotent_replay(request: HttpRequest, caller: ApiCaller, key: str, digest
     return Status(200, task_out(request, task))
 
 
-@api.get("/tasks/{code}", response={200: TaskOut, **ERRORS}, summary="A task", tags=["tasks"])
+@api.get("/tasks/{uuid:code}", response={200: TaskOut, **ERRORS}, summary="A task", tags=["tasks"])
 def tasks_detail(request: HttpRequest, code: UUID):
     """The task with this ``code`` in the key's team (another team's code: 404): status,
     vendor ``task_id``, cost, error (code, message, request_id) and results as signed
