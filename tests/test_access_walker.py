@@ -69,6 +69,7 @@ KWARG_MODELS: dict[str, tuple[str, str]] = {
     "account": ("accounts.KlingAccount", "code"),
     "media": ("tasks_app.TaskMedia", "code"),
     "call": ("accounts.VendorCall", "code"),
+    "key": ("api.ApiKey", "code"),
 }
 #: For the ambiguous ``code`` kwarg: URL-name prefix → (model label, field); longest wins.
 CODE_BY_URL_PREFIX: dict[str, tuple[str, str]] = {

@@ -406,6 +406,7 @@ def _body_hash(body: dict) -> str:
     response={200: TaskOut, 202: TaskOut, 402: ErrorOut, 409: ErrorOut, **ERRORS},
     summary="Create a task",
     tags=["tasks"],
+    url_name="api-tasks-create",
 )
 def tasks_create(
     request: HttpRequest,
@@ -514,7 +515,13 @@ def _idempotent_replay(request: HttpRequest, caller: ApiCaller, key: str, digest
     return Status(200, task_out(request, task))
 
 
-@api.get("/tasks/{uuid:code}", response={200: TaskOut, **ERRORS}, summary="A task", tags=["tasks"])
+@api.get(
+    "/tasks/{uuid:code}",
+    response={200: TaskOut, **ERRORS},
+    summary="A task",
+    tags=["tasks"],
+    url_name="api-tasks-detail",
+)
 def tasks_detail(request: HttpRequest, code: UUID):
     """The task with this ``code`` in the key's team (another team's code: 404): status,
     vendor ``task_id``, cost, error (code, message, request_id) and results as signed
@@ -525,7 +532,13 @@ def tasks_detail(request: HttpRequest, code: UUID):
     return task_out(request, task)
 
 
-@api.get("/tasks", response={200: TaskPage, **ERRORS}, summary="The team's tasks", tags=["tasks"])
+@api.get(
+    "/tasks",
+    response={200: TaskPage, **ERRORS},
+    summary="The team's tasks",
+    tags=["tasks"],
+    url_name="api-tasks-list",
+)
 def tasks_list(
     request: HttpRequest,
     status: str | None = None,
@@ -583,7 +596,13 @@ def tasks_list(
 # -- usage ------------------------------------------------------------------------------
 
 
-@api.get("/usage", response={200: UsageOut, **ERRORS}, summary="Usage figures", tags=["usage"])
+@api.get(
+    "/usage",
+    response={200: UsageOut, **ERRORS},
+    summary="Usage figures",
+    tags=["usage"],
+    url_name="api-usage",
+)
 def usage(
     request: HttpRequest,
     date_from: dt.date = Query(..., alias="from", description="First day, YYYY-MM-DD."),

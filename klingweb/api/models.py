@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+
+
+def new_key_prefix() -> str:
+    """8 random hex characters: the public, looked-up part of a key (``kw_<prefix>_…``)."""
+    return secrets.token_hex(4)
 
 
 class ApiKeyScope(models.TextChoices):
@@ -35,7 +41,7 @@ class ApiKey(models.Model):
     )
     name = models.CharField(max_length=100)
     scope = models.CharField(max_length=10, choices=ApiKeyScope.choices, default=ApiKeyScope.WRITE)
-    prefix = models.CharField(max_length=16, unique=True)
+    prefix = models.CharField(max_length=16, unique=True, default=new_key_prefix)
     last4 = models.CharField(max_length=4)
     secret_hash = models.CharField(max_length=64)
     created_at = models.DateTimeField(default=timezone.now)
