@@ -116,6 +116,18 @@ class TestEndToEnd:
         assert usage.status_code == 200
         assert [m["member"] for m in usage.json()["members"]] == ["member"]
 
+    def test_omitted_fields_take_the_pages_defaults(
+        self, portal, kling, django_capture_on_commit_callbacks
+    ):
+        body = {"family": "text2video", "prompt": "a fox"}
+        response = post_task(
+            api(make_key(portal.team, "member")), body, django_capture_on_commit_callbacks
+        )
+        assert response.status_code == 202, response.content
+        task = Task.objects.get(code=response.json()["code"])
+        assert task.params["mode"] == "std" and task.params["duration"] == "5"
+        assert task.params["aspect_ratio"] == "16:9" and task.params["model_name"] == "kling-v1-6"
+
     def test_form_errors_come_back_with_the_forms_message_and_field(self, portal, kling):
         client = api(make_key(portal.team, "member"))
         response = client.post(

@@ -9,7 +9,8 @@ that form decides, with the messages the page shows. This module only renames:
   given as Base64 (raw, or a ``data:<type>;base64,`` URL) → an upload in ``<name>_file``,
   checked by content like any upload;
 - ``watermark_info: {"enabled": bool}`` → the form's ``watermark`` box;
-- any other key → the form field of that name (strings, numbers, booleans).
+- any other key → the form field of that name (strings, numbers, booleans);
+- an omitted field → the value the create page preselects (``Field.initial``).
 
 A key the form does not know, ``external_task_id``/``callback_url`` (the portal sets them),
 or a value of the wrong shape is refused with ``ApiError`` naming the field.
@@ -113,6 +114,11 @@ def form_from_body(family: Any, body: dict, *, team: Any, user: Any) -> tuple[An
         raise ApiError(
             400, "unknown_field", f"{key} is not a field of {family.key} tasks.", field=key
         )
+    # An omitted field takes what the create page preselects (mode std, 16:9, 5 s...).
+    for name, field in form_class.base_fields.items():
+        unset = name not in data and name not in names
+        if unset and field.initial not in (None, "") and not isinstance(field.initial, bool):
+            data[name] = str(field.initial)
     form = form_class(data, files, team=team, user=user)
     return form, names
 
