@@ -238,6 +238,14 @@ class TestKeys:
         assert client.post(revoke).status_code == 302
         assert api(raw).get("/api/v1/tasks").status_code == 401
 
+    def test_elements_list_is_the_teams_only(self, portal, kling):
+        from elements_app.models import Element
+
+        Element.objects.create(team=portal.team, name="Blue fox", creator=portal.member)
+        Element.objects.create(team=portal.other_team, name="Red fox", creator=portal.outsider)
+        items = api(make_key(portal.team, "viewer", read_only=True)).get("/api/v1/elements")
+        assert [e["name"] for e in items.json()] == ["Blue fox"]
+
     def test_admin_page_refuses_members_and_outsiders(self, client, portal):
         url = reverse("api-keys", kwargs={"team": portal.team.code})
         client.force_login(portal.member)
@@ -306,6 +314,7 @@ class TestSchema:
     def test_docs_page_is_served_locally(self):
         page = Client().get("/api/v1/docs")
         assert page.status_code == 200
+        assert "script-src 'self'" in page["Content-Security-Policy"]
         text = page.content.decode()
         assert "/static/ninja/swagger-ui-bundle.js" in text and "cdn" not in text.lower()
 
@@ -369,5 +378,6 @@ class TestSchema:
             "GET /api/v1/tasks/{code}",
             "GET /api/v1/tasks",
             "GET /api/v1/usage",
+            "GET /api/v1/elements",
         }, statuses
         assert 200 in statuses["GET /api/v1/tasks"] and 400 in statuses["POST /api/v1/tasks"]

@@ -154,6 +154,7 @@ RULES: dict[str, Rule] = {
     "api-tasks-list": Rule(GP, PUBLIC_LEVEL, PUBLIC_LEVEL),
     "api-tasks-detail": Rule(G, PUBLIC_LEVEL),
     "api-usage": Rule(G, PUBLIC_LEVEL),
+    "api-elements-list": Rule(G, PUBLIC_LEVEL),
 }
 
 #: Marks of the other team's data: none may show on any page of the requester.

@@ -28,6 +28,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from csp.decorators import csp_update
 from django.conf import settings
 from django.core import signing
 from django.db import IntegrityError, transaction
@@ -113,6 +114,8 @@ api = NinjaAPI(
     urls_namespace="api-v1",
     docs=Swagger(settings={"persistAuthorization": True}),
     docs_url="/docs",
+    # Swagger UI sets inline styles on its elements; scripts stay 'self' only.
+    docs_decorator=csp_update({"style-src": ["'unsafe-inline'"]}),
     openapi_url="/openapi.json",
     auth=ApiKeyBearer(),
 )
@@ -665,6 +668,59 @@ def usage(
         ],
         "days": [{"day": day, "units": units} for day, units in sorted(days.items())],
     }
+
+
+# -- elements ---------------------------------------------------------------------------
+
+
+class ElementOut(Schema):
+    """A custom element of the team: portal ``code``, the vendor's ``element_id`` (empty
+    until created), ``name``, ``description``, ``reference_type``, ``status`` (creating,
+    succeed, failed, deleted), the task that created it (``task_code``), creator, time."""
+
+    code: UUID
+    element_id: str
+    name: str
+    description: str
+    reference_type: str
+    status: str
+    task_code: UUID | None = None
+    creator: str | None = None
+    created_at: dt.datetime
+
+
+@api.get(
+    "/elements",
+    response={200: list[ElementOut], **ERRORS},
+    summary="The team's custom elements",
+    tags=["elements"],
+    url_name="api-elements-list",
+)
+def elements_list(request: HttpRequest, limit: int = Query(PAGE_MAX, ge=1, le=500)):
+    """The key's team's custom elements, newest first (at most ``limit``, 1–500), deleted
+    ones left out. Creating elements stays on the elements page for now."""
+    from elements_app.models import Element
+
+    caller: ApiCaller = request.auth
+    rows = (
+        Element.objects.filter(team=caller.team, deleted_at__isnull=True)
+        .select_related("creator", "task")
+        .order_by("-created_at", "-id")[:limit]
+    )
+    return [
+        {
+            "code": e.code,
+            "element_id": e.element_id,
+            "name": e.name,
+            "description": e.description,
+            "reference_type": e.reference_type or "",
+            "status": e.status,
+            "task_code": e.task.code if e.task_id else None,
+            "creator": e.creator.get_username() if e.creator else None,
+            "created_at": e.created_at,
+        }
+        for e in rows
+    ]
 
 
 # -- signed result links (a plain Django view: the token is the credential) --------------
