@@ -396,7 +396,12 @@ KLINGWEB_TASK_FAMILIES = [
 # Periodic jobs of plugged-in apps, created by `manage.py setup_schedules` (minutes apart).
 KLINGWEB_PLUGIN_SCHEDULES = [
     {"name": "klingweb-element-presets", "func": "elements_app.jobs.sync_presets", "minutes": 360},
+    {"name": "klingweb-webhook-retries", "func": "klingweb.api.jobs.webhooks_retry", "minutes": 1},
 ]
+# Called in task_apply_remote's transaction when a task finishes (dotted paths, ``task=``).
+KLINGWEB_TASK_FINISHED_HOOKS = ["klingweb.api.webhooks.task_finished_hook"]
+# Origins (scheme://host:port) outbound webhooks may reach on private/loopback addresses.
+WEBHOOK_ALLOWED_ORIGINS = env_list("WEBHOOK_ALLOWED_ORIGINS")
 
 # --- Security -----------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

@@ -70,6 +70,7 @@ KWARG_MODELS: dict[str, tuple[str, str]] = {
     "media": ("tasks_app.TaskMedia", "code"),
     "call": ("accounts.VendorCall", "code"),
     "key": ("api.ApiKey", "code"),
+    "endpoint": ("api.WebhookEndpoint", "code"),
 }
 #: For the ambiguous ``code`` kwarg: URL-name prefix → (model label, field); longest wins.
 CODE_BY_URL_PREFIX: dict[str, tuple[str, str]] = {

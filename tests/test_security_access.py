@@ -146,6 +146,9 @@ RULES: dict[str, Rule] = {
     # bearer walk check the key's team and scope.
     "api-keys": Rule(GP, A, A),
     "api-key-revoke": Rule(P, A, A),
+    "api-webhooks": Rule(GP, A, A),
+    "api-webhook-test": Rule(P, A, A),
+    "api-webhook-delete": Rule(P, A, A),
     "api-media": Rule(G, PUBLIC_LEVEL),  # the signed, expiring token is the key
     "api-root": Rule(G, PUBLIC_LEVEL),
     "openapi-json": Rule(G, PUBLIC_LEVEL),

@@ -77,3 +77,81 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"Idempotency-Key {self.key} → task {self.task_id}"
+
+
+class WebhookEvent(models.TextChoices):
+    """Events a team's webhook endpoint may subscribe to (``type`` of the payload)."""
+
+    TASK_SUCCEEDED = "task.succeeded", "Task succeeded"
+    TASK_FAILED = "task.failed", "Task failed (or refused)"
+
+
+#: The type of the "send test" delivery (always sent, whatever the subscription).
+WEBHOOK_TEST_EVENT = "webhook.test"
+
+
+class WebhookEndpoint(models.Model):
+    """A team's outbound webhook endpoint: ``url`` (http/https), ``events`` (a list of
+    ``WebhookEvent`` values), and its Standard Webhooks signing secret (``whsec_…``,
+    Fernet-encrypted in ``secret_encrypted``; shown once when made)."""
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    team = models.ForeignKey(
+        "accounts.Team", on_delete=models.CASCADE, related_name="webhook_endpoints"
+    )
+    url = models.URLField(max_length=2000)
+    events = models.JSONField(default=list)
+    secret_encrypted = models.TextField(help_text="Fernet token of the whsec_ secret.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"Webhook {self.url} of {self.team}"
+
+
+class DeliveryStatus(models.TextChoices):
+    """``pending`` (not yet answered 2xx; retried while ``next_attempt_at`` is set),
+    ``succeeded`` (answered 2xx), ``failed`` (given up after ~24 h or refused address)."""
+
+    PENDING = "pending", "Pending"
+    SUCCEEDED = "succeeded", "Delivered"
+    FAILED = "failed", "Given up"
+
+
+class WebhookDelivery(models.Model):
+    """One event for one endpoint; unique per (endpoint, ``event_id``), so an event is never
+    sent twice except as a retry of this row. ``attempts``: requests made;
+    ``response_status``/``last_error``/``duration_ms`` (milliseconds): of the last one."""
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    event_id = models.CharField(max_length=100)
+    event_type = models.CharField(max_length=40)
+    payload = models.JSONField(default=dict)
+    status = models.CharField(
+        max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    response_status = models.IntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["endpoint", "event_id"], name="one_delivery_per_event")
+        ]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="webhook_due")]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.event_id} → {self.endpoint_id} ({self.status})"

@@ -14,6 +14,17 @@ urlpatterns = [
         views.api_key_revoke_view,
         name="api-key-revoke",
     ),
+    path("t/<uuid:team>/settings/webhooks/", views.webhooks, name="api-webhooks"),
+    path(
+        "t/<uuid:team>/settings/webhooks/<uuid:endpoint>/test/",
+        views.webhook_test,
+        name="api-webhook-test",
+    ),
+    path(
+        "t/<uuid:team>/settings/webhooks/<uuid:endpoint>/delete/",
+        views.webhook_delete,
+        name="api-webhook-delete",
+    ),
     path("api/v1/media/<str:token>", media_file, name="api-media"),
     path("api/v1/", api.urls),
 ]

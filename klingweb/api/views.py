@@ -12,9 +12,10 @@ from django.shortcuts import redirect, render
 
 from klingweb.accounts.access import READ_WRITE, WRITE, TeamAccess, object_for_user, team_for_user
 from klingweb.accounts.models import Role
-from klingweb.api.forms import ApiKeyForm
+from klingweb.api.forms import ApiKeyForm, WebhookEndpointForm
 from klingweb.api.keys import api_key_create, api_key_revoke
-from klingweb.api.models import ApiKey
+from klingweb.api.models import ApiKey, WebhookEndpoint
+from klingweb.api.webhooks import webhook_endpoint_create, webhook_send_test
 
 
 def _page(request: HttpRequest, access: TeamAccess, **extra: Any) -> HttpResponse:
@@ -57,3 +58,65 @@ def api_key_revoke_view(request: HttpRequest, team: Any, key: Any) -> HttpRespon
     )
     api_key_revoke(api_key=api_key)
     return redirect("api-keys", team=access.team.code)
+
+
+# -- outbound webhooks ------------------------------------------------------------------
+
+
+def _webhooks_page(request: HttpRequest, access: TeamAccess, **extra: Any) -> HttpResponse:
+    endpoints = list(WebhookEndpoint.objects.filter(team=access.team))
+    for endpoint in endpoints:
+        endpoint.recent = list(endpoint.deliveries.order_by("-created_at", "-id")[:20])
+    context = {
+        "access": access,
+        "team": access.team,
+        "endpoints": endpoints,
+        "form": WebhookEndpointForm(),
+        **extra,
+    }
+    return render(request, "api/webhooks.html", context)
+
+
+def webhooks(request: HttpRequest, team: Any) -> HttpResponse:
+    """GET/POST /t/<team>/settings/webhooks/: the team's webhook endpoints with their
+    delivery log (last 20: event, status, attempts, response code, time in ms); POST adds
+    an endpoint and shows its signing secret once. Admins only."""
+    access = team_for_user(request, team, role=Role.ADMIN, methods=READ_WRITE)
+    if request.method != "POST":
+        return _webhooks_page(request, access)
+    form = WebhookEndpointForm(request.POST)
+    if not form.is_valid():
+        return _webhooks_page(request, access, form=form)
+    try:
+        endpoint, secret = webhook_endpoint_create(
+            team=access.team,
+            user=request.user,
+            url=form.cleaned_data["url"],
+            events=form.cleaned_data["events"],
+        )
+    except ValueError as exc:
+        form.add_error("url", str(exc))
+        return _webhooks_page(request, access, form=form)
+    response = _webhooks_page(request, access, new_endpoint=endpoint, new_secret=secret)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def webhook_test(request: HttpRequest, team: Any, endpoint: Any) -> HttpResponse:
+    """POST /t/<team>/settings/webhooks/<endpoint>/test/: queue a signed ``webhook.test``
+    delivery to the endpoint (it shows in the log). Admins only."""
+    item, access = object_for_user(
+        request, WebhookEndpoint.objects.all(), team, endpoint, role=Role.ADMIN, methods=WRITE
+    )
+    webhook_send_test(endpoint=item)
+    return redirect("api-webhooks", team=access.team.code)
+
+
+def webhook_delete(request: HttpRequest, team: Any, endpoint: Any) -> HttpResponse:
+    """POST /t/<team>/settings/webhooks/<endpoint>/delete/: remove the endpoint and its
+    log. Admins only."""
+    item, access = object_for_user(
+        request, WebhookEndpoint.objects.all(), team, endpoint, role=Role.ADMIN, methods=WRITE
+    )
+    item.delete()
+    return redirect("api-webhooks", team=access.team.code)
