@@ -192,8 +192,9 @@ def test_setup_schedules_is_idempotent(settings):
         "klingweb-poll",
         "klingweb-reconcile",
         "klingweb-resource-packs",
+        "klingweb-webhook-retries",
     ]
-    assert Schedule.objects.count() == 6  # the second run created nothing new
+    assert Schedule.objects.count() == 7  # the second run created nothing new
     poll = Schedule.objects.get(name="klingweb-poll")
     assert (poll.func, poll.schedule_type, poll.minutes) == ("tasks_app.jobs.poll_loop", "I", 1)
     assert Schedule.objects.get(name="klingweb-reconcile").next_run == nightly
