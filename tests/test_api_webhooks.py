@@ -196,3 +196,35 @@ def test_admin_adds_endpoint_secret_once_and_sends_test(
     client.force_login(portal.outsider)
     assert client.post(test_url).status_code == 404
     assert json.loads(body)["data"]["endpoint"] == str(endpoint.code)
+
+
+def test_rotated_secret_old_one_verifies_during_grace_only(
+    client, portal, kling, receiver, django_capture_on_commit_callbacks
+):
+    from klingweb.api.webhooks import webhook_send_test
+
+    kling.WEBHOOK_ALLOWED_ORIGINS = [receiver.origin]
+    endpoint, old = webhook_endpoint_create(
+        team=portal.team, user=portal.admin, url=receiver.url, events=["task.succeeded"]
+    )
+    client.force_login(portal.admin)
+    rotate = reverse(
+        "api-webhook-rotate", kwargs={"team": portal.team.code, "endpoint": endpoint.code}
+    )
+    page = client.post(rotate).content.decode()
+    new = page.split('id="new-secret-text">')[1].split("<")[0]
+    assert new.startswith("whsec_") and new != old
+    endpoint.refresh_from_db()
+    with django_capture_on_commit_callbacks(execute=True):
+        webhook_send_test(endpoint=endpoint)
+    headers, body = receiver.requests[-1]
+    assert Webhook(new).verify(body, headers) and Webhook(old).verify(body, headers)
+
+    endpoint.previous_secret_until = timezone.now() - timedelta(seconds=1)
+    endpoint.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        webhook_send_test(endpoint=endpoint)
+    headers, body = receiver.requests[-1]
+    assert Webhook(new).verify(body, headers)
+    with pytest.raises(Exception, match="(?i)signature"):
+        Webhook(old).verify(body, headers)

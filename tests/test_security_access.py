@@ -148,6 +148,7 @@ RULES: dict[str, Rule] = {
     "api-key-revoke": Rule(P, A, A),
     "api-webhooks": Rule(GP, A, A),
     "api-webhook-test": Rule(P, A, A),
+    "api-webhook-rotate": Rule(P, A, A),
     "api-webhook-delete": Rule(P, A, A),
     "api-media": Rule(G, PUBLIC_LEVEL),  # the signed, expiring token is the key
     "api-root": Rule(G, PUBLIC_LEVEL),

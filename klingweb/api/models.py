@@ -93,7 +93,9 @@ WEBHOOK_TEST_EVENT = "webhook.test"
 class WebhookEndpoint(models.Model):
     """A team's outbound webhook endpoint: ``url`` (http/https), ``events`` (a list of
     ``WebhookEvent`` values), and its Standard Webhooks signing secret (``whsec_…``,
-    Fernet-encrypted in ``secret_encrypted``; shown once when made)."""
+    Fernet-encrypted in ``secret_encrypted``; shown once when made or rotated). After a
+    rotation deliveries carry a second signature made with the previous secret until
+    ``previous_secret_until``, so receivers can switch secrets without losing events."""
 
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     team = models.ForeignKey(
@@ -102,6 +104,9 @@ class WebhookEndpoint(models.Model):
     url = models.URLField(max_length=2000)
     events = models.JSONField(default=list)
     secret_encrypted = models.TextField(help_text="Fernet token of the whsec_ secret.")
+    # After a rotation the old secret also signs until ``previous_secret_until`` (grace).
+    previous_secret_encrypted = models.TextField(blank=True)
+    previous_secret_until = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )

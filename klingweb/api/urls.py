@@ -21,6 +21,11 @@ urlpatterns = [
         name="api-webhook-test",
     ),
     path(
+        "t/<uuid:team>/settings/webhooks/<uuid:endpoint>/rotate/",
+        views.webhook_rotate,
+        name="api-webhook-rotate",
+    ),
+    path(
         "t/<uuid:team>/settings/webhooks/<uuid:endpoint>/delete/",
         views.webhook_delete,
         name="api-webhook-delete",

@@ -15,7 +15,11 @@ from klingweb.accounts.models import Role
 from klingweb.api.forms import ApiKeyForm, WebhookEndpointForm
 from klingweb.api.keys import api_key_create, api_key_revoke
 from klingweb.api.models import ApiKey, WebhookEndpoint
-from klingweb.api.webhooks import webhook_endpoint_create, webhook_send_test
+from klingweb.api.webhooks import (
+    webhook_endpoint_create,
+    webhook_secret_rotate,
+    webhook_send_test,
+)
 
 
 def _page(request: HttpRequest, access: TeamAccess, **extra: Any) -> HttpResponse:
@@ -120,3 +124,15 @@ def webhook_delete(request: HttpRequest, team: Any, endpoint: Any) -> HttpRespon
     )
     item.delete()
     return redirect("api-webhooks", team=access.team.code)
+
+
+def webhook_rotate(request: HttpRequest, team: Any, endpoint: Any) -> HttpResponse:
+    """POST /t/<team>/settings/webhooks/<endpoint>/rotate/: a new signing secret, shown once;
+    the old one also signs for 24 hours. Admins only."""
+    item, access = object_for_user(
+        request, WebhookEndpoint.objects.all(), team, endpoint, role=Role.ADMIN, methods=WRITE
+    )
+    secret = webhook_secret_rotate(endpoint=item)
+    response = _webhooks_page(request, access, new_endpoint=item, new_secret=secret)
+    response["Cache-Control"] = "no-store"
+    return response

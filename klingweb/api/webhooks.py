@@ -57,6 +57,8 @@ TIMEOUT_SECONDS = 10.0
 #: A claimed delivery is left alone this long (a worker killed mid-request frees it then).
 CLAIM_SECONDS = 60
 DELIVER_JOB = "klingweb.api.webhooks.webhook_deliver"
+#: How long the previous secret still signs after a rotation.
+ROTATE_GRACE = timedelta(hours=24)
 
 
 def allowed_origins() -> frozenset:
@@ -77,7 +79,7 @@ def webhook_endpoint_create(
     unknown = set(events) - set(WebhookEvent.values)
     if unknown or not events:
         raise ValueError(f"Choose events among {', '.join(WebhookEvent.values)}.")
-    secret = "whsec_" + b64encode(secrets.token_bytes(32)).decode("ascii")
+    secret = _new_secret()
     endpoint = WebhookEndpoint.objects.create(
         team=team,
         url=url,
@@ -86,6 +88,23 @@ def webhook_endpoint_create(
         created_by=user,
     )
     return endpoint, secret
+
+
+def webhook_secret_rotate(*, endpoint: WebhookEndpoint, grace: timedelta = ROTATE_GRACE) -> str:
+    """Give ``endpoint`` a new signing secret and return it (shown once); the old one keeps
+    signing too (a second signature) for ``grace`` (default 24 h)."""
+    secret = _new_secret()
+    endpoint.previous_secret_encrypted = endpoint.secret_encrypted
+    endpoint.previous_secret_until = timezone.now() + grace
+    endpoint.secret_encrypted = secret_encrypt(secret)
+    endpoint.save(
+        update_fields=["secret_encrypted", "previous_secret_encrypted", "previous_secret_until"]
+    )
+    return secret
+
+
+def _new_secret() -> str:
+    return "whsec_" + b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
 def webhooks_emit(
@@ -199,6 +218,10 @@ def webhook_deliver(delivery_pk: int) -> str | None:
         "webhook-timestamp": str(int(now.timestamp())),
         "webhook-signature": signer.sign(delivery.event_id, now, body),
     }
+    if endpoint.previous_secret_encrypted and (endpoint.previous_secret_until or now) > now:
+        previous = Webhook(secret_decrypt(endpoint.previous_secret_encrypted))
+        # Standard Webhooks: several space-separated signatures, any one may verify.
+        headers["webhook-signature"] += " " + previous.sign(delivery.event_id, now, body)
     status, error, give_up = None, "", False
     started = time.monotonic()
     try:
