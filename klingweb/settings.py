@@ -60,6 +60,8 @@ INSTALLED_APPS = [
     "tasks_app",
     "elements_app",
     "klingweb.reporting",  # usage reports; reads the ledger of tasks_app, one way
+    "klingweb.api",  # team API keys and the REST API under /api/v1/
+    "ninja",  # django-ninja: its Swagger UI assets served from STATIC (no CDN)
 ]
 
 MIDDLEWARE = [
@@ -242,6 +244,8 @@ THROTTLE_RATES: dict[str, tuple[int, int]] = {
     "password-reset-client": (10, 3600),  # ...and from one client IP, per hour
     "invitation-address": (3, 3600),  # invitations sent to one address...
     "invitation-client": (30, 3600),  # ...and from one client IP, per hour
+    # Requests per team API key (klingweb.api): 429 + Retry-After beyond it.
+    "api-key": (env_int("API_RATE_LIMIT_PER_MINUTE", 120, minimum=1), 60),
 }
 
 # --- I18N / time --------------------------------------------------------------------------
@@ -401,7 +405,12 @@ KLINGWEB_ELEMENT_CHOICES = "elements_app.omni.element_choices"
 # Periodic jobs of plugged-in apps, created by `manage.py setup_schedules` (minutes apart).
 KLINGWEB_PLUGIN_SCHEDULES = [
     {"name": "klingweb-element-presets", "func": "elements_app.jobs.sync_presets", "minutes": 360},
+    {"name": "klingweb-webhook-retries", "func": "klingweb.api.jobs.webhooks_retry", "minutes": 1},
 ]
+# Called in task_apply_remote's transaction when a task finishes (dotted paths, ``task=``).
+KLINGWEB_TASK_FINISHED_HOOKS = ["klingweb.api.webhooks.task_finished_hook"]
+# Origins (scheme://host:port) outbound webhooks may reach on private/loopback addresses.
+WEBHOOK_ALLOWED_ORIGINS = env_list("WEBHOOK_ALLOWED_ORIGINS")
 
 # --- Security -----------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

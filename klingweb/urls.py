@@ -29,4 +29,5 @@ urlpatterns = [
     path("", include("tasks_app.urls_ops")),
     path("", include("elements_app.urls_live")),
     path("", include("elements_app.urls")),
+    path("", include("klingweb.api.urls")),
 ]

@@ -304,6 +304,7 @@ def task_apply_remote(
                 _enqueue_on_commit("tasks_app.jobs.keep_media", task.pk)
         if new_status in FINISHED:
             _enqueue_on_commit("tasks_app.jobs.check_budget_alerts", task.team_id)
+            _run_finished_hooks(task)
     return True
 
 
@@ -377,6 +378,21 @@ def _run_on_succeed(task: Task, remote: KlingTask) -> None:
         return
     if family.on_succeed is not None:
         family.on_succeed(task, remote)
+
+
+def _run_finished_hooks(task: Task) -> None:
+    """Call each ``settings.KLINGWEB_TASK_FINISHED_HOOKS`` entry (dotted path of a function
+    taking ``task=``) in a savepoint, e.g. the API's webhooks; a failing hook is logged and
+    never undoes the apply."""
+    from django.conf import settings
+    from django.utils.module_loading import import_string
+
+    for path in getattr(settings, "KLINGWEB_TASK_FINISHED_HOOKS", ()):
+        try:
+            with transaction.atomic():
+                import_string(path)(task=task)
+        except Exception:
+            log.exception("task %s: finished hook %s failed", task.pk, path)
 
 
 def _enqueue_on_commit(func: str, *args: object) -> None:

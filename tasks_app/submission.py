@@ -120,6 +120,40 @@ _PAUSING = {"account", "authentication"}
 _PAUSING_CODES = frozenset({1304})
 
 
+def task_queue_form(*, team: Any, user: Any, family: Any, form: Any) -> Task:
+    """Queue the task a valid create ``form`` of ``family`` (a ``TaskFamily``) describes:
+    store its uploads, build the params, and ``task_queue`` them. The one submission path
+    of the create page and of ``POST /api/v1/tasks``.
+
+    Raises ``tasks_app.budgets.BudgetExceeded`` (its text names the budget) and
+    ``tasks_app.inputs.InputNeedsPublicAddress`` (a video input, no public address) after
+    deleting the uploads this call stored: nothing is left behind.
+    """
+    from django.core.files.storage import default_storage
+
+    from tasks_app.budgets import BudgetExceeded
+
+    saved = form.store_files()
+    if family.build_params is not None:
+        params = family.build_params(form.cleaned_data, team)
+    else:
+        params = form.build_params()
+    prompt, summary = form.describe()
+    try:
+        return task_queue(
+            team=team,
+            user=user,
+            family=family.key,
+            params=params,
+            prompt=prompt or str(params.get("prompt") or ""),
+            summary=summary,
+        )
+    except (BudgetExceeded, InputNeedsPublicAddress):
+        for name in saved:
+            default_storage.delete(name)
+        raise
+
+
 def task_queue(
     *,
     team: Any,

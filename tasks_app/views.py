@@ -46,7 +46,7 @@ from tasks_app.forms import video_extend_refusal, video_source_task
 from tasks_app.inputs import InputNeedsPublicAddress
 from tasks_app.live import task_table_context
 from tasks_app.models import Family, Task, TaskMedia
-from tasks_app.submission import TaskNotCancellable, task_cancel, task_queue
+from tasks_app.submission import TaskNotCancellable, task_cancel, task_queue_form
 from tasks_app.templatetags.tasks_tags import units
 from tasks_app.uploads import (
     team_upload_prefix,
@@ -242,27 +242,12 @@ def task_create(request: HttpRequest, team: Any, family: str) -> HttpResponse:
 
 
 def _queue_from_form(request: HttpRequest, access: TeamAccess, fam: TaskFamily, form) -> Any:
-    """Store the form's uploads, build the params and queue the task; on a budget refusal
-    (or a video input without a public address) delete the uploads again, add a form error
-    and return None."""
-    saved = form.store_files()
-    if fam.build_params is not None:
-        params = fam.build_params(form.cleaned_data, access.team)
-    else:
-        params = form.build_params()
-    prompt, summary = form.describe()
+    """Queue the form's task (``task_queue_form``, shared with the API); on a budget
+    refusal or a video input without a public address (uploads already deleted) add a
+    form error and return None."""
     try:
-        return task_queue(
-            team=access.team,
-            user=request.user,
-            family=fam.key,
-            params=params,
-            prompt=prompt or str(params.get("prompt") or ""),
-            summary=summary,
-        )
+        return task_queue_form(team=access.team, user=request.user, family=fam, form=form)
     except (BudgetExceeded, InputNeedsPublicAddress) as exc:
-        for name in saved:
-            default_storage.delete(name)
         form.add_error(None, str(exc))
         return None
 

@@ -71,6 +71,8 @@ KWARG_MODELS: dict[str, tuple[str, str]] = {
     "account": ("accounts.KlingAccount", "code"),
     "media": ("tasks_app.TaskMedia", "code"),
     "call": ("accounts.VendorCall", "code"),
+    "key": ("api.ApiKey", "code"),
+    "endpoint": ("api.WebhookEndpoint", "code"),
 }
 #: For the ambiguous ``code`` kwarg: URL-name prefix → (model label, field); longest wins.
 CODE_BY_URL_PREFIX: dict[str, tuple[str, str]] = {
@@ -522,3 +524,30 @@ def test_walker_catches_views_without_access_checks(settings, portal, casts):
     report = walk([path("", include(LEAKY_PATTERNS))], portal.owner, casts["other"])
     failed = {line.split("[")[1].split(" ")[0] for line in report.failures}
     assert failed == {"leaky-team", "tasks-leaky", "leaky-redirect", "leaky-list"}, report.failures
+
+
+def test_api_key_of_one_team_reaches_nothing_of_another(portal, casts):
+    """Every ``/api/v1/`` URL, with a write key of ``team`` (its owner's) as the bearer and
+    ``other_team``'s identifiers: nothing of the other team is served, nothing changes."""
+    from klingweb.api.keys import api_key_create
+
+    _, raw = api_key_create(team=portal.team, user=portal.owner, name="walker", scope="write")
+    client = Client(raise_request_exception=False, headers={"Authorization": f"Bearer {raw}"})
+    other = casts["other"]
+    before = snapshot(other)
+    markers = leak_markers(other)
+    failures, walked = [], []
+    for route in iter_routes(get_resolver().url_patterns):
+        if not isinstance(route, Route) or not route.route.startswith("api/v1/"):
+            continue
+        for url in urls_for(route, other):
+            walked.append(url)
+            for method in ("GET", "POST"):
+                response = client.generic(method, url)
+                problem = verdict(response, must_refuse=bool(route.uuid_kwargs), markers=markers)
+                if problem:
+                    failures.append(f"{method} {url} [{route.label}]: {problem}")
+    assert not failures, "Another team's data is reachable by API key:\n" + "\n".join(failures)
+    assert snapshot(other) == before
+    other_task = other.objects[apps.get_model("tasks_app.Task")]
+    assert f"/api/v1/tasks/{other_task.code}" in walked

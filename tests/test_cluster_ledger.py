@@ -191,7 +191,8 @@ def test_setup_schedules_is_idempotent(settings):
         "klingweb-media-sweep",
         "klingweb-reconcile",
         "klingweb-resource-packs",
+        "klingweb-webhook-retries",
     ]
-    assert Schedule.objects.count() == 5  # the second run created nothing new
+    assert Schedule.objects.count() == 6  # the second run created nothing new
     assert Schedule.objects.get(name="klingweb-reconcile").next_run == nightly
     assert settings.Q_CLUSTER["retry"] > settings.Q_CLUSTER["timeout"]

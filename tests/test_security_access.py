@@ -150,6 +150,24 @@ RULES: dict[str, Rule] = {
     "elements-file": Rule(G, V, missing_ok=True),
     # members may delete the elements they created (the walker's element is the member's)
     "elements-delete": Rule(GP, M, M),
+    # API keys (team settings), and the API itself: its callers carry a team API key, not
+    # a session, so for this table it is public; tests/test_api.py and the access walker's
+    # bearer walk check the key's team and scope.
+    "api-keys": Rule(GP, A, A),
+    "api-key-revoke": Rule(P, A, A),
+    "api-webhooks": Rule(GP, A, A),
+    "api-webhook-test": Rule(P, A, A),
+    "api-webhook-rotate": Rule(P, A, A),
+    "api-webhook-delete": Rule(P, A, A),
+    "api-media": Rule(G, PUBLIC_LEVEL),  # the signed, expiring token is the key
+    "api-root": Rule(G, PUBLIC_LEVEL),
+    "openapi-json": Rule(G, PUBLIC_LEVEL),
+    "openapi-view": Rule(G, PUBLIC_LEVEL),
+    "api-tasks-create": Rule(GP, PUBLIC_LEVEL, PUBLIC_LEVEL),
+    "api-tasks-list": Rule(GP, PUBLIC_LEVEL, PUBLIC_LEVEL),
+    "api-tasks-detail": Rule(G, PUBLIC_LEVEL),
+    "api-usage": Rule(G, PUBLIC_LEVEL),
+    "api-elements-list": Rule(G, PUBLIC_LEVEL),
 }
 
 #: Marks of the other team's data: none may show on any page of the requester.

@@ -1,0 +1,278 @@
+"""Outbound webhooks: a team's endpoints hear about its tasks, signed with Standard Webhooks.
+
+- ``task_finished_hook(task=)``: named in ``settings.KLINGWEB_TASK_FINISHED_HOOKS`` and called
+  by ``tasks_app.services.task_apply_remote`` inside its transaction when a task finishes;
+  it only records deliveries (``webhooks_emit``) and enqueues their jobs on commit, so the
+  task pipeline never waits for a receiver.
+- ``webhook_deliver(delivery_pk)``: the job. Claims the row (conditional update of
+  ``next_attempt_at``), POSTs the JSON payload with ``webhook-id`` (the event id, the same
+  on every retry), ``webhook-timestamp`` and ``webhook-signature`` (``standardwebhooks``),
+  10 s timeout, no redirects. 2xx → ``succeeded``. Anything else → retried with
+  ``klingweb.kling.backoff.backoff_delay`` (30 s doubling to 1 h, +0–25 % jitter) until
+  ``RETRY_FOR`` (24 h) after the event, then ``failed``.
+- ``webhooks_retry_due()``: the periodic job (``KLINGWEB_PLUGIN_SCHEDULES``, every minute)
+  delivering the retries that are due.
+
+Addresses: the same guard as result fetching (``klingweb.security.PinnedTransport``): a
+receiver must resolve to public addresses only, unless its origin is named in
+``settings.WEBHOOK_ALLOWED_ORIGINS`` (operator allow-list, e.g. ``http://127.0.0.1:9000``).
+A refused address is not retried.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from base64 import b64encode
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from standardwebhooks.webhooks import Webhook
+
+from klingweb.accounts.services import secret_decrypt, secret_encrypt
+from klingweb.api.models import (
+    WEBHOOK_TEST_EVENT,
+    DeliveryStatus,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
+from klingweb.kling.backoff import backoff_delay
+from klingweb.security import FetchRefused, PinnedTransport, url_origin
+
+log = logging.getLogger(__name__)
+
+RETRY_FOR = timedelta(hours=24)
+RETRY_BASE_SECONDS = 30.0
+RETRY_MAX_SECONDS = 3600.0
+TIMEOUT_SECONDS = 10.0
+#: A claimed delivery is left alone this long (a worker killed mid-request frees it then).
+CLAIM_SECONDS = 60
+DELIVER_JOB = "klingweb.api.webhooks.webhook_deliver"
+#: How long the previous secret still signs after a rotation.
+ROTATE_GRACE = timedelta(hours=24)
+
+
+def allowed_origins() -> frozenset:
+    """Origins a webhook may reach on a private or loopback address (operator allow-list
+    ``settings.WEBHOOK_ALLOWED_ORIGINS``)."""
+    urls = getattr(settings, "WEBHOOK_ALLOWED_ORIGINS", []) or []
+    return frozenset(origin for u in urls if (origin := url_origin(u)) is not None)
+
+
+def webhook_endpoint_create(
+    *, team: Any, user: Any, url: str, events: list[str]
+) -> tuple[WebhookEndpoint, str]:
+    """Add an endpoint to ``team``; returns it and its ``whsec_`` secret (shown once).
+
+    Raises ``ValueError`` for a URL that is not http(s) or for unknown events."""
+    if url_origin(url) is None:
+        raise ValueError("The URL must start with http:// or https:// and name a host.")
+    unknown = set(events) - set(WebhookEvent.values)
+    if unknown or not events:
+        raise ValueError(f"Choose events among {', '.join(WebhookEvent.values)}.")
+    secret = _new_secret()
+    endpoint = WebhookEndpoint.objects.create(
+        team=team,
+        url=url,
+        events=sorted(set(events)),
+        secret_encrypted=secret_encrypt(secret),
+        created_by=user,
+    )
+    return endpoint, secret
+
+
+def webhook_secret_rotate(*, endpoint: WebhookEndpoint, grace: timedelta = ROTATE_GRACE) -> str:
+    """Give ``endpoint`` a new signing secret and return it (shown once); the old one keeps
+    signing too (a second signature) for ``grace`` (default 24 h)."""
+    secret = _new_secret()
+    endpoint.previous_secret_encrypted = endpoint.secret_encrypted
+    endpoint.previous_secret_until = timezone.now() + grace
+    endpoint.secret_encrypted = secret_encrypt(secret)
+    endpoint.save(
+        update_fields=["secret_encrypted", "previous_secret_encrypted", "previous_secret_until"]
+    )
+    return secret
+
+
+def _new_secret() -> str:
+    return "whsec_" + b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+def webhooks_emit(
+    *,
+    team_id: int,
+    event_type: str,
+    event_id: str,
+    data: dict,
+    endpoints: list[WebhookEndpoint] | None = None,
+) -> list[WebhookDelivery]:
+    """Record one delivery of event ``event_id`` per subscribed endpoint of the team (or per
+    endpoint of ``endpoints``), and enqueue their jobs on commit. An (endpoint, event id)
+    already recorded is skipped: an event is never sent twice. Returns the new rows."""
+    if endpoints is None:
+        endpoints = [
+            e for e in WebhookEndpoint.objects.filter(team_id=team_id) if event_type in e.events
+        ]
+    payload = {
+        "type": event_type,
+        "timestamp": timezone.now().isoformat(),
+        "data": json.loads(json.dumps(data, cls=DjangoJSONEncoder)),
+    }
+    made = []
+    for endpoint in endpoints:
+        delivery, created = WebhookDelivery.objects.get_or_create(
+            endpoint=endpoint,
+            event_id=event_id,
+            defaults={"event_type": event_type, "payload": payload},
+        )
+        if created:
+            made.append(delivery)
+            _enqueue_on_commit(delivery.pk)
+    return made
+
+
+def _enqueue_on_commit(delivery_pk: int) -> None:
+    from django_q.tasks import async_task
+
+    transaction.on_commit(lambda: async_task(DELIVER_JOB, delivery_pk))
+
+
+def task_finished_hook(*, task: Any) -> None:
+    """``KLINGWEB_TASK_FINISHED_HOOKS`` entry: ``task.succeeded`` for a succeeded task,
+    ``task.failed`` for a failed or refused one, to the team's subscribed endpoints. Event
+    id ``<type>.<task code>``. ``data``: code, family, status, vendor task_id,
+    final_unit_deduction (units, decimal string), error code/message, finished_at."""
+    if not WebhookEndpoint.objects.filter(team_id=task.team_id).exists():
+        return
+    event_type = (
+        WebhookEvent.TASK_SUCCEEDED if task.status == "succeed" else WebhookEvent.TASK_FAILED
+    )
+    data = {
+        "code": str(task.code),
+        "family": task.family,
+        "status": task.status,
+        "task_id": task.task_id,
+        "final_unit_deduction": (
+            None if task.final_unit_deduction is None else str(task.final_unit_deduction)
+        ),
+        "error": (
+            {"code": task.error_code, "message": task.error_message}
+            if task.error_code is not None or task.error_message
+            else None
+        ),
+        "finished_at": task.finished_at,
+    }
+    webhooks_emit(
+        team_id=task.team_id,
+        event_type=str(event_type),
+        event_id=f"{event_type}.{task.code}",
+        data=data,
+    )
+
+
+def webhook_send_test(*, endpoint: WebhookEndpoint) -> WebhookDelivery:
+    """A ``webhook.test`` delivery to ``endpoint`` (the "send test" button)."""
+    event_id = f"{WEBHOOK_TEST_EVENT}.{secrets.token_hex(8)}"
+    return webhooks_emit(
+        team_id=endpoint.team_id,
+        event_type=WEBHOOK_TEST_EVENT,
+        event_id=event_id,
+        data={"endpoint": str(endpoint.code)},
+        endpoints=[endpoint],
+    )[0]
+
+
+def _claim(delivery_pk: int, now: datetime) -> bool:
+    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    return (
+        WebhookDelivery.objects.filter(pk=delivery_pk, status=DeliveryStatus.PENDING)
+        .filter(due)
+        .update(next_attempt_at=now + timedelta(seconds=CLAIM_SECONDS))
+        == 1
+    )
+
+
+def webhook_deliver(delivery_pk: int) -> str | None:
+    """Send delivery ``delivery_pk`` once (the job); returns its new status, or None when
+    it was not due or another worker holds it. Never raises for a receiver's failure."""
+    now = timezone.now()
+    if not _claim(delivery_pk, now):
+        return None
+    delivery = WebhookDelivery.objects.select_related("endpoint").get(pk=delivery_pk)
+    endpoint = delivery.endpoint
+    body = json.dumps(delivery.payload, separators=(",", ":"))
+    signer = Webhook(secret_decrypt(endpoint.secret_encrypted))
+    headers = {
+        "content-type": "application/json",
+        "user-agent": "Klingweb-Webhooks/1",
+        "webhook-id": delivery.event_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signer.sign(delivery.event_id, now, body),
+    }
+    if endpoint.previous_secret_encrypted and (endpoint.previous_secret_until or now) > now:
+        previous = Webhook(secret_decrypt(endpoint.previous_secret_encrypted))
+        # Standard Webhooks: several space-separated signatures, any one may verify.
+        headers["webhook-signature"] += " " + previous.sign(delivery.event_id, now, body)
+    status, error, give_up = None, "", False
+    started = time.monotonic()
+    try:
+        with httpx.Client(
+            transport=PinnedTransport(allowed_origins()),
+            timeout=TIMEOUT_SECONDS,
+            follow_redirects=False,
+        ) as client:
+            response = client.post(endpoint.url, content=body.encode("utf-8"), headers=headers)
+        status = response.status_code
+        if not 200 <= status < 300:
+            error = f"answered HTTP {status}"
+    except FetchRefused as exc:
+        error, give_up = str(exc), True
+    except httpx.HTTPError as exc:
+        error = f"{type(exc).__name__}: {exc}"[:500]
+    duration_ms = int((time.monotonic() - started) * 1000)
+    attempts = delivery.attempts + 1
+    fields: dict[str, Any] = {
+        "attempts": attempts,
+        "response_status": status,
+        "last_error": error,
+        "duration_ms": duration_ms,
+    }
+    if not error:
+        fields.update(status=DeliveryStatus.SUCCEEDED, next_attempt_at=None, delivered_at=now)
+    else:
+        wait = backoff_delay(
+            attempts, base=RETRY_BASE_SECONDS, cap=RETRY_MAX_SECONDS, jitter=(1.0, 1.25)
+        )
+        retry_at = now + timedelta(seconds=wait)
+        if give_up or retry_at > delivery.created_at + RETRY_FOR:
+            fields.update(status=DeliveryStatus.FAILED, next_attempt_at=None)
+        else:
+            fields.update(next_attempt_at=retry_at)
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(**fields)
+    return fields.get("status", DeliveryStatus.PENDING)
+
+
+def webhooks_retry_due(*, limit: int = 200) -> int:
+    """Deliver the pending deliveries whose retry time has come (the periodic job);
+    returns how many were tried."""
+    now = timezone.now()
+    pks = list(
+        WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    for pk in pks:
+        try:
+            webhook_deliver(pk)
+        except Exception:
+            log.exception("webhook delivery %s failed", pk)
+    return len(pks)
