@@ -219,9 +219,7 @@ class TestElementForm:
         element = Element.objects.get()
         media = Path(settings.MEDIA_ROOT)
         assert "/kept/" not in element.frontal_image.name
-        assert (media / element.frontal_image.name).read_bytes() == (
-            png("front.png").read()
-        )
+        assert (media / element.frontal_image.name).read_bytes() == (png("front.png").read())
         assert len(element.refer_image_names()) == 1
 
 
