@@ -17,10 +17,16 @@ from django.utils import timezone
 from elements_app.models import Element
 from tasks_app.kept import KEPT_MAX_AGE, KEPT_SALT, kept_sweep
 from tasks_app.models import Task
+from tests import s3_support
 from tests.test_elements import image_data, png
 from tests.test_tasks_forms import image_bytes, png_upload, wav_upload
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
+
+# The rclone S3 server (session) and a fresh bucket as default storage per test.
+s3_server = s3_support.s3_server
+s3_storages_template = s3_support.s3_storages_template
+s3_storage = s3_support.s3_storage
 
 
 @pytest.fixture
@@ -250,3 +256,28 @@ class TestSweep:
         os.utime(kept[0], (old.timestamp(), old.timestamp()))
         jobs.sweep_media()
         assert not kept[0].exists()
+
+
+class TestInABucket:
+    """The same with the S3 storage (a real S3-compatible server on loopback)."""
+
+    def test_kept_upload_lives_in_the_bucket_is_used_and_swept(
+        self, client, portal, no_jobs, s3_storage, settings
+    ):
+        client.force_login(portal.member)
+        body = first_try(client, portal.team)
+        token = token_of(body, "image_file")
+        assert token and "portrait.png" in body
+        assert [p for p in Path(settings.MEDIA_ROOT).rglob("*") if p.is_file()] == []
+
+        client.post(
+            avatar_url(portal.team),
+            {"mode": "std", "image_file_kept": token, "sound_file": wav_upload(3.0)},
+            **HTMX,
+        )
+        task = Task.objects.get()
+        assert s3_storage.get(task.params["image"]["$file"]) == image_bytes(400, 400)
+
+        assert kept_sweep() == 0
+        assert kept_sweep(now=timezone.now() + timedelta(seconds=KEPT_MAX_AGE + 60)) == 1
+        assert s3_storage.get(task.params["image"]["$file"]) == image_bytes(400, 400)
