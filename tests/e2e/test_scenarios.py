@@ -358,7 +358,7 @@ def test_form_error_keeps_a_valid_upload(stack: Stack, new_page, shots, tmp_path
     expect(kept).to_contain_text("replace")
     preview = kept.locator("img.thumb")
     expect(preview).to_be_visible()
-    assert preview.evaluate("img => img.complete && img.naturalWidth > 0"), "no preview"
+    assert preview.evaluate("img => img.decode().then(() => img.naturalWidth)") == 720
     expect(page.locator("input[name=sound_file]")).to_have_attribute("aria-invalid", "true")
     for name in ("sound_url", "image_url", "image_file"):
         assert page.locator(f"input[name={name}]").get_attribute("aria-invalid") is None, name
@@ -370,6 +370,8 @@ def test_form_error_keeps_a_valid_upload(stack: Stack, new_page, shots, tmp_path
     page.wait_for_url(TASK_URL)
     code = TASK_URL.search(page.url).group(1)
     stack.created.append((team, code))
-    expect(page.get_by_text("portrait.jpg").first).to_be_visible()
+    sent = page.get_by_role("img", name="Uploaded image").first
+    expect(sent).to_be_visible()
+    assert sent.evaluate("img => img.decode().then(() => img.naturalWidth)") == 720
     shots(page, "created-with-kept-image")
     stack.wait_kling_task(family="avatar", external_task_id=code)
