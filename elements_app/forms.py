@@ -24,6 +24,7 @@ from elements_app.models import ElementStatus, ElementTag, ReferenceType
 from elements_app.validators import check_element_video
 from klingweb.safe_text import refuse_control_characters
 from tasks_app.inputs import NO_PUBLIC_ADDRESS, inputs_by_url_available
+from tasks_app.kept import KeepUploadsMixin
 from tasks_app.validators import check_image_file
 
 NAME_MAX = 20
@@ -64,11 +65,14 @@ def _check_image(f, what: str):
         ) from None
 
 
-class ElementForm(forms.Form):
+class ElementForm(KeepUploadsMixin, forms.Form):
     """Create a custom element. ``cleaned_data``: ``name``, ``description``,
     ``reference_type``, ``frontal_image`` (UploadedFile|None), ``refer_images``
     (list[UploadedFile], 1–3 for images, [] for video), ``video`` (UploadedFile|None),
-    ``voice_id`` (str, may be empty), ``tags`` (list of ``ElementTag`` values)."""
+    ``voice_id`` (str, may be empty), ``tags`` (list of ``ElementTag`` values).
+
+    After an error, files that passed their checks are kept for the next try
+    (``tasks_app.kept.KeepUploadsMixin``)."""
 
     name = forms.CharField(
         max_length=NAME_MAX,
@@ -128,6 +132,10 @@ class ElementForm(forms.Form):
         self.videos_possible = inputs_by_url_available()
         if not self.videos_possible:
             self.fields["video"].help_text = VIDEO_NEEDS_ADDRESS
+
+    def keep_kind(self, name: str) -> str:
+        """Kept files of ``video`` go under ``video/``, the images under ``image/``."""
+        return "video" if name == "video" else "image"
 
     # -- prefill ----------------------------------------------------------------------------
     @classmethod

@@ -174,7 +174,7 @@ def element_create_view(request: HttpRequest, team) -> HttpResponse:
     (the ``form`` partial for HTMX). A passed budget is a form error."""
     access = team_for_user(request, team, role=Role.MEMBER, methods=READ_WRITE)
     if request.method == "POST":
-        form = ElementForm(request.POST, request.FILES, team=access.team)
+        form = ElementForm(request.POST, request.FILES, team=access.team, user=request.user)
         if form.is_valid():
             try:
                 element = element_create(
@@ -193,7 +193,7 @@ def element_create_view(request: HttpRequest, team) -> HttpResponse:
                     return HttpResponseClientRedirect(target)
                 return redirect(target)
     else:
-        form = ElementForm(team=access.team)
+        form = ElementForm(team=access.team, user=request.user)
     context = {"access": access, "team": access.team, "form": form}
     template = "elements_app/element_form.html"
     return render(request, f"{template}#form" if _is_partial(request) else template, context)

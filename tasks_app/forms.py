@@ -32,6 +32,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.utils import timezone
 
+from tasks_app.kept import KeepUploadsMixin
 from tasks_app.models import Family, Status, Task
 from tasks_app.uploads import upload_belongs_to, upload_save, upload_url
 from tasks_app.validators import check_audio_file, check_image_file, check_media_url
@@ -162,13 +163,16 @@ AUDIO_HELP = "MP3, WAV, M4A or AAC, up to 5 MB, 2 to 300 seconds long."
 ACCEPT = {"image": "image/png,image/jpeg", "audio": "audio/*,.mp3,.wav,.m4a,.aac"}
 
 
-class TaskForm(forms.Form):
+class TaskForm(KeepUploadsMixin, forms.Form):
     """Base of the create forms (see the module docstring for the protocol).
 
     Subclasses list their file-or-URL inputs in ``inputs``; the base adds the three fields
     of each, checks exactly one source is given, checks uploads by content and URLs by
     scheme and extension, and leaves in ``cleaned_data[spec.name]`` either a pending
     ``UploadedFile``, a URL string, or ``{"$file": name}`` for an earlier upload.
+
+    After an error, uploads that passed their checks are kept for the next try
+    (``tasks_app.kept.KeepUploadsMixin``: "kept: portrait.png — replace").
     """
 
     family_key: ClassVar[str] = ""
@@ -196,6 +200,24 @@ class TaskForm(forms.Form):
             self.fields[f"{spec.name}_stored"] = forms.CharField(
                 required=False, widget=forms.HiddenInput
             )
+
+    def keep_kind(self, name: str) -> str:
+        """The kind (``image``/``audio``) of the input whose file field is ``name``."""
+        for spec in self.inputs:
+            if name == f"{spec.name}_file":
+                return spec.kind
+        return super().keep_kind(name)
+
+    def keep_candidates(self) -> dict[str, Any]:
+        """Only uploads that passed the input's checks and were chosen as its source (not
+        one refused for being given together with a URL)."""
+        cleaned = getattr(self, "cleaned_data", {}) or {}
+        out = {}
+        for spec in self.inputs:
+            upload = cleaned.get(spec.name)
+            if isinstance(upload, UploadedFile) and f"{spec.name}_file" not in self._errors:
+                out[f"{spec.name}_file"] = upload
+        return out
 
     # -- rendering ----------------------------------------------------------------------
     def input_group(self, spec: InputSpec) -> dict:

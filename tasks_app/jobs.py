@@ -31,10 +31,14 @@ def check_budget_alerts(team_pk: int) -> None:
 
 
 def sweep_media() -> None:
-    """Retry keeping results not kept yet (``tasks_app.media.media_sweep``)."""
+    """Retry keeping results not kept yet (``tasks_app.media.media_sweep``), and delete
+    uploads kept across a form error that were never used (``tasks_app.kept.kept_sweep``:
+    older than an hour)."""
+    from tasks_app.kept import kept_sweep
     from tasks_app.media import media_sweep
 
     media_sweep()
+    kept_sweep()
 
 
 def check_all_budget_alerts() -> None:

@@ -313,15 +313,21 @@ class TestCreatePage:
         element = Element.objects.get()
         assert response["HX-Redirect"] == url("elements-detail", portal, code=element.code)
 
-    def test_a_passed_budget_is_a_form_error_and_nothing_is_kept(self, client, portal, media_root):
+    def test_a_passed_budget_is_a_form_error_and_only_kept_uploads_remain(
+        self, client, portal, media_root
+    ):
+        """Nothing is stored for an element; the checked images stay only as kept uploads
+        for the next try (issue 14 item 8, ``tasks_app.kept``)."""
         Budget.objects.create(team=portal.team, period="daily", units=0)
         client.force_login(portal.member)
         response = client.post(url("elements-create", portal), {**image_data(), **image_files()})
         assert response.status_code == 200
-        assert "budget" in response.content.decode().lower()
+        page = response.content.decode()
+        assert "budget" in page.lower()
+        assert "kept: " in page and "front.png" in page
         assert not Element.objects.exists() and not Task.objects.exists()
         stored = [p for p in Path(media_root).rglob("*") if p.is_file()]
-        assert stored == []
+        assert len(stored) == 3 and all("/kept/" in p.as_posix() for p in stored)
 
     def test_get_shows_the_form(self, client, portal):
         client.force_login(portal.member)

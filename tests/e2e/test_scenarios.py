@@ -362,3 +362,44 @@ def test_7_estimate_follows_the_options_and_the_task_page_shows_it_beside_the_ch
     expect(status).to_contain_text("Charged 5 units · $0.70")
     expect(status).to_contain_text("estimated about 5 units ≈ $0.70")
     shots(page, "estimate-charged")
+
+
+def test_form_error_keeps_a_valid_upload(stack: Stack, new_page, shots, tmp_path: Path):
+    """Issue 14 item 8: a too-short sound is refused, but the valid portrait stays ("kept:
+    portrait.jpg — replace", with a preview); the outline marks the sound's file input, not
+    a URL box; choosing only a new sound then creates the task, which reaches Kling."""
+    image = photo_jpeg(tmp_path / "portrait.jpg")
+    short = voice_wav(tmp_path / "short.wav", seconds=1.0)
+    voice = voice_wav(tmp_path / "hello.wav", seconds=3.0)
+    page = new_page()
+    team = sign_in(page, stack, MEMBER)
+
+    page.goto(f"{stack.url}/t/{team}/tasks/new/avatar/")
+    page.locator("input[name=image_file]").set_input_files(image)
+    page.locator("input[name=sound_file]").set_input_files(short)
+    page.get_by_role("button", name="Create task").click()
+
+    sound_group = page.locator("#id_sound_file-group")
+    expect(sound_group.locator(".errorlist")).to_be_visible()
+    kept = page.locator("#id_image_file-group .kept")
+    expect(kept).to_contain_text("kept: portrait.jpg")
+    expect(kept).to_contain_text("replace")
+    preview = kept.locator("img.thumb")
+    expect(preview).to_be_visible()
+    assert preview.evaluate("img => img.decode().then(() => img.naturalWidth)") == 720
+    expect(page.locator("input[name=sound_file]")).to_have_attribute("aria-invalid", "true")
+    for name in ("sound_url", "image_url", "image_file"):
+        assert page.locator(f"input[name={name}]").get_attribute("aria-invalid") is None, name
+    assert re.search(r"/tasks/new/avatar/$", page.url), page.url
+    shots(page, "kept-after-error")
+
+    page.locator("input[name=sound_file]").set_input_files(voice)
+    page.get_by_role("button", name="Create task").click()
+    page.wait_for_url(TASK_URL)
+    code = TASK_URL.search(page.url).group(1)
+    stack.created.append((team, code))
+    sent = page.get_by_role("img", name="Uploaded image").first
+    expect(sent).to_be_visible()
+    assert sent.evaluate("img => img.decode().then(() => img.naturalWidth)") == 720
+    shots(page, "created-with-kept-image")
+    stack.wait_kling_task(family="avatar", external_task_id=code)
