@@ -13,6 +13,7 @@ BENCHES = [
     "tests.benchmarks.bench_usage",
     "tests.benchmarks.bench_polling",
     "tests.benchmarks.bench_load",
+    "tests.benchmarks.bench_list",
 ]
 
 
