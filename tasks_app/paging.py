@@ -8,8 +8,9 @@ as reaching the page asked for needs when that page lies beyond the cap. When mo
 than were counted, the paginator says so (``count_capped``) and the page shows "10,000+"
 instead of a total; "Older →" stays available as long as rows remain, page after page.
 
-The cap is the Django setting ``TASK_LIST_COUNT_CAP`` (rows, default ``COUNT_CAP``), read
-when a paginator is made, so tests can set a small one.
+The cap is the Django setting ``TASK_LIST_COUNT_CAP`` (rows, default ``COUNT_CAP``), and
+``TASK_LIST_SEARCH_COUNT_CAP`` (default ``SEARCH_COUNT_CAP``) for a search; both are read when
+a paginator is made, so tests can set small ones.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from django.utils.functional import cached_property
 #: Rows counted at most (beyond it the page says "10,000+"); the ``TASK_LIST_COUNT_CAP``
 #: setting overrides it.
 COUNT_CAP = 10_000
+#: Rows counted at most when the list is searched (``?q=``): "1,000+"; the
+#: ``TASK_LIST_SEARCH_COUNT_CAP`` setting overrides it.
+SEARCH_COUNT_CAP = 1_000
 #: Page numbers beyond this widen the count no further (keeps the LIMIT a small integer).
 MAX_PAGE = 1_000_000
 
@@ -31,6 +35,19 @@ def count_cap() -> int:
     """The cap in rows: ``settings.TASK_LIST_COUNT_CAP`` if set (a positive int), else
     ``COUNT_CAP``."""
     return int(getattr(settings, "TASK_LIST_COUNT_CAP", COUNT_CAP))
+
+
+def list_count_cap(query: Any) -> int:
+    """The cap for a list request whose GET parameters are ``query`` (a ``QueryDict``):
+    ``settings.TASK_LIST_SEARCH_COUNT_CAP`` (default ``SEARCH_COUNT_CAP``) when it searches
+    (a non-blank ``q``), else ``count_cap()``.
+
+    A search counts fewer rows: every counted match is a heap row whose text is checked
+    again after the trigram index; at 1M tasks 10,000 of them alone cost more than the
+    50 ms a page may take, 1,000 about a tenth of it."""
+    if (query.get("q") or "").strip():
+        return int(getattr(settings, "TASK_LIST_SEARCH_COUNT_CAP", SEARCH_COUNT_CAP))
+    return count_cap()
 
 
 class CappedPaginator(Paginator):

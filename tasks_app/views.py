@@ -36,7 +36,7 @@ from tasks_app.families import TaskFamily, UnknownFamily, get_family, registry
 from tasks_app.forms import TaskFilterForm, video_extend_refusal, video_source_task
 from tasks_app.inputs import InputNeedsPublicAddress
 from tasks_app.models import Family, Task, TaskMedia
-from tasks_app.paging import CappedPaginator
+from tasks_app.paging import CappedPaginator, list_count_cap
 from tasks_app.submission import task_queue
 from tasks_app.templatetags.tasks_tags import units
 from tasks_app.uploads import (
@@ -110,8 +110,9 @@ def _task_list(request: HttpRequest, team: Any, *, mine: bool) -> HttpResponse:
     labels = [(family.key, family.label) for family in registry().values()]
     filters = TaskFilterForm(request.GET or None, team=access.team, families=labels, mine=mine)
     queryset = filters.filter(queryset).prefetch_related("media")
-    # Counts at most 10,000 rows ("10,000+"): the list costs the same at 1M tasks.
-    page = CappedPaginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
+    # Counts at most 10,000 rows ("10,000+"; 1,000 for a search): same cost at 1M tasks.
+    cap = list_count_cap(request.GET)
+    page = CappedPaginator(queryset, PAGE_SIZE, cap=cap).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     context = {

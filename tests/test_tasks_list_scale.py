@@ -91,6 +91,20 @@ class TestCappedCount:
         first = client.get(list_url(portal), {"page": "abc"}).content.decode()
         assert pager(first) == "Page 1 of 2+ · 50+ tasks"
 
+    def test_search_counts_to_its_own_smaller_cap(self, client, portal, settings):
+        settings.TASK_LIST_COUNT_CAP = 50
+        settings.TASK_LIST_SEARCH_COUNT_CAP = 30
+        seed(portal, 60)
+        client.force_login(portal.member)
+        first = client.get(list_url(portal), {"q": "row"}).content.decode()
+        assert pager(first) == "Page 1 of 1+ · 30+ tasks"
+        assert "q=row&amp;page=2" in first
+        last = client.get(list_url(portal), {"q": "row", "page": 3}).content.decode()
+        assert pager(last) == "Page 3 of 3 · 60 tasks"
+        # A blank search is no search: the list's cap.
+        blank = client.get(list_url(portal), {"q": "  "}).content.decode()
+        assert pager(blank) == "Page 1 of 2+ · 50+ tasks"
+
     def test_filters_are_counted_with_the_cap(self, client, portal, settings):
         settings.TASK_LIST_COUNT_CAP = 50
         tasks = seed(portal, 60)

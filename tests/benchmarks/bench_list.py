@@ -4,8 +4,8 @@ tasks, before and after the list's scale work, measured side by side in one run.
 Seeds 20 teams × 10 members and tasks over the last 365 days with ``INSERT … SELECT
 generate_series`` (8 words a prompt out of 120, so a word is in ≈ 6 % of prompts; the rare
 word "zebra" in 0.02 %; half the tasks have a file summary; numeric vendor task ids), growing
-the same table 10k → 100k → 1M. At each size it measures, for team 0 (1/20 of the tasks), the
-server time of (``django.test.Client``: middleware, session, access check, queries,
+the same table 10k → 100k → 1M; team 0 holds half of the tasks (the worst case), 19 teams
+share the rest. At each size it measures, for team 0 (and a small team), the server time of (``django.test.Client``: middleware, session, access check, queries,
 template; median of interleaved runs after warm-ups):
 
 - the list, page 1 (``GET /t/<team>/tasks/``);
@@ -16,11 +16,11 @@ in two states of the same database:
 
 - **before**: Django's ``Paginator`` (a full ``COUNT(*)``), the index ``(team, created_at
   DESC)`` of migration 0001, no trigram index;
-- **after**: ``CappedPaginator`` (counts ≤ 10,001 rows), ``task_team_newest`` and
+- **after**: ``CappedPaginator`` (counts ≤ 10,001 rows; ≤ 1,001 for a search), ``task_team_newest`` and
   ``task_newest``, and the GIN trigram indexes of the ``*_list_search_indexes`` migration.
 
 Each page's task rows and count label are compared between the two states (same tasks; the
-count is the same number, or "10,000+"). The plan of the search after is printed (the index
+count is the same number, or "10,000+" / "1,000+" after). The plan of the search after is printed (the index
 names it uses). Goal: ≤ 50 ms at 1M tasks.
 
 Run: ``make bench`` (every bench) or ``.venv/bin/python -m tests.benchmarks.bench_list``
@@ -188,6 +188,7 @@ def main() -> int:
     with admin:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.execute(f"CREATE DATABASE {name}")
+    keep = os.environ.get("BENCH_LIST_KEEP") == "1"
     try:
         env = {
             **os.environ,
@@ -200,8 +201,11 @@ def main() -> int:
         args = [sys.executable, "-m", "tests.benchmarks.bench_list", "--child"]
         return subprocess.call(args, env=env, cwd=ROOT)
     finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        if keep:
+            print(f"bench_list: kept the database {name} (BENCH_LIST_KEEP=1): drop it yourself")
+        else:
+            with psycopg.connect(admin_url, autocommit=True) as admin:
+                admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 # --- child: seed and measure --------------------------------------------------------------
@@ -214,7 +218,7 @@ def _log(message: str) -> None:
 class _FullCount:
     """Django's ``Paginator`` (a full ``COUNT(*)``) with the labels the template shows."""
 
-    def __new__(cls, object_list: Any, per_page: int) -> Any:
+    def __new__(cls, object_list: Any, per_page: int, **kw: Any) -> Any:
         from django.core.paginator import Paginator
 
         class FullCount(Paginator):
@@ -335,7 +339,8 @@ def _seed_tasks(people: dict[str, Any], total: int, where: str) -> int:
     n = len(WORDS)
     prompt = " || ' ' || ".join(f"{words}[1 + abs(hashint4(i * 8 + {k})) %% {n}]" for k in range(8))
     prompt += " || CASE WHEN abs(hashint4(i + 101)) %% 5000 = 0 THEN ' zebra' ELSE '' END"
-    team = f"(abs(hashint4(i + 7)) %% {TEAMS})"
+    # Team 0 holds half of the tasks (the worst case of a list); 19 teams share the rest.
+    team = f"(CASE WHEN abs(hashint4(i + 7)) %% 2 = 0 THEN 0 ELSE 1 + abs(hashint4(i + 8)) %% {TEAMS - 1} END)"
     created = f"(TIMESTAMPTZ '{start.isoformat()}' + (i * {step}) * INTERVAL '1 second')"
     return _insert_select(
         Task,
@@ -389,6 +394,7 @@ def _plan_indexes(params: dict[str, str], team: Any) -> str:
 
     from tasks_app.forms import TaskFilterForm
     from tasks_app.models import Task
+    from tasks_app.paging import list_count_cap
 
     form = TaskFilterForm(RequestFactory().get("/", params).GET, team=team, families=[], mine=0)
     qs = form.filter(Task.objects.filter(team=team))
@@ -396,7 +402,7 @@ def _plan_indexes(params: dict[str, str], team: Any) -> str:
     with connection.cursor() as cursor:
         for sql, sql_params in (
             qs[:25].query.sql_with_params(),
-            qs.order_by()[:10_001].values("pk").query.sql_with_params(),
+            qs.order_by()[: list_count_cap(params) + 1].values("pk").query.sql_with_params(),
         ):
             cursor.execute("EXPLAIN " + sql, sql_params)
             plan = "\n".join(r[0] for r in cursor.fetchall())
@@ -423,10 +429,13 @@ def child() -> int:
     settings.MIGRATION_MODULES = {app.label: None for app in apps.get_app_configs()}
     call_command("migrate", run_syncdb=True, verbosity=0, interactive=False)
     people = _seed_people()
-    team, member = people["teams"][0], people["users"][0]
+    team, small = people["teams"][0], people["teams"][1]
     client = Client()
-    client.force_login(member)
+    client.force_login(people["users"][0])
+    small_client = Client()
+    small_client.force_login(people["users"][MEMBERS])
     url = reverse("tasks-list", kwargs={"team": team.code})
+    small_url = reverse("tasks-list", kwargs={"team": small.code})
     sizes = [int(s) for s in os.environ.get("BENCH_LIST_SIZES", "").split(",") if s] or SIZES
     total = max(sizes)
     rows: list[tuple[str, ...]] = []
@@ -444,16 +453,19 @@ def child() -> int:
         some_task_id = (
             Task.objects.filter(team=team).order_by("-id").values_list("task_id", flat=True)[5]
         )
+        # (client, url, team, query): team 0 (half the tasks), then team 1 (1/38 of them).
         cases = {
-            "list": {},
-            "q=sunset": {"q": "sunset"},
-            "q=zebra": {"q": "zebra"},
-            "q=<task_id>": {"q": some_task_id},
+            "list": (client, url, team, {}),
+            "q=sunset": (client, url, team, {"q": "sunset"}),
+            "q=zebra": (client, url, team, {"q": "zebra"}),
+            "q=<task_id>": (client, url, team, {"q": some_task_id}),
+            "small team list": (small_client, small_url, small, {}),
+            "small team q=sunset": (small_client, small_url, small, {"q": "sunset"}),
         }
         _log(f"{size:,} tasks: indexes")
         _indexes_create()
         _log(f"{size:,} tasks: measuring before and after in turns")
-        fns = {case: _page(client, url, params) for case, params in cases.items()}
+        fns = {case: _page(c, u, params) for case, (c, u, _, params) in cases.items()}
         results: dict[str, dict[str, Any]] = {"before": {}, "after": {}}
         times: dict[str, dict[str, list[float]]] = {"before": {}, "after": {}}
         runs = RUNS if size < 1_000_000 else 5
@@ -464,24 +476,25 @@ def child() -> int:
                     if round_ >= 2:
                         times[state].setdefault(case, []).append(elapsed)
         ms = {st: {c: statistics.median(v) for c, v in d.items()} for st, d in times.items()}
-        for case, params in cases.items():
+        for case, (_, _, case_team, params) in cases.items():
             (codes_b, label_b), (codes_a, label_a) = results["before"][case], results["after"][case]
             assert codes_b == codes_a, f"{case}: different tasks before and after"
-            # One page only: no count shown. Else the same count, or "10,000+" after.
+            # One page only: no count shown. Else the same count, or "10,000+"/"1,000+" after.
             assert label_a == label_b or (label_a or "").endswith("+"), (case, label_b, label_a)
             b, a = ms["before"][case], ms["after"][case]
             rows.append(
                 (f"{size:,}", case, label_b, label_a, f"{b:.1f}", f"{a:.1f}", f"{b / a:.1f}×")
             )
             if size == sizes[-1]:
-                plan, _ = _in_state("after", lambda p=params: _plan_indexes(p, team))
+                plan, _ = _in_state("after", lambda p=params, t=case_team: _plan_indexes(p, t))
                 plans.append(f"{case}: {plan}")
 
     header = ("Tasks", "Page", "Count before", "after", "ms before", "ms after", "gain")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     print()
     print(
-        f"Task list on PostgreSQL, team 0 of {TEAMS} (1/{TEAMS} of the tasks); server time "
+        f"Task list on PostgreSQL, {TEAMS} teams: team 0 holds half the tasks, a small team "
+        f"1/{2 * (TEAMS - 1)} of them; server time "
         f"through the test client, median of {RUNS} runs (5 at 1M) after 2 warm-ups, before "
         "and after in turns; before = Paginator + old index, no trigram; after = "
         "CappedPaginator + newest-first + pg_trgm GIN indexes"
