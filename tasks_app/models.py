@@ -249,7 +249,10 @@ class Task(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
-            models.Index(fields=["team", "-created_at"], name="task_team_created"),
+            # Newest first, ties by id (the list's order, ``ordering``): within a team and
+            # across teams. The lists' LIMIT and capped count stop early on them.
+            models.Index(fields=["team", "-created_at", "-id"], name="task_team_newest"),
+            models.Index(fields=["-created_at", "-id"], name="task_newest"),
             models.Index(fields=["team", "status", "-created_at"], name="task_team_status"),
             models.Index(fields=["team", "family", "-created_at"], name="task_team_family"),
             models.Index(fields=["creator", "-created_at"], name="task_creator_created"),

@@ -14,6 +14,7 @@ BENCHES = [
     "tests.benchmarks.bench_polling",
     "tests.benchmarks.bench_load",
     "tests.benchmarks.bench_live",
+    "tests.benchmarks.bench_list",
 ]
 
 
