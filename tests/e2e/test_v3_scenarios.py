@@ -69,7 +69,9 @@ def stack(chromium_path, portal_database, tmp_path_factory, pytestconfig) -> Ite
     proc = None
     try:
         prepare(env=env, quiet=True)
-        proc = start_honcho(names=["web", "worker"], env=env, port=port, log_path=log_path)
+        proc = start_honcho(
+            names=["web", "worker", "poller"], env=env, port=port, log_path=log_path
+        )
         url = f"http://127.0.0.1:{port}"
         if not wait_http(f"{url}/accounts/login/", timeout=60, proc=proc):
             pytest.fail(
