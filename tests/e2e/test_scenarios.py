@@ -217,7 +217,7 @@ def test_3_element_used_in_a_multi_shot_task_gives_three_images(
     finish_on_kling(stack, family="multi_shot", code=code)
     open_finished_task(page, stack, team, code, shots, "multi-shot")
 
-    # Three results (index 0, 1, 2; the vendor gives each as url_1..url_3), all loaded.
+    # The results (the vendor's index 0, 1, 2, shown from 1), all loaded.
     images = page.locator(".results .gallery img")
     expect(images.first).to_be_visible(timeout=LIVE_MS)
     indexes = set()
@@ -226,8 +226,17 @@ def test_3_element_used_in_a_multi_shot_task_gives_three_images(
         image.scroll_into_view_if_needed()
         expect(image).to_have_js_property("complete", True)
         assert image.evaluate("img => img.naturalWidth") > 0, image.get_attribute("src")
-        indexes.add(re.search(r"Result image (\d+)", image.get_attribute("alt")).group(1))
-    assert indexes == {"0", "1", "2"}
+        alt = image.get_attribute("alt")
+        assert re.fullmatch(r"Result: Image [1-9]\d*( · view [1-3])?", alt), alt
+        indexes.add(alt)
+    # Three images, each in the vendor's three views (url_1..url_3): all nine kept, because
+    # the callback only triggered a query and the query's full answer was applied.
+    assert {alt.split(" · ")[0] for alt in indexes} == {
+        "Result: Image 1",
+        "Result: Image 2",
+        "Result: Image 3",
+    }
+    assert len(indexes) == 9, indexes
     shots(page, "three-images")
 
 
