@@ -145,12 +145,13 @@ def chromium_path() -> Path:
     return CHROMIUM
 
 
-@pytest.fixture(scope="package")
-def portal_database() -> Iterator[dict[str, str]]:
-    """The portal processes' database: a fresh SQLite file in the work folder (``{}``), or,
-    when ``DATABASE_URL`` names a PostgreSQL server (``make test``'s PostgreSQL pass), a new
-    database ``<its name>_e2e`` on that server, created here and dropped afterwards
-    (``{"DATABASE_URL": ...}``, merged into the processes' environment)."""
+@contextlib.contextmanager
+def fresh_portal_database(suffix: str) -> Iterator[dict[str, str]]:
+    """A database for one stack of portal processes: a fresh SQLite file in the stack's work
+    folder (``{}``), or, when ``DATABASE_URL`` names a PostgreSQL server (``make test``'s
+    PostgreSQL pass), a new database ``<its name>_<suffix>`` on that server, created here and
+    dropped afterwards (``{"DATABASE_URL": ...}``, merged into the processes' environment).
+    Each stack gets its own ``suffix``: two stacks never share a database."""
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith(("postgres://", "postgresql://")):
         yield {}
@@ -160,7 +161,7 @@ def portal_database() -> Iterator[dict[str, str]]:
 
     from tests.pg_pass import with_database
 
-    name = urlsplit(url).path.lstrip("/") + "_e2e"
+    name = urlsplit(url).path.lstrip("/") + "_" + suffix
     admin_url = with_database(url, "postgres")
     drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
     with psycopg.connect(admin_url, autocommit=True) as admin:
@@ -171,6 +172,13 @@ def portal_database() -> Iterator[dict[str, str]]:
     finally:
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(drop)
+
+
+@pytest.fixture(scope="package")
+def portal_database() -> Iterator[dict[str, str]]:
+    """The database of the shared stack (``fresh_portal_database("e2e")``)."""
+    with fresh_portal_database("e2e") as extra:
+        yield extra
 
 
 @pytest.fixture(scope="package")

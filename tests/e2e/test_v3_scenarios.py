@@ -20,7 +20,14 @@ import pytest
 from playwright.sync_api import expect
 
 from klingweb.run import SANDBOX_ACCESS_KEY, SANDBOX_SECRET_KEY, prepare, wait_http
-from tests.e2e.conftest import ARTIFACTS, TASK_SECONDS, TIMEOUT_MS, Stack, sign_in
+from tests.e2e.conftest import (
+    ARTIFACTS,
+    TASK_SECONDS,
+    TIMEOUT_MS,
+    Stack,
+    fresh_portal_database,
+    sign_in,
+)
 from tests.e2e.files import photo_jpeg
 from tests.processes import free_port, portal_env, start_honcho, stop_process
 from tests.test_sandbox_2026 import FileServer, make_mp4
@@ -36,7 +43,14 @@ expect.set_options(timeout=TIMEOUT_MS)
 
 
 @pytest.fixture(scope="module")
-def stack(chromium_path, portal_database, tmp_path_factory, pytestconfig) -> Iterator[Stack]:
+def v3_portal_database() -> Iterator[dict[str, str]]:
+    """This module's own portal database (never the shared stack's: other demo password)."""
+    with fresh_portal_database("e2e_v3") as extra:
+        yield extra
+
+
+@pytest.fixture(scope="module")
+def stack(chromium_path, v3_portal_database, tmp_path_factory, pytestconfig) -> Iterator[Stack]:
     """The portal (web + worker) on a fresh database, its operator account holding only an
     API key of the sandbox's account."""
     from klingweb.sandbox import SandboxConfig, SandboxServer
@@ -62,7 +76,7 @@ def stack(chromium_path, portal_database, tmp_path_factory, pytestconfig) -> Ite
         secret_key=secrets.token_urlsafe(48),
         password=password,
         nomigrations=bool(pytestconfig.getoption("nomigrations", default=False)),
-        extra=portal_database,
+        extra=v3_portal_database,
     )
     env.update(KLING_API_KEY=API_KEY, KLING_ACCESS_KEY="", KLING_SECRET_KEY="")
     log_path = work / "servers.log"
