@@ -23,6 +23,16 @@ def keep_media(task_pk: int) -> None:
     media_keep(task_pk=task_pk)
 
 
+def keep_media_many(task_pks: list[int]) -> None:
+    """Fan out media keeping for the succeeded tasks of one applied batch
+    (``tasks_app.services.apply_batch``): one ``keep_media`` job per task, so the downloads
+    spread over the cluster's workers while the poller enqueued a single job."""
+    from django_q.tasks import async_task
+
+    for task_pk in task_pks:
+        async_task("tasks_app.jobs.keep_media", task_pk)
+
+
 def check_budget_alerts(team_pk: int) -> None:
     """Raise the 80/90/100 % budget alerts a team has reached, once per period each."""
     from tasks_app.budgets import budget_alerts_check

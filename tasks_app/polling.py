@@ -41,7 +41,14 @@ from django.utils import timezone
 from klingweb.kling.backoff import backoff_delay
 from tasks_app.finder import Wanted, tasks_find
 from tasks_app.models import PollClaim, Task
-from tasks_app.services import NO_ERROR, TaskError, task_apply_remote, task_error_record
+from tasks_app.services import (
+    NO_ERROR,
+    ApplyBatch,
+    TaskError,
+    apply_batch,
+    task_apply_remote,
+    task_error_record,
+)
 
 if TYPE_CHECKING:
     from klingweb.accounts.models import KlingAccount
@@ -57,6 +64,10 @@ STALE_INTERVAL = 300.0  # seconds, for tasks flagged stale
 ERROR_BACKOFF_MAX = 300.0  # seconds
 PAUSED_INTERVAL = 60.0  # seconds; an account paused by an admin is looked at again later
 CHUNK = 500  # primary keys per IN (...) clause
+#: Polled answers applied per transaction (``_Cycle.apply_many``): large enough that a burst
+#: of 5,000 finished tasks costs 50 commits, small enough that a callback waiting for the
+#: write lock (SQLite) or a row lock waits well under a second.
+APPLY_BATCH = 100
 
 
 @dataclass
@@ -358,7 +369,25 @@ class _Cycle:
             log.exception("poll: applying vendor state to task %s failed", task.pk)
             self.error(f"apply task {task.pk}: {exc}")
 
-    def poll_group(self, account: KlingAccount, family: str, tasks: list[Task]) -> None:
+    def apply_many(self, answers: list[tuple[Task, KlingTask]], batch: ApplyBatch) -> None:
+        """Apply polled answers ``[(task, remote)]`` in chunks of ``APPLY_BATCH``, one
+        transaction each (``ApplyBatch.transaction``: budget thresholds once per team and
+        chunk; jobs once per cycle), so a burst of finished tasks is applied in one cycle.
+        A chunk whose commit fails is counted and logged; its tasks stay due."""
+        for chunk in _chunks([pair for pair in answers if not _unchanged(*pair)], APPLY_BATCH):
+            applied = self.report.applied
+            try:
+                with batch.transaction():
+                    for task, remote in chunk:
+                        self.apply(task, remote)
+            except Exception as exc:
+                self.report.applied = applied
+                log.exception("poll: a chunk of %s answers failed", len(chunk))
+                self.error(f"apply chunk of {len(chunk)}: {exc}")
+
+    def poll_group(
+        self, account: KlingAccount, family: str, tasks: list[Task], batch: ApplyBatch
+    ) -> None:
         """Ask Kling about one claimed (account, family) group (``tasks_app.finder.
         tasks_find``), apply what it answered, and reschedule every task of the group."""
         from klingweb.accounts.services import kling_client_for
@@ -396,9 +425,8 @@ class _Cycle:
             _account_pause_for(account=account, error=found.error)  # 1304: the admins' banner
         if found.listing_ok:
             self.wake_after_outage(account, family)
-        for task in tasks:
-            if task.pk in found.found:
-                self.apply(task, found.found[task.pk])
+        answers = [(task, found.found[task.pk]) for task in tasks if task.pk in found.found]
+        self.apply_many(answers, batch)
         self.reschedule_ok([task for task in tasks if task.pk in found.found])
         waiting = [task for task in tasks if task.pk not in found.found]
         reason = found.error or next(reversed(found.unknown.values()), None)
@@ -434,13 +462,14 @@ def tasks_poll(*, now: datetime | None = None, limit: int = 20000) -> PollReport
         accounts.setdefault(task.kling_account_id, task.kling_account)
         groups[(task.kling_account_id, task.family)].append(task)
     try:
-        for (account_pk, family), group in groups.items():
-            try:
-                cycle.poll_group(accounts[account_pk], family, group)
-            except Exception as exc:
-                log.exception("poll: group (%s, %s) failed", account_pk, family)
-                cycle.error(f"group ({account_pk}, {family}): {exc}")
-                cycle.reschedule_error(group, error=exc)
+        with apply_batch() as batch:
+            for (account_pk, family), group in groups.items():
+                try:
+                    cycle.poll_group(accounts[account_pk], family, group, batch)
+                except Exception as exc:
+                    log.exception("poll: group (%s, %s) failed", account_pk, family)
+                    cycle.error(f"group ({account_pk}, {family}): {exc}")
+                    cycle.reschedule_error(group, error=exc)
     finally:
         # Whatever is still claimed by this cycle (an unexpected error) is released.
         for chunk in _chunks([task.pk for task in tasks]):
