@@ -165,7 +165,7 @@ def task_callback(request: HttpRequest, token: str) -> HttpResponse:
     submitted|processing|succeed|failed, or the 2026 ``status``), or whose ``task_id`` /
     ``external_task_id`` (2026: ``id`` / ``external_id``) names another task, or whose
     charge in units (``final_unit_deduction``, or the 2026 ``billing[charge_type=unit]``
-    amounts) is not a finite number in [0, 10^8) with at most 3 decimal places
+    amounts) is not a finite number in [0, 10^8) with at most ``UNITS_PLACES`` (8) decimal places
     (``callback_units``). Nothing changes unless the answer is 200.
 
     No session or CSRF (the vendor is the caller); the token is the authority.

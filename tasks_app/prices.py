@@ -216,9 +216,10 @@ def _settings_of(data: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _variant(data: Mapping[str, Any], default: str) -> str:
-    """``motion`` for motion control; ``native`` when audio is generated (``sound: on`` legacy, ``sound``/``audio`` true
-    or ``native``), ``video`` with a reference video and no generated audio, else
-    ``default``."""
+    """``motion`` for motion control; ``native`` when audio is generated (``sound: on`` legacy,
+    ``sound``/``audio`` true or ``native``), ``video`` with a reference video and no generated
+    audio (a form's video field, or a ``video``/``feature_video``/``base_video`` item of a
+    2026 body's ``contents[]``, KLING_API_2026.md §4), else ``default``."""
     if default == "motion":  # motion control has its own row, reference video included
         return default
     sound = _text(data, "sound", "audio", "video_sound").lower()
@@ -226,6 +227,12 @@ def _variant(data: Mapping[str, Any], default: str) -> str:
     if sound in ("on", "true", "1", "native", "yes"):
         return "native-voice" if voice else "native"
     if _text(data, "video_url", "reference_video", "feature_video", "base_video"):
+        return "video"
+    contents = data.get("contents")  # a 2026 body: the reference video is a contents[] item
+    if isinstance(contents, list | tuple) and any(
+        isinstance(item, dict) and item.get("type") in ("video", "feature_video", "base_video")
+        for item in contents
+    ):
         return "video"
     return default
 

@@ -314,7 +314,7 @@ def account_pause_for(*, account: KlingAccount, error: Exception) -> bool:
     code = getattr(error, "code", None)
     if not isinstance(error, KlingError) or code not in _PAUSING_CODES:
         return False
-    message = _pause_message(error)
+    message = _pause_message(error, account)
     paused = account_pause(
         account_pk=account.pk, code=code, message=message, request_id=error.request_id
     )
@@ -323,11 +323,20 @@ def account_pause_for(*, account: KlingAccount, error: Exception) -> bool:
     return paused
 
 
-def _pause_message(error: KlingError) -> str:
+def _pause_message(error: KlingError, account: KlingAccount) -> str:
+    """What the admins' banner says about a pausing ``error`` of ``account``: for refused
+    credentials, what to check depends on the account's kind (an API key, or the access key
+    and secret key that sign a JWT, KLING_API_2026.md §2); 1003 "not yet valid" concerns a
+    JWT's ``nbf`` (this server's clock) only."""
     if str(error.error_class) == "authentication":
-        hint = "Kling refused the credentials; an admin must check the access key and secret key"
-        if error.code == 1003:
-            hint = "Kling says the token is not yet valid; check this server's clock"
+        if account.uses_api_key:
+            hint = "Kling refused the API key; an admin must check or replace it"
+        else:
+            hint = (
+                "Kling refused the credentials; an admin must check the access key and secret key"
+            )
+            if error.code == 1003:
+                hint = "Kling says the token is not yet valid; check this server's clock"
         return f"{hint} ({error.message})."
     reasons = {
         1100: "Kling reports an account exception",
@@ -368,7 +377,7 @@ def _handle_error(
         )
         return REFUSED
     if kind in _PAUSING:
-        message = _pause_message(error)
+        message = _pause_message(error, account)
         if account_pause(
             account_pk=account.pk, code=error.code, message=message, request_id=error.request_id
         ):

@@ -582,3 +582,19 @@ def test_packs_are_never_shown_for_another_credential(portal, api_sandbox):
     services.account_set_api_key(account=wrong, api_key="another-key-not-fetched")
     wrong.save()
     assert wrong.pk not in {e.account.pk for e in resource_packs_latest()}
+
+
+def test_a_refused_api_key_pauses_the_account_naming_the_key_not_a_secret(portal, api_sandbox):
+    wrong = KlingAccount(
+        team=portal.team, name="Typo", region=Region.CUSTOM, custom_base_url=api_sandbox.base_url
+    )
+    services.account_set_api_key(account=wrong, api_key="kling-key-with-a-typo-0123456789")
+    wrong.save()
+    services.account_use(team=portal.team, account=wrong, confirmed=True)
+    task = _queued(portal.team, portal.member)
+    assert submission.task_submit(task_pk=task.pk) == submission.PAUSED
+    wrong.refresh_from_db()
+    task.refresh_from_db()
+    assert wrong.is_paused and "refused the API key" in wrong.paused_message
+    assert "secret key" not in wrong.paused_message and "clock" not in wrong.paused_message
+    assert "refused the API key" in task.error_message

@@ -435,6 +435,8 @@ class TestSubmission:
         task = poll_to_the_end(task, fresh_sandbox, django_capture_on_commit_callbacks)
         assert_kept_and_charged(task, client, portal.team)
         assert task.final_unit_deduction == Deduction.objects.get(task=task).units
+        # The budget's estimate prices the reference video, as the vendor charged it.
+        assert task.estimated_units == task.final_unit_deduction
         page = client.get(
             reverse("elements-detail", kwargs={"team": portal.team.code, "code": element.code})
         ).content.decode()

@@ -6,8 +6,11 @@ For N = 10, 100, 1 000, 5 000 tasks in flight against a real sandbox on loopback
 1. **cycle** — N tasks created in the sandbox through the real client (task clock one hour),
    matching ``Task`` rows inserted; three poll cycles with every task due: Kling requests per
    cycle (list pages + single queries) and wall time per cycle (median). Then the sandbox
-   clock is advanced so all N finish at once, and one cycle applies them ("drain": N
-   ``task_apply_remote`` transactions, N ledger rows).
+   clock is advanced so all N finish at once ("drain", N ledger rows): the first half is
+   applied one ``task_apply_remote`` at a time outside any batch (the baseline: how a cycle
+   applied answers before issue 15 item 4), the second half by one real cycle
+   (``apply_batch``: chunks of ``APPLY_BATCH`` per transaction), so the ratio is measured
+   in one run.
 2. **polling only** — N tasks with a 20 s task clock, created while the poller runs (its
    loop, ``tasks_app.polling.poll_run``, a cycle every 5 s, in a thread); latency = the row's ``finished_at`` − the moment
    the sandbox finished the task (its ``updated_at``). p50 / p95 / max.
@@ -203,8 +206,11 @@ def _make_due(tasks) -> None:
 
 
 def _bench_cycles(n: int) -> dict:
+    from klingweb.accounts.services import kling_client_for
+    from tasks_app.finder import Wanted, tasks_find
     from tasks_app.models import Deduction, Status, Task
     from tasks_app.polling import tasks_poll
+    from tasks_app.services import task_apply_remote
 
     sandbox = _sandbox(3600.0)
     try:
@@ -218,12 +224,31 @@ def _bench_cycles(n: int) -> dict:
             reports.append(tasks_poll())
         assert all(r.claimed == n and r.errors == 0 for r in reports), reports
         sandbox.advance(3601)
-        _make_due(tasks)
+        # Baseline in the same run: the first half applied one task_apply_remote at a time,
+        # outside any batch (what a cycle did before "bursts in one cycle": a transaction,
+        # a budget check and two jobs per task); then the second half by a real cycle.
+        half = list(Task.objects.filter(pk__in=[t.pk for t in tasks[: n // 2]]))
+        found = tasks_find(
+            kling_client_for(account),
+            "text2video",
+            [
+                Wanted(t.pk, t.task_id, t.external_task_id, t.vendor_created_at or t.created_at)
+                for t in half
+            ],
+        )
+        began = time.monotonic()
+        for task in half:
+            task_apply_remote(task_pk=task.pk, remote=found.found[task.pk], source="poll")
+        per_task_s = time.monotonic() - began
+        _make_due(tasks[n // 2 :])
         drain = tasks_poll()
+        assert drain.applied == n - len(half), drain
         done = Task.objects.filter(team=team, status=Status.SUCCEED).count()
         ledger = Deduction.objects.filter(team=team).count()
         assert done == ledger == n, (done, ledger)
         return {
+            "apply_ms_old": per_task_s * 1000 / len(half),
+            "apply_ms_new": drain.seconds * 1000 / (n - len(half)),
             "create_s": create_s,
             "requests": statistics.median(r.requests for r in reports),
             "single": max(r.single_queries for r in reports),
@@ -333,7 +358,12 @@ def _bench_latency(n: int, *, callbacks: bool) -> dict:
             for t in Task.objects.filter(team=team).only("task_id", "finished_at")
         )
         via = _finish_sources(team)
+        deliveries: dict[str, int] = {}
+        for entry in sandbox.callbacks_log():
+            outcome = str(entry["http_status"] or (entry["error"] or "dropped").split(":")[0])
+            deliveries[outcome] = deliveries.get(outcome, 0) + 1
         return {
+            "deliveries": deliveries,
             "p50": latencies[len(latencies) // 2],
             "p95": latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))],
             "max": latencies[-1],
@@ -454,9 +484,31 @@ def child() -> int:
             f"{called['p50']:>6.2f} / {called['p95']:>6.2f} / {called['max']:>6.2f} | "
             f"{called['via_callback']:>4}/{called['via_poll']:<4}"
         )
+    print()
+    print("Applying a burst of finished tasks: one at a time (before) / in chunks (after)")
+    head = (
+        f"{'N':>6} | {'ms/task before':>14} | {'ms/task after':>13} | {'ratio':>5} | {'N in s':>6}"
+    )
+    print(head)
+    print("-" * len(head))
+    for n, cycle, *_ in rows:
+        print(
+            f"{n:>6} | {cycle['apply_ms_old']:>14.2f} | {cycle['apply_ms_new']:>13.2f} | "
+            f"{cycle['apply_ms_new'] / cycle['apply_ms_old']:>5.2f} | "
+            f"{cycle['apply_ms_new'] * n / 1000:>6.1f}"
+        )
+    print(
+        "before: N/2 tasks through task_apply_remote one by one (a transaction, a budget check"
+        " and two jobs each); after: the other N/2 by one poll cycle (chunks of"
+        " polling.APPLY_BATCH per transaction, list pages included); N in s: after × N."
+    )
+    for n, _cycle, _polled, called, _foreign in rows:
+        print(
+            f"N={n}: callback deliveries by outcome (HTTP status or error): {called['deliveries']}"
+        )
     print(
         "\nreq/cycle: Kling requests of one cycle with all N due (expected ⌈N/500⌉); cycle s:"
-        " its wall time (median of 3); drain s: the cycle that applies N finished tasks;"
+        " its wall time (median of 3); drain s: the cycle that applies the last N/2 finished tasks;"
         " cb/poll: finished tasks learnt by callback / by poll."
     )
     print()
