@@ -680,6 +680,40 @@ class TestCreatePages:
         client.force_login(portal.outsider)
         assert client.get(url).status_code == 404
 
+    @pytest.mark.parametrize("family", NEW_FAMILIES)
+    def test_every_3_0_form_asks_for_its_estimate_as_options_change(self, client, portal, family):
+        client.force_login(portal.member)
+        form = client.get(
+            reverse("tasks-create", kwargs={"team": portal.team.code, "family": family})
+        ).content.decode()
+        url = reverse("tasks-estimate", kwargs={"team": portal.team.code, "family": family})
+        assert f'hx-get="{url}"' in form and "change from:closest form" in form
+
+    def test_the_3_0_estimates_follow_resolution_audio_and_a_reference_video(self, client, portal):
+        client.force_login(portal.member)
+
+        def shown(family, **options):
+            url = reverse("tasks-estimate", kwargs={"team": portal.team.code, "family": family})
+            return client.get(url, options).content.decode()
+
+        # KLING_API_2026.md §8: 3.0 at 1080p with native audio 1.2 units/s; 4K 3 units/s.
+        assert "about 6 units ≈ $0.84" in shown(
+            "i2v_3_0", resolution="1080p", audio="native", duration="5"
+        )
+        assert "about 9 units ≈ $1.26" in shown(
+            "t2v_3_0", resolution="4k", audio="native", duration="3"
+        )
+        # 3.0 Omni at 720p: a reference video costs more (0.9 units/s) than none (0.6).
+        plain = shown("omni_video_3_0", resolution="720p", audio="off", duration="5")
+        video = shown(
+            "omni_video_3_0",
+            resolution="720p",
+            audio="off",
+            duration="5",
+            video_url="https://example.com/dance.mp4",
+        )
+        assert "about 3 units ≈ $0.42" in plain and "about 4.5 units ≈ $0.63" in video
+
     def test_new_task_page_lists_the_3_0_family(self, client, portal):
         client.force_login(portal.member)
         page = client.get(reverse("tasks-new", kwargs={"team": portal.team.code})).content.decode()
