@@ -30,6 +30,7 @@ from tasks_app.callbacks import callback_token_for
 from tasks_app.models import Deduction, Status, Task, TaskMedia
 from tasks_app.polling import tasks_poll
 from tasks_app.services import task_apply_remote
+from tests.conftest import SANDBOX_AK
 from tests.jobs_support import CallbackJobs, callback_jobs_for, closed_port_url, record_jobs
 from tests.test_elements import image_data, image_files, make_form
 
@@ -285,6 +286,40 @@ class TestFaults:
 
 def callback_url(task: Task) -> str:
     return reverse("tasks-callback", kwargs={"token": callback_token_for(task)})
+
+
+class TestNewDesignCallbackConfirmed:
+    """With an API key (the 2026 design accepts nothing else), a 2026 callback is confirmed
+    by the unified query ``GET /tasks?task_ids=`` and the full answer is applied."""
+
+    API_KEY = "klingweb-test-api-key-callbacks"
+
+    def test_a_2026_callback_is_confirmed_and_its_watermarked_copy_kept(
+        self, client, portal, kling, fresh_sandbox, jobs
+    ):
+        fresh_sandbox.config.api_keys[self.API_KEY] = SANDBOX_AK
+        kling.KLING_API_KEY = self.API_KEY
+        kling.KLING_ACCESS_KEY = kling.KLING_SECRET_KEY = ""
+        task = queue(
+            portal,
+            "t2v_3_0_turbo",
+            {
+                "prompt": "a fox runs",
+                "settings": {"resolution": "720p", "aspect_ratio": "16:9", "duration": 5},
+                "options": {"watermark_info": {"enabled": True}},
+            },
+        )
+        fresh_sandbox.advance(5)
+        final = callbacks(fresh_sandbox, task)[-1]
+        assert final["id"] == task.task_id and final["status"] == "succeeded"
+
+        assert set(deliver(client, jobs, fresh_sandbox, task)) == {200}
+        task.refresh_from_db()
+        assert task.status == Status.SUCCEED
+        assert not task.needs_confirmation, "confirmed by GET /tasks with the API key"
+        assert task.events.filter(status=Status.SUCCEED).get().source == "callback"
+        assert ("video", 0, "watermark_url") in media_variants(task)
+        assert Deduction.objects.get(task=task).units == task.final_unit_deduction > 0
 
 
 class TestNewDesignBodies:
