@@ -359,7 +359,7 @@ def _bench_latency(n: int, *, callbacks: bool) -> dict:
         )
         via = _finish_sources(team)
         deliveries: dict[str, int] = {}
-        for entry in sandbox.callbacks_log():
+        for entry in sandbox.callbacks_log:
             outcome = str(entry["http_status"] or (entry["error"] or "dropped").split(":")[0])
             deliveries[outcome] = deliveries.get(outcome, 0) + 1
         return {
