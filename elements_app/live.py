@@ -18,10 +18,7 @@ from typing import Any
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.template.loader import render_to_string
 from django.urls import reverse
-from django_htmx.http import reswap, retarget
 
 from elements_app.forms import ElementFilterForm
 from elements_app.models import Element, ElementStatus
@@ -29,12 +26,9 @@ from klingweb.accounts.access import READ, TeamAccess, team_for_user
 from klingweb.accounts.models import Team
 from tasks_app.live import (
     LIVE_INTERVAL_SECONDS,
-    STOP_POLLING,
-    code_from_hex,
-    live_diff,
     live_query,
+    live_response,
     live_token,
-    parse_live_token,
     state_digest,
 )
 
@@ -124,25 +118,11 @@ def element_list_live(request: HttpRequest, team: Any) -> HttpResponse:
     """
     access = team_for_user(request, team, methods=READ)
     context = element_results_context(request, access)
-    diff = live_diff(parse_live_token(request.GET.get("seen")), context["live_rows"])
-    status = 200 if context["live"]["active"] else STOP_POLLING
-    if diff.rebuild:
-        response = render(request, "elements_app/element_list.html#results", context, status=status)
-        return reswap(retarget(response, "#results"), "outerHTML")
-    by_code = {element.code.hex: element for element in context["elements"]}
-    html = render_to_string(
-        "elements_app/_live_cards.html",
-        {
-            **context,
-            "changed": [by_code[code] for code in diff.changed],
-            "added": [
-                (by_code[code], code_from_hex(anchor) if anchor else None)
-                for code, anchor in diff.added
-            ],
-            "removed": [code_from_hex(code) for code in diff.removed],
-            "pages_changed": bool(context["elements"])
-            and request.GET.get("n") != str(context["page"].paginator.count),
-        },
-        request=request,
+    return live_response(
+        request,
+        context,
+        items=list(context["elements"]),
+        page_template="elements_app/element_list.html#results",
+        target="#results",
+        patch_template="elements_app/_live_cards.html",
     )
-    return HttpResponse(html, status=status)

@@ -264,17 +264,32 @@ def task_table_context(request: HttpRequest, access: TeamAccess, *, mine: bool) 
     }
 
 
-def _task_live(request: HttpRequest, team: Any, *, mine: bool) -> HttpResponse:
-    access = team_for_user(request, team, methods=READ)
-    context = task_table_context(request, access, mine=mine)
+def live_response(
+    request: HttpRequest,
+    context: dict,
+    *,
+    items: list,
+    page_template: str,
+    target: str,
+    patch_template: str,
+) -> HttpResponse:
+    """The answer of a list's one live request, shared by the task lists and the elements
+    library. ``context``: the list's context (``live_rows``, ``live``, ``page``); ``items``:
+    the objects of the page (each with a ``code`` UUID). Compares the ``seen`` query
+    parameter with ``context["live_rows"]`` (``live_diff``): when it cannot be patched, the
+    whole region ``page_template`` (a ``template#partial``) retargeted to ``target``
+    (``HX-Retarget``, outerHTML); else ``patch_template`` rendered with ``changed`` (items),
+    ``added`` ([(item, anchor code or None)]), ``removed`` (codes) and ``pages_changed``
+    (the count differs from the ``n`` query parameter). HTTP 286 (htmx: stop polling) once
+    ``context["live"]["active"]`` is False, else 200."""
     diff = live_diff(parse_live_token(request.GET.get("seen")), context["live_rows"])
     status = 200 if context["live"]["active"] else STOP_POLLING
     if diff.rebuild:
-        response = render(request, "tasks_app/task_list.html#table", context, status=status)
-        return reswap(retarget(response, "#task-table"), "outerHTML")
-    by_code = {task.code.hex: task for task in context["tasks"]}
+        response = render(request, page_template, context, status=status)
+        return reswap(retarget(response, target), "outerHTML")
+    by_code = {item.code.hex: item for item in items}
     html = render_to_string(
-        "tasks_app/_live_rows.html",
+        patch_template,
         {
             **context,
             "changed": [by_code[code] for code in diff.changed],
@@ -283,12 +298,25 @@ def _task_live(request: HttpRequest, team: Any, *, mine: bool) -> HttpResponse:
                 for code, anchor in diff.added
             ],
             "removed": [code_from_hex(code) for code in diff.removed],
-            "pages_changed": bool(context["tasks"])
+            "pages_changed": bool(items)
             and request.GET.get("n") != str(context["page"].paginator.count),
         },
         request=request,
     )
     return HttpResponse(html, status=status)
+
+
+def _task_live(request: HttpRequest, team: Any, *, mine: bool) -> HttpResponse:
+    access = team_for_user(request, team, methods=READ)
+    context = task_table_context(request, access, mine=mine)
+    return live_response(
+        request,
+        context,
+        items=list(context["tasks"]),
+        page_template="tasks_app/task_list.html#table",
+        target="#task-table",
+        patch_template="tasks_app/_live_rows.html",
+    )
 
 
 def task_list_live(request: HttpRequest, team: Any) -> HttpResponse:
