@@ -181,20 +181,25 @@ def portal_database() -> Iterator[dict[str, str]]:
         yield extra
 
 
-@pytest.fixture(scope="package")
-def stack(chromium_path, portal_database, tmp_path_factory, pytestconfig) -> Iterator[Stack]:
-    """Start the sandbox, prepare a fresh database and run ``web`` + ``worker`` + ``poller`` under honcho."""
-    from klingweb.sandbox import SandboxConfig, SandboxServer
+@contextlib.contextmanager
+def portal_stack(
+    *,
+    sandbox_config,
+    database: dict[str, str],
+    work: Path,
+    nomigrations: bool,
+    env_extra: dict[str, str] | None = None,
+    log_copy: str = "servers.log",
+) -> Iterator[Stack]:
+    """Start the sandbox (``sandbox_config``, a ``SandboxConfig``) and the portal's ``web`` +
+    ``worker`` + ``poller`` under honcho in ``work`` on ``database`` (what
+    ``fresh_portal_database`` yields), with ``env_extra`` over the processes' environment;
+    yield the ``Stack``; stop everything and copy the servers' log to
+    ``artifacts/e2e/<log_copy>``. Fails the test when the portal does not answer in 60 s."""
+    from klingweb.sandbox import SandboxServer
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    work = tmp_path_factory.mktemp("e2e-portal")
-    sandbox = SandboxServer(
-        SandboxConfig(
-            accounts={SANDBOX_ACCESS_KEY: SANDBOX_SECRET_KEY}, task_seconds=TASK_SECONDS, seed=8
-        ),
-        host="127.0.0.1",
-        port=0,
-    ).start()
+    sandbox = SandboxServer(sandbox_config, host="127.0.0.1", port=0).start()
     port = free_port()
     password = secrets.token_urlsafe(12)
     env = portal_env(
@@ -203,9 +208,10 @@ def stack(chromium_path, portal_database, tmp_path_factory, pytestconfig) -> Ite
         sandbox_url=sandbox.base_url,
         secret_key=secrets.token_urlsafe(48),
         password=password,
-        nomigrations=bool(pytestconfig.getoption("nomigrations", default=False)),
-        extra=portal_database,
+        nomigrations=nomigrations,
+        extra=database,
     )
+    env.update(env_extra or {})
     log_path = work / "servers.log"
     proc = None
     try:
@@ -223,7 +229,24 @@ def stack(chromium_path, portal_database, tmp_path_factory, pytestconfig) -> Ite
             stop_process(proc, timeout=20)  # honcho stops its processes, then exits
         sandbox.stop()
         if log_path.exists():
-            shutil.copy(log_path, ARTIFACTS / "servers.log")
+            shutil.copy(log_path, ARTIFACTS / log_copy)
+
+
+@pytest.fixture(scope="package")
+def stack(chromium_path, portal_database, tmp_path_factory, pytestconfig) -> Iterator[Stack]:
+    """The shared stack (``portal_stack``): the sandbox and ``web`` + ``worker`` + ``poller``
+    on a fresh database."""
+    from klingweb.sandbox import SandboxConfig
+
+    with portal_stack(
+        sandbox_config=SandboxConfig(
+            accounts={SANDBOX_ACCESS_KEY: SANDBOX_SECRET_KEY}, task_seconds=TASK_SECONDS, seed=8
+        ),
+        database=portal_database,
+        work=tmp_path_factory.mktemp("e2e-portal"),
+        nomigrations=bool(pytestconfig.getoption("nomigrations", default=False)),
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="package")

@@ -12,24 +12,22 @@ from __future__ import annotations
 
 import re
 import secrets
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
-from klingweb.run import SANDBOX_ACCESS_KEY, SANDBOX_SECRET_KEY, prepare, wait_http
+from klingweb.run import SANDBOX_ACCESS_KEY, SANDBOX_SECRET_KEY
 from tests.e2e.conftest import (
-    ARTIFACTS,
     TASK_SECONDS,
     TIMEOUT_MS,
     Stack,
     fresh_portal_database,
+    portal_stack,
     sign_in,
 )
 from tests.e2e.files import photo_jpeg
-from tests.processes import free_port, portal_env, start_honcho, stop_process
 from tests.test_sandbox_2026 import FileServer, make_mp4
 
 pytestmark = pytest.mark.e2e
@@ -51,53 +49,24 @@ def v3_portal_database() -> Iterator[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def stack(chromium_path, v3_portal_database, tmp_path_factory, pytestconfig) -> Iterator[Stack]:
-    """The portal (web + worker) on a fresh database, its operator account holding only an
-    API key of the sandbox's account."""
-    from klingweb.sandbox import SandboxConfig, SandboxServer
+    """The portal (web + worker + poller) on a fresh database, its operator account holding
+    only an API key of the sandbox's account (``portal_stack``)."""
+    from klingweb.sandbox import SandboxConfig
 
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    work = tmp_path_factory.mktemp("e2e-v3-portal")
-    sandbox = SandboxServer(
-        SandboxConfig(
+    with portal_stack(
+        sandbox_config=SandboxConfig(
             accounts={SANDBOX_ACCESS_KEY: SANDBOX_SECRET_KEY},
             api_keys={API_KEY: SANDBOX_ACCESS_KEY},
             task_seconds=TASK_SECONDS,
             seed=13,
         ),
-        host="127.0.0.1",
-        port=0,
-    ).start()
-    port = free_port()
-    password = secrets.token_urlsafe(12)
-    env = portal_env(
-        work=work,
-        port=port,
-        sandbox_url=sandbox.base_url,
-        secret_key=secrets.token_urlsafe(48),
-        password=password,
+        database=v3_portal_database,
+        work=tmp_path_factory.mktemp("e2e-v3-portal"),
         nomigrations=bool(pytestconfig.getoption("nomigrations", default=False)),
-        extra=v3_portal_database,
-    )
-    env.update(KLING_API_KEY=API_KEY, KLING_ACCESS_KEY="", KLING_SECRET_KEY="")
-    log_path = work / "servers.log"
-    proc = None
-    try:
-        prepare(env=env, quiet=True)
-        proc = start_honcho(
-            names=["web", "worker", "poller"], env=env, port=port, log_path=log_path
-        )
-        url = f"http://127.0.0.1:{port}"
-        if not wait_http(f"{url}/accounts/login/", timeout=60, proc=proc):
-            pytest.fail(
-                f"the portal did not start; end of {log_path}:\n{log_path.read_text()[-3000:]}"
-            )
-        yield Stack(url=url, sandbox=sandbox, password=password, log_path=log_path)
-    finally:
-        if proc is not None:
-            stop_process(proc, timeout=20)
-        sandbox.stop()
-        if log_path.exists():
-            shutil.copy(log_path, ARTIFACTS / "servers-v3.log")
+        env_extra={"KLING_API_KEY": API_KEY, "KLING_ACCESS_KEY": "", "KLING_SECRET_KEY": ""},
+        log_copy="servers-v3.log",
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
