@@ -279,13 +279,15 @@ def _bodies(files: FileServer) -> list[tuple[str, str, dict, str, str]]:
         ("motion-2.6", MOTION_26, {"contents": [{"type": "prompt", "text": "dance"}, {"type": "image", "url": IMG}, {"type": "video", "url": omni_url}], "settings": {"character_orientation": "video"}}, "1.6", "3.2"),
         ("v2.6-t2v-native", V26_T2V, {"prompt": "rain", "settings": {"audio": "native", "resolution": "1080p", "duration": 10}}, "10", "10"),
         ("v2.5-turbo-i2v", V25_I2V, {"contents": [{"type": "first_frame", "url": IMG}]}, "1.5", "5"),
+        ("v2.5-turbo-t2v", "/text-to-video/kling-2.5-turbo", {"prompt": "a kite"}, "1.5", "5"),
+        ("v2.6-i2v-silent-1080p", "/image-to-video/kling-2.6", {"contents": [{"type": "first_frame", "url": IMG}], "settings": {"resolution": "1080p", "duration": 5}}, "2.5", "5"),
     ]  # fmt: skip
 
 
 ENDPOINT_IDS = [
     "turbo-t2v-storyboard", "turbo-i2v", "v3-t2v-native-1080p", "v3-t2v-4k",
     "v3-i2v-frames-element", "omni-images-elements", "omni-feature-video", "motion-3.0",
-    "motion-2.6", "v2.6-t2v-native", "v2.5-turbo-i2v",
+    "motion-2.6", "v2.6-t2v-native", "v2.5-turbo-i2v", "v2.5-turbo-t2v", "v2.6-i2v-silent-1080p",
 ]  # fmt: skip
 
 
