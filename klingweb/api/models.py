@@ -84,6 +84,7 @@ class WebhookEvent(models.TextChoices):
 
     TASK_SUCCEEDED = "task.succeeded", "Task succeeded"
     TASK_FAILED = "task.failed", "Task failed (or refused)"
+    BUDGET_THRESHOLD = "budget.threshold", "Budget threshold reached (80, 90, 100 %)"
 
 
 #: The type of the "send test" delivery (always sent, whatever the subscription).
