@@ -1,4 +1,11 @@
-"""The REST API under ``/api/v1/`` (django-ninja): tasks, usage, signed result links.
+"""The REST API under ``/api/v1/`` (django-ninja): tasks, elements, usage, signed result
+links.
+
+The create endpoints (``POST /tasks``, ``POST /elements``) take ``application/json`` or
+``multipart/form-data`` (files as parts), read by ``klingweb.api.inputs`` onto the create
+page's own form and queued by the page's own service; their request bodies are declared in
+the OpenAPI document with ``openapi_extra`` (components ``TaskIn``/``TaskMultipartIn`` and
+``ElementIn``/``ElementMultipartIn``, ``KlingwebApi``).
 
 Why django-ninja: the request and answer shapes are typed pydantic schemas from which the
 OpenAPI 3 document (``/api/v1/openapi.json``) is generated, it brings Swagger UI's files in
