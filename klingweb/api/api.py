@@ -32,7 +32,7 @@ import mimetypes
 import posixpath
 import time
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from csp.decorators import csp_update
@@ -281,7 +281,7 @@ class ElementIn(Schema):
     model_config = ConfigDict(extra="forbid")
     element_name: str = Field(..., examples=["Hero"])
     element_description: str = Field(..., examples=["A brave hero in a red cape."])
-    reference_type: str = Field("image_refer", examples=["image_refer"])
+    reference_type: Literal["image_refer", "video_refer"] = "image_refer"
     element_image_list: ElementImageList | None = None
     element_video_list: ElementVideoList | None = None
     element_voice_id: str | None = None
@@ -621,6 +621,8 @@ def tasks_create(
     caller = _writer(request, "tasks")
     body, uploads = request_fields(request)
     family_key = body.pop("family", None)
+    if isinstance(family_key, list):
+        raise ApiError(400, "invalid", "family must be a single value.", field="family")
     if not isinstance(family_key, str) or not family_key:
         raise ApiError(
             400, "invalid", "family is required: a family key such as text2video.", field="family"

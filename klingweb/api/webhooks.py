@@ -1,7 +1,10 @@
-"""Outbound webhooks: a team's endpoints hear about its tasks, signed with Standard Webhooks.
+"""Outbound webhooks: a team's endpoints hear about its tasks and budgets, signed with
+Standard Webhooks. Events: ``task.succeeded``, ``task.failed`` (failed at Kling, or refused
+by Kling when sent), ``budget.threshold`` (80/90/100 % of a budget, once per period).
 
 - ``task_finished_hook(task=)``: named in ``settings.KLINGWEB_TASK_FINISHED_HOOKS`` and called
-  by ``tasks_app.services.task_apply_remote`` inside its transaction when a task finishes;
+  by ``tasks_app.services.task_apply_remote`` inside its transaction when a task finishes
+  (and by ``tasks_app.submission.task_refuse`` when Kling refuses the create call);
   it only records deliveries (``webhooks_emit``) and enqueues their jobs on commit, so the
   task pipeline never waits for a receiver.
 - ``budget_alert_hook(team=, status=, alerts=)``: named in
