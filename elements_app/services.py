@@ -124,10 +124,17 @@ def element_uploads_store(*, data: dict, team: Team) -> list[str]:
     return saved
 
 
+def _is_url(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(("http://", "https://"))
+
+
 def _ref(value: Any) -> Any:
-    """A body value for a stored input: ``{"$file": name}`` (a bare name is wrapped)."""
+    """A body value for an input: ``{"$file": name}`` for a stored upload (a bare storage
+    name is wrapped), an http(s) URL as is (the vendor fetches it)."""
     if isinstance(value, UploadedFile):
         raise ValueError("element_params_build needs stored uploads (element_uploads_store)")
+    if _is_url(value):
+        return value
     return {"$file": value} if isinstance(value, str) else value
 
 
@@ -135,7 +142,8 @@ def element_params_build(*, data: dict) -> dict:
     """The create body of ``POST /v1/general/advanced-custom-elements`` (KLING_API.md §5.4)
     from element form data whose uploads are stored (``element_uploads_store``): inputs as
     ``{"$file": name}``, given to Kling as URLs or Base64 at send time
-    (``tasks_app.inputs.inputs_resolve``; the video always by URL). Without ``callback_url`` /
+    (``tasks_app.inputs.inputs_resolve``; the video always by URL); inputs given as http(s)
+    URLs go as they are. Without ``callback_url`` /
     ``external_task_id`` (added when sending). Raises ``ValueError`` for an upload not
     stored yet.
 
@@ -168,6 +176,8 @@ def element_params_build(*, data: dict) -> dict:
 def _file_label(value: Any) -> str:
     if isinstance(value, dict):
         return str(value.get("$file", "")).rsplit("/", 1)[-1]
+    if _is_url(value):
+        return value.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1][:60] or value[:60]
     return getattr(value, "name", "") or ""
 
 
@@ -187,7 +197,7 @@ def element_create(*, team: Team, user: Any, data: dict) -> Element:
     """Queue the task that creates a custom element, and the element row (``creating``).
 
     ``data``: ``ElementForm.cleaned_data`` (uploads as ``UploadedFile`` or already stored as
-    ``{"$file": name}``). Stores the uploads once (``element_uploads_store``), then in one
+    ``{"$file": name}``; inputs given by URL as http(s) strings). Stores the uploads once (``element_uploads_store``), then in one
     transaction queues a ``Task`` of family ``element`` through
     ``tasks_app.submission.task_queue`` (budget check with the estimated units of Kling
     credit, status ``queued``, ``tasks_app.jobs.submit_task`` enqueued on commit; params =
@@ -197,9 +207,12 @@ def element_create(*, team: Team, user: Any, data: dict) -> Element:
     Raises ``tasks_app.budgets.BudgetExceeded``: nothing is kept (the uploads saved by this
     call are deleted again); ``tasks_app.inputs.InputNeedsPublicAddress`` for a video
     reference when the portal has no public address (nothing stored or queued; the form
-    refuses this first).
+    refuses this first); a video given by URL needs none.
     """
-    if data.get("reference_type") == ReferenceType.VIDEO_REFER and not inputs_by_url_available():
+    video_upload = data.get("reference_type") == ReferenceType.VIDEO_REFER and not _is_url(
+        data.get("video")
+    )
+    if video_upload and not inputs_by_url_available():
         raise InputNeedsPublicAddress(NO_PUBLIC_ADDRESS)
     data = dict(data)
     prompt, summary = element_describe(data)  # with the names the person uploaded
@@ -224,7 +237,8 @@ def element_create(*, team: Team, user: Any, data: dict) -> Element:
                 description=data["description"],
                 reference_type=data["reference_type"],
                 frontal_image=_name(data.get("frontal_image")),
-                refer_images=[_name(item) for item in data.get("refer_images") or []],
+                # Stored inputs only: one given by URL stays the vendor's (params).
+                refer_images=[n for item in data.get("refer_images") or [] if (n := _name(item))],
                 video=_name(data.get("video")),
                 voice_id=data.get("voice_id") or "",
                 tag_ids=tags_encode(list(data.get("tags") or [])),

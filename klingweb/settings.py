@@ -330,8 +330,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 15 * 1024 * 1024  # bytes; non-file POST bodies
 # Whole request bodies (klingweb.security.UploadLimitMiddleware answers 413 above these,
 # by Content-Length, before reading): forms of images and sound (≤ 10 MB + 10 MB + 5 MB)...
 UPLOAD_MAX_REQUEST_BYTES = 25 * 1024 * 1024
-# ...and, by URL name, the element form (a 200 MB reference video, or 4 images of 10 MB).
-UPLOAD_LARGE_REQUESTS = {"elements-create": 220 * 1024 * 1024}
+# ...and, by URL name, the element form and POST /api/v1/elements (a 200 MB reference
+# video, or 4 images of 10 MB).
+UPLOAD_LARGE_REQUESTS = {
+    "elements-create": 220 * 1024 * 1024,
+    "api-elements-create": 220 * 1024 * 1024,
+}
 
 # --- Kling --------------------------------------------------------------------------------
 KLING_API_BASE_URL = env_url("KLING_API_BASE_URL", "https://api-singapore.klingai.com")
@@ -407,8 +411,12 @@ KLINGWEB_PLUGIN_SCHEDULES = [
     {"name": "klingweb-element-presets", "func": "elements_app.jobs.sync_presets", "minutes": 360},
     {"name": "klingweb-webhook-retries", "func": "klingweb.api.jobs.webhooks_retry", "minutes": 1},
 ]
-# Called in task_apply_remote's transaction when a task finishes (dotted paths, ``task=``).
+# Called in the transaction that finishes a task (task_apply_remote, or task_refuse for a
+# create Kling refused), dotted paths taking ``task=``.
 KLINGWEB_TASK_FINISHED_HOOKS = ["klingweb.api.webhooks.task_finished_hook"]
+# Called when budget thresholds are announced (budget_alerts_mail, with the alert mail),
+# dotted paths taking ``team=``, ``status=``, ``alerts=``.
+KLINGWEB_BUDGET_ALERT_HOOKS = ["klingweb.api.webhooks.budget_alert_hook"]
 # Origins (scheme://host:port) outbound webhooks may reach on private/loopback addresses.
 WEBHOOK_ALLOWED_ORIGINS = env_list("WEBHOOK_ALLOWED_ORIGINS")
 

@@ -168,16 +168,23 @@ def _ledger_sums() -> dict:
     }
 
 
-def ledger_spent(*, budget: Budget, start: datetime, end: datetime) -> Decimal:
-    """What the ledger recorded for the budget's scope between ``start`` and ``end``, in the
-    budget's measure (units, or money in ``KLING_CURRENCY``)."""
+def ledger_totals(*, budget: Budget, start: datetime, end: datetime) -> tuple[Decimal, Decimal]:
+    """``(units, money)``: what the ledger recorded for the budget's scope between ``start``
+    and ``end``, in Kling units and in money (``KLING_CURRENCY``), whatever its measure."""
     qs = Deduction.objects.filter(
         team_id=budget.team_id, recorded_at__gte=start, recorded_at__lt=end
     )
     if budget.member_id is not None:
         qs = qs.filter(member_id=budget.member_id)
     sums = qs.aggregate(**_ledger_sums())
-    return _q(sums["sum_money" if budget.measure == BudgetMeasure.MONEY else "sum_units"])
+    return _q(sums["sum_units"]), _q(sums["sum_money"])
+
+
+def ledger_spent(*, budget: Budget, start: datetime, end: datetime) -> Decimal:
+    """What the ledger recorded for the budget's scope between ``start`` and ``end``, in the
+    budget's measure (units, or money in ``KLING_CURRENCY``)."""
+    units, money = ledger_totals(budget=budget, start=start, end=end)
+    return money if budget.measure == BudgetMeasure.MONEY else units
 
 
 def reserved_tasks(*, budget: Budget):
@@ -435,8 +442,10 @@ def budget_alerts_record(*, team, now: datetime | None = None) -> list[BudgetAle
 def budget_alerts_mail(*, team, now: datetime | None = None) -> int:
     """E-mail the team's owners and admins about alerts not mailed yet (``emailed_at`` null):
     one mail per budget, naming its highest new threshold. Each budget's alerts are claimed
-    first by a conditional update, so two workers never mail the same alert. Returns the
-    number of mails attempted."""
+    first by a conditional update, so two workers never mail the same alert; in the same
+    transaction the claimed alerts go to the ``KLINGWEB_BUDGET_ALERT_HOOKS`` (the API's
+    ``budget.threshold`` webhooks: one event per threshold). Returns the number of mails
+    attempted."""
     pending: dict[int, list[BudgetAlert]] = {}
     for alert in BudgetAlert.objects.filter(budget__team=team, emailed_at__isnull=True):
         pending.setdefault(alert.budget_id, []).append(alert)
@@ -446,14 +455,35 @@ def budget_alerts_mail(*, team, now: datetime | None = None) -> int:
     budgets = [b for b in team_budgets(team=team) if b.pk in pending]
     for status in budget_statuses(budgets=budgets, now=now):
         alerts = pending[status.budget.pk]
-        claimed = BudgetAlert.objects.filter(
-            pk__in=[a.pk for a in alerts], emailed_at__isnull=True
-        ).update(emailed_at=timezone.now())
+        # The claim and the hooks' records (webhook deliveries) commit together: an alert
+        # is announced exactly once, by the worker that claimed it.
+        with transaction.atomic():
+            claimed = BudgetAlert.objects.filter(
+                pk__in=[a.pk for a in alerts], emailed_at__isnull=True
+            ).update(emailed_at=timezone.now())
+            if claimed:
+                _run_alert_hooks(team, status, alerts)
         if not claimed:
             continue  # another worker mails them
         _alert_mail(team, status, max(a.threshold for a in alerts))
         sent += 1
     return sent
+
+
+def _run_alert_hooks(team, status: BudgetStatus, alerts: list[BudgetAlert]) -> None:
+    """Call each ``settings.KLINGWEB_BUDGET_ALERT_HOOKS`` entry (dotted path of a function
+    taking ``team=``, ``status=`` (``BudgetStatus``) and ``alerts=`` (the newly claimed
+    ``BudgetAlert`` rows of that budget, one per threshold)) in a savepoint: e.g. the API's
+    ``budget.threshold`` webhook. A hook only records work for its own jobs (it must not
+    wait on the network); a failing one is logged and never stops the mail."""
+    from django.utils.module_loading import import_string
+
+    for path in getattr(settings, "KLINGWEB_BUDGET_ALERT_HOOKS", ()):
+        try:
+            with transaction.atomic():
+                import_string(path)(team=team, status=status, alerts=alerts)
+        except Exception:
+            log.exception("team %s: budget alert hook %s failed", team.pk, path)
 
 
 def budget_alerts_check(*, team_pk: int, now: datetime | None = None) -> list[BudgetAlert]:

@@ -291,9 +291,16 @@ class KeepUploadsMixin:
             else:
                 field.widget.attrs.pop("class", None)
 
+    #: False for a caller that cannot carry a token to its next try (``POST /api/v1/…``):
+    #: then nothing is kept, and a refused request leaves no file behind.
+    keep_on_error = True
+
     def keep_uploads(self) -> dict[str, list[KeptFile]]:
         """Save the valid uploads as kept files (once each; a file restored from a token
-        keeps its token) and return ``self.kept``. Fields with errors keep nothing."""
+        keeps its token) and return ``self.kept``. Fields with errors keep nothing; nothing
+        is kept when ``keep_on_error`` is False."""
+        if not self.keep_on_error:
+            return self.kept
         for name, value in getattr(self, "_kept_candidates", {}).items():
             if name in self.kept or name in self._errors:
                 continue

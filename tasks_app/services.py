@@ -12,6 +12,8 @@
 - ``apply_batch``: apply many vendor answers in chunks of one transaction each (the
   poller's bursts): the per-team work of a finished task (budget threshold check, alert
   job) runs once per team and media keeping is one job per cycle.
+- ``task_finished_announce``: the finished-task hooks (webhooks) for a task that ended
+  without a vendor task object (a refused create); ``task_apply_remote`` runs them itself.
 - ``task_apply_remote``: the single applier of vendor task objects. Callbacks, list-page
   polling and single queries all end here; a final callback body counts only once a query
   confirms it (``confirmed``; ``tasks_app.callbacks.callback_confirm``). It is idempotent and monotonic, and records the
@@ -478,6 +480,15 @@ def _run_on_succeed(task: Task, remote: KlingTask) -> None:
         return
     if family.on_succeed is not None:
         family.on_succeed(task, remote)
+
+
+def task_finished_announce(*, task: Task) -> None:
+    """Run the ``settings.KLINGWEB_TASK_FINISHED_HOOKS`` for ``task``, which has just
+    finished outside ``task_apply_remote`` (a create call refused by Kling:
+    ``tasks_app.submission.task_refuse``), so that e.g. the API's ``task.failed`` webhook
+    hears of refusals too. Call it in the transaction that moved the task; each hook runs
+    in a savepoint and a failing one is logged, never raised."""
+    _run_finished_hooks(task)
 
 
 def _run_finished_hooks(task: Task) -> None:

@@ -82,6 +82,7 @@ from tasks_app.services import (
     task_create,
     task_error_clear,
     task_error_record,
+    task_finished_announce,
     task_status_move,
 )
 
@@ -252,21 +253,27 @@ def task_refuse(
     Stores the vendor's ``code``, ``message`` and ``request_id`` (shown on the task page)
     and a status-history entry, in one ``task_status_move`` from ``queued`` (a task that has
     left ``queued`` meanwhile is not touched); returns True when it moved the task. Nothing
-    is charged for a refused create (KLING_API.md §2).
+    is charged for a refused create (KLING_API.md §2). A task so ended is announced to the
+    finished-task hooks in the same transaction (``task_finished_announce``: the API's
+    ``task.failed`` webhook), once, by the call that moved it.
     """
     now = timezone.now()
-    return task_status_move(
-        task_pk=task_pk,
-        to=Status.ERROR,
-        source=source,
-        note=f"{code}: {message}" if code is not None else message,
-        expected_from=[Status.QUEUED],
-        at=now,
-        error=TaskError(code, message, request_id),
-        finished_at=now,
-        claimed_until=None,
-        next_poll_at=None,
-    )
+    with transaction.atomic():
+        moved = task_status_move(
+            task_pk=task_pk,
+            to=Status.ERROR,
+            source=source,
+            note=f"{code}: {message}" if code is not None else message,
+            expected_from=[Status.QUEUED],
+            at=now,
+            error=TaskError(code, message, request_id),
+            finished_at=now,
+            claimed_until=None,
+            next_poll_at=None,
+        )
+        if moved:
+            task_finished_announce(task=Task.objects.get(pk=task_pk))
+    return moved
 
 
 def _task_retry_later(

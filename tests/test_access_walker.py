@@ -80,6 +80,8 @@ CODE_BY_URL_PREFIX: dict[str, tuple[str, str]] = {
     "tasks-reconciliation": ("tasks_app.ReconciliationIssue", "code"),
     "tasks-": ("tasks_app.Task", "code"),
     "elements-": ("elements_app.Element", "code"),
+    "api-tasks-": ("tasks_app.Task", "code"),
+    "api-elements-": ("elements_app.Element", "code"),
 }
 #: Values for kwargs that are not UUIDs (valid, so a view cannot 404 on them first).
 NON_UUID_VALUES: dict[str, str] = {
@@ -551,3 +553,5 @@ def test_api_key_of_one_team_reaches_nothing_of_another(portal, casts):
     assert snapshot(other) == before
     other_task = other.objects[apps.get_model("tasks_app.Task")]
     assert f"/api/v1/tasks/{other_task.code}" in walked
+    other_element = other.objects[apps.get_model("elements_app.Element")]
+    assert f"/api/v1/elements/{other_element.code}" in walked

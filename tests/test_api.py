@@ -310,6 +310,277 @@ class TestIdempotencyAndLimits:
         assert client.get("/api/v1/tasks", {"cursor": "forged"}).status_code == 400
 
 
+# -- multipart uploads and elements ----------------------------------------------------
+
+
+def png(name: str, width: int = 400, height: int = 400):
+    """A PNG file part (passes the image rule unless made smaller than 300 px)."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.test_tasks_forms import image_bytes
+
+    return SimpleUploadedFile(name, image_bytes(width, height), content_type="image/png")
+
+
+def stored_files(settings) -> list:
+    """Every file under the test's MEDIA_ROOT (uploads, kept files...)."""
+    from pathlib import Path
+
+    root = Path(settings.MEDIA_ROOT)
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+ELEMENT = {
+    "element_name": "Hero",
+    "element_description": "A brave hero in a red cape.",
+    "reference_type": "image_refer",
+    "element_image_list": {
+        "frontal_image": "https://img.example/hero/front.png",
+        "refer_images": [
+            {"image_url": "https://img.example/hero/side.png"},
+            {"image_url": "https://img.example/hero/back.jpg"},
+        ],
+    },
+    "tag_list": [{"tag_id": "o_102"}],
+}
+
+
+def post_element(client: Client, capture, *, data=None, body=None, **headers):
+    """POST /api/v1/elements as JSON (``body``) or multipart (``data``), jobs on commit."""
+    with capture(execute=True):
+        if body is not None:
+            return client.post(
+                "/api/v1/elements",
+                data=json.dumps(body),
+                content_type="application/json",
+                headers=headers,
+            )
+        return client.post("/api/v1/elements", data=data, headers=headers)
+
+
+class TestMultipartTasks:
+    def test_image2video_with_the_image_as_a_file_part(
+        self, portal, kling, fresh_sandbox, django_capture_on_commit_callbacks
+    ):
+        client = api(make_key(portal.team, "member"))
+        data = {
+            "family": "image2video",
+            "model_name": "kling-v1-6",
+            "prompt": "the fox turns its head",
+            "watermark_info": '{"enabled": true}',
+            "image": png("fox.png"),
+        }
+        with django_capture_on_commit_callbacks(execute=True):
+            response = client.post("/api/v1/tasks", data=data)
+        assert response.status_code == 202, response.content
+        task = Task.objects.get(code=response.json()["code"])
+        assert task.params["image"]["$file"].endswith(".png")  # stored, sent by URL
+        assert task.params["watermark_info"] == {"enabled": True}
+        assert task.status == Status.SUBMITTED and task.creator == portal.member
+
+    def test_a_bad_file_part_gets_the_forms_message_and_nothing_is_stored(
+        self, portal, kling, settings
+    ):
+        client = api(make_key(portal.team, "member"))
+        data = {"family": "image2video", "model_name": "kling-v1-6", "image": png("s.png", 299)}
+        response = client.post("/api/v1/tasks", data=data)
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["field"] == "image"
+        assert error["message"] == "Image is 299×400 px; both sides must be at least 300 px."
+        unknown = client.post("/api/v1/tasks", data={**data, "image": png("f.png"), "x": png("y")})
+        assert unknown.status_code == 400 and unknown.json()["error"]["field"] == "x"
+        assert not Task.objects.exists() and stored_files(settings) == []
+
+    def test_element_family_points_to_the_elements_endpoint(self, portal, kling):
+        response = api(make_key(portal.team, "member")).post(
+            "/api/v1/tasks", data=json.dumps({"family": "element"}), content_type=JSON
+        )
+        assert response.status_code == 400
+        assert "POST /api/v1/elements" in response.json()["error"]["message"]
+
+
+JSON = "application/json"
+
+
+class TestElements:
+    def test_json_with_urls_creates_the_element_which_becomes_ready(
+        self, portal, kling, fresh_sandbox, django_capture_on_commit_callbacks
+    ):
+        from elements_app.models import Element
+
+        client = api(make_key(portal.team, "member"))
+        response = post_element(client, django_capture_on_commit_callbacks, body=ELEMENT)
+        assert response.status_code == 202, response.content
+        created = response.json()
+        assert created["status"] == "creating" and created["creator"] == "member"
+        element = Element.objects.get(code=created["code"])
+        task = element.task
+        assert str(task.code) == created["task_code"] and task.family == "element"
+        assert task.params["element_image_list"] == ELEMENT["element_image_list"]
+        assert task.params["tag_list"] == [{"tag_id": "o_102"}]
+        assert task.status == Status.SUBMITTED  # the sandbox accepted the create call
+
+        fresh_sandbox.advance(5)
+        poll(task)
+        ready = client.get(f"/api/v1/elements/{element.code}").json()
+        assert ready["status"] == "succeed" and ready["element_id"]
+        assert [e["code"] for e in client.get("/api/v1/elements").json()] == [created["code"]]
+        other = api(make_key(portal.other_team, "outsider"))
+        assert other.get(f"/api/v1/elements/{element.code}").status_code == 404
+
+    def test_multipart_files_are_stored_and_checked_like_the_page(
+        self, portal, kling, fresh_sandbox, django_capture_on_commit_callbacks
+    ):
+        from elements_app.models import Element
+
+        data = {
+            "element_name": "Fox",
+            "element_description": "A red fox.",
+            "frontal_image": png("front.png"),
+            "refer_images": [png("left.png"), png("right.png"), png("back.png")],
+            "tag_list": ["o_103", "o_108"],
+        }
+        response = post_element(
+            api(make_key(portal.team, "member")), django_capture_on_commit_callbacks, data=data
+        )
+        assert response.status_code == 202, response.content
+        element = Element.objects.get(code=response.json()["code"])
+        assert element.frontal_image.name.endswith(".png")
+        assert len(element.refer_image_names()) == 3
+        assert element.tags == [("o_103", "Animal"), ("o_108", "Others")]
+        images = element.task.params["element_image_list"]
+        assert images["frontal_image"] == {"$file": element.frontal_image.name}
+        assert element.task.status == Status.SUBMITTED
+
+    @pytest.mark.parametrize(
+        ("change", "field", "message"),
+        [
+            (
+                {"element_name": "x" * 21},
+                "element_name",
+                "Ensure this value has at most 20 characters (it has 21).",
+            ),
+            (
+                {
+                    "element_image_list": {
+                        "frontal_image": "https://img.example/f.png",
+                        "refer_images": [
+                            {"image_url": f"https://img.example/{i}.png"} for i in "abcd"
+                        ],
+                    }
+                },
+                "element_image_list.refer_images",
+                "Add 1 to 3 images from other angles (you gave 4).",
+            ),
+            (
+                {
+                    "element_image_list": {
+                        "refer_images": [{"image_url": "https://i.example/a.png"}]
+                    }
+                },
+                "element_image_list.frontal_image",
+                "Add a frontal image.",
+            ),
+            (
+                {"reference_type": "video_refer", "element_image_list": None},
+                "element_video_list.refer_videos",
+                "Add one reference video.",
+            ),
+            ({"tag_list": [{"tag_id": "o_999"}]}, "tag_list", None),
+        ],
+    )
+    def test_bad_input_gets_the_forms_message_and_creates_nothing(
+        self, portal, kling, settings, django_capture_on_commit_callbacks, change, field, message
+    ):
+        from elements_app.forms import ElementForm
+        from elements_app.models import Element
+
+        body = {key: value for key, value in {**ELEMENT, **change}.items() if value is not None}
+        response = post_element(
+            api(make_key(portal.team, "member")), django_capture_on_commit_callbacks, body=body
+        )
+        assert response.status_code == 400, response.content
+        error = response.json()["error"]
+        assert error["field"] == field
+        if message is None:  # the form's own wording of a bad choice
+            form = ElementForm({"tags": ["o_999"]}, team=portal.team)
+            message = form.errors["tags"][0]
+        assert error["message"] == message
+        assert not Element.objects.exists() and not Task.objects.exists()
+
+    def test_a_small_base64_image_is_refused_with_the_image_rule_and_nothing_stored(
+        self, portal, kling, settings
+    ):
+        import base64
+
+        from tests.test_tasks_forms import image_bytes
+
+        small = base64.b64encode(image_bytes(200, 400)).decode()
+        body = {**ELEMENT, "element_image_list": {**ELEMENT["element_image_list"]}}
+        body["element_image_list"]["frontal_image"] = small
+        response = api(make_key(portal.team, "member")).post(
+            "/api/v1/elements", data=json.dumps(body), content_type=JSON
+        )
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["field"] == "element_image_list.frontal_image"
+        assert error["message"] == (
+            "Frontal image (frontal_image): Image is 200×400 px; both sides must be at least 300 px."
+        )
+        assert stored_files(settings) == []
+
+    def test_read_only_key_gets_403_and_creates_nothing(self, portal, kling):
+        from elements_app.models import Element
+
+        client = api(make_key(portal.team, "member", read_only=True))
+        response = client.post("/api/v1/elements", data=json.dumps(ELEMENT), content_type=JSON)
+        assert response.status_code == 403
+        assert response.json()["error"]["message"] == "This API key is read-only."
+        assert not Element.objects.exists()
+
+    def test_idempotent_retry_gives_the_same_element_and_another_body_409(
+        self, portal, kling, django_capture_on_commit_callbacks
+    ):
+        from elements_app.models import Element
+
+        client = api(make_key(portal.team, "member"))
+
+        def send(name="Fox", front="front.png"):
+            data = {
+                "element_name": name,
+                "element_description": "A red fox.",
+                "frontal_image": png(front),
+                "refer_images": [png("left.png")],
+            }
+            return post_element(
+                client, django_capture_on_commit_callbacks, data=data, **{"Idempotency-Key": "e1"}
+            )
+
+        first, again = send(), send()
+        assert first.status_code == 202 and again.status_code == 200
+        assert first.json()["code"] == again.json()["code"]
+        assert send(name="Wolf").status_code == 409
+        assert Element.objects.count() == 1 and Task.objects.count() == 1
+        # A task made with this key earlier is not an element: the key cannot be reused.
+        assert (
+            post_task(client, T2V, django_capture_on_commit_callbacks, **{"Idempotency-Key": "e1"})
+        ).status_code == 409
+
+    def test_budget_refusal_names_the_budget(
+        self, portal, kling, django_capture_on_commit_callbacks
+    ):
+        from elements_app.models import Element
+
+        Budget.objects.create(team=portal.team, period="daily", units=Decimal("0.01"))
+        response = post_element(
+            api(make_key(portal.team, "member")), django_capture_on_commit_callbacks, body=ELEMENT
+        )
+        assert response.status_code == 402
+        assert response.json()["error"]["budget"] == "Team daily budget"
+        assert not Element.objects.exists()
+
+
 class TestSchema:
     def test_docs_page_is_served_locally(self):
         page = Client().get("/api/v1/docs")
@@ -379,5 +650,22 @@ class TestSchema:
             "GET /api/v1/tasks",
             "GET /api/v1/usage",
             "GET /api/v1/elements",
+            "POST /api/v1/elements",
+            "GET /api/v1/elements/{code}",
         }, statuses
         assert 200 in statuses["GET /api/v1/tasks"] and 400 in statuses["POST /api/v1/tasks"]
+        assert 400 in statuses["POST /api/v1/elements"]
+
+    def test_both_request_shapes_are_in_the_schema(self):
+        schema = Client().get("/api/v1/openapi.json").json()
+        for path, json_schema, form_schema in (
+            ("/api/v1/tasks", "TaskIn", "TaskMultipartIn"),
+            ("/api/v1/elements", "ElementIn", "ElementMultipartIn"),
+        ):
+            content = schema["paths"][path]["post"]["requestBody"]["content"]
+            assert content["application/json"]["schema"]["$ref"].endswith(json_schema)
+            assert content["multipart/form-data"]["schema"]["$ref"].endswith(form_schema)
+        parts = schema["components"]["schemas"]["TaskMultipartIn"]["properties"]
+        assert parts["image"]["format"] == "binary" and parts["sound_file"]["format"] == "binary"
+        element_parts = schema["components"]["schemas"]["ElementMultipartIn"]["properties"]
+        assert element_parts["refer_images"]["items"]["format"] == "binary"

@@ -228,3 +228,77 @@ def test_rotated_secret_old_one_verifies_during_grace_only(
     assert Webhook(new).verify(body, headers)
     with pytest.raises(Exception, match="(?i)signature"):
         Webhook(old).verify(body, headers)
+
+
+def test_budget_threshold_is_delivered_signed_once_when_a_task_passes_80_percent(
+    portal, kling, fresh_sandbox, receiver, django_capture_on_commit_callbacks
+):
+    from decimal import Decimal
+
+    from tasks_app.budgets import budget_alerts_check
+    from tasks_app.models import Budget, BudgetAlert
+
+    kling.WEBHOOK_ALLOWED_ORIGINS = [receiver.origin]
+    kling.KLING_CURRENCY = "EUR"
+    endpoint, secret = webhook_endpoint_create(
+        team=portal.team, user=portal.admin, url=receiver.url, events=["budget.threshold"]
+    )
+    # The text2video task is estimated and charged 1.5 units: 86 % of 1.75.
+    budget = Budget.objects.create(team=portal.team, period="monthly", units=Decimal("1.75"))
+    task = finish_a_task(portal, fresh_sandbox, django_capture_on_commit_callbacks)
+    assert task.status == "succeed"
+    assert 80 <= task.final_unit_deduction * 100 / budget.units < 90
+
+    assert len(receiver.requests) == 1
+    headers, body = receiver.requests[0]
+    payload = Webhook(secret).verify(body, headers)  # raises when the signature is wrong
+    assert payload["type"] == "budget.threshold"
+    data = payload["data"]
+    assert data["threshold"] == 80
+    assert data["budget"]["code"] == str(budget.code)
+    assert data["budget"]["label"] == "Team monthly budget"
+    assert data["budget"]["measure"] == "units" and data["budget"]["period"] == "monthly"
+    assert Decimal(data["spent_units"]) == task.final_unit_deduction
+    assert Decimal(data["spent_money"]) > 0 and data["currency"] == "EUR"
+    assert data["limit"] == "1.75"
+    assert data["period_start"] < data["period_end"]
+    assert headers["webhook-id"].startswith(f"budget.threshold.{budget.code}.")
+    assert WebhookDelivery.objects.get(endpoint=endpoint).status == DeliveryStatus.SUCCEEDED
+
+    # The periodic check, run again, announces nothing new: the alert fired once.
+    with django_capture_on_commit_callbacks(execute=True):
+        budget_alerts_check(team_pk=portal.team.pk)
+    assert len(receiver.requests) == 1
+    assert BudgetAlert.objects.filter(budget=budget).count() == 1
+
+
+def test_a_task_kling_refuses_at_submit_is_delivered_as_task_failed(
+    portal, kling, fresh_sandbox, receiver, django_capture_on_commit_callbacks
+):
+    kling.WEBHOOK_ALLOWED_ORIGINS = [receiver.origin]
+    endpoint, secret = webhook_endpoint_create(
+        team=portal.team, user=portal.admin, url=receiver.url, events=["task.failed"]
+    )
+    # The form lets an unknown video_id through; the sandbox refuses it (1201) at submit.
+    body = {"family": "video_extend", "video_id": "no-such-video"}
+    response = post_task(
+        api(make_key(portal.team, "member")), body, django_capture_on_commit_callbacks
+    )
+    assert response.status_code == 202, response.content
+    task = Task.objects.get(code=response.json()["code"])
+    assert task.status == "error" and task.error_code == 1201
+
+    assert len(receiver.requests) == 1
+    headers, raw = receiver.requests[0]
+    payload = Webhook(secret).verify(raw, headers)
+    assert payload["type"] == "task.failed"
+    assert payload["data"]["code"] == str(task.code) and payload["data"]["status"] == "error"
+    assert payload["data"]["error"]["code"] == 1201
+    assert headers["webhook-id"] == f"task.failed.{task.code}"
+    # A second refusal attempt of the same task (a late job) moves nothing and sends nothing.
+    from tasks_app.submission import task_refuse
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert not task_refuse(task_pk=task.pk, code=1201, message="again", request_id="r")
+    assert WebhookDelivery.objects.filter(endpoint=endpoint).count() == 1
+    assert len(receiver.requests) == 1

@@ -257,6 +257,51 @@ class TestFormBoundaries:
         assert not form.is_valid()
         assert "Add one reference video." in str(form.errors["video"])
 
+    def test_inputs_may_be_urls_checked_like_the_task_forms(self, portal):
+        data = image_data(
+            frontal_image_url="https://img.example/front.png",
+            refer_image_urls="https://img.example/a.jpg\nhttps://img.example/b.png",
+        )
+        form = make_form(data, {}, portal.team)
+        assert form.is_valid(), form.errors
+        assert form.cleaned_data["frontal_image"] == "https://img.example/front.png"
+        assert form.cleaned_data["refer_images"] == [
+            "https://img.example/a.jpg",
+            "https://img.example/b.png",
+        ]
+        mixed = make_form(
+            image_data(refer_image_urls="https://img.example/a.jpg"), image_files(3), portal.team
+        )
+        assert not mixed.is_valid()  # 3 files + 1 URL = 4 other angles
+        assert "you gave 4" in str(mixed.errors["refer_images"])
+        gif = make_form(image_data(frontal_image_url="https://img.example/f.gif"), {}, portal.team)
+        assert not gif.is_valid()
+        assert "Frontal image URL: This URL points to a .gif file" in str(
+            gif.errors["frontal_image_url"]
+        )
+        both = make_form(
+            image_data(frontal_image_url="https://img.example/f.png"), image_files(), portal.team
+        )
+        assert not both.is_valid()
+        assert "not both" in str(both.errors["frontal_image_url"])
+
+    def test_a_video_url_needs_no_public_address(self, portal, settings):
+        settings.PUBLIC_BASE_URL = ""  # an uploaded video could not be sent
+        data = image_data(reference_type="video_refer", video_url="https://cdn.example/clip.mp4")
+        form = make_form(data, {}, portal.team)
+        assert form.is_valid(), form.errors
+        element = element_create(team=portal.team, user=portal.member, data=form.cleaned_data)
+        params = element.task.params
+        assert params["element_video_list"] == {
+            "refer_videos": [{"video_url": "https://cdn.example/clip.mp4"}]
+        }
+        assert element.video.name == ""  # nothing stored: Kling fetches it
+        refused = make_form(
+            image_data(reference_type="video_refer"), {"video": video()}, portal.team
+        )
+        assert not refused.is_valid()
+        assert "no public address" in str(refused.errors["video"])
+
 
 # --- create page -------------------------------------------------------------------------
 

@@ -107,6 +107,12 @@ class TestRequestCeiling:
         # Under 220 MB it gets through the ceiling (then sign-in, without reading the body).
         assert declared(client, url, 210 * MB).status_code == 302
 
+    def test_api_elements_has_the_larger_ceiling_and_api_tasks_the_common_one(self, portal):
+        client = Client()  # no key: a body that passes the ceiling is then refused 401
+        assert declared(client, "/api/v1/elements", 220 * MB + 1).status_code == 413
+        assert declared(client, "/api/v1/elements", 210 * MB).status_code == 401
+        assert declared(client, "/api/v1/tasks", 25 * MB + 1).status_code == 413
+
     def test_bodies_under_the_ceiling_are_untouched(self, client, portal, no_jobs):
         client.force_login(portal.member)
         url = reverse("tasks-create", kwargs={"team": portal.team.code, "family": "multi_shot"})

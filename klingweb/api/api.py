@@ -1,4 +1,11 @@
-"""The REST API under ``/api/v1/`` (django-ninja): tasks, usage, signed result links.
+"""The REST API under ``/api/v1/`` (django-ninja): tasks, elements, usage, signed result
+links.
+
+The create endpoints (``POST /tasks``, ``POST /elements``) take ``application/json`` or
+``multipart/form-data`` (files as parts), read by ``klingweb.api.inputs`` onto the create
+page's own form and queued by the page's own service; their request bodies are declared in
+the OpenAPI document with ``openapi_extra`` (components ``TaskIn``/``TaskMultipartIn`` and
+``ElementIn``/``ElementMultipartIn``, ``KlingwebApi``).
 
 Why django-ninja: the request and answer shapes are typed pydantic schemas from which the
 OpenAPI 3 document (``/api/v1/openapi.json``) is generated, it brings Swagger UI's files in
@@ -25,7 +32,7 @@ import mimetypes
 import posixpath
 import time
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from csp.decorators import csp_update
@@ -42,9 +49,18 @@ from ninja.errors import ValidationError as NinjaValidationError
 from ninja.openapi.docs import Swagger
 from ninja.security import HttpBearer
 from pydantic import ConfigDict
+from pydantic.json_schema import models_json_schema
 
 from klingweb.api.errors import ApiError
-from klingweb.api.inputs import first_form_error, form_from_body
+from klingweb.api.inputs import (
+    JSON_TYPE,
+    MULTIPART_TYPE,
+    element_form_from_body,
+    first_form_error,
+    form_from_body,
+    request_digest,
+    request_fields,
+)
 from klingweb.api.keys import ApiCaller, ApiKeyInvalid, api_key_authenticate
 from klingweb.api.models import IdempotencyRecord
 from klingweb.reporting.figures import Scope, usage_figures
@@ -104,7 +120,20 @@ class ApiKeyBearer(HttpBearer):
         return caller
 
 
-api = NinjaAPI(
+class KlingwebApi(NinjaAPI):
+    """``NinjaAPI`` whose OpenAPI document also holds the request-body schemas of the create
+    endpoints (``request_body_schemas``): those endpoints read their body themselves (JSON
+    or multipart, ``klingweb.api.inputs.request_fields``), so their ``requestBody`` is
+    declared with ``openapi_extra`` and refers to these components."""
+
+    def get_openapi_schema(self, *, path_prefix=None, path_params=None):
+        """Ninja's document plus ``request_body_schemas()`` under ``components.schemas``."""
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(request_body_schemas())
+        return schema
+
+
+api = KlingwebApi(
     title="Klingweb API",
     version="1",
     description=(
@@ -200,6 +229,160 @@ class TaskIn(Schema):
 
     model_config = ConfigDict(extra="allow")
     family: str = Field(..., examples=["text2video"])
+
+
+class ElementImageRefer(Schema):
+    """One other-angle image: an http(s) URL or Base64 (KLING_API.md §5.4)."""
+
+    model_config = ConfigDict(extra="forbid")
+    image_url: str
+
+
+class ElementImageList(Schema):
+    """The images of an ``image_refer`` element: ``frontal_image`` and 1–3 ``refer_images``
+    (image rule: JPG/PNG, ≤ 10 MB, ≥ 300 px a side, 1:2.5 to 2.5:1), each an http(s) URL
+    or Base64."""
+
+    model_config = ConfigDict(extra="forbid")
+    frontal_image: str | None = None
+    refer_images: list[ElementImageRefer] | None = None
+
+
+class ElementVideoRefer(Schema):
+    """The reference video: an http(s) URL (Kling downloads it) or Base64 (stored by the
+    portal and handed to Kling by URL: needs the portal's public address)."""
+
+    model_config = ConfigDict(extra="forbid")
+    video_url: str
+
+
+class ElementVideoList(Schema):
+    """The video of a ``video_refer`` element: exactly one (MP4/MOV, 3–8 s, 1080p at 16:9 or
+    9:16, ≤ 200 MB)."""
+
+    model_config = ConfigDict(extra="forbid")
+    refer_videos: list[ElementVideoRefer]
+
+
+class ElementTagIn(Schema):
+    """A tag: ``o_101`` Hottest … ``o_108`` Others (KLING_API.md §5.4)."""
+
+    model_config = ConfigDict(extra="forbid")
+    tag_id: str
+
+
+class ElementIn(Schema):
+    """The vendor's create body of a custom element (KLING_API.md §5.4, without
+    ``callback_url``/``external_task_id``, which the portal sets): ``element_name`` (≤ 20
+    characters), ``element_description`` (≤ 100), ``reference_type`` (``image_refer``, the
+    default, or ``video_refer``), ``element_image_list`` or ``element_video_list`` to match,
+    optional ``element_voice_id`` and ``tag_list``."""
+
+    model_config = ConfigDict(extra="forbid")
+    element_name: str = Field(..., examples=["Hero"])
+    element_description: str = Field(..., examples=["A brave hero in a red cape."])
+    reference_type: Literal["image_refer", "video_refer"] = "image_refer"
+    element_image_list: ElementImageList | None = None
+    element_video_list: ElementVideoList | None = None
+    element_voice_id: str | None = None
+    tag_list: list[ElementTagIn] | None = None
+
+
+_INPUT_PART = {
+    "type": "string",
+    "format": "binary",
+    "description": "The file (a file part); a text part of this name is a URL or Base64.",
+}
+
+
+def _task_multipart_schema() -> dict:
+    """``TaskMultipartIn``: ``family`` and the family's fields as text parts (by the
+    vendor's names), ``watermark_info`` as JSON text, and every registered family's file
+    inputs (``image``, ``image_tail``, ``sound_file``, ...) as file parts."""
+    properties: dict[str, Any] = {
+        "family": {"type": "string", "examples": ["image2video"]},
+        "watermark_info": {"type": "string", "description": 'JSON text: {"enabled": true}'},
+    }
+    for family in registry().values():
+        if family.extra.get("create_url_name"):
+            continue
+        try:
+            form_class = family.get_form_class()
+        except ImportError:  # pragma: no cover - a misconfigured family
+            continue
+        for spec in getattr(form_class, "inputs", ()):
+            properties.setdefault(spec.param, dict(_INPUT_PART))
+    return {
+        "title": "TaskMultipartIn",
+        "description": (
+            "The same fields as the JSON body, each as a text part of the same name (values "
+            "that are JSON objects as JSON text), and the family's file inputs as file parts."
+        ),
+        "type": "object",
+        "required": ["family"],
+        "properties": properties,
+        "additionalProperties": {"type": "string"},
+    }
+
+
+def _element_multipart_schema() -> dict:
+    """``ElementMultipartIn``: the text fields of ``ElementIn`` as parts, ``tag_list`` as
+    repeated tag ids, and the inputs as file parts ``frontal_image``, ``refer_images`` (1–3)
+    and ``refer_videos`` (1)."""
+    text = {"type": "string"}
+    return {
+        "title": "ElementMultipartIn",
+        "description": (
+            "ElementIn as multipart/form-data: text parts element_name, "
+            "element_description, reference_type, element_voice_id, tag_list (repeated tag "
+            "ids); files as parts frontal_image, refer_images (1-3 parts) and refer_videos (1 "
+            "part). element_image_list / element_video_list may instead be given as JSON text "
+            "parts holding URLs or Base64."
+        ),
+        "type": "object",
+        "required": ["element_name", "element_description"],
+        "properties": {
+            "element_name": text,
+            "element_description": text,
+            "reference_type": {"type": "string", "enum": ["image_refer", "video_refer"]},
+            "element_voice_id": text,
+            "tag_list": {"type": "array", "items": text},
+            "frontal_image": dict(_INPUT_PART),
+            "refer_images": {"type": "array", "items": dict(_INPUT_PART), "maxItems": 3},
+            "refer_videos": dict(_INPUT_PART),
+            "element_image_list": {"type": "string", "description": "JSON text"},
+            "element_video_list": {"type": "string", "description": "JSON text"},
+        },
+        "additionalProperties": False,
+    }
+
+
+def request_body_schemas() -> dict[str, dict]:
+    """The components the create endpoints' ``requestBody`` refers to: ``TaskIn`` and
+    ``ElementIn`` (with their parts) for JSON, ``TaskMultipartIn`` and
+    ``ElementMultipartIn`` for multipart/form-data."""
+    _, defs = models_json_schema(
+        [(TaskIn, "validation"), (ElementIn, "validation")],
+        ref_template="#/components/schemas/{model}",
+    )
+    schemas = dict(defs.get("$defs", {}))
+    schemas["TaskMultipartIn"] = _task_multipart_schema()
+    schemas["ElementMultipartIn"] = _element_multipart_schema()
+    return schemas
+
+
+def _request_body(json_schema: str, multipart_schema: str) -> dict:
+    """``openapi_extra`` of a create endpoint: its two request shapes."""
+    ref = "#/components/schemas/"
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON_TYPE: {"schema": {"$ref": ref + json_schema}},
+                MULTIPART_TYPE: {"schema": {"$ref": ref + multipart_schema}},
+            },
+        }
+    }
 
 
 class TaskErrorOut(Schema):
@@ -325,6 +508,8 @@ class UsageOut(Schema):
 
 
 ERRORS = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 429: ErrorOut}
+#: The answers of a create endpoint besides its 200/202.
+CREATE_ERRORS = {402: ErrorOut, 409: ErrorOut, 413: ErrorOut, **ERRORS}
 
 
 # -- helpers ----------------------------------------------------------------------------
@@ -407,52 +592,48 @@ def _body_hash(body: dict) -> str:
 
 @api.post(
     "/tasks",
-    response={200: TaskOut, 202: TaskOut, 402: ErrorOut, 409: ErrorOut, **ERRORS},
+    response={200: TaskOut, 202: TaskOut, **CREATE_ERRORS},
     summary="Create a task",
     tags=["tasks"],
     url_name="api-tasks-create",
+    openapi_extra=_request_body("TaskIn", "TaskMultipartIn"),
 )
 def tasks_create(
     request: HttpRequest,
-    payload: TaskIn,
     idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
 ):
     """Validate the body with the family's own form (the create page's messages), check the
     budgets (the key's member's caps too), and queue the task as that member: **202** with
     the task. The vendor call happens in the background; poll ``GET /tasks/{code}``.
 
-    ``Idempotency-Key`` (≤ 255 characters): a retry with the same key and body answers
-    **200** with the task the first request made; the same key with another body is
-    **409**. Errors: 400 (the field and the form's message), 402 (a budget would be passed:
-    ``budget`` names it), 403 (read-only key, or its member is a viewer).
+    Body: ``application/json`` (``TaskIn``: ``family`` and the family's fields by the
+    vendor's names; file inputs as an http(s) URL or Base64), or ``multipart/form-data``
+    (``TaskMultipartIn``: the same fields as text parts, ``watermark_info`` as JSON text,
+    and file inputs as file parts named after the input: ``image``, ``image_tail``,
+    ``sound_file``, ...).
+
+    ``Idempotency-Key`` (≤ 255 characters): a retry with the same key and body (files
+    included) answers **200** with the task the first request made; the same key with
+    another body is **409**. Errors: 400 (the field and the form's message), 402 (a budget
+    would be passed: ``budget`` names it), 403 (read-only key, or its member is a viewer),
+    413 (a JSON body over 15 MB: send files as parts).
     """
-    caller: ApiCaller = request.auth
-    if not caller.can_write:
-        reason = (
-            "This API key is read-only."
-            if caller.api_key.scope != "write"
-            else "The key's member is a viewer of the team and cannot create tasks."
+    caller = _writer(request, "tasks")
+    body, uploads = request_fields(request)
+    family_key = body.pop("family", None)
+    if isinstance(family_key, list):
+        raise ApiError(400, "invalid", "family must be a single value.", field="family")
+    if not isinstance(family_key, str) or not family_key:
+        raise ApiError(
+            400, "invalid", "family is required: a family key such as text2video.", field="family"
         )
-        raise ApiError(403, "forbidden", reason)
-    # The whole JSON object: the schema declares only ``family`` (ninja keeps no extras).
-    try:
-        body = json.loads(request.body)
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid", "The body must be a JSON object.")
-    body.pop("family", None)
-    family_key = payload.family
     digest = None
     if idempotency_key is not None:
-        if not idempotency_key.strip() or len(idempotency_key) > IDEMPOTENCY_KEY_MAX:
-            raise ApiError(
-                400,
-                "invalid",
-                f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters.",
-                field="Idempotency-Key",
-            )
-        digest = _body_hash({"family": family_key, **body})
+        _idempotency_key_check(idempotency_key)
+        if uploads:
+            digest = request_digest("tasks", {"family": family_key, **body}, uploads)
+        else:  # as before multipart existed: a stored record of a JSON retry still matches
+            digest = _body_hash({"family": family_key, **body})
         replay = _idempotent_replay(request, caller, idempotency_key, digest)
         if replay is not None:
             return replay
@@ -467,13 +648,15 @@ def tasks_create(
             field="family",
         ) from None
     if family.extra.get("create_url_name"):
+        hint = " Use POST /api/v1/elements." if family.key == "element" else ""
         raise ApiError(
             400,
             "unknown_family",
-            f"{family.label} tasks are created from their own page, not through this endpoint.",
+            f"{family.label} tasks are created from their own page, not through this "
+            f"endpoint.{hint}",
             field="family",
         )
-    form, names = form_from_body(family, body, team=caller.team, user=caller.user)
+    form, names = form_from_body(family, body, team=caller.team, user=caller.user, uploads=uploads)
     if not form.is_valid():
         raise first_form_error(form, names)
     try:
@@ -484,15 +667,7 @@ def tasks_create(
                     api_key=caller.api_key, key=idempotency_key, body_hash=digest, task=task
                 )
     except BudgetExceeded as exc:
-        raise ApiError(
-            402,
-            "budget_exceeded",
-            str(exc),
-            extra={
-                "budget": budget_label(exc.budget) if exc.budget is not None else None,
-                "budgets": [budget_label(status.budget) for status in exc.exceeded or []],
-            },
-        ) from None
+        raise _budget_error(exc) from None
     except InputNeedsPublicAddress as exc:
         raise ApiError(400, "needs_public_address", str(exc)) from None
     except IntegrityError:
@@ -505,21 +680,61 @@ def tasks_create(
     return Status(202, task_out(request, task))
 
 
-def _idempotent_replay(request: HttpRequest, caller: ApiCaller, key: str, digest: str):
-    record = (
-        IdempotencyRecord.objects.filter(api_key=caller.api_key, key=key)
-        .select_related("task")
-        .first()
+def _writer(request: HttpRequest, what: str) -> ApiCaller:
+    """The caller, when its key may create ``what`` (tasks, elements); else ``ApiError``
+    403 (a read-only key, or its member is a viewer)."""
+    caller: ApiCaller = request.auth
+    if not caller.can_write:
+        reason = (
+            "This API key is read-only."
+            if caller.api_key.scope != "write"
+            else f"The key's member is a viewer of the team and cannot create {what}."
+        )
+        raise ApiError(403, "forbidden", reason)
+    return caller
+
+
+def _idempotency_key_check(key: str) -> None:
+    if not key.strip() or len(key) > IDEMPOTENCY_KEY_MAX:
+        raise ApiError(
+            400,
+            "invalid",
+            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters.",
+            field="Idempotency-Key",
+        )
+
+
+def _budget_error(exc: BudgetExceeded) -> ApiError:
+    """402 naming the budget(s) a creation would pass (the form's refusal text)."""
+    return ApiError(
+        402,
+        "budget_exceeded",
+        str(exc),
+        extra={
+            "budget": budget_label(exc.budget) if exc.budget is not None else None,
+            "budgets": [budget_label(status.budget) for status in exc.exceeded or []],
+        },
     )
-    if record is None:
-        return None
-    if record.body_hash != digest:
+
+
+def _idempotent_record(caller: ApiCaller, key: str, digest: str) -> IdempotencyRecord | None:
+    """The record of ``key`` for this API key (None when unused); 409 when it came with
+    another body."""
+    record = IdempotencyRecord.objects.filter(api_key=caller.api_key, key=key).first()
+    if record is not None and record.body_hash != digest:
         raise ApiError(
             409,
             "idempotency_conflict",
             "This Idempotency-Key was used with a different request body.",
             field="Idempotency-Key",
         )
+    return record
+
+
+def _idempotent_replay(request: HttpRequest, caller: ApiCaller, key: str, digest: str):
+    record = _idempotent_record(caller, key, digest)
+    if record is None:
+        return None
     task = _tasks(caller).prefetch_related("media").get(pk=record.task_id)
     return Status(200, task_out(request, task))
 
@@ -682,7 +897,9 @@ def usage(
 class ElementOut(Schema):
     """A custom element of the team: portal ``code``, the vendor's ``element_id`` (empty
     until created), ``name``, ``description``, ``reference_type``, ``status`` (creating,
-    succeed, failed, deleted), the task that created it (``task_code``), creator, time."""
+    succeed, failed, deleted; ``failed`` too when its task failed or was refused), the task
+    that created it (``task_code``, follow it with ``GET /tasks/{code}``; None for an
+    imported element), creator, time, and its page in the portal."""
 
     code: UUID
     element_id: str
@@ -693,6 +910,125 @@ class ElementOut(Schema):
     task_code: UUID | None = None
     creator: str | None = None
     created_at: dt.datetime
+    page_url: str
+
+
+def element_out(request: HttpRequest, element: Any) -> dict:
+    """``ElementOut`` of ``element`` (with ``task``, ``creator`` and ``team`` loaded)."""
+    return {
+        "code": element.code,
+        "element_id": element.element_id,
+        "name": element.name,
+        "description": element.description,
+        "reference_type": element.reference_type or "",
+        "status": element.effective_status,
+        "task_code": element.task.code if element.task_id else None,
+        "creator": element.creator.get_username() if element.creator else None,
+        "created_at": element.created_at,
+        "page_url": request.build_absolute_uri(
+            reverse("elements-detail", kwargs={"team": element.team.code, "code": element.code})
+        ),
+    }
+
+
+def _elements(caller: ApiCaller):
+    from elements_app.models import Element
+
+    return Element.objects.filter(team=caller.team).select_related("creator", "task", "team")
+
+
+# The create operation is registered first on this path, so the URL resolves to its name
+# (``api-elements-create``), the one settings.UPLOAD_LARGE_REQUESTS allows 220 MB.
+@api.post(
+    "/elements",
+    response={200: ElementOut, 202: ElementOut, **CREATE_ERRORS},
+    summary="Create a custom element",
+    tags=["elements"],
+    url_name="api-elements-create",
+    openapi_extra=_request_body("ElementIn", "ElementMultipartIn"),
+)
+def elements_create(
+    request: HttpRequest,
+    idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
+):
+    """Create a custom element (KLING_API.md §5.4) as the key's member, with the element
+    page's form (``elements_app.forms.ElementForm``: its rules and messages) and service
+    (``elements_app.services.element_create``): **202** with the element (status
+    ``creating``) and ``task_code``, the task that creates it on Kling in the background.
+    Poll ``GET /elements/{code}`` (or the task) until ``succeed``.
+
+    Body: ``application/json`` (``ElementIn``: the vendor's create body; images and the
+    video as http(s) URLs or Base64, at most 15 MB of JSON in all) or
+    ``multipart/form-data`` (``ElementMultipartIn``: text parts, and files as parts
+    ``frontal_image``, ``refer_images`` (1–3), ``refer_videos`` (1), up to 220 MB). A
+    video given as a file needs the portal's public address (Kling fetches it by URL).
+
+    ``Idempotency-Key``: as for ``POST /tasks`` (same key and body → **200** with the same
+    element; another body → **409**). Errors: 400 (the field, as the request names it, and
+    the form's message; nothing is stored), 402 (a budget would be passed), 403 (read-only
+    key, or its member is a viewer), 413.
+    """
+    from elements_app.services import element_create
+
+    caller = _writer(request, "elements")
+    body, uploads = request_fields(request)
+    digest = None
+    if idempotency_key is not None:
+        _idempotency_key_check(idempotency_key)
+        digest = request_digest("elements", body, uploads)
+        replay = _element_replay(request, caller, idempotency_key, digest)
+        if replay is not None:
+            return replay
+    form, names = element_form_from_body(body, uploads=uploads, team=caller.team, user=caller.user)
+    if not form.is_valid():
+        raise first_form_error(form, names)
+    element = None
+    try:
+        with transaction.atomic():
+            element = element_create(team=caller.team, user=caller.user, data=form.cleaned_data)
+            if digest is not None:
+                IdempotencyRecord.objects.create(
+                    api_key=caller.api_key, key=idempotency_key, body_hash=digest, task=element.task
+                )
+    except BudgetExceeded as exc:
+        raise _budget_error(exc) from None
+    except InputNeedsPublicAddress as exc:
+        raise ApiError(
+            400, "needs_public_address", str(exc), field="element_video_list.refer_videos"
+        ) from None
+    except IntegrityError:
+        # The same Idempotency-Key committed by a concurrent request meanwhile: the files
+        # this request stored belong to nothing (its element was rolled back).
+        if element is not None:
+            _element_files_delete(element)
+        replay = _element_replay(request, caller, idempotency_key, digest)
+        if replay is None:
+            raise
+        return replay
+    return Status(202, element_out(request, _elements(caller).get(pk=element.pk)))
+
+
+def _element_files_delete(element: Any) -> None:
+    from django.core.files.storage import default_storage
+
+    for name in [element.frontal_image.name, element.video.name, *element.refer_image_names()]:
+        if name:
+            default_storage.delete(name)
+
+
+def _element_replay(request: HttpRequest, caller: ApiCaller, key: str, digest: str):
+    record = _idempotent_record(caller, key, digest)
+    if record is None:
+        return None
+    element = _elements(caller).filter(task_id=record.task_id).first()
+    if element is None:  # the key was used for a task, with this very body: impossible
+        raise ApiError(
+            409,
+            "idempotency_conflict",
+            "This Idempotency-Key was used for another kind of request.",
+            field="Idempotency-Key",
+        )
+    return Status(200, element_out(request, element))
 
 
 @api.get(
@@ -704,29 +1040,25 @@ class ElementOut(Schema):
 )
 def elements_list(request: HttpRequest, limit: int = Query(PAGE_MAX, ge=1, le=500)):
     """The key's team's custom elements, newest first (at most ``limit``, 1–500), deleted
-    ones left out. Creating elements stays on the elements page for now."""
-    from elements_app.models import Element
+    ones left out."""
+    rows = _elements(request.auth).filter(deleted_at__isnull=True).order_by("-created_at", "-id")
+    return [element_out(request, e) for e in rows[:limit]]
 
-    caller: ApiCaller = request.auth
-    rows = (
-        Element.objects.filter(team=caller.team, deleted_at__isnull=True)
-        .select_related("creator", "task")
-        .order_by("-created_at", "-id")[:limit]
-    )
-    return [
-        {
-            "code": e.code,
-            "element_id": e.element_id,
-            "name": e.name,
-            "description": e.description,
-            "reference_type": e.reference_type or "",
-            "status": e.status,
-            "task_code": e.task.code if e.task_id else None,
-            "creator": e.creator.get_username() if e.creator else None,
-            "created_at": e.created_at,
-        }
-        for e in rows
-    ]
+
+@api.get(
+    "/elements/{uuid:code}",
+    response={200: ElementOut, **ERRORS},
+    summary="A custom element",
+    tags=["elements"],
+    url_name="api-elements-detail",
+)
+def elements_detail(request: HttpRequest, code: UUID):
+    """The element with this ``code`` in the key's team (another team's code: 404),
+    deleted ones included (``status`` deleted)."""
+    element = _elements(request.auth).filter(code=code).first()
+    if element is None:
+        raise ApiError(404, "not_found", "No such element.")
+    return element_out(request, element)
 
 
 # -- signed result links (a plain Django view: the token is the credential) --------------

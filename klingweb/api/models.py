@@ -61,8 +61,9 @@ class ApiKey(models.Model):
 
 
 class IdempotencyRecord(models.Model):
-    """One ``Idempotency-Key`` used with ``POST /api/v1/tasks``: the SHA-256 of the request
-    body it came with and the task it created. Unique per (API key, idempotency key)."""
+    """One ``Idempotency-Key`` used with ``POST /api/v1/tasks`` or ``POST /api/v1/elements``:
+    the SHA-256 of the request it came with (files included) and the task it created (for
+    an element, the task that creates it). Unique per (API key, idempotency key)."""
 
     api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+")
     key = models.CharField(max_length=255)
@@ -84,6 +85,7 @@ class WebhookEvent(models.TextChoices):
 
     TASK_SUCCEEDED = "task.succeeded", "Task succeeded"
     TASK_FAILED = "task.failed", "Task failed (or refused)"
+    BUDGET_THRESHOLD = "budget.threshold", "Budget threshold reached (80, 90, 100 %)"
 
 
 #: The type of the "send test" delivery (always sent, whatever the subscription).

@@ -1,9 +1,16 @@
-"""Outbound webhooks: a team's endpoints hear about its tasks, signed with Standard Webhooks.
+"""Outbound webhooks: a team's endpoints hear about its tasks and budgets, signed with
+Standard Webhooks. Events: ``task.succeeded``, ``task.failed`` (failed at Kling, or refused
+by Kling when sent), ``budget.threshold`` (80/90/100 % of a budget, once per period).
 
 - ``task_finished_hook(task=)``: named in ``settings.KLINGWEB_TASK_FINISHED_HOOKS`` and called
-  by ``tasks_app.services.task_apply_remote`` inside its transaction when a task finishes;
+  by ``tasks_app.services.task_apply_remote`` inside its transaction when a task finishes
+  (and by ``tasks_app.submission.task_refuse`` when Kling refuses the create call);
   it only records deliveries (``webhooks_emit``) and enqueues their jobs on commit, so the
   task pipeline never waits for a receiver.
+- ``budget_alert_hook(team=, status=, alerts=)``: named in
+  ``settings.KLINGWEB_BUDGET_ALERT_HOOKS`` and called by ``tasks_app.budgets.
+  budget_alerts_mail`` where the alert mail goes out (in the transaction that claims the
+  alerts, so each is announced once): one ``budget.threshold`` event per threshold.
 - ``webhook_deliver(delivery_pk)``: the job. Claims the row (conditional update of
   ``next_attempt_at``), POSTs the JSON payload with ``webhook-id`` (the event id, the same
   on every retry), ``webhook-timestamp`` and ``webhook-signature`` (``standardwebhooks``),
@@ -177,6 +184,65 @@ def task_finished_hook(*, task: Any) -> None:
         event_id=f"{event_type}.{task.code}",
         data=data,
     )
+
+
+def budget_alert_hook(*, team: Any, status: Any, alerts: list[Any]) -> None:
+    """``KLINGWEB_BUDGET_ALERT_HOOKS`` entry: one ``budget.threshold`` event per newly
+    announced alert (``tasks_app.models.BudgetAlert``: a budget, a period, a threshold), to
+    the team's subscribed endpoints. Event id ``budget.threshold.<budget code>.<period start
+    as an epoch second>.<threshold>``: the same threshold of the same period never makes two
+    events.
+
+    ``data``: ``budget`` (``code``, ``label`` e.g. "Team monthly budget", ``period`` daily|
+    weekly|monthly, ``measure`` units|money, ``member`` username or None), ``threshold``
+    (percent: 80, 90 or 100), ``period_start``/``period_end`` (ISO datetimes, the team's time
+    zone; the end is the reset moment), ``spent_units`` and ``spent_money`` (the ledger of
+    the period, Kling units and money, decimal strings), ``limit`` (decimal string, in the
+    budget's measure), ``currency`` (``KLING_CURRENCY``, the money's currency), ``at`` (when
+    the threshold was recorded)."""
+    from tasks_app.budgets import ledger_totals
+    from tasks_app.prices import currency
+
+    endpoints = [
+        e
+        for e in WebhookEndpoint.objects.filter(team_id=team.pk)
+        if WebhookEvent.BUDGET_THRESHOLD in e.events
+    ]
+    if not endpoints:
+        return
+    budget = status.budget
+    units, money = ledger_totals(budget=budget, start=status.period_start, end=status.resets_at)
+    for alert in sorted(alerts, key=lambda a: a.threshold):
+        data = {
+            "budget": {
+                "code": str(budget.code),
+                "label": status.label,
+                "period": budget.period,
+                "measure": budget.measure,
+                "member": budget.member.get_username() if budget.member_id else None,
+            },
+            "threshold": alert.threshold,
+            "period_start": status.period_start,
+            "period_end": status.resets_at,
+            "spent_units": _decimal_text(units),
+            "spent_money": _decimal_text(money),
+            "limit": _decimal_text(budget.units),
+            "currency": currency(),
+            "at": alert.created_at,
+        }
+        start = int(alert.period_start.timestamp())
+        webhooks_emit(
+            team_id=team.pk,
+            event_type=str(WebhookEvent.BUDGET_THRESHOLD),
+            event_id=f"{WebhookEvent.BUDGET_THRESHOLD}.{budget.code}.{start}.{alert.threshold}",
+            data=data,
+            endpoints=endpoints,
+        )
+
+
+def _decimal_text(value: Any) -> str:
+    """A Decimal as plain text without exponent or trailing zeros: ``"80"``, ``"11.2"``."""
+    return format(value.normalize(), "f")
 
 
 def webhook_send_test(*, endpoint: WebhookEndpoint) -> WebhookDelivery:
