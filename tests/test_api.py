@@ -168,6 +168,57 @@ class TestEndToEnd:
         assert not Task.objects.exists()
 
 
+class TestCancel:
+    """``POST /api/v1/tasks/{code}/cancel``: the task page's Cancel button for scripts."""
+
+    def queued(self, key: str) -> str:
+        """A task created through the API whose submission never ran (still queued)."""
+        response = api(key).post(
+            "/api/v1/tasks", data=json.dumps(T2V), content_type="application/json"
+        )
+        assert response.status_code == 202, response.content
+        assert response.json()["status"] == "queued"
+        return response.json()["code"]
+
+    def test_creator_cancels_a_queued_task_and_nothing_is_charged(self, portal, kling):
+        key = make_key(portal.team, "member")
+        code = self.queued(key)
+        response = api(key).post(f"/api/v1/tasks/{code}/cancel")
+        assert response.status_code == 200, response.content
+        assert response.json()["status"] == "cancelled"
+        assert api(key).post(f"/api/v1/tasks/{code}/cancel").status_code == 200  # again: same
+        task = Task.objects.get(code=code)
+        assert task.status == Status.CANCELLED and not task.task_id
+        assert not Deduction.objects.filter(task=task).exists()
+        assert "Cancelled by member" in task.events.get(status=Status.CANCELLED).note
+
+    def test_only_the_creator_or_an_admin_may_cancel(self, portal, kling):
+        code = self.queued(make_key(portal.team, "admin"))
+        member = api(make_key(portal.team, "member")).post(f"/api/v1/tasks/{code}/cancel")
+        assert member.status_code == 403
+        assert "created this task or an admin" in member.json()["error"]["message"]
+        reader = api(make_key(portal.team, "admin", read_only=True))
+        assert reader.post(f"/api/v1/tasks/{code}/cancel").status_code == 403
+        outsider = api(make_key(portal.other_team, "outsider"))
+        assert outsider.post(f"/api/v1/tasks/{code}/cancel").status_code == 404
+        assert Task.objects.get(code=code).status == Status.QUEUED
+        mine = self.queued(make_key(portal.team, "member"))
+        admin = api(make_key(portal.team, "admin")).post(f"/api/v1/tasks/{mine}/cancel")
+        assert admin.status_code == 200 and admin.json()["status"] == "cancelled"
+
+    def test_a_task_sent_to_kling_is_409_and_keeps_running(
+        self, portal, kling, django_capture_on_commit_callbacks
+    ):
+        key = make_key(portal.team, "member")
+        code = post_task(api(key), T2V, django_capture_on_commit_callbacks).json()["code"]
+        assert Task.objects.get(code=code).status == Status.SUBMITTED
+        response = api(key).post(f"/api/v1/tasks/{code}/cancel")
+        assert response.status_code == 409
+        assert response.json()["error"]["code"] == "not_cancellable"
+        assert response.json()["error"]["message"]
+        assert Task.objects.get(code=code).status == Status.SUBMITTED
+
+
 class TestKeys:
     def test_read_only_key_gets_403_on_writes_and_reads(self, portal, kling):
         client = api(make_key(portal.team, "member", read_only=True))
@@ -647,6 +698,7 @@ class TestSchema:
         assert set(statuses) == {
             "POST /api/v1/tasks",
             "GET /api/v1/tasks/{code}",
+            "POST /api/v1/tasks/{code}/cancel",
             "GET /api/v1/tasks",
             "GET /api/v1/usage",
             "GET /api/v1/elements",

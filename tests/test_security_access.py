@@ -166,8 +166,11 @@ RULES: dict[str, Rule] = {
     "api-tasks-create": Rule(GP, PUBLIC_LEVEL, PUBLIC_LEVEL),
     "api-tasks-list": Rule(GP, PUBLIC_LEVEL, PUBLIC_LEVEL),
     "api-tasks-detail": Rule(G, PUBLIC_LEVEL),
+    "api-tasks-cancel": Rule(P, PUBLIC_LEVEL),
     "api-usage": Rule(G, PUBLIC_LEVEL),
     "api-elements-list": Rule(G, PUBLIC_LEVEL),
+    "api-elements-create": Rule(GP, PUBLIC_LEVEL, PUBLIC_LEVEL),
+    "api-elements-detail": Rule(G, PUBLIC_LEVEL),
 }
 
 #: Marks of the other team's data: none may show on any page of the requester.

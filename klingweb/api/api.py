@@ -74,7 +74,7 @@ from tasks_app.forms import TaskFilterForm
 from tasks_app.inputs import InputNeedsPublicAddress
 from tasks_app.media import media_for_display
 from tasks_app.models import Task, TaskMedia
-from tasks_app.submission import task_queue_form
+from tasks_app.submission import TaskNotCancellable, task_cancel, task_queue_form
 
 log = logging.getLogger(__name__)
 
@@ -754,6 +754,38 @@ def tasks_detail(request: HttpRequest, code: UUID):
     if task is None:
         raise ApiError(404, "not_found", "No such task.")
     return task_out(request, task)
+
+
+@api.post(
+    "/tasks/{uuid:code}/cancel",
+    response={200: TaskOut, 409: ErrorOut, **ERRORS},
+    summary="Cancel a queued task",
+    tags=["tasks"],
+    url_name="api-tasks-cancel",
+)
+def tasks_cancel(request: HttpRequest, code: UUID):
+    """Cancel the queued task with this ``code`` before anything reached Kling
+    (``tasks_app.submission.task_cancel``, as the task page's Cancel button): **200** with
+    the task, now ``cancelled`` — nothing is charged and its estimate stops counting
+    against budgets. Cancelling a task that is already cancelled answers 200 again.
+    Errors: 403 (a read-only key or a viewer's; a member's key for another member's task —
+    only its creator or a team admin may cancel), 404 (no such task in the key's team), 409
+    (``not_cancellable``: the task was sent to Kling or has ended; the message says why).
+    """
+    caller = _writer(request, "tasks")
+    task = _tasks(caller).filter(code=code).first()
+    if task is None:
+        raise ApiError(404, "not_found", "No such task.")
+    if not (caller.membership.can_admin or task.creator_id == caller.user.pk):
+        raise ApiError(
+            403, "forbidden", "Only the person who created this task or an admin can cancel it."
+        )
+    if task.status != "cancelled":
+        try:
+            task_cancel(task_pk=task.pk, by=caller.user.get_username())
+        except TaskNotCancellable as exc:
+            raise ApiError(409, "not_cancellable", str(exc)) from None
+    return task_out(request, _tasks(caller).prefetch_related("media").get(pk=task.pk))
 
 
 @api.get(
