@@ -195,12 +195,13 @@ def tasks_claim(*, now: datetime | None = None, limit: int = 20000) -> tuple[lis
     whole (account, family) groups at a time (``group_claim``); groups another poller holds
     are left to it.
 
-    A claim is a lease: ``claimed_until`` = ``now`` + ``CLAIM_SECONDS`` (plus random
-    microseconds, so the value identifies this cycle's rows). Returns the claimed tasks (with
-    team and account loaded) and that lease value.
+    A claim is a lease: ``claimed_until`` = ``now`` + ``settings.POLL_CLAIM_SECONDS`` (else
+    ``CLAIM_SECONDS``, 120 s; plus random microseconds, so the value identifies this cycle's
+    rows). Returns the claimed tasks (with team and account loaded) and that lease value.
     """
     now = now or timezone.now()
-    lease = now + timedelta(seconds=CLAIM_SECONDS, microseconds=random.randint(0, 999_999))
+    claim_seconds = getattr(settings, "POLL_CLAIM_SECONDS", CLAIM_SECONDS)
+    lease = now + timedelta(seconds=claim_seconds, microseconds=random.randint(0, 999_999))
     _accounts_fill()
     pks: list[int] = []
     for account_pk, family in groups_due(now=now):
