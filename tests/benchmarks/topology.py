@@ -33,7 +33,8 @@ The run:
    safety net's grace) and the media sweep runs every minute, so the survivors take over
    their work within the run. The sandbox drops a quarter of its callbacks, so pollers have
    tasks to claim (the soak's claims audit then checks that no task was held by two poll
-   cycles at once).
+   cycles at once). Every vendor answer takes 0.3 s, so the kill tends to catch create calls
+   of ``worker-2`` in flight.
 5. ``web-2`` comes back: started again after the last POST but held out of HAProxy's rotation
    (``disable server``) until the run converged, then let in. Every kept file is read
    through ``web-1`` directly, ``web-2`` directly and HAProxy: the task's media link must
@@ -88,6 +89,8 @@ FAMILY = "text2video"
 CHECK_INTERVAL_S = 2.0
 #: Share of the sandbox's callbacks silently dropped: those tasks finish through a poller.
 CALLBACK_DROP_RATE = 0.25
+#: Seconds the sandbox adds to every API answer (a create call takes at least this long).
+VENDOR_LATENCY_S = 0.3
 #: Seconds HAProxy waits between health checks of a web server; two failures mark it down.
 HEALTH_INTERVAL_MS = 500
 
@@ -549,6 +552,8 @@ def run(size: Size, *, pg_url: str, redis_url: str, label: str) -> Result:
                 task_seconds=size.task_seconds,
                 # Some callbacks never arrive, so the pollers have work of their own.
                 callback_drop_rate=CALLBACK_DROP_RATE,
+                # Every answer a little slow, so the kill tends to find creates in flight.
+                latency=VENDOR_LATENCY_S,
                 seed=15,
             ),
             host="127.0.0.1",
@@ -586,7 +591,8 @@ def run(size: Size, *, pg_url: str, redis_url: str, label: str) -> Result:
         import django
 
         django.setup()
-        from django_q.models import Schedule
+        from django.conf import settings as django_settings
+        from django_q.models import Schedule, Success
 
         from klingweb.accounts.models import KlingAccount
         from tasks_app.models import Status, Task, TaskMedia
@@ -699,11 +705,21 @@ def run(size: Size, *, pg_url: str, redis_url: str, label: str) -> Result:
             f"{state.errored} tasks ended 'error'"
         )
         # What the survivors took over (informative: it depends on where the kill fell).
+        team_pks = set(Task.objects.filter(team=team).values_list("pk", flat=True))
+        jobs_done = {
+            job.args[0]
+            for job in Success.objects.filter(func="tasks_app.jobs.submit_task")
+            if job.args and job.args[0] in team_pks
+        }
+        # django-q2 keeps only the last save_limit job records; past that the count is unknown.
+        pruned = Success.objects.count() >= django_settings.Q_CLUSTER.get("save_limit", 250)
+        lost_jobs = "?" if pruned else str(len(team_pks - jobs_done))
         resent = Task.objects.filter(team=team, submit_attempts__gt=1).count()
         retried = TaskMedia.objects.filter(task__team=team, attempts__gt=1).count()
         result.notes.append(
-            f"taken over: {resent} tasks sent more than once (a claim or job of the killed "
-            f"cluster; the vendor kept one task each), {retried} downloads tried more than once"
+            f"taken over: {lost_jobs} tasks whose submit job never finished (lost with "
+            f"worker-2: sent by the poller's safety net), {resent} tasks sent more than once, "
+            f"{retried} downloads tried more than once"
         )
 
         # web-2 back in the rotation; every kept file must be readable through both web
