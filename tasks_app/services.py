@@ -362,7 +362,7 @@ def task_apply_remote(
         if remote.created_at and not task.vendor_created_at:
             task.vendor_created_at = remote.created_at
             refreshed = True
-        if STATUS_RANK[new_status] <= STATUS_RANK[task.status]:
+        if not late and STATUS_RANK[new_status] <= STATUS_RANK[task.status]:
             if remote.updated_at and (
                 task.vendor_updated_at is None or remote.updated_at > task.vendor_updated_at
             ):
