@@ -11,6 +11,7 @@ its ``now`` moved forward, so no test waits ten minutes.
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from decimal import Decimal
 
@@ -18,7 +19,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from klingweb.accounts.services import kling_client_for
+from klingweb.accounts.models import KlingAccount, Region
+from klingweb.accounts.services import account_set_api_key, kling_client_for
 from klingweb.api.models import WebhookDelivery
 from klingweb.api.webhooks import webhook_endpoint_create
 from tasks_app.budgets import budget_status
@@ -157,6 +159,43 @@ def test_a_late_answer_after_lost_is_applied_and_charged_once(
     assert not task_apply_remote(task_pk=task.pk, remote=remote, source="callback")
     assert lost_recheck(now=lost_at + timedelta(minutes=30)).claimed == 0, "no longer lost"
     assert Deduction.objects.filter(task=task).count() == 1
+
+
+TURBO_BODY = {"prompt": "a red kite", "settings": {"resolution": "720p", "duration": 5}}
+
+
+def test_a_2026_design_task_missing_from_get_tasks_ends_lost(portal, fresh_sandbox, lost_rules):
+    """KLING_API_2026.md §3: ``GET /tasks?task_ids=`` leaves out ids it does not know; a
+    sent 3.0 task left out on three checks over ten minutes ends lost like a 1203."""
+    key = f"key-{uuid.uuid4().hex}"
+    fresh_sandbox.config.api_keys[key] = f"acct-{uuid.uuid4().hex[:8]}"
+    account = KlingAccount(
+        team=portal.team, name="Sandbox API key", region=Region.CUSTOM,
+        custom_base_url=fresh_sandbox.base_url,
+    )  # fmt: skip
+    account_set_api_key(account=account, api_key=key)
+    account.save()
+    now = timezone.now()
+    task = Task.objects.create(
+        team=portal.team, creator=portal.member, family="t2v_3_0_turbo", params=TURBO_BODY,
+        kling_account=account, status=Status.QUEUED, created_at=now,
+    )  # fmt: skip
+    remote = kling_client_for(account).create_task(
+        "text_to_video_3_0_turbo",
+        {**TURBO_BODY, "options": {"external_task_id": task.external_task_id}},
+    )
+    Task.objects.filter(pk=task.pk).update(
+        task_id=remote.task_id, status=Status.SUBMITTED, submitted_at=now, next_poll_at=now,
+        vendor_created_at=remote.created_at,
+    )  # fmt: skip
+    fresh_sandbox.forget(remote.task_id)
+    for minutes in (0, 6):
+        poll_at(minutes, now)
+    task.refresh_from_db()
+    assert task.status == Status.SUBMITTED and task.not_found_checks == 2
+    poll_at(11, now)
+    task.refresh_from_db()
+    assert task.status == Status.LOST and not Deduction.objects.filter(task=task).exists()
 
 
 def end_url(task: Task) -> str:
