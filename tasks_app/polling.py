@@ -470,11 +470,13 @@ def lost_recheck(*, now: datetime | None = None, limit: int = 1000) -> PollRepor
     its cycle. A finished answer is applied by ``task_apply_remote`` (moved on and charged
     once, "Kling answered after this task was marked lost at vendor"); anything else leaves
     the task lost until the next re-ask. Rows are claimed with a lease as in
-    ``tasks_claim``, so two pollers never ask about one task at once. Returns a
+    ``tasks_claim`` (``settings.POLL_CLAIM_SECONDS``), so two pollers never ask about one
+    task at once. Returns a
     ``PollReport`` (``claimed``, ``requests``, ``applied``, ``errors``)."""
     now = now or timezone.now()
     report = PollReport()
-    lease = now + timedelta(seconds=CLAIM_SECONDS, microseconds=random.randint(0, 999_999))
+    claim_seconds = getattr(settings, "POLL_CLAIM_SECONDS", CLAIM_SECONDS)
+    lease = now + timedelta(seconds=claim_seconds, microseconds=random.randint(0, 999_999))
     due = (
         Task.objects.lost_recently(now)
         .filter(kling_account__isnull=False, next_poll_at__lte=now)
