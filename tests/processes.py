@@ -8,7 +8,7 @@ load bench): one copy of the code, shared.
 - ``start_honcho``: the ``Procfile`` entries under honcho, as ``make run`` starts them (the
   browser tests use this).
 - ``ProcfileProcess``: one ``Procfile`` entry (``web`` = gunicorn, ``worker`` = ``manage.py
-  qcluster``, ``poller`` = ``manage.py kling_poll``) in a process group of its own, so a test
+  kling_worker``, ``poller`` = ``manage.py kling_poll``) in a process group of its own, so a test
   can SIGKILL the whole cluster (sentinel, workers, pusher, monitor) at once, as a crash or the OOM killer would, and start it again.
 - ``session_cookie_for``: a signed-in session for a user, made in the database (no password
   round trip), for HTTP clients such as ``wrk``.
