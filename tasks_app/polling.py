@@ -433,7 +433,9 @@ class _Cycle:
         self.reschedule_error(waiting, error=reason)
 
 
-def tasks_poll(*, now: datetime | None = None, limit: int = 20000) -> PollReport:
+def tasks_poll(
+    *, now: datetime | None = None, limit: int = 20000, stop: threading.Event | None = None
+) -> PollReport:
     """Run one poll cycle over every due task; returns a ``PollReport``.
 
     Claims due tasks (``tasks_claim``), polls each (account, family) group
@@ -444,7 +446,9 @@ def tasks_poll(*, now: datetime | None = None, limit: int = 20000) -> PollReport
     ``settings.POLL_STALE_AFTER_SECONDS`` (default 2 h) and releases the claims. A task is
     never failed here. Accounts paused (1100–1102, 1304) are skipped; a 1304 here pauses the
     account (``submission.account_pause_for``). Raises nothing for vendor
-    errors; a crash mid-cycle leaves claims that expire after ``CLAIM_SECONDS``.
+    errors; a crash mid-cycle leaves claims that expire after ``CLAIM_SECONDS``. Once
+    ``stop`` is set (the poller got SIGTERM) no further group is polled: the claims of the
+    groups left are released, their tasks stay due and the next cycle polls them.
     """
     started = time.monotonic()
     now = now or timezone.now()
@@ -464,6 +468,8 @@ def tasks_poll(*, now: datetime | None = None, limit: int = 20000) -> PollReport
     try:
         with apply_batch() as batch:
             for (account_pk, family), group in groups.items():
+                if stop is not None and stop.is_set():
+                    break
                 try:
                     cycle.poll_group(accounts[account_pk], family, group, batch)
                 except Exception as exc:
@@ -482,25 +488,30 @@ def tasks_poll(*, now: datetime | None = None, limit: int = 20000) -> PollReport
     return report
 
 
-def poll_cycle() -> PollReport:
+def poll_cycle(*, stop: threading.Event | None = None) -> PollReport:
     """One cycle of the poller: send queued tasks whose retry time has come
     (``tasks_app.submission.tasks_submit_due``), then poll every due task (``tasks_poll``).
-    Returns the poll's ``PollReport``; a failure of the submit step is logged, never raised."""
+    Returns the poll's ``PollReport``; a failure of the submit step is logged, never raised.
+    ``stop`` set: the cycle ends between two tasks (submission) or groups (poll); what it
+    did not reach is still due and the next cycle does it."""
     from tasks_app.submission import tasks_submit_due
 
     try:
-        tasks_submit_due()
+        tasks_submit_due(stop=stop)
     except Exception:
         log.exception("poll: tasks_submit_due failed")
-    return tasks_poll()
+    if stop is not None and stop.is_set():
+        return PollReport()
+    return tasks_poll(stop=stop)
 
 
 def poll_run(*, interval: float, stop: threading.Event) -> int:
     """Run ``poll_cycle`` every ``interval`` seconds (a cycle that takes longer is followed at
     once by the next) until ``stop`` is set; returns the cycles run.
 
-    ``stop`` is only looked at between cycles: setting it (``kling_poll`` does on SIGTERM or
-    SIGINT) ends the loop after the current cycle, so no claim is left to expire. A cycle that
+    Setting ``stop`` (``kling_poll`` does on SIGTERM or SIGINT) ends the loop; a cycle in
+    progress stops between tasks or groups (``poll_cycle``) and releases its claims, so none
+    is left to expire and the next poller's cycle does the rest. A cycle that
     raises is logged and the loop goes on. Database connections are recycled before each
     cycle, as a request would (``close_old_connections``).
     """
@@ -509,7 +520,7 @@ def poll_run(*, interval: float, stop: threading.Event) -> int:
         started = time.monotonic()
         close_old_connections()
         try:
-            poll_cycle()
+            poll_cycle(stop=stop)
         except Exception:
             log.exception("poller: cycle failed")
         cycles += 1
