@@ -220,3 +220,25 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.5) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+#: Name of the environment variable that marks the processes of one test or bench run, so
+#: leftovers (orphans included) can be found afterwards (``pids_marked``).
+MARKER = "KLINGWEB_TEST_MARKER"
+
+
+def pids_marked(value: str) -> list[int]:
+    """Pids of the processes whose environment holds ``MARKER=value`` (Linux ``/proc``);
+    a process's environment is the one it was started with, inherited by its children."""
+    needle = f"{MARKER}={value}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                if needle in fh.read().split(b"\0"):
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found

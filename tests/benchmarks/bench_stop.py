@@ -35,10 +35,9 @@ import uuid
 from pathlib import Path
 
 from klingweb.run import BASE_DIR, PROCFILE, honcho_command, prepare
-from tests.processes import free_port, portal_env, wait_http, wait_until
+from tests.processes import MARKER, free_port, pids_marked, portal_env, wait_http, wait_until
 
 NAMES = ["web", "worker", "poller", "sandbox"]
-MARKER = "KLINGWEB_BENCH_STOP"
 JOB_SECONDS = 30
 
 
@@ -60,22 +59,6 @@ def _command(way: str, *, port: int, work: Path) -> list[str]:
     command = [sys.executable, "-m", "honcho", *new[new.index("start") :]]
     command[command.index("--procfile") + 1] = str(_old_procfile(work))
     return command
-
-
-def _marked_pids(marker: str) -> list[int]:
-    """Processes whose environment holds ``MARKER=marker``."""
-    needle = f"{MARKER}={marker}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as fh:
-                if needle in fh.read().split(b"\0"):
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
 
 
 def _enqueue_sleep(env: dict[str, str]) -> None:
@@ -154,14 +137,14 @@ def one_stop(way: str, case: str, *, env: dict[str, str], work: Path, port: int)
             os.killpg(proc.pid, signal.SIGINT)
         else:
             proc.send_signal(signal.SIGTERM)
-        wait_until(lambda: not _marked_pids(marker), timeout=30, interval=0.02)
+        wait_until(lambda: not pids_marked(marker), timeout=30, interval=0.02)
         seconds = time.monotonic() - started
-        left = _marked_pids(marker)
+        left = pids_marked(marker)
         if case == "job":
             kept = _queued_rows(env) == 1
         return {"seconds": seconds, "left": left, "kept": kept}
     finally:
-        for pid in _marked_pids(marker):
+        for pid in pids_marked(marker):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         if proc.poll() is None:
