@@ -119,18 +119,28 @@ def test_demo_data_never_changes_an_existing_password(capsys):
 
 # --- stopping (issue 14) -------------------------------------------------------------------
 
-needs_sqlite_orm_broker = pytest.mark.skipif(
-    settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3"
-    or "orm" not in settings.Q_CLUSTER,
-    reason="the processes are pointed at the test database (SQLITE_PATH, ORM broker)",
+needs_orm_broker = pytest.mark.skipif(
+    "orm" not in settings.Q_CLUSTER,
+    reason="the processes share the test database as their broker (ORM broker)",
 )
+
+
+def _database_env() -> dict[str, str]:
+    """``SQLITE_PATH`` or ``DATABASE_URL`` pointing a process at this test's database."""
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return {"SQLITE_PATH": str(db["NAME"])}
+    user = db.get("USER") or ""
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    at = f"{user}{password}@" if user else ""
+    return {"DATABASE_URL": f"postgres://{at}{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"}
 
 
 def _process_env(marker: str) -> dict[str, str]:
     """The environment of a worker or poller process on this test's database, marked."""
     env = {k: v for k, v in os.environ.items() if k not in STRIPPED}
     env.update(
-        SQLITE_PATH=settings.DATABASES["default"]["NAME"],
+        **_database_env(),
         DJANGO_SETTINGS_MODULE="klingweb.settings",
         SECRET_KEY=settings.SECRET_KEY,
         FERNET_KEYS=",".join(settings.FERNET_KEYS),
@@ -169,7 +179,7 @@ def test_the_procfile_worker_is_kling_worker():
     assert procfile_command("worker") == "python manage.py kling_worker"
 
 
-@needs_sqlite_orm_broker
+@needs_orm_broker
 @pytest.mark.django_db(transaction=True)
 def test_sigterm_stops_the_worker_and_every_process_it_started(tmp_path):
     marker = uuid.uuid4().hex
@@ -185,7 +195,7 @@ def test_sigterm_stops_the_worker_and_every_process_it_started(tmp_path):
         _cleanup(marker, worker)
 
 
-@needs_sqlite_orm_broker
+@needs_orm_broker
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_killed_outright_leaves_no_orphans(tmp_path):
     marker = uuid.uuid4().hex
@@ -199,7 +209,7 @@ def test_a_worker_killed_outright_leaves_no_orphans(tmp_path):
         _cleanup(marker, worker)
 
 
-@needs_sqlite_orm_broker
+@needs_orm_broker
 @pytest.mark.django_db(transaction=True)
 def test_a_submission_cut_off_by_sigterm_runs_again_and_sends_the_task_once(
     portal, fresh_sandbox, tmp_path
@@ -252,7 +262,7 @@ def test_a_submission_cut_off_by_sigterm_runs_again_and_sends_the_task_once(
         _cleanup(marker, worker)
 
 
-@needs_sqlite_orm_broker
+@needs_orm_broker
 @pytest.mark.django_db(transaction=True)
 def test_a_poller_stopped_mid_cycle_leaves_the_rest_to_the_next_cycle_billed_once(
     portal, fresh_sandbox, tmp_path
