@@ -9,7 +9,10 @@ load bench): one copy of the code, shared.
   browser tests use this).
 - ``ProcfileProcess``: one ``Procfile`` entry (``web`` = gunicorn, ``worker`` = ``manage.py
   kling_worker``, ``poller`` = ``manage.py kling_poll``) in a process group of its own, so a test
-  can SIGKILL the whole cluster (sentinel, workers, pusher, monitor) at once, as a crash or the OOM killer would, and start it again.
+  can SIGKILL the whole cluster (sentinel, workers, pusher, monitor) at once, as a crash or the OOM killer would, and start it again
+  (``kling_worker`` runs its cluster in a group of its own; its processes die with the command
+  through ``PR_SET_PDEATHSIG``).
+- ``pids_marked``: the processes started with a given ``MARKER`` variable, orphans included.
 - ``session_cookie_for``: a signed-in session for a user, made in the database (no password
   round trip), for HTTP clients such as ``wrk``.
 
