@@ -14,7 +14,8 @@ workers, timeout, retry, broker, schedules) and on SIGTERM or SIGINT:
    pulled) expires — to this cluster after a restart, or to another one. Jobs must be safe
    to run twice (``tasks_app.jobs``: a task submission finds the task Kling already has by
    its ``external_task_id`` instead of creating a second one). With the Redis broker a
-   killed job is lost, as with ``qcluster`` (Redis has no acknowledgement).
+   killed job is lost, as when ``qcluster`` is killed (Redis has no acknowledgement); jobs
+   pulled but not yet started are pushed back to Redis.
 
 Process layout: the command's process (what honcho signals) starts the sentinel in a
 process group of its own, so a signal sent to the command's group reaches the cluster once,
@@ -41,8 +42,9 @@ log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
 #: Seconds the monitor gets, after the workers are gone, to save results and acknowledge.
 MONITOR_GRACE = 1.0
-#: Seconds the pusher gets to end a broker read in progress (ORM broker: one ``poll`` sleep).
-PUSHER_GRACE = 1.0
+#: Seconds the pusher gets to end a broker read in progress (ORM broker: one ``poll`` sleep
+#: of 0.5 s; Redis: a BLPOP of 1 s).
+PUSHER_GRACE = 1.5
 
 
 def parent_death_signal(sig: int = signal.SIGKILL) -> bool:
@@ -88,6 +90,7 @@ def _sentinel_class():
     stop (built lazily: importing ``django_q.cluster`` needs the app registry ready)."""
     from django_q.cluster import Sentinel, get_mp_context
     from django_q.conf import Conf
+    from django_q.signing import SignedPackage
     from django_q.status import Stat
     from django_q.worker import worker
 
@@ -122,13 +125,27 @@ def _sentinel_class():
             Stat(self).save()
             started = time.monotonic()
             self.event_out.set()
-            if not _wait(lambda: not self.pusher.is_alive(), deadline=started + PUSHER_GRACE):
+            # What the pusher queued but no worker took is not run now: the workers find
+            # their STOP first. Taking it out also frees a pusher blocked on a full queue.
+            # The ORM broker redelivers those jobs (unacknowledged); a broker without
+            # acknowledgement (Redis) gets them back below.
+            waiting = []
+
+            def pusher_gone() -> bool:
+                with contextlib.suppress(Exception):
+                    while True:
+                        waiting.append(self.task_queue.get_nowait())
+                return not self.pusher.is_alive()
+
+            if not _wait(pusher_gone, deadline=started + PUSHER_GRACE):
                 self.pusher.kill()
-            # What the pusher already queued but no worker took is not run now: the workers
-            # find their STOP first; those jobs are unacknowledged, hence redelivered.
-            with contextlib.suppress(Exception):
-                while True:
-                    self.task_queue.get_nowait()
+            self.pusher.join(timeout=1)
+            pusher_gone()
+            if waiting and not Conf.ORM:
+                for job in waiting:
+                    job.pop("ack_id", None)
+                    job.pop("cluster", None)
+                    self.broker.enqueue(SignedPackage.dumps(job))
             for _ in self.pool:
                 self.task_queue.put("STOP")
             self.task_queue.close()
@@ -137,7 +154,8 @@ def _sentinel_class():
             if not _wait(lambda: not any(p.is_alive() for p in self.pool), deadline=deadline):
                 busy = [p for p in self.pool if p.is_alive()]
                 log.warning(
-                    "worker: %s job(s) still running after %.1f s; stopped, to be run again",
+                    "worker: %s job(s) still running after %.1f s stopped (the ORM broker "
+                    "runs them again after the retry time; with Redis they are lost)",
                     len(busy),
                     self.grace,
                 )

@@ -316,3 +316,55 @@ def test_a_poller_stopped_mid_cycle_leaves_the_rest_to_the_next_cycle_billed_onc
     assert billed == sum(units[task_id] for task_id in charged), "as Kling charged"
     make_due(everything)
     assert tasks_poll().applied == 0, "applying again changes nothing"
+
+
+def _redis_url() -> str | None:
+    """A Redis database of its own for the Redis-broker stop test, or None without Redis."""
+    import redis
+
+    url = "redis://127.0.0.1:6379/15"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.exceptions.RedisError:
+        return None
+    return url
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_the_redis_broker_jobs_pulled_but_not_started_go_back_to_redis(tmp_path):
+    import redis
+
+    url = _redis_url()
+    if url is None:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    connection = redis.Redis.from_url(url)
+    key = "django_q:klingweb:q"
+    connection.delete(key)
+    marker = uuid.uuid4().hex
+    env = {**_process_env(marker), "REDIS_URL": url}
+    enqueue = (
+        "from django_q.tasks import async_task\nfor _ in range(4): async_task('time.sleep', 30)"
+    )
+    subprocess.run(  # noqa: S603
+        [sys.executable, "manage.py", "shell", "-c", enqueue],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    assert connection.llen(key) == 4
+    worker = ProcfileProcess("worker", env=env, log_path=tmp_path / "worker.log").start()
+    try:
+        # One job runs (Q_WORKERS=1); the pusher has pulled the next ones into the cluster's
+        # queue (one place: Q_WORKERS²) and holds one more, waiting for room.
+        assert wait_until(
+            lambda: "processing" in worker.log_path.read_text(), timeout=60, interval=0.1
+        )
+        assert wait_until(lambda: connection.llen(key) <= 1, timeout=20, interval=0.1)
+        _sigterm_group(worker)
+        assert wait_until(lambda: not pids_marked(marker), timeout=30, interval=0.1)
+        # The running job is lost (Redis cannot redeliver); the three waiting are back.
+        assert connection.llen(key) == 3, worker.log_path.read_text()
+    finally:
+        _cleanup(marker, worker)
+        connection.delete(key)
