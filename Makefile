@@ -46,8 +46,11 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.run
 
+# The soak's fault scenarios, then the two-machine topology at full size (500 tasks; needs
+# haproxy, Redis, PostgreSQL and rclone: tests/benchmarks/topology.py).
 soak: $(STAMP)
-	$(BIN)/python -m tests.benchmarks.soak
+	@rc=0; $(BIN)/python -m tests.benchmarks.soak || rc=1; \
+	$(BIN)/python -m tests.benchmarks.topology || rc=1; exit $$rc
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

@@ -382,6 +382,16 @@ if PRODUCTION and not FERNET_KEYS:
 
 # --- Scheduling, polling, budgets ---------------------------------------------------------
 POLL_STALE_AFTER_SECONDS = env_int("POLL_STALE_AFTER_SECONDS", 2 * 3600, minimum=60)
+# Leases that a crashed process leaves behind (another machine takes the work over once they
+# run out): a poll cycle's claim on its tasks (tasks_app.polling.tasks_claim; must outlive one
+# cycle) and a worker's claim on one result download (tasks_app.media; a lease shorter than a
+# download may let a second worker fetch the same file again, which is harmless but wasted).
+POLL_CLAIM_SECONDS = env_int("POLL_CLAIM_SECONDS", 120, minimum=5)
+MEDIA_DOWNLOAD_LEASE_SECONDS = env_int("MEDIA_DOWNLOAD_LEASE_SECONDS", 600, minimum=5)
+# A sent task Kling answers "not found" (1203) for on this many consecutive checks spread
+# over at least this many seconds becomes "lost at vendor" (tasks_app.services.task_lose).
+POLL_LOST_AFTER_CHECKS = env_int("POLL_LOST_AFTER_CHECKS", 3, minimum=1)
+POLL_LOST_AFTER_SECONDS = env_int("POLL_LOST_AFTER_SECONDS", 600, minimum=1)
 MEDIA_MAX_BYTES = env_int("MEDIA_MAX_BYTES", 500 * 1024 * 1024, minimum=1024)
 # Estimates come from the vendor's price table (tasks_app.prices), times this factor.
 TASK_COST_MULTIPLIER = env_decimal("TASK_COST_MULTIPLIER", "1")

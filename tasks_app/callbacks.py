@@ -39,7 +39,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from klingweb.kling import KlingTask, parse_task
 from klingweb.kling.models import is_new_design
-from tasks_app.models import FINISHED, VENDOR_STATUSES, Deduction, Task
+from tasks_app.models import FINISHED, VENDOR_STATUSES, Deduction, Status, Task
 from tasks_app.services import task_apply_remote
 
 log = logging.getLogger(__name__)
@@ -199,8 +199,10 @@ def task_callback(request: HttpRequest, token: str) -> HttpResponse:
     if remote.task_status not in FINISHED:
         task_apply_remote(task_pk=task.pk, remote=remote, source="callback")
         return JsonResponse({"ok": True})
-    if task.status in FINISHED and not task.needs_confirmation:
-        return JsonResponse({"ok": True})  # a query already gave the whole task
+    if task.status in FINISHED and task.status != Status.LOST and not task.needs_confirmation:
+        # A query already gave the whole task. A lost task's late answer is confirmed by a
+        # query like any other (tasks_app.jobs.task_confirm) and charged once.
+        return JsonResponse({"ok": True})
     from django_q.tasks import async_task
 
     task_pk = task.pk

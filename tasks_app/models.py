@@ -50,13 +50,18 @@ class Family(models.TextChoices):
 
 
 class Status(models.TextChoices):
-    """Task status. The vendor's ``task_status`` values plus ``queued``, ``error`` and
-    ``cancelled``.
+    """Task status. The vendor's ``task_status`` values plus ``queued``, ``error``,
+    ``cancelled`` and ``lost``.
 
     ``queued``: saved, not yet accepted by Kling. ``error``: Kling refused the create call
     (e.g. 1201, 1301) — nothing runs and nothing is charged. ``cancelled``: a person
     cancelled it while queued, before any create call could have reached Kling — nothing
     was sent, nothing is charged, its estimate no longer counts against budgets.
+    ``lost``: the vendor answered "not found" (1203, or absent from the 2026 design's
+    ``GET /tasks``) for a task it had accepted, on ``POLL_LOST_AFTER_CHECKS`` consecutive
+    checks over at least ``POLL_LOST_AFTER_SECONDS``, or an admin ended it by hand — nothing
+    is charged and its reservation is released, unless a later vendor answer proves a
+    charge (``tasks_app.services.task_apply_remote`` then moves it on and charges it once).
     """
 
     QUEUED = "queued", "Queued"
@@ -66,6 +71,7 @@ class Status(models.TextChoices):
     FAILED = "failed", "Failed"
     ERROR = "error", "Refused"
     CANCELLED = "cancelled", "Cancelled"
+    LOST = "lost", "Lost at vendor"
 
 
 #: Order in which statuses may move; a task never moves to a lower rank.
@@ -77,9 +83,11 @@ STATUS_RANK: dict[str, int] = {
     Status.FAILED: 3,
     Status.ERROR: 3,
     Status.CANCELLED: 3,
+    Status.LOST: 3,
 }
-#: Finished: succeed, failed, error or cancelled. The row never changes status again.
-FINISHED = frozenset({Status.SUCCEED, Status.FAILED, Status.ERROR, Status.CANCELLED})
+#: Finished: succeed, failed, error, cancelled or lost. The row never changes status again,
+#: with one exception: a later vendor answer for a ``lost`` task (``LATE_ANSWER_WINDOW``).
+FINISHED = frozenset({Status.SUCCEED, Status.FAILED, Status.ERROR, Status.CANCELLED, Status.LOST})
 #: In flight = at the vendor: Kling accepted the create call and has not finished the task
 #: (what the poller watches). Queued tasks are NOT in flight.
 IN_FLIGHT = frozenset({Status.SUBMITTED, Status.PROCESSING})
@@ -93,6 +101,10 @@ VENDOR_STATUSES = frozenset({Status.SUBMITTED, Status.PROCESSING, Status.SUCCEED
 #: poller keeps asking the vendor for the task's full answer. The vendor keeps results for
 #: 30 days; a day of polls (backing off to 5 min on errors) is ample for an outage to end.
 CONFIRM_WINDOW = timedelta(days=1)
+#: How long after a task was marked ``lost`` the poller still asks the vendor about it, and
+#: how often: a later answer (succeed/failed) is applied and charged once.
+LATE_ANSWER_WINDOW = timedelta(days=1)
+LATE_ANSWER_INTERVAL = timedelta(minutes=10)
 
 
 def pollable_q(now) -> models.Q:
@@ -129,7 +141,7 @@ class TaskQuerySet(models.QuerySet):
         return self.filter(status__in=sorted(UNFINISHED))
 
     def finished(self) -> TaskQuerySet:
-        """Succeed, failed, error or cancelled (``FINISHED``)."""
+        """Succeed, failed, error, cancelled or lost (``FINISHED``)."""
         return self.filter(status__in=sorted(FINISHED))
 
     def unclaimed(self, now) -> TaskQuerySet:
@@ -154,6 +166,14 @@ class TaskQuerySet(models.QuerySet):
             self.pollable(now)
             .filter(models.Q(next_poll_at__lte=now) | models.Q(next_poll_at__isnull=True))
             .unclaimed(now)
+        )
+
+    def lost_recently(self, now) -> TaskQuerySet:
+        """Tasks marked ``lost`` less than ``LATE_ANSWER_WINDOW`` before ``now`` (aware
+        datetime) that were sent (a ``task_id`` or a submission time): the poller's slower
+        re-ask set (``tasks_app.polling.lost_recheck``), kept out of the normal poll set."""
+        return self.filter(status=Status.LOST, finished_at__gte=now - LATE_ANSWER_WINDOW).exclude(
+            task_id="", submitted_at__isnull=True
         )
 
     def waiting_after_server_error(self) -> TaskQuerySet:
@@ -238,6 +258,13 @@ class Task(models.Model):
         default=0, help_text="Consecutive failed polls (transient vendor errors); sets back-off."
     )
     imported = models.BooleanField(default=False, help_text="Found on Kling by kling_sync.")
+    not_found_checks = models.PositiveIntegerField(
+        default=0,
+        help_text="Consecutive checks the vendor answered 'not found' (1203) for this sent task.",
+    )
+    not_found_since = models.DateTimeField(
+        null=True, blank=True, help_text="When the first of those 'not found' answers came."
+    )
     needs_confirmation = models.BooleanField(
         default=False,
         help_text="Finished on a callback the vendor's query has not confirmed yet: the "
@@ -275,7 +302,7 @@ class Task(models.Model):
 
     @property
     def is_finished(self) -> bool:
-        """True once succeed, failed, error or cancelled: the row never changes status again."""
+        """True once succeed, failed, error, cancelled or lost (``FINISHED``)."""
         return self.status in FINISHED
 
     @property

@@ -40,7 +40,7 @@ from django.utils import timezone
 
 from klingweb.kling.backoff import backoff_delay
 from tasks_app.finder import Wanted, tasks_find
-from tasks_app.models import PollClaim, Task
+from tasks_app.models import IN_FLIGHT, LATE_ANSWER_INTERVAL, PollClaim, Task
 from tasks_app.services import (
     NO_ERROR,
     ApplyBatch,
@@ -48,6 +48,8 @@ from tasks_app.services import (
     apply_batch,
     task_apply_remote,
     task_error_record,
+    task_lose,
+    task_not_found_count,
 )
 
 if TYPE_CHECKING:
@@ -92,6 +94,7 @@ class PollReport:
     groups: int = 0
     seconds: float = 0.0
     skipped_paused: int = 0
+    lost: int = 0
     error_messages: list[str] = field(default_factory=list)
 
 
@@ -195,12 +198,13 @@ def tasks_claim(*, now: datetime | None = None, limit: int = 20000) -> tuple[lis
     whole (account, family) groups at a time (``group_claim``); groups another poller holds
     are left to it.
 
-    A claim is a lease: ``claimed_until`` = ``now`` + ``CLAIM_SECONDS`` (plus random
-    microseconds, so the value identifies this cycle's rows). Returns the claimed tasks (with
-    team and account loaded) and that lease value.
+    A claim is a lease: ``claimed_until`` = ``now`` + ``settings.POLL_CLAIM_SECONDS`` (else
+    ``CLAIM_SECONDS``, 120 s; plus random microseconds, so the value identifies this cycle's
+    rows). Returns the claimed tasks (with team and account loaded) and that lease value.
     """
     now = now or timezone.now()
-    lease = now + timedelta(seconds=CLAIM_SECONDS, microseconds=random.randint(0, 999_999))
+    claim_seconds = getattr(settings, "POLL_CLAIM_SECONDS", CLAIM_SECONDS)
+    lease = now + timedelta(seconds=claim_seconds, microseconds=random.randint(0, 999_999))
     _accounts_fill()
     pks: list[int] = []
     for account_pk, family in groups_due(now=now):
@@ -291,6 +295,8 @@ class _Cycle:
                 next_poll_at=self.now + timedelta(seconds=delay),
                 is_stale=stale,
                 poll_errors=0,
+                not_found_checks=0,  # found: earlier "not found" answers no longer count
+                not_found_since=None,
             )
 
     def reschedule_error(
@@ -431,6 +437,98 @@ class _Cycle:
         waiting = [task for task in tasks if task.pk not in found.found]
         reason = found.error or next(reversed(found.unknown.values()), None)
         self.reschedule_error(waiting, error=reason)
+        self.count_not_found([task for task in tasks if task.pk in found.unknown])
+
+    def count_not_found(self, tasks: list[Task]) -> None:
+        """The vendor answered "not found" (1203; absent from the 2026 ``GET /tasks``) for
+        these sent tasks: count the check (``services.task_not_found_count``) and end as
+        ``lost`` (``services.task_lose``) each that has now been not found on
+        ``settings.POLL_LOST_AFTER_CHECKS`` consecutive checks over at least
+        ``POLL_LOST_AFTER_SECONDS``. Finished tasks awaiting confirmation are not counted."""
+        sent = [t for t in tasks if t.status in IN_FLIGHT and (t.task_id or t.submitted_at)]
+        if not sent:
+            return
+        for chunk in _chunks([task.pk for task in sent]):
+            task_not_found_count(tasks=Task.objects.filter(pk__in=chunk), at=self.now)
+        checks = int(settings.POLL_LOST_AFTER_CHECKS)
+        span = timedelta(seconds=int(settings.POLL_LOST_AFTER_SECONDS))
+        for task in sent:
+            since = task.not_found_since or self.now
+            if task.not_found_checks + 1 >= checks and self.now - since >= span:
+                try:
+                    if task_lose(task_pk=task.pk, at=self.now):
+                        self.report.lost += 1
+                except Exception as exc:  # one bad row must not stop the cycle
+                    log.exception("poll: marking task %s lost failed", task.pk)
+                    self.error(f"lose task {task.pk}: {exc}")
+
+
+def lost_recheck(*, now: datetime | None = None, limit: int = 1000) -> PollReport:
+    """Ask the vendor again about tasks marked ``lost`` in the last ``LATE_ANSWER_WINDOW``
+    (``Task.objects.lost_recently``) whose ``next_poll_at`` has come: every
+    ``LATE_ANSWER_INTERVAL`` (10 min), apart from the normal poll set so they never load
+    its cycle. A finished answer is applied by ``task_apply_remote`` (moved on and charged
+    once, "Kling answered after this task was marked lost at vendor"); anything else leaves
+    the task lost until the next re-ask. Rows are claimed with a lease as in
+    ``tasks_claim`` (``settings.POLL_CLAIM_SECONDS``), so two pollers never ask about one
+    task at once. Returns a
+    ``PollReport`` (``claimed``, ``requests``, ``applied``, ``errors``)."""
+    now = now or timezone.now()
+    report = PollReport()
+    claim_seconds = getattr(settings, "POLL_CLAIM_SECONDS", CLAIM_SECONDS)
+    lease = now + timedelta(seconds=claim_seconds, microseconds=random.randint(0, 999_999))
+    due = (
+        Task.objects.lost_recently(now)
+        .filter(kling_account__isnull=False, next_poll_at__lte=now)
+        .unclaimed(now)
+    )
+    pks = list(due.order_by("next_poll_at", "pk").values_list("pk", flat=True)[:limit])
+    for chunk in _chunks(pks):
+        due.filter(pk__in=chunk).update(claimed_until=lease)
+    tasks = list(
+        Task.objects.filter(pk__in=pks, claimed_until=lease).select_related("kling_account")
+    )
+    report.claimed = len(tasks)
+    groups: dict[tuple[int, str], list[Task]] = defaultdict(list)
+    for task in tasks:
+        groups[(task.kling_account_id, task.family)].append(task)
+    cycle = _Cycle(report, lease, now)
+    from klingweb.accounts.services import kling_client_for
+
+    try:
+        for group in groups.values():
+            account = group[0].kling_account
+            if account.is_paused:
+                continue
+            try:
+                found = tasks_find(
+                    kling_client_for(account),
+                    group[0].family,
+                    [
+                        Wanted(
+                            key=task.pk,
+                            task_id=task.task_id,
+                            external_task_id=task.external_task_id,
+                            created_at=task.vendor_created_at or task.created_at,
+                        )
+                        for task in group
+                    ],
+                )
+            except Exception as exc:
+                log.warning("lost recheck: account %s: %s", account.pk, exc)
+                cycle.error(f"lost recheck ({account.pk}, {group[0].family}): {exc}")
+                continue
+            report.requests += found.requests
+            for task in group:
+                remote = found.found.get(task.pk)
+                if remote is not None and remote.is_finished:
+                    cycle.apply(task, remote)
+    finally:
+        later = now + LATE_ANSWER_INTERVAL
+        for chunk in _chunks([task.pk for task in tasks]):
+            Task.objects.filter(pk__in=chunk, claimed_until=lease).update(claimed_until=None)
+            Task.objects.filter(pk__in=chunk, status="lost").update(next_poll_at=later)
+    return report
 
 
 def tasks_poll(
@@ -444,7 +542,8 @@ def tasks_poll(
     task's ``next_poll_at`` (``poll_interval`` by age with jitter, or ``error_backoff``
     after 5xx/1302/network/credential errors), flags ``is_stale`` after
     ``settings.POLL_STALE_AFTER_SECONDS`` (default 2 h) and releases the claims. A task is
-    never failed here. Accounts paused (1100–1102, 1304) are skipped; a 1304 here pauses the
+    never failed here; one the vendor answers "not found" for on ``POLL_LOST_AFTER_CHECKS``
+    checks over ``POLL_LOST_AFTER_SECONDS`` ends "lost at vendor" (``count_not_found``). Accounts paused (1100–1102, 1304) are skipped; a 1304 here pauses the
     account (``submission.account_pause_for``). Raises nothing for vendor
     errors; a crash mid-cycle leaves claims that expire after ``CLAIM_SECONDS``. Once
     ``stop`` is set (the poller got SIGTERM) no further group is polled: the claims of the
@@ -490,10 +589,11 @@ def tasks_poll(
 
 def poll_cycle(*, stop: threading.Event | None = None) -> PollReport:
     """One cycle of the poller: send queued tasks whose retry time has come
-    (``tasks_app.submission.tasks_submit_due``), then poll every due task (``tasks_poll``).
+    (``tasks_app.submission.tasks_submit_due``), poll every due task (``tasks_poll``), then
+    re-ask about recently lost tasks whose 10-minute turn has come (``lost_recheck``).
     Returns the poll's ``PollReport``; a failure of the submit step is logged, never raised.
-    ``stop`` set: the cycle ends between two tasks (submission) or groups (poll); what it
-    did not reach is still due and the next cycle does it."""
+    ``stop`` set: the cycle ends between two tasks (submission) or groups (poll) and skips
+    the re-ask; what it did not reach is still due and the next cycle does it."""
     from tasks_app.submission import tasks_submit_due
 
     try:
@@ -502,7 +602,14 @@ def poll_cycle(*, stop: threading.Event | None = None) -> PollReport:
         log.exception("poll: tasks_submit_due failed")
     if stop is not None and stop.is_set():
         return PollReport()
-    return tasks_poll(stop=stop)
+    report = tasks_poll(stop=stop)
+    if stop is not None and stop.is_set():
+        return report
+    try:
+        lost_recheck()
+    except Exception:
+        log.exception("poll: lost_recheck failed")
+    return report
 
 
 def poll_run(*, interval: float, stop: threading.Event) -> int:

@@ -14,6 +14,9 @@
   job) runs once per team and media keeping is one job per cycle.
 - ``task_finished_announce``: the finished-task hooks (webhooks) for a task that ended
   without a vendor task object (a refused create); ``task_apply_remote`` runs them itself.
+- ``task_not_found_count`` / ``task_lose`` / ``task_end_by_hand``: a sent task the vendor no
+  longer knows (1203) is counted check by check and ends ``lost`` (no charge, reservation
+  released, ``task.lost`` webhook); an admin may end a stale task by hand with a reason.
 - ``task_apply_remote``: the single applier of vendor task objects. Callbacks, list-page
   polling and single queries all end here; a final callback body counts only once a query
   confirms it (``confirmed``; ``tasks_app.callbacks.callback_confirm``). It is idempotent and monotonic, and records the
@@ -45,6 +48,8 @@ from tasks_app.families import UnknownFamily, get_family
 from tasks_app.ledger import deduction_record
 from tasks_app.models import (
     FINISHED,
+    IN_FLIGHT,
+    LATE_ANSWER_INTERVAL,
     STATUS_RANK,
     VENDOR_STATUSES,
     Status,
@@ -225,7 +230,8 @@ def task_status_move(
     The task is given as ``task_pk`` or as a loaded ``task`` (then, on success, the
     instance's attributes are updated too, except values that are database expressions).
     ``expected_from``: the statuses the move starts from (default: every status ranked
-    below ``to``); a finished task never moves. The move is one conditional UPDATE, so
+    below ``to``); a finished task never moves — except ``lost`` → ``succeed``/``failed``
+    when ``expected_from`` names ``lost`` (a late vendor answer, ``task_apply_remote``). The move is one conditional UPDATE, so
     when two writers race only one wins and the other gets False. ``error``: the error
     fields to write with it (``NO_ERROR`` clears them; None leaves them). ``fields``: other
     columns written in the same UPDATE (``finished_at``, ``result``…); ``updated_at`` is set
@@ -243,7 +249,9 @@ def task_status_move(
     pk = task.pk if task is not None else task_pk
     if expected_from is None:
         expected_from = [s for s, rank in STATUS_RANK.items() if rank < STATUS_RANK[to]]
-    allowed = sorted(set(expected_from) - FINISHED)
+    # A finished task never moves, except a lost one the vendor answered for after all.
+    final = FINISHED - {Status.LOST} if to in (Status.SUCCEED, Status.FAILED) else FINISHED
+    allowed = sorted(set(expected_from) - final)
     at = at or timezone.now()
     values: dict[str, Any] = {**fields, "status": to, "updated_at": at}
     if to != Status.QUEUED:
@@ -327,6 +335,9 @@ def task_apply_remote(
     charged again (a missing charge is recorded; a different one is left to the nightly
     reconciliation).
 
+    A ``lost`` task (``task_lose``) the vendor reports finished after all is moved to that
+    status and charged once like any other, and its history says so (``LATE_ANSWER_NOTE``).
+
     Returns True when the task changed status. Raises ``Task.DoesNotExist``. An unknown
     ``task_status`` is logged and ignored (returns False).
     """
@@ -339,7 +350,8 @@ def task_apply_remote(
         return False
     with transaction.atomic():
         task = Task.objects.select_for_update().get(pk=task_pk)
-        if task.status in FINISHED:
+        late = task.status == Status.LOST and new_status in FINISHED
+        if task.status in FINISHED and not late:
             if confirmed and task.needs_confirmation and remote.is_finished:
                 _task_confirm_finished(task, remote, source=source)
             return False
@@ -350,7 +362,7 @@ def task_apply_remote(
         if remote.created_at and not task.vendor_created_at:
             task.vendor_created_at = remote.created_at
             refreshed = True
-        if STATUS_RANK[new_status] <= STATUS_RANK[task.status]:
+        if not late and STATUS_RANK[new_status] <= STATUS_RANK[task.status]:
             if remote.updated_at and (
                 task.vendor_updated_at is None or remote.updated_at > task.vendor_updated_at
             ):
@@ -379,11 +391,17 @@ def task_apply_remote(
                 # Unconfirmed: the poller asks for the full answer at its next cycle.
                 needs_confirmation=not confirmed,
             )
+        if new_status in FINISHED or task.not_found_checks:
+            # The vendor knows the task (again): "not found" answers no longer count.
+            fields.update(not_found_checks=0, not_found_since=None)
+        note = fields["task_status_msg"]
+        if late:
+            note = LATE_ANSWER_NOTE + (f" {note}" if note else "")
         moved = task_status_move(
             task=task,
             to=new_status,
             source=source,
-            note=fields["task_status_msg"],
+            note=note,
             expected_from=[task.status],  # the row is locked: this is its status
             at=now,
             # The vendor answered: an earlier failed submit or poll no longer explains anything.
@@ -407,6 +425,112 @@ def task_apply_remote(
             _after_finish(task, keep=new_status == Status.SUCCEED and confirmed)
             _run_finished_hooks(task)
     return True
+
+
+#: The status-history note of a late vendor answer for a ``lost`` task.
+LATE_ANSWER_NOTE = "Kling answered after this task was marked lost at vendor."
+#: Longest reason an admin may give when ending a task by hand (characters).
+END_REASON_MAX = 500
+
+
+class EndRefused(ValueError):
+    """``task_end_by_hand`` refused: the reason is missing or too long, or the task is not
+    a sent, unfinished task. ``str()`` is the message to show; nothing was changed."""
+
+
+def task_not_found_count(*, tasks: QuerySet[Task], at: datetime) -> int:
+    """Count one more "not found" answer (KLING_API.md §2, code 1203; a task absent from
+    the 2026 design's ``GET /tasks``, KLING_API_2026.md §3) for the sent, in-flight rows of
+    ``tasks``: ``not_found_checks`` + 1, ``not_found_since`` set to ``at`` (aware
+    datetime) on the first. Any found answer resets both (``task_apply_remote``, the
+    poller's ``reschedule_ok``). Never changes status. Returns the rows written."""
+    from django.db.models import F
+    from django.db.models.functions import Coalesce
+
+    return tasks.filter(status__in=sorted(IN_FLIGHT)).update(
+        not_found_checks=F("not_found_checks") + 1,
+        not_found_since=Coalesce(F("not_found_since"), at),
+    )
+
+
+def task_lose(*, task_pk: int, at: datetime | None = None, source: str = "poll") -> bool:
+    """End a sent task the vendor no longer knows as ``lost`` ("Lost at vendor"): called by
+    the poller once it answered "not found" on ``settings.POLL_LOST_AFTER_CHECKS``
+    consecutive checks spread over at least ``POLL_LOST_AFTER_SECONDS`` (the caller checks
+    both). ``at``: aware datetime, default now.
+
+    Nothing is charged (no ledger row) and the task leaves the unfinished set, so its
+    budget reservation is released; the finished hooks run (the API's ``task.lost``
+    webhook). The poller still asks about it every ``LATE_ANSWER_INTERVAL`` for
+    ``LATE_ANSWER_WINDOW`` (``tasks_app.polling.lost_recheck``): a later answer is applied
+    and charged once by ``task_apply_remote``. Returns True when this call moved it (False
+    when it was no longer submitted/processing)."""
+    at = at or timezone.now()
+    with transaction.atomic():
+        task = Task.objects.select_for_update().get(pk=task_pk)
+        checks = task.not_found_checks
+        since = task.not_found_since
+        span = f" over {int((at - since).total_seconds() // 60)} min" if since else ""
+        note = (
+            f"Kling answered 'not found' for this task on {checks} consecutive checks{span}: "
+            "it no longer knows it (e.g. its systems lost it). Nothing is charged and the "
+            "budget reservation is released; if Kling answers later, that answer counts."
+        )
+        return _task_end(task, at=at, source=source, note=note)
+
+
+def task_end_by_hand(*, task: Task, by: str, reason: str, at: datetime | None = None) -> bool:
+    """An admin (or owner) ends a stale sent task by hand: status ``lost`` ("Lost at
+    vendor") — not ``error``, which means a refused create — with ``reason`` (stripped,
+    required, at most ``END_REASON_MAX`` characters) and ``by`` (username) recorded in its
+    status history (source ``admin``). As for ``task_lose``: no charge, reservation
+    released, ``task.lost`` webhook, and a later vendor answer still counts.
+
+    Raises ``EndRefused`` (nothing changed) for a missing or overlong reason, or when the
+    task is not submitted/processing. Returns True when it moved."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise EndRefused("Give a reason for ending this task.")
+    if len(reason) > END_REASON_MAX:
+        raise EndRefused(
+            f"The reason is {len(reason)} characters long; at most {END_REASON_MAX} are kept."
+        )
+    at = at or timezone.now()
+    with transaction.atomic():
+        row = Task.objects.select_for_update().get(pk=task.pk)
+        if row.status not in IN_FLIGHT:
+            raise EndRefused(
+                f"This task is {row.get_status_display().lower()}: only a task sent to Kling "
+                "and not finished can be ended by hand."
+            )
+        note = f"Ended by hand by {by}: {reason}"
+        moved = _task_end(row, at=at, source="admin", note=note)
+    if moved:
+        task.status, task.finished_at = row.status, row.finished_at
+    return moved
+
+
+def _task_end(task: Task, *, at: datetime, source: str, note: str) -> bool:
+    """Move the locked, in-flight ``task`` to ``lost``: history entry, scheduling for the
+    slow late-answer re-asks, hooks. Returns False when it was not in flight."""
+    moved = task_status_move(
+        task=task,
+        to=Status.LOST,
+        source=source,
+        note=note,
+        expected_from=sorted(IN_FLIGHT),
+        at=at,
+        error=NO_ERROR,
+        finished_at=at,
+        next_poll_at=at + LATE_ANSWER_INTERVAL,
+        claimed_until=None,
+        is_stale=False,
+        poll_errors=0,
+    )
+    if moved:
+        _after_finish(task, keep=False)
+        _run_finished_hooks(task)
+    return moved
 
 
 def _task_confirm_finished(task: Task, remote: KlingTask, *, source: str) -> None:

@@ -95,7 +95,8 @@ log = logging.getLogger(__name__)
 #: runs out early costs only a wasted call: the vendor refuses a reused external_task_id and
 #: the client then returns the task that holds it.
 SUBMIT_LEASE_SECONDS = 300
-#: Seconds after queuing when the safety net may submit a task whose job never ran.
+#: Seconds after queuing when the safety net may submit a task whose job never ran (or ran on
+#: a worker that died; ``settings.SUBMIT_GRACE_SECONDS`` overrides it, as the topology run does).
 SUBMIT_GRACE_SECONDS = 30
 #: Backoff of retryable failures (``klingweb.kling.backoff.backoff_delay``): 2 s doubling per
 #: attempt, at most 300 s, times a random factor in [1.0, 1.25] (+0–25 % jitter).
@@ -202,7 +203,8 @@ def task_queue(
             mode=str(params.get("mode") or _settings_resolution(params))[:10],
             kling_account=None,
             estimated_units=units if isinstance(units, Decimal) else Decimal(str(units)),
-            retry_at=now + timedelta(seconds=SUBMIT_GRACE_SECONDS),
+            retry_at=now
+            + timedelta(seconds=getattr(settings, "SUBMIT_GRACE_SECONDS", SUBMIT_GRACE_SECONDS)),
         )
         task_pk = task.pk
         transaction.on_commit(lambda: async_task("tasks_app.jobs.submit_task", task_pk))

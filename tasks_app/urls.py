@@ -19,6 +19,7 @@ urlpatterns = [
     path("t/<uuid:team>/tasks/<uuid:code>/", views.task_detail, name="tasks-detail"),
     path("t/<uuid:team>/tasks/<uuid:code>/row/", views.task_row, name="tasks-row"),
     path("t/<uuid:team>/tasks/<uuid:code>/cancel/", views.task_cancel_view, name="tasks-cancel"),
+    path("t/<uuid:team>/tasks/<uuid:code>/end/", views.task_end_view, name="tasks-end"),
     path("t/<uuid:team>/tasks/<uuid:code>/json/", views.task_json, name="tasks-json"),
     path("t/<uuid:team>/tasks/<uuid:code>/media.zip", views.task_media_zip, name="tasks-media-zip"),
     path(

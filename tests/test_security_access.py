@@ -117,6 +117,8 @@ RULES: dict[str, Rule] = {
     "tasks-row": Rule(G, V),
     # Members cancel their own tasks only; the walker's task is the owner's (own cast).
     "tasks-cancel": Rule(P, A, A),
+    # Ending a stale task by hand (lost at vendor): admins and owners only.
+    "tasks-end": Rule(P, A, A),
     "tasks-json": Rule(G, V),
     "tasks-live": Rule(G, V),
     "tasks-mine-live": Rule(G, V),

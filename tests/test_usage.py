@@ -449,8 +449,8 @@ def test_table_csvs_match_the_page(client, portal, ledger):
 
     families = table("families")
     assert families[0][:3] == ["family", "units", "failed_task_units"]
-    assert families[1] == ["avatar", "8", "3.5", "2", "4", "2", "1", "1", "1.12"]
-    assert families[2] == ["text2video", "8.75", "0", "1", "8.75", "2", "1", "1", "1.225"]
+    assert families[1] == ["avatar", "8", "3.5", "2", "4", "2", "1", "1", "0", "1.12"]
+    assert families[2] == ["text2video", "8.75", "0", "1", "8.75", "2", "1", "1", "0", "1.225"]
     members = {r[0]: Decimal(r[1]) for r in table("members")[1:]}
     assert members == {"member": Decimal("12.25"), "admin": Decimal("4.5")}
     models = table("models")

@@ -422,7 +422,7 @@ class ResultOut(Schema):
 class TaskOut(Schema):
     """A task: ``code`` (the portal's id and the vendor's ``external_task_id``), vendor
     ``task_id`` (empty until accepted), ``status`` (queued, submitted, processing,
-    succeed, failed, error), cost, error, results, and its page in the portal."""
+    succeed, failed, error, cancelled, lost — "lost at vendor"), cost, error, results, and its page in the portal."""
 
     code: UUID
     family: str

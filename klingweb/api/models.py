@@ -85,6 +85,7 @@ class WebhookEvent(models.TextChoices):
 
     TASK_SUCCEEDED = "task.succeeded", "Task succeeded"
     TASK_FAILED = "task.failed", "Task failed (or refused)"
+    TASK_LOST = "task.lost", "Task lost at vendor (or ended by hand)"
     BUDGET_THRESHOLD = "budget.threshold", "Budget threshold reached (80, 90, 100 %)"
 
 

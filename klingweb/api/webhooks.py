@@ -1,6 +1,7 @@
 """Outbound webhooks: a team's endpoints hear about its tasks and budgets, signed with
 Standard Webhooks. Events: ``task.succeeded``, ``task.failed`` (failed at Kling, or refused
-by Kling when sent), ``budget.threshold`` (80/90/100 % of a budget, once per period).
+by Kling when sent), ``task.lost`` (Kling no longer knows it, or an admin ended it by hand),
+``budget.threshold`` (80/90/100 % of a budget, once per period).
 
 - ``task_finished_hook(task=)``: named in ``settings.KLINGWEB_TASK_FINISHED_HOOKS`` and called
   by ``tasks_app.services.task_apply_remote`` inside its transaction when a task finishes
@@ -155,14 +156,18 @@ def _enqueue_on_commit(delivery_pk: int) -> None:
 
 def task_finished_hook(*, task: Any) -> None:
     """``KLINGWEB_TASK_FINISHED_HOOKS`` entry: ``task.succeeded`` for a succeeded task,
-    ``task.failed`` for a failed or refused one, to the team's subscribed endpoints. Event
+    ``task.failed`` for a failed or refused one, ``task.lost`` for one lost at the vendor
+    (or ended by hand; a later vendor answer then sends its own event), to the team's subscribed endpoints. Event
     id ``<type>.<task code>``. ``data``: code, family, status, vendor task_id,
     final_unit_deduction (units, decimal string), error code/message, finished_at."""
     if not WebhookEndpoint.objects.filter(team_id=task.team_id).exists():
         return
-    event_type = (
-        WebhookEvent.TASK_SUCCEEDED if task.status == "succeed" else WebhookEvent.TASK_FAILED
-    )
+    if task.status == "succeed":
+        event_type = WebhookEvent.TASK_SUCCEEDED
+    elif task.status == "lost":
+        event_type = WebhookEvent.TASK_LOST
+    else:
+        event_type = WebhookEvent.TASK_FAILED
     data = {
         "code": str(task.code),
         "family": task.family,

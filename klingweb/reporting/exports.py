@@ -57,6 +57,7 @@ REPORT_TABLES: dict[str, list[str]] = {
         "tasks_run",
         "succeeded",
         "failed",
+        "lost",
         "money",
     ],
     "members": ["member", "units", "failed_task_units", "tasks_charged", "money"],
@@ -188,6 +189,7 @@ def report_csv_rows(*, table: str, scope: Scope, choice: Choice) -> Iterator[lis
                 str(f.tasks_run),
                 str(f.succeeded),
                 str(f.failed),
+                str(f.lost),
                 dec(f.money),
             ]
     elif table in ("members", "teams"):

@@ -25,8 +25,8 @@ What counts:
 - *units spent*: the sum of ledger rows recorded in the period, corrections included (a
   correction's units are the difference and may be negative);
 - *units charged for failed tasks*: the part of it whose ``task_status`` is ``failed``;
-- *tasks run / succeeded / failed*: tasks created in the period that Kling accepted
-  (submitted, processing, succeeded or failed; not queued, not refused);
+- *tasks run / succeeded / failed / lost*: tasks created in the period that Kling accepted
+  (submitted, processing, succeeded, failed or lost at vendor; not queued, not refused);
 - *average units per task* of a family: its units divided by the tasks charged in the period
   (primary ledger rows, i.e. not corrections).
 """
@@ -92,6 +92,7 @@ TOTAL_FIELDS = (
     "tasks_run",
     "succeeded",
     "failed",
+    "lost",
     "in_flight",
 )
 
@@ -174,6 +175,7 @@ class Totals:
     tasks_run: int = 0
     succeeded: int = 0
     failed: int = 0
+    lost: int = 0
     in_flight: int = 0
 
     @property
@@ -518,12 +520,14 @@ def usage_figures(*, scope: Scope, period: Period, group_kind: str = "member") -
             top_money[ref] = _units(money)
         else:  # tasks created in the period, per family and status
             fam = by_family.setdefault(family, FamilyRow(family=family))
-            if name1 in VENDOR_STATUSES:  # Kling accepted it: it ran, or runs
+            if name1 in VENDOR_STATUSES or name1 == Status.LOST:  # Kling accepted it
                 fam.tasks_run += n
             if name1 == Status.SUCCEED:
                 fam.succeeded += n
             elif name1 == Status.FAILED:
                 fam.failed += n
+            elif name1 == Status.LOST:  # Kling no longer knew it: ended uncharged
+                fam.lost += n
             elif name1 in IN_FLIGHT:
                 fam.in_flight += n
 

@@ -543,6 +543,16 @@ class SandboxServer:
         and their callbacks are queued (delivered asynchronously; see ``wait_callbacks``)."""
         self.state.advance(seconds)
 
+    def forget(self, task_id: str) -> None:
+        """Fault knob: answer "not found" for task ``task_id`` from now on (1203 on the legacy
+        query, absent from lists and the 2026 ``GET /tasks``), as the vendor does for a task
+        it lost; ``SandboxState.forget``. Raises ``KeyError`` for an unknown task_id."""
+        self.state.forget(task_id)
+
+    def remember(self, task_id: str) -> None:
+        """Undo ``forget``: the task is answered again in whatever status it reached."""
+        self.state.remember(task_id)
+
     def tasks_snapshot(self) -> list[Json]:
         """Every task of every account, oldest first: ``account, family, task_id,
         external_task_id, task_status, final_unit_deduction (str), created_at, updated_at

@@ -127,6 +127,7 @@ class SandboxState:
         self._new_by_account: dict[str, list[Task]] = {}  # new-design tasks, oldest first
         self._used: dict[str, Decimal] = {}  # account -> units of finished tasks
         self._ids: set[str] = set()
+        self._forgotten: set[str] = set()  # task_ids answered "not found" (``forget``)
         self._videos: dict[str, Json] = {}  # video_id -> facts of a generated video
         self._elements: dict[str, Json] = {}  # str(element_id) -> element (owner in "_account")
         self._owner_ids: dict[str, str] = {}  # access key -> numeric creator id
@@ -174,6 +175,30 @@ class SandboxState:
         """Public URL of a generated medium: ``<base_url>/sandbox-media/<owner>/<name>``."""
         return f"{self.base_url}/sandbox-media/{owner}/{name}"
 
+    # ----- fault knob: tasks the vendor no longer knows ---------------------------------
+
+    def forget(self, task_id: str) -> None:
+        """Fault knob: from now on answer for task ``task_id`` as for an unknown task —
+        1203 "not found" on the legacy single query (KLING_API.md §4), absent from the list
+        pages, absent from the 2026 design's ``GET /tasks`` and ``POST /tasks`` answers
+        (KLING_API_2026.md §3) — as after a vendor-side loss or a sandbox restart. The task
+        keeps running unseen and sends no callbacks until ``remember``. Raises ``KeyError``
+        for a task_id the sandbox never made."""
+        with self.lock:
+            if task_id not in self._tasks:
+                raise KeyError(task_id)
+            self._forgotten.add(task_id)
+
+    def remember(self, task_id: str) -> None:
+        """Undo ``forget``: the task is answered again, in whatever status it reached (a
+        "late answer"); callbacks resume with its next change."""
+        with self.lock:
+            self._forgotten.discard(task_id)
+
+    def _known(self, task: Task | None) -> Task | None:
+        """``task``, or None when it was ``forget``-ed."""
+        return None if task is None or task.task_id in self._forgotten else task
+
     # ----- life cycle -----------------------------------------------------------------
 
     def tick(self) -> None:
@@ -190,7 +215,7 @@ class SandboxState:
                 if task.status == "submitted" and now >= task.processing_at:
                     task.status = "processing"
                     task.updated = max(task.processing_at, task.created)
-                    if task.callback_url:
+                    if task.callback_url and task.task_id not in self._forgotten:
                         jobs.append((task.callback_url, self.callback_body(task)))
                 if task.status == "processing" and now >= task.finish_at:
                     self._finish(task)
@@ -199,7 +224,7 @@ class SandboxState:
                         self._used[task.account] = (
                             self._used.get(task.account, Decimal(0)) + task.units
                         )
-                    if task.callback_url:
+                    if task.callback_url and task.task_id not in self._forgotten:
                         jobs.append((task.callback_url, self.callback_body(task)))
             sink = self.on_callback
             if sink is not None:
@@ -521,6 +546,7 @@ class SandboxState:
                 task = None
                 if family not in TASK_ID_ONLY_FAMILIES:
                     task = self._by_external.get((account, ident))
+            task = self._known(task)
             if task is None or task.family != family:
                 raise not_found(f"task not found: no task_id or external_task_id '{ident}'")
             return self.task_json(task)
@@ -534,7 +560,11 @@ class SandboxState:
             # Newest first: walk the creation-ordered list from its end.
             stop = len(tasks) - (page - 1) * size
             start = max(stop - size, 0)
-            return [self.task_json(t) for t in reversed(tasks[start : max(stop, 0)])]
+            return [
+                self.task_json(t)
+                for t in reversed(tasks[start : max(stop, 0)])
+                if t.task_id not in self._forgotten
+            ]
 
     def presets(self, page: int, size: int) -> list[Json]:
         """Page of the official (``owned_by: "kling"``) elements, in the list shape."""
@@ -725,6 +755,7 @@ class SandboxState:
                     task = self._by_external.get((account, ident))
                 else:
                     task = self._tasks.get(ident)
+                task = self._known(task)
                 if task is None or task.account != account or task.design != "new":
                     continue
                 if task.task_id in seen:
@@ -755,6 +786,8 @@ class SandboxState:
             matches: list[Task] = []
             for task in reversed(self._new_by_account.get(account, [])):
                 if before_seq is not None and task.seq >= before_seq:
+                    continue
+                if task.task_id in self._forgotten:
                     continue
                 created = _ms(task.created)
                 if not start_ms <= created <= end_ms:

@@ -33,7 +33,8 @@ the end of the outage), duplicates (sandbox tasks per external id beyond one, cr
 as a reused external id, ledger rows or finishing events per task beyond one, overlapping poll
 claims — all must be 0) and the ledger difference (units, must be 0).
 
-Run: ``make soak`` (everything at full size, about 45 minutes on 2 cores) or
+Run: ``make soak`` (everything at full size, about 45 minutes on 2 cores, then the two-machine
+topology scenario, ``tests/benchmarks/topology.py``) or
 ``.venv/bin/python -m tests.benchmarks.soak [--scenarios a,b,c,d] [--tasks N]
 [--kill-every S] [--outage S] [--postgres] [--redis] [--small]``; ``--help`` lists the knobs.
 Every scenario stops by itself (``--timeout``); only 127.0.0.1 is used. PostgreSQL runs use a

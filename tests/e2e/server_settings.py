@@ -33,3 +33,8 @@ if os.environ.get("KLINGWEB_E2E_NOMIGRATIONS") == "1":
 # The demo users sign in many times per run; a fast hasher keeps that from dominating. The
 # database is a throwaway file, never a real one.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# A task the sandbox forgets (``SandboxServer.forget``) ends "Lost at vendor" after three
+# "not found" answers over eight seconds, not ten minutes (tests/e2e/test_lost_task.py).
+POLL_LOST_AFTER_CHECKS = 3
+POLL_LOST_AFTER_SECONDS = 8

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,21 @@ def videos() -> Iterator[FileServer]:
     served.close()
 
 
+def shown_estimate(page) -> Decimal:
+    """The units the create form's estimate shows before submit ("about 6 units ≈ $0.84"),
+    once it has settled after the last change of options."""
+    estimate = page.locator("#task-estimate")
+    expect(estimate).to_contain_text(re.compile(r"about [0-9.,]+ units?"))
+    page.wait_for_timeout(600)  # the HTMX request of the last change has answered
+    text = estimate.inner_text()
+    return Decimal(re.search(r"about ([0-9.,]+) unit", text).group(1).replace(",", ""))
+
+
+def charged_units(stack: Stack, code: str) -> Decimal:
+    """What Kling (the sandbox) charged for the task: its ``final_unit_deduction``."""
+    return Decimal(stack.wait_kling_task(external_task_id=code)["final_unit_deduction"])
+
+
 def submit(page, stack: Stack, shots, label: str) -> str:
     """Press "Create task" on the open form; return the new task's code."""
     shots(page, f"{label}-form")
@@ -127,9 +143,10 @@ def test_v3_1_turbo_text_to_video_to_a_kept_charged_video(stack: Stack, new_page
     expect(page.locator(".has-error")).to_contain_text("The shots last 6 s in all")
     page.get_by_label("Duration").select_option("6")
     page.get_by_label("Resolution").select_option("1080p")
+    # 1.0 unit/s at 1080p × 6 s (KLING_API_2026.md §8), shown before submit.
+    assert shown_estimate(page) == 6
     code = submit(page, stack, shots, "turbo")
     finish_and_open(page, stack, team, code, "/text-to-video/kling-3.0-turbo", shots, "turbo")
-    # 1.0 unit/s at 1080p × 6 s (KLING_API_2026.md §8), as the sandbox charged it.
     assert stack.wait_kling_task(external_task_id=code)["final_unit_deduction"] == "6"
 
 
@@ -172,8 +189,10 @@ def test_v3_2_omni_video_with_an_element_of_the_library(
     expect(page.get_by_label(re.compile("Captain Ode"))).to_be_checked()
     page.get_by_label("Prompt").fill("@Captain Ode walks the deck in a storm")
     page.get_by_role("radio", name=re.compile("Native audio")).check()
+    estimate = shown_estimate(page)
     code = submit(page, stack, shots, "omni")
     finish_and_open(page, stack, team, code, "/omni-video/kling-3.0-omni", shots, "omni")
+    assert charged_units(stack, code) == estimate  # the price table's rule, as charged
     page.goto(element_url)
     expect(page.locator("main")).to_contain_text("Kling 3.0 Omni video")  # "Used in"
 
@@ -188,5 +207,11 @@ def test_v3_3_motion_control_to_a_kept_charged_video(
     page.get_by_label("Motion reference video URL").fill(videos.url("dance.mp4"))
     page.get_by_role("radio", name=re.compile("As in the image")).check()
     page.get_by_label("Prompt").fill("the captain dances")
+    # The price table's rule for motion control: 0.9 units/s at 720p for 5 s, since the
+    # body does not carry the reference video's length (tasks_app/prices.py); Kling bills
+    # the seconds of the video it made, so the page shows both, side by side.
+    assert shown_estimate(page) == Decimal("0.9") * 5
     code = submit(page, stack, shots, "motion")
     finish_and_open(page, stack, team, code, "/motion-control/kling-3.0", shots, "motion")
+    assert charged_units(stack, code) > 0
+    expect(page.locator(".status-line")).to_contain_text("estimated about 4.5 units")
