@@ -61,6 +61,10 @@ SANDBOX_ACCESS_KEY = "klingweb-sandbox-access-key"
 SANDBOX_SECRET_KEY = "klingweb-sandbox-secret-key-loopback-only"  # noqa: S105
 #: The API key the local sandbox accepts besides the key pair (when no KLING_API_KEY is set).
 SANDBOX_API_KEY = "klingweb-sandbox-api-key-loopback-only"
+#: Seconds honcho waits after SIGTERM before it SIGKILLs what still runs (honcho's own
+#: default is 5). The worker stops in its grace (``WORKER_STOP_GRACE_SECONDS``, 2 s) + ~1 s,
+#: gunicorn in its ``--graceful-timeout`` (Procfile), the poller between two tasks.
+HONCHO_KILL_WAIT = 3
 
 
 class RunError(Exception):
@@ -253,7 +257,8 @@ def _prepare_here(*, quiet: bool) -> None:
 def honcho_command(
     *, names: list[str], port: int, procfile: Path = PROCFILE, colour: bool = True
 ) -> list[str]:
-    """The ``honcho start`` command line for the Procfile entries ``names``.
+    """The ``honcho start`` command line for the Procfile entries ``names`` (run through
+    ``python -m klingweb.run honcho``: honcho with ``HONCHO_KILL_WAIT``).
 
     ``--env /dev/null``: the environment is already complete (``.env`` merged under the real
     environment); honcho's own ``.env`` reading would override the real environment.
@@ -263,6 +268,7 @@ def honcho_command(
     return [
         sys.executable,
         "-m",
+        "klingweb.run",
         "honcho",
         "start",
         "--procfile",
@@ -363,9 +369,26 @@ def banner(*, env: Mapping[str, str], port: int, sandbox_mode: bool) -> str:
     )
 
 
+def honcho_main(argv: list[str]) -> int:
+    """``python -m klingweb.run honcho <honcho args>``: honcho's command line with its
+    SIGKILL delay shortened to ``HONCHO_KILL_WAIT`` seconds, so ``make run`` stops within
+    about 3 s of Ctrl-C or SIGTERM. Returns honcho's exit status."""
+    import honcho.manager
+    from honcho.command import main as honcho_command_main
+
+    honcho.manager.KILL_WAIT = HONCHO_KILL_WAIT
+    try:
+        honcho_command_main(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``make run``; returns the exit status (see the module docstring)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["honcho"]:
+        return honcho_main(argv[1:])
     if argv[:1] == ["prepare"]:
         _prepare_here(quiet="--quiet" in argv)
         return 0

@@ -164,6 +164,11 @@ Q_CLUSTER: dict = {
     "poll": 0.5,
     "label": "Background jobs",
 }
+# Seconds a running job may still take once `kling_worker` is told to stop (SIGTERM/SIGINT);
+# then it is stopped and, unacknowledged, runs again after Q_CLUSTER["retry"] s (README).
+Q_STOP_GRACE = float(env_decimal("WORKER_STOP_GRACE_SECONDS", "2"))
+if Q_STOP_GRACE < 0:
+    raise ImproperlyConfigured("WORKER_STOP_GRACE_SECONDS must be 0 or more.")
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:

@@ -531,7 +531,9 @@ def lost_recheck(*, now: datetime | None = None, limit: int = 1000) -> PollRepor
     return report
 
 
-def tasks_poll(*, now: datetime | None = None, limit: int = 20000) -> PollReport:
+def tasks_poll(
+    *, now: datetime | None = None, limit: int = 20000, stop: threading.Event | None = None
+) -> PollReport:
     """Run one poll cycle over every due task; returns a ``PollReport``.
 
     Claims due tasks (``tasks_claim``), polls each (account, family) group
@@ -543,7 +545,9 @@ def tasks_poll(*, now: datetime | None = None, limit: int = 20000) -> PollReport
     never failed here; one the vendor answers "not found" for on ``POLL_LOST_AFTER_CHECKS``
     checks over ``POLL_LOST_AFTER_SECONDS`` ends "lost at vendor" (``count_not_found``). Accounts paused (1100–1102, 1304) are skipped; a 1304 here pauses the
     account (``submission.account_pause_for``). Raises nothing for vendor
-    errors; a crash mid-cycle leaves claims that expire after ``CLAIM_SECONDS``.
+    errors; a crash mid-cycle leaves claims that expire after ``CLAIM_SECONDS``. Once
+    ``stop`` is set (the poller got SIGTERM) no further group is polled: the claims of the
+    groups left are released, their tasks stay due and the next cycle polls them.
     """
     started = time.monotonic()
     now = now or timezone.now()
@@ -563,6 +567,8 @@ def tasks_poll(*, now: datetime | None = None, limit: int = 20000) -> PollReport
     try:
         with apply_batch() as batch:
             for (account_pk, family), group in groups.items():
+                if stop is not None and stop.is_set():
+                    break
                 try:
                     cycle.poll_group(accounts[account_pk], family, group, batch)
                 except Exception as exc:
@@ -581,18 +587,24 @@ def tasks_poll(*, now: datetime | None = None, limit: int = 20000) -> PollReport
     return report
 
 
-def poll_cycle() -> PollReport:
+def poll_cycle(*, stop: threading.Event | None = None) -> PollReport:
     """One cycle of the poller: send queued tasks whose retry time has come
     (``tasks_app.submission.tasks_submit_due``), poll every due task (``tasks_poll``), then
     re-ask about recently lost tasks whose 10-minute turn has come (``lost_recheck``).
-    Returns the poll's ``PollReport``; a failure of the submit step is logged, never raised."""
+    Returns the poll's ``PollReport``; a failure of the submit step is logged, never raised.
+    ``stop`` set: the cycle ends between two tasks (submission) or groups (poll) and skips
+    the re-ask; what it did not reach is still due and the next cycle does it."""
     from tasks_app.submission import tasks_submit_due
 
     try:
-        tasks_submit_due()
+        tasks_submit_due(stop=stop)
     except Exception:
         log.exception("poll: tasks_submit_due failed")
-    report = tasks_poll()
+    if stop is not None and stop.is_set():
+        return PollReport()
+    report = tasks_poll(stop=stop)
+    if stop is not None and stop.is_set():
+        return report
     try:
         lost_recheck()
     except Exception:
@@ -604,8 +616,9 @@ def poll_run(*, interval: float, stop: threading.Event) -> int:
     """Run ``poll_cycle`` every ``interval`` seconds (a cycle that takes longer is followed at
     once by the next) until ``stop`` is set; returns the cycles run.
 
-    ``stop`` is only looked at between cycles: setting it (``kling_poll`` does on SIGTERM or
-    SIGINT) ends the loop after the current cycle, so no claim is left to expire. A cycle that
+    Setting ``stop`` (``kling_poll`` does on SIGTERM or SIGINT) ends the loop; a cycle in
+    progress stops between tasks or groups (``poll_cycle``) and releases its claims, so none
+    is left to expire and the next poller's cycle does the rest. A cycle that
     raises is logged and the loop goes on. Database connections are recycled before each
     cycle, as a request would (``close_old_connections``).
     """
@@ -614,7 +627,7 @@ def poll_run(*, interval: float, stop: threading.Event) -> int:
         started = time.monotonic()
         close_old_connections()
         try:
-            poll_cycle()
+            poll_cycle(stop=stop)
         except Exception:
             log.exception("poller: cycle failed")
         cycles += 1

@@ -50,6 +50,7 @@ against budgets.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -502,7 +503,9 @@ def task_submit(*, task_pk: int) -> str:
     return SUBMITTED
 
 
-def tasks_submit_due(*, limit: int = 50, time_budget_s: float = 20.0) -> int:
+def tasks_submit_due(
+    *, limit: int = 50, time_budget_s: float = 20.0, stop: threading.Event | None = None
+) -> int:
     """Submit queued tasks whose ``retry_at`` ≤ now (every poll cycle calls this).
 
     Oldest first, at most ``limit`` per call, stopping after ``time_budget_s`` seconds.
@@ -510,7 +513,8 @@ def tasks_submit_due(*, limit: int = 50, time_budget_s: float = 20.0) -> int:
     Kling account, that account's other tasks wait for the next call (one submission queue
     per account, KLING_API.md §3), and so they do after ``SERVER_FAILURES_PER_CALL`` server
     or network failures (a vendor that fails is not hammered; one random 5000 does not stop
-    the queue). Returns how many tasks left the queue (accepted, found or refused).
+    the queue). Returns how many tasks left the queue (accepted, found or refused). Once
+    ``stop`` is set (the poller is stopping) no further task is sent; they stay due.
     """
     now = timezone.now()
     default = KlingAccount.objects.operator_default()
@@ -536,7 +540,7 @@ def tasks_submit_due(*, limit: int = 50, time_budget_s: float = 20.0) -> int:
     for task_pk, account_id in due:
         if account_id in busy_accounts:
             continue
-        if time.monotonic() - started > time_budget_s:
+        if time.monotonic() - started > time_budget_s or (stop is not None and stop.is_set()):
             break
         outcome = task_submit(task_pk=task_pk)
         if outcome in (SUBMITTED, FOUND, REFUSED):

@@ -8,8 +8,11 @@ load bench): one copy of the code, shared.
 - ``start_honcho``: the ``Procfile`` entries under honcho, as ``make run`` starts them (the
   browser tests use this).
 - ``ProcfileProcess``: one ``Procfile`` entry (``web`` = gunicorn, ``worker`` = ``manage.py
-  qcluster``, ``poller`` = ``manage.py kling_poll``) in a process group of its own, so a test
-  can SIGKILL the whole cluster (sentinel, workers, pusher, monitor) at once, as a crash or the OOM killer would, and start it again.
+  kling_worker``, ``poller`` = ``manage.py kling_poll``) in a process group of its own, so a test
+  can SIGKILL the whole cluster (sentinel, workers, pusher, monitor) at once, as a crash or the OOM killer would, and start it again
+  (``kling_worker`` runs its cluster in a group of its own; its processes die with the command
+  through ``PR_SET_PDEATHSIG``).
+- ``pids_marked``: the processes started with a given ``MARKER`` variable, orphans included.
 - ``session_cookie_for``: a signed-in session for a user, made in the database (no password
   round trip), for HTTP clients such as ``wrk``.
 
@@ -220,3 +223,25 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.5) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+#: Name of the environment variable that marks the processes of one test or bench run, so
+#: leftovers (orphans included) can be found afterwards (``pids_marked``).
+MARKER = "KLINGWEB_TEST_MARKER"
+
+
+def pids_marked(value: str) -> list[int]:
+    """Pids of the processes whose environment holds ``MARKER=value`` (Linux ``/proc``);
+    a process's environment is the one it was started with, inherited by its children."""
+    needle = f"{MARKER}={value}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                if needle in fh.read().split(b"\0"):
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found

@@ -15,6 +15,7 @@ BENCHES = [
     "tests.benchmarks.bench_load",
     "tests.benchmarks.bench_live",
     "tests.benchmarks.bench_list",
+    "tests.benchmarks.bench_stop",
 ]
 
 

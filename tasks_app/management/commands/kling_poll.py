@@ -5,7 +5,8 @@ Runs a poll cycle every ``S`` seconds (default 5): queued tasks whose retry time
 sent, and every task in flight that is due is asked about (``tasks_app.polling.poll_run``).
 Run one or several, on as many machines as you like: they claim work with conditional
 UPDATEs, so no (account, family) group is read by two pollers in the same cycle. SIGTERM or
-SIGINT ends the loop after the current cycle (exit status 0). ``--once`` runs one cycle and
+SIGINT ends the loop: a cycle in progress stops between two tasks or groups and releases its
+claims; what it did not reach is done by the next cycle (exit status 0). ``--once`` runs one cycle and
 prints what it did.
 """
 
