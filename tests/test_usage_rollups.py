@@ -19,7 +19,7 @@ from klingweb.reporting.figures import Scope, usage_figures
 from klingweb.reporting.periods import period_resolve
 from tasks_app import polling
 from tasks_app.ledger import deduction_append
-from tasks_app.models import Deduction, Status, UsageRollup
+from tasks_app.models import Deduction, Status, Task, UsageRollup
 from tasks_app.polling import tasks_poll
 from tasks_app.reconcile import rollups_reconcile
 from tasks_app.rollups import rollups_check
@@ -78,8 +78,6 @@ def test_reports_from_rollups_show_the_ledger_figures_and_a_duplicate_apply_coun
 
     # The same answers again (a lost lease, a second poller): nothing charged, nothing added.
     before = rollup_snapshot()
-    from tasks_app.models import Task
-
     Task.objects.filter(pk__in=[t.pk for t in charged]).update(needs_confirmation=True)
     make_due(charged)
     again = tasks_poll()
