@@ -728,6 +728,38 @@ class UsageRollup(models.Model):
         return f"{self.team_id} {self.day} {self.family}/{self.model_name}: {self.units}"
 
 
+class UsageDay(models.Model):
+    """The coarse daily rollup: one row per team × local day (the team's zone, as
+    ``UsageRollup``) × family, for the company page and the per-day chart of long ranges
+    (a year of a team is at most 365 × families rows, whatever the number of members and
+    models). Written with ``UsageRollup`` (``tasks_app.rollups``), same rules. ``units``,
+    ``amount``, ``priced_units``, ``charged``, ``rows`` as there; ``failed_units``: the units
+    of rows whose task failed (``task_status`` failed)."""
+
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    family = models.CharField(max_length=20, choices=Family.choices)
+    units = models.DecimalField(max_digits=UNITS_DIGITS, decimal_places=UNITS_PLACES, default=0)
+    failed_units = models.DecimalField(
+        max_digits=UNITS_DIGITS, decimal_places=UNITS_PLACES, default=0
+    )
+    amount = models.DecimalField(max_digits=UNITS_DIGITS, decimal_places=UNITS_PLACES, default=0)
+    priced_units = models.DecimalField(
+        max_digits=UNITS_DIGITS, decimal_places=UNITS_PLACES, default=0
+    )
+    charged = models.PositiveIntegerField(default=0)
+    rows = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "day", "family"], name="usage_day_key")
+        ]
+        indexes = [models.Index(fields=["day", "team"], name="usage_day_day")]
+
+    def __str__(self) -> str:
+        return f"{self.team_id} {self.day} {self.family}: {self.units}"
+
+
 class LedgerState(models.Model):
     """A team's ledger version: bumped in every transaction that adds a ledger row for the
     team (``tasks_app.rollups``), so a cached report keyed by it is never stale."""

@@ -42,7 +42,14 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import TruncDate
 
-from tasks_app.models import UNITS_PLACES, Deduction, LedgerState, UsageRollup
+from tasks_app.models import (
+    UNITS_PLACES,
+    Deduction,
+    LedgerState,
+    Status,
+    UsageDay,
+    UsageRollup,
+)
 
 ZERO = Decimal("0")
 PLACES = Decimal(1).scaleb(-UNITS_PLACES)
@@ -50,6 +57,9 @@ PLACES = Decimal(1).scaleb(-UNITS_PLACES)
 KEY_FIELDS = ("member_id", "family", "model_name", "mode", "task_status", "currency")
 #: The summed columns of a rollup.
 SUM_FIELDS = ("units", "amount", "priced_units", "charged", "rows")
+#: Key columns (besides ``team`` and ``day``) and summed columns of the coarse ``UsageDay``.
+DAY_KEY_FIELDS = ("family",)
+DAY_SUM_FIELDS = ("units", "failed_units", "amount", "priced_units", "charged", "rows")
 
 #: Key: (team_id, day, member_id, family, model_name, mode, task_status, currency).
 Key = tuple
@@ -64,10 +74,13 @@ class Sums:
     priced_units: Decimal = ZERO
     charged: int = 0
     rows: int = 0
+    failed_units: Decimal = ZERO
 
     def add_row(self, row: Deduction) -> None:
         """Count one ledger row."""
         self.units += row.units
+        if row.task_status == Status.FAILED:
+            self.failed_units += row.units
         if row.amount is not None:
             self.amount += row.amount
         else:
@@ -75,14 +88,12 @@ class Sums:
         self.charged += 1 if row.corrects_id is None else 0
         self.rows += 1
 
-    def values(self) -> tuple:
-        """The sums, quantised to the ledger's places (for comparing)."""
-        return (
-            _q(self.units),
-            _q(self.amount),
-            _q(self.priced_units),
-            int(self.charged),
-            int(self.rows),
+    def values(self, fields: tuple[str, ...] = ()) -> tuple:
+        """The sums ``fields`` (default ``SUM_FIELDS``), decimals quantised to the ledger's
+        places (for comparing)."""
+        return tuple(
+            int(v) if isinstance(v, int) else _q(v)
+            for v in (getattr(self, f) for f in fields or SUM_FIELDS)
         )
 
 
@@ -101,9 +112,16 @@ def team_zone_of(name: str) -> dt.tzinfo:
         return ZoneInfo("UTC")
 
 
-def _key(row: Deduction, zones: dict[int, dt.tzinfo]) -> Key:
+def _key(row: Deduction, zones: dict[int, dt.tzinfo], fields: tuple[str, ...]) -> Key:
     day = row.recorded_at.astimezone(zones[row.team_id]).date()
-    return (row.team_id, day, *(getattr(row, f) for f in KEY_FIELDS))
+    return (row.team_id, day, *(getattr(row, f) for f in fields))
+
+
+#: The rollup tables: (name, model, key columns besides team and day, summed columns).
+GRAINS = (
+    ("rollup", UsageRollup, KEY_FIELDS, SUM_FIELDS),
+    ("day", UsageDay, DAY_KEY_FIELDS, DAY_SUM_FIELDS),
+)
 
 
 def _zones(team_ids: Iterable[int]) -> dict[int, dt.tzinfo]:
@@ -128,17 +146,17 @@ def _version_bump(team_id: int) -> None:
         LedgerState.objects.filter(team_id=team_id).update(version=F("version") + 1)
 
 
-def _upsert(key: Key, sums: Sums) -> None:
+def _upsert(model, key_fields: tuple, sum_fields: tuple, key: Key, sums: Sums) -> None:
     team_id, day, *rest = key
-    where = {"team_id": team_id, "day": day, **dict(zip(KEY_FIELDS, rest, strict=True))}
-    increments = {name: F(name) + getattr(sums, name) for name in SUM_FIELDS}
-    if UsageRollup.objects.filter(**where).update(**increments):
+    where = {"team_id": team_id, "day": day, **dict(zip(key_fields, rest, strict=True))}
+    increments = {name: F(name) + getattr(sums, name) for name in sum_fields}
+    if model.objects.filter(**where).update(**increments):
         return
     try:
         with transaction.atomic():
-            UsageRollup.objects.create(**where, **{n: getattr(sums, n) for n in SUM_FIELDS})
+            model.objects.create(**where, **{n: getattr(sums, n) for n in sum_fields})
     except IntegrityError:  # a concurrent transaction inserted the key first
-        UsageRollup.objects.filter(**where).update(**increments)
+        model.objects.filter(**where).update(**increments)
 
 
 def _apply(rows: Iterable[Deduction]) -> None:
@@ -148,16 +166,19 @@ def _apply(rows: Iterable[Deduction]) -> None:
     if not rows:
         return
     zones = _zones(r.team_id for r in rows)
-    by_key: dict[Key, Sums] = {}
-    for row in rows:
-        by_key.setdefault(_key(row, zones), Sums()).add_row(row)
-    teams = sorted({r.team_id for r in rows})
-    ordered = sorted(by_key, key=lambda k: tuple("" if v is None else str(v) for v in k[1:]))
-    for team_id in teams:
+    grains = []
+    for _, model, key_fields, sum_fields in GRAINS:
+        by_key: dict[Key, Sums] = {}
+        for row in rows:
+            by_key.setdefault(_key(row, zones, key_fields), Sums()).add_row(row)
+        ordered = sorted(by_key, key=lambda k: tuple("" if v is None else str(v) for v in k[1:]))
+        grains.append((model, key_fields, sum_fields, by_key, ordered))
+    for team_id in sorted({r.team_id for r in rows}):
         _version_bump(team_id)
-        for key in ordered:
-            if key[0] == team_id:
-                _upsert(key, by_key[key])
+        for model, key_fields, sum_fields, by_key, ordered in grains:
+            for key in ordered:
+                if key[0] == team_id:
+                    _upsert(model, key_fields, sum_fields, key, by_key[key])
 
 
 _pending: ContextVar[set[int] | None] = ContextVar("tasks_app_rollups_pending", default=None)
@@ -204,15 +225,22 @@ def ledger_version(team_id: int) -> int:
 # --- rebuild and check --------------------------------------------------------------------
 
 
-def ledger_sums(team_id: int, zone: dt.tzinfo) -> dict[Key, Sums]:
-    """What the rollups of ``team_id`` must hold, computed from its ledger by one grouped
-    query (days in ``zone``)."""
+def _date(value) -> dt.date:
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)[:10])
+
+
+def ledger_sums(
+    team_id: int, zone: dt.tzinfo, key_fields: tuple[str, ...] = KEY_FIELDS
+) -> dict[Key, Sums]:
+    """What the rollups of ``team_id`` must hold per (day, ``key_fields``), computed from its
+    ledger by one grouped query (days in ``zone``)."""
     rows = (
         Deduction.objects.filter(team_id=team_id)
         .annotate(day=TruncDate("recorded_at", tzinfo=zone))
-        .values("day", *KEY_FIELDS)
+        .values("day", *key_fields)
         .annotate(
             s_units=Sum("units"),
+            s_failed=Sum("units", filter=Q(task_status=Status.FAILED)),
             s_amount=Sum("amount"),
             s_priced=Sum("units", filter=Q(amount__isnull=True)),
             s_charged=Count("id", filter=Q(corrects__isnull=True)),
@@ -220,40 +248,39 @@ def ledger_sums(team_id: int, zone: dt.tzinfo) -> dict[Key, Sums]:
         )
         .order_by()
     )
-    out: dict[Key, Sums] = {}
-    for r in rows:
-        day = r["day"] if isinstance(r["day"], dt.date) else dt.date.fromisoformat(str(r["day"]))
-        key = (team_id, day, *(r[f] for f in KEY_FIELDS))
-        out[key] = Sums(
+    return {
+        (team_id, _date(r["day"]), *(r[f] for f in key_fields)): Sums(
             units=_q(r["s_units"]),
+            failed_units=_q(r["s_failed"]),
             amount=_q(r["s_amount"]),
             priced_units=_q(r["s_priced"]),
             charged=r["s_charged"],
             rows=r["s_rows"],
         )
-    return out
+        for r in rows
+    }
 
 
-def rollup_sums(team_id: int) -> dict[Key, Sums]:
-    """The rollups of ``team_id`` summed per key (rows sharing a key — a deleted member's —
-    merged)."""
+def rollup_sums(
+    team_id: int, model=UsageRollup, key_fields: tuple[str, ...] = KEY_FIELDS
+) -> dict[Key, Sums]:
+    """The rollups (``model``) of ``team_id`` summed per key (rows sharing a key — a deleted
+    member's — merged)."""
+    sums = {f"s_{name}": Sum(name) for name in ("units", "amount", "priced_units")}
+    if model is UsageDay:
+        sums["s_failed_units"] = Sum("failed_units")
     rows = (
-        UsageRollup.objects.filter(team_id=team_id)
-        .values("day", *KEY_FIELDS)
-        .annotate(
-            s_units=Sum("units"),
-            s_amount=Sum("amount"),
-            s_priced=Sum("priced_units"),
-            s_charged=Sum("charged"),
-            s_rows=Sum("rows"),
-        )
+        model.objects.filter(team_id=team_id)
+        .values("day", *key_fields)
+        .annotate(**sums, s_charged=Sum("charged"), s_rows=Sum("rows"))
         .order_by()
     )
     return {
-        (team_id, r["day"], *(r[f] for f in KEY_FIELDS)): Sums(
+        (team_id, _date(r["day"]), *(r[f] for f in key_fields)): Sums(
             units=_q(r["s_units"]),
+            failed_units=_q(r.get("s_failed_units")),
             amount=_q(r["s_amount"]),
-            priced_units=_q(r["s_priced"]),
+            priced_units=_q(r["s_priced_units"]),
             charged=r["s_charged"] or 0,
             rows=r["s_rows"] or 0,
         )
@@ -263,18 +290,22 @@ def rollup_sums(team_id: int) -> dict[Key, Sums]:
 
 @dataclass(frozen=True)
 class RollupDifference:
-    """One key whose rollup differs from the ledger: ``ledger`` and ``rollup`` are
-    ``Sums.values()`` (units, amount, priced units, charged tasks, rows) or None when absent."""
+    """One key whose rollup differs from the ledger: ``grain`` is ``"rollup"``
+    (``UsageRollup``) or ``"day"`` (``UsageDay``); ``key`` (team_id, day, then the grain's
+    key columns); ``ledger`` and ``rollup`` are ``Sums.values`` of the grain's columns, or
+    None when absent."""
 
+    grain: str
     key: Key
+    fields: tuple[str, ...]
     ledger: tuple | None
     rollup: tuple | None
 
     def __str__(self) -> str:
-        team_id, day, member, family, model_name, mode, status, currency = self.key
+        team_id, day, *rest = self.key
+        keys = " ".join(f"{f}={v!r}" for f, v in zip(self.fields, rest, strict=True))
         return (
-            f"team {team_id} {day} member={member} {family}/{model_name}/{mode} "
-            f"status={status} currency={currency!r}: ledger {self.ledger}, rollup {self.rollup}"
+            f"{self.grain}: team {team_id} {day} {keys}: ledger {self.ledger}, rollup {self.rollup}"
         )
 
 
@@ -288,51 +319,55 @@ def _team_zones(team_ids: Iterable[int] | None) -> dict[int, dt.tzinfo]:
 
 
 def rollups_check(team_ids: Iterable[int] | None = None) -> list[RollupDifference]:
-    """Compare the rollups of ``team_ids`` (every team when None) with their ledger; returns
-    the differing keys (empty when they agree). Reports only: fixes nothing."""
+    """Compare both rollup tables of ``team_ids`` (every team when None) with their ledger;
+    returns the differing keys (empty when they agree). Reports only: fixes nothing."""
     differences = []
     for team_id, zone in _team_zones(team_ids).items():
-        expected = ledger_sums(team_id, zone)
-        actual = rollup_sums(team_id)
-        for key in sorted(set(expected) | set(actual), key=lambda k: tuple(map(str, k))):
-            e = expected[key].values() if key in expected else None
-            a = actual[key].values() if key in actual else None
-            if a is not None and e is None and not any(a):
-                continue  # an all-zero row (rows moved away by a member's deletion)
-            if e != a:
-                differences.append(RollupDifference(key=key, ledger=e, rollup=a))
+        for grain, model, key_fields, sum_fields in GRAINS:
+            expected = ledger_sums(team_id, zone, key_fields)
+            actual = rollup_sums(team_id, model, key_fields)
+            for key in sorted(set(expected) | set(actual), key=lambda k: tuple(map(str, k))):
+                e = expected[key].values(sum_fields) if key in expected else None
+                a = actual[key].values(sum_fields) if key in actual else None
+                if a is not None and e is None and not any(a):
+                    continue  # an all-zero row (rows moved away by a member's deletion)
+                if e != a:
+                    differences.append(
+                        RollupDifference(
+                            grain=grain, key=key, fields=key_fields, ledger=e, rollup=a
+                        )
+                    )
     return differences
 
 
 def rollups_rebuild(team_ids: Iterable[int] | None = None, *, progress=None) -> int:
-    """Rebuild the rollups of ``team_ids`` (every team when None) from the ledger, one team
-    per transaction (its ``LedgerState`` row locked first, as writers do, so a concurrent
-    charge is counted once; its version is bumped). Idempotent. ``progress(team_id, n)`` is
-    called after each team. Returns the number of rollup rows written."""
+    """Rebuild both rollup tables of ``team_ids`` (every team when None) from the ledger, one
+    team per transaction (its ``LedgerState`` row locked first, as writers do, so a
+    concurrent charge is counted once; its version is bumped). Idempotent.
+    ``progress(team_id, n)`` is called after each team. Returns the number of rows written."""
     written = 0
     for team_id, zone in _team_zones(team_ids).items():
+        count = 0
         with transaction.atomic():
             _version_bump(team_id)
             LedgerState.objects.select_for_update().get(team_id=team_id)
-            UsageRollup.objects.filter(team_id=team_id).delete()
-            sums = ledger_sums(team_id, zone)
-            UsageRollup.objects.bulk_create(
-                [
-                    UsageRollup(
-                        team_id=team_id,
-                        day=key[1],
-                        **dict(zip(KEY_FIELDS, key[2:], strict=True)),
-                        units=s.units,
-                        amount=s.amount,
-                        priced_units=s.priced_units,
-                        charged=s.charged,
-                        rows=s.rows,
-                    )
-                    for key, s in sums.items()
-                ],
-                batch_size=1000,
-            )
-        written += len(sums)
+            for _, model, key_fields, sum_fields in GRAINS:
+                model.objects.filter(team_id=team_id).delete()
+                sums = ledger_sums(team_id, zone, key_fields)
+                model.objects.bulk_create(
+                    [
+                        model(
+                            team_id=team_id,
+                            day=key[1],
+                            **dict(zip(key_fields, key[2:], strict=True)),
+                            **{f: getattr(s, f) for f in sum_fields},
+                        )
+                        for key, s in sums.items()
+                    ],
+                    batch_size=1000,
+                )
+                count += len(sums)
+        written += count
         if progress is not None:
-            progress(team_id, len(sums))
+            progress(team_id, count)
     return written

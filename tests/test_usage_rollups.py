@@ -19,7 +19,7 @@ from klingweb.reporting.figures import Scope, usage_figures
 from klingweb.reporting.periods import period_resolve
 from tasks_app import polling
 from tasks_app.ledger import deduction_append
-from tasks_app.models import Deduction, Status, Task, UsageRollup
+from tasks_app.models import Deduction, Status, Task, UsageDay, UsageRollup
 from tasks_app.polling import tasks_poll
 from tasks_app.reconcile import rollups_reconcile
 from tasks_app.rollups import rollups_check
@@ -46,12 +46,15 @@ def ledger_units(team) -> Decimal:
 
 
 def rollup_snapshot() -> list[tuple]:
-    """Every rollup row's key and sums, sorted."""
+    """Every rollup row's key and sums (both tables), sorted."""
     fields = ("team_id", "day", "member_id", "family", "model_name", "mode", "task_status")
     rows = UsageRollup.objects.values_list(
         *fields, "currency", "units", "amount", "priced_units", "charged", "rows"
     )
-    return sorted(tuple(map(str, r)) for r in rows)
+    days = UsageDay.objects.values_list(
+        "team_id", "day", "family", "units", "failed_units", "amount", "priced_units", "charged"
+    )
+    return sorted(tuple(map(str, r)) for r in [*rows, *days])
 
 
 @pytest.fixture
@@ -147,6 +150,7 @@ def test_rebuild_reproduces_the_rollups_and_is_idempotent(portal, charged):
     before = rollup_snapshot()
     assert before
     UsageRollup.objects.all().delete()
+    UsageDay.objects.all().delete()
     assert len(rollups_check()) == len(before)
     call_command("rollups_rebuild")
     assert rollup_snapshot() == before
@@ -167,6 +171,9 @@ def test_check_reports_a_difference_and_does_not_fix_it(portal, charged, capsys)
     assert "1 difference(s)" in out and f"team {portal.team.pk}" in out
     assert rollups_reconcile() == differences  # the nightly job reports the same
     assert UsageRollup.objects.get(pk=row.pk).units == row.units + 1, "left alone"
+    day = UsageDay.objects.filter(team=portal.team).first()
+    UsageDay.objects.filter(pk=day.pk).update(charged=day.charged + 1)
+    assert [d.grain for d in rollups_check()] == ["rollup", "day"]
     call_command("rollups_check", team=[str(portal.other_team.code)])  # exit 0: in step
 
 
@@ -190,3 +197,17 @@ def test_company_page_equals_the_ledger_for_teams_in_any_zone(client, portal, ch
         figures = usage_figures(scope=Scope(team_id=team.pk), period=period, source="ledger")
         assert money[team.pk] == figures.totals.money
     assert Deduction.objects.filter(task_status=Status.SUCCEED).count() == 20
+
+
+def test_the_migration_fills_the_rollups_of_an_existing_ledger(portal, charged):
+    from importlib import import_module
+
+    from django.apps import apps
+
+    migration = import_module("tasks_app.migrations.0009_usage_rollups")
+    before = rollup_snapshot()
+    UsageRollup.objects.all().delete()
+    UsageDay.objects.all().delete()
+    migration.rollups_fill(apps, None)
+    assert rollup_snapshot() == before
+    assert rollups_check() == []

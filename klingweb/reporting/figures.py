@@ -64,6 +64,7 @@ from tasks_app.models import (
     Family,
     Status,
     Task,
+    UsageDay,
     UsageRollup,
 )
 from tasks_app.prices import unit_price
@@ -461,9 +462,10 @@ class Figures:
         return DaySeries(families=families, rows=rows)
 
 
-def _rollups(scope: Scope, period: Period) -> QuerySet[UsageRollup]:
-    """Rollup rows of ``scope`` (one team) for the days of ``period`` (unordered)."""
-    qs = UsageRollup.objects.filter(
+def _rollups(scope: Scope, period: Period, model=UsageRollup) -> QuerySet:
+    """Rollup rows (``model``: ``UsageRollup``, or ``UsageDay`` for a scope without member)
+    of ``scope`` (one team) for the days of ``period`` (unordered)."""
+    qs = model.objects.filter(
         team_id=scope.team_id, day__gte=period.first_day, day__lte=period.last_day
     )
     if scope.member_id is not None:
@@ -498,7 +500,17 @@ def rollup_figure_rows(*, scope: Scope, period: Period) -> list[tuple]:
 
     base = _rollups(scope, period)
     out: list[tuple] = []
-    for r in base.values("day", "family").annotate(**sums):
+    # Per day and family: the coarse UsageDay (365 × families rows a year) unless a member
+    # is chosen (only UsageRollup knows members).
+    by_member = scope.member_id is not None or bool(scope.member_username)
+    days = base
+    if not by_member:
+        days = _rollups(scope, period, UsageDay)
+        sums_day = {
+            **sums,
+            "failed_spent": Coalesce(Sum("failed_units"), Value(ZERO), output_field=UNITS_FIELD),
+        }
+    for r in days.values("day", "family").annotate(**(sums if by_member else sums_day)):
         out.append(
             ("day", r["day"], r["family"], None, None, None)
             + (r["spent"], r["failed_spent"], r["n"], money(r))
@@ -895,12 +907,13 @@ def usage_by_team_month(*, period: Period) -> QuerySet:
 
 
 def rollups_by_team_month(*, period: Period, team_ids: list[int]) -> QuerySet:
-    """Grouped query over the daily rollups: one row per (team_id, month) with ``spent``
+    """Grouped query over the coarse daily rollups (``UsageDay``: team × day × family): one
+    row per (team_id, month) with ``spent``
     (units), ``cash`` (cash money) and ``priced`` (units priced at
     ``settings.KLING_UNIT_PRICE``), for ``team_ids`` — teams whose zone is ``period.tz``, so
     that the rollups' days are the period's days."""
     return (
-        UsageRollup.objects.filter(
+        UsageDay.objects.filter(
             team_id__in=team_ids, day__gte=period.first_day, day__lte=period.last_day
         )
         .annotate(month=TruncMonth("day"))
