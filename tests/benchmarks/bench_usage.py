@@ -481,7 +481,7 @@ def child() -> int:
     # the operator's commands).
     from django.core.cache import caches
 
-    from tasks_app.models import UsageRollup
+    from tasks_app.models import UsageDay, UsageRollup
     from tasks_app.rollups import rollups_check, rollups_rebuild
 
     begin = time.perf_counter()
@@ -491,8 +491,12 @@ def child() -> int:
     differences = rollups_check()
     check_s = time.perf_counter() - begin
     assert differences == [], differences[:5]
-    assert UsageRollup.objects.count() == rollup_rows
-    _log(f"{rollup_rows:,} rollup rows built in {rebuild_s:.1f} s, checked in {check_s:.1f} s")
+    days_rows = UsageDay.objects.count()
+    assert UsageRollup.objects.count() + days_rows == rollup_rows
+    _log(
+        f"{rollup_rows:,} rollup rows ({days_rows:,} of them per team x day x family) built "
+        f"in {rebuild_s:.1f} s, checked in {check_s:.1f} s"
+    )
     report_cache = caches[settings.REPORT_CACHE]
 
     def uncached(fn: Callable[[], Any]) -> Callable[[], Any]:
@@ -653,7 +657,8 @@ def child() -> int:
         f"{exp_ms / 1000:.1f} s; peak Python memory while streaming {peak_mb:.1f} MB"
     )
     print(
-        f"Rollups: {rollup_rows:,} rows for {seeded['ledger']:,} ledger rows, rebuilt "
+        f"Rollups: {rollup_rows:,} rows ({days_rows:,} per team x day x family) for "
+        f"{seeded['ledger']:,} ledger rows, rebuilt "
         f"(rollups_rebuild) in {rebuild_s:.1f} s, checked against the ledger (rollups_check) "
         f"in {check_s:.1f} s; 365 / 30 days: cached {lms['d365'] / lms['d30']:.2f}×, "
         f"uncached {lms['d365_uncached'] / lms['d30_uncached']:.2f}×"
