@@ -150,6 +150,20 @@ CACHES: dict = {
         }
     ),
 }
+# The usage reports' cached figures (klingweb.reporting.figures), keyed by each team's ledger
+# version so a new charge is never hidden: Redis with REDIS_URL (shared by every web process),
+# else this process's memory.
+REPORT_CACHE = "reports"
+REPORT_CACHE_SECONDS = 24 * 3600
+CACHES[REPORT_CACHE] = (
+    {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "klingweb-reports",
+    }
+    if REDIS_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "reports"}
+)
 Q_CLUSTER: dict = {
     "name": "klingweb",
     # Worker processes of this qcluster (README: Q_WORKERS, default 2).

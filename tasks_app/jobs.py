@@ -59,10 +59,12 @@ def check_all_budget_alerts() -> None:
 
 
 def reconcile_ledger() -> None:
-    """Nightly: compare the ledger with the vendor (``tasks_app.reconcile.ledger_reconcile``)."""
-    from tasks_app.reconcile import ledger_reconcile
+    """Nightly: compare the ledger with the vendor (``tasks_app.reconcile.ledger_reconcile``),
+    then the daily usage rollups with the ledger (``rollups_reconcile``: logged, not fixed)."""
+    from tasks_app.reconcile import ledger_reconcile, rollups_reconcile
 
     ledger_reconcile()
+    rollups_reconcile()
 
 
 def task_confirm(task_pk: int, body: dict) -> str:

@@ -10,6 +10,9 @@ append-only, and this module is the only place that makes them.
   exactly once (the task row is locked, and a unique constraint backs it up).
 - ``deduction_append``: a correction row (reconciliation), pointing at the row it corrects.
 
+Each row is counted in the daily rollups (``tasks_app.rollups.rollup_add``) in the savepoint
+that inserts it, which also bumps the team's ledger version (cached reports).
+
 Units are units of Kling credit (``Decimal``), the vendor's ``final_unit_deduction``
 (KLING_API.md §4), kept exactly as sent (``UNITS_PLACES`` decimal places). A task charged
 in cash (KLING_API_2026.md §7) also carries its money: ``amount``, ``currency`` and
@@ -30,6 +33,7 @@ from django.db.models import Case, DecimalField, ExpressionWrapper, F, Q, Value,
 from klingweb.kling import BalanceDeduction
 from tasks_app.models import UNITS_PLACES, Deduction, Status, Task
 from tasks_app.prices import unit_price
+from tasks_app.rollups import rollup_add
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +106,7 @@ def deduction_record(
     try:
         with transaction.atomic():
             row.save()
+            rollup_add(row)  # same savepoint: the rollup row goes or stays with the ledger row
     except IntegrityError:
         log.warning("task %s: deduction already recorded; not recording twice", task.pk)
         return None
@@ -123,7 +128,9 @@ def deduction_append(
     ``corrects`` is None and the task already has a primary row.
     """
     row = deduction_row(task, units=units, recorded_at=recorded_at, corrects=corrects, note=note)
-    row.save()
+    with transaction.atomic():
+        row.save()
+        rollup_add(row)
     return row
 
 

@@ -691,3 +691,110 @@ class ResourcePackSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account_id}: {len(self.packs)} packs at {self.requested_at:%Y-%m-%d %H:%M}"
+
+
+class UsageRollup(models.Model):
+    """Daily sums of the deduction ledger (issue 15 item 3): one row per team × local day ×
+    member × family × model × mode × task status × currency.
+
+    Written by ``tasks_app.rollups`` in the transaction that inserts the ledger row it
+    counts (``rollup_add``), rebuilt from the ledger by ``manage.py rollups_rebuild`` and
+    compared with it by ``manage.py rollups_check`` and the nightly reconciliation (a
+    difference is reported, never fixed silently). Reports read it for the company page and
+    long ranges (``klingweb.reporting.figures``).
+
+    ``day``: the local day of the row's ``recorded_at`` in the team's time zone
+    (``tasks_app.budgets.team_zone``, as the team usage page buckets days); a team whose
+    zone changes needs ``rollups_rebuild --team``. ``units``: sum of ledger ``units`` (units
+    of Kling credit, the ledger's places). ``amount``: sum of the cash ``amount`` of rows
+    charged in cash (in ``currency``, the ledger row's; "" for unit rows). ``priced_units``:
+    units of the rows without a cash amount (their money is ``priced_units`` ×
+    ``settings.KLING_UNIT_PRICE``, priced when read, as ``ledger_money_expr`` does).
+    ``charged``: primary ledger rows (charged tasks); ``rows``: every ledger row.
+    ``member`` is null for a deleted account (several such rows may then share a key:
+    readers always sum).
+    """
+
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    member = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    family = models.CharField(max_length=20, choices=Family.choices)
+    model_name = models.CharField(max_length=50, blank=True)
+    mode = models.CharField(max_length=10, blank=True)
+    task_status = models.CharField(max_length=12, choices=Status.choices, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    units = models.DecimalField(max_digits=UNITS_DIGITS, decimal_places=UNITS_PLACES, default=0)
+    amount = models.DecimalField(max_digits=UNITS_DIGITS, decimal_places=UNITS_PLACES, default=0)
+    priced_units = models.DecimalField(
+        max_digits=UNITS_DIGITS, decimal_places=UNITS_PLACES, default=0
+    )
+    charged = models.PositiveIntegerField(default=0)
+    rows = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=[
+                    "team",
+                    "day",
+                    "member",
+                    "family",
+                    "model_name",
+                    "mode",
+                    "task_status",
+                    "currency",
+                ],
+                name="usage_rollup_key",
+            )
+        ]
+        indexes = [models.Index(fields=["day", "team"], name="usage_rollup_day")]
+
+    def __str__(self) -> str:
+        return f"{self.team_id} {self.day} {self.family}/{self.model_name}: {self.units}"
+
+
+class UsageDay(models.Model):
+    """The coarse daily rollup: one row per team × local day (the team's zone, as
+    ``UsageRollup``) × family, for the company page and the per-day chart of long ranges
+    (a year of a team is at most 365 × families rows, whatever the number of members and
+    models). Written with ``UsageRollup`` (``tasks_app.rollups``), same rules. ``units``,
+    ``amount``, ``priced_units``, ``charged``, ``rows`` as there; ``failed_units``: the units
+    of rows whose task failed (``task_status`` failed)."""
+
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    family = models.CharField(max_length=20, choices=Family.choices)
+    units = models.DecimalField(max_digits=UNITS_DIGITS, decimal_places=UNITS_PLACES, default=0)
+    failed_units = models.DecimalField(
+        max_digits=UNITS_DIGITS, decimal_places=UNITS_PLACES, default=0
+    )
+    amount = models.DecimalField(max_digits=UNITS_DIGITS, decimal_places=UNITS_PLACES, default=0)
+    priced_units = models.DecimalField(
+        max_digits=UNITS_DIGITS, decimal_places=UNITS_PLACES, default=0
+    )
+    charged = models.PositiveIntegerField(default=0)
+    rows = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "day", "family"], name="usage_day_key")
+        ]
+        indexes = [models.Index(fields=["day", "team"], name="usage_day_day")]
+
+    def __str__(self) -> str:
+        return f"{self.team_id} {self.day} {self.family}: {self.units}"
+
+
+class LedgerState(models.Model):
+    """A team's ledger version: bumped in every transaction that adds a ledger row for the
+    team (``tasks_app.rollups``), so a cached report keyed by it is never stale."""
+
+    team = models.OneToOneField(
+        "accounts.Team", on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    version = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.team_id}: v{self.version}"

@@ -32,6 +32,7 @@ from tasks_app.models import (
     Status,
     Task,
 )
+from tasks_app.rollups import RollupDifference, rollups_check
 
 if TYPE_CHECKING:
     from klingweb.kling import KlingClient, KlingTask
@@ -208,6 +209,17 @@ def ledger_reconcile(*, days: int = 3, now: datetime | None = None) -> Reconcile
                 )
     log.info("reconciliation: %s", report)
     return report
+
+
+def rollups_reconcile() -> list[RollupDifference]:
+    """Nightly: compare every team's daily rollups with its ledger
+    (``tasks_app.rollups.rollups_check``); each difference is logged at ERROR and returned.
+    Never fixes one: ``manage.py rollups_rebuild`` does, when someone decides to."""
+    differences = rollups_check()
+    for difference in differences:
+        log.error("usage rollup differs from the ledger: %s", difference)
+    log.info("rollups reconciliation: %d difference(s)", len(differences))
+    return differences
 
 
 def deduction_correct(*, issue: ReconciliationIssue, user, note: str = "") -> Deduction | None:

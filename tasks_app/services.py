@@ -56,6 +56,7 @@ from tasks_app.models import (
     Task,
     TaskEvent,
 )
+from tasks_app.rollups import rollups_deferred
 
 if TYPE_CHECKING:
     from klingweb.kling import KlingTask
@@ -101,7 +102,10 @@ class ApplyBatch:
         self.in_chunk = True
         try:
             with transaction.atomic():
-                yield
+                # The chunk's ledger rows are counted in the rollups at its end, in team
+                # order (tasks_app.rollups: no deadlock between chunks charging many teams).
+                with rollups_deferred():
+                    yield
                 self.in_chunk = False
                 if self.charged_teams:
                     from klingweb.accounts.models import Team

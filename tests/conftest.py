@@ -65,6 +65,20 @@ def _temporary_media_root(settings, tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_report_cache():
+    """Every test starts with an empty in-memory report cache (team ids are reused between
+    tests on SQLite). A Redis report cache is left alone: its keys carry ledger versions
+    that start from the clock (``tasks_app.rollups``), so they never repeat."""
+    from django.conf import settings
+    from django.core.cache import caches
+    from django.core.cache.backends.locmem import LocMemCache
+
+    cache = caches[settings.REPORT_CACHE]
+    if isinstance(cache, LocMemCache):
+        cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     """MD5 hashing in tests: the default PBKDF2 costs seconds per fixture on 2 cores."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -26,6 +26,7 @@ from klingweb.reporting.templatetags.usage_tags import (
 )
 from tasks_app.models import Budget, Deduction, ResourcePackSnapshot, Status, Task
 from tasks_app.resource_packs import resource_packs_latest, resource_packs_refresh
+from tasks_app.rollups import rollup_add, rollups_rebuild
 
 UTC = dt.UTC
 PARIS = ZoneInfo("Europe/Paris")
@@ -50,9 +51,17 @@ def make_task(team, creator, *, at, family="text2video", status=Status.SUCCEED, 
     )
 
 
+def ledger_create(**fields) -> Deduction:
+    """``Deduction.objects.create(**fields)`` plus its rollup (``tasks_app.rollups``)."""
+    row = Deduction.objects.create(**fields)
+    rollup_add(row)
+    return row
+
+
 def charge(task: Task, units: str, *, at=None, corrects: Deduction | None = None) -> Deduction:
-    """A ledger row for ``task`` (a correction when ``corrects`` is set)."""
-    return Deduction.objects.create(
+    """A ledger row for ``task`` (a correction when ``corrects`` is set), counted in the
+    daily rollups and the team's ledger version as the ledger writer does (``rollup_add``)."""
+    return ledger_create(
         team_id=task.team_id,
         task=task,
         member_id=task.creator_id,
@@ -211,7 +220,7 @@ def test_most_expensive_tasks_count_only_their_rows_in_the_period(portal):
 
 def test_units_of_a_deleted_account_are_shown_as_such(client, portal, ledger):
     task = ledger["t1"]
-    Deduction.objects.create(
+    ledger_create(
         team=portal.team,
         task=None,
         member=None,
@@ -260,6 +269,7 @@ def test_decimal_units_sum_without_floating_point_drift(portal):
                 )
             )
     Deduction.objects.bulk_create(rows)
+    rollups_rebuild([portal.team.pk])
     report = team_report(portal.team, custom("2025-05-01", "2025-05-31"))
     assert report.totals.units == Decimal("300.000")
     assert str(report.totals.units) == "300.00000000"  # exact to the ledger's 8 places

@@ -34,13 +34,16 @@ What counts:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.cache import caches
 from django.db import connections
 from django.db.models import CharField, DecimalField, F, Q, QuerySet, Sum, Value
 from django.db.models.functions import Cast, Coalesce, TruncDay, TruncMonth
@@ -61,7 +64,11 @@ from tasks_app.models import (
     Family,
     Status,
     Task,
+    UsageDay,
+    UsageRollup,
 )
+from tasks_app.prices import unit_price
+from tasks_app.rollups import ledger_version, team_zone_of
 
 #: Output field of every units sum: wide enough for a company's lifetime, the ledger's places.
 UNITS_FIELD = DecimalField(max_digits=30, decimal_places=UNITS_PLACES)
@@ -337,7 +344,20 @@ GROUP_FIELDS = {"member": "member_id", "team": "team_id"}
 # one row there and its units are that row's; only the few tasks with a correction in the period
 # are summed. The NULL placeholders of the first branch carry types so that PostgreSQL can match
 # the branches' columns; the SQL is otherwise plain and runs on SQLite as well.
-_LEDGER_BRANCHES = """
+#: The most expensive tasks of the period's ledger rows ``l`` (see ``_LEDGER_BRANCHES``).
+_TOP_TASKS_SQL = """
+  SELECT l_task AS task, l_units AS spent, l_money AS money FROM l
+   WHERE l_corrects IS NULL AND l_task IS NOT NULL
+     AND l_task NOT IN (SELECT l_task FROM l WHERE l_corrects IS NOT NULL AND l_task IS NOT NULL)
+  UNION ALL
+  SELECT l_task, SUM(l_units), SUM(l_money) FROM l
+   WHERE l_task IN (SELECT l_task FROM l WHERE l_corrects IS NOT NULL)
+   GROUP BY l_task
+  ORDER BY spent DESC, task DESC LIMIT %s
+"""
+_LEDGER_BRANCHES = "".join(
+    (
+        """
 SELECT 'day' AS part, l_day AS day, l_family AS family, CAST(NULL AS bigint) AS ref,
        CAST(NULL AS text) AS name1, CAST(NULL AS text) AS name2, SUM(l_units) AS spent,
        SUM(CASE WHEN l_status = %s THEN l_units ELSE 0 END) AS failed_spent,
@@ -355,16 +375,23 @@ SELECT 'model', NULL, l_family, NULL, l_model, l_mode, SUM(l_units), NULL,
        COUNT(CASE WHEN l_corrects IS NULL THEN 1 END), SUM(l_money)
   FROM l GROUP BY l_family, l_model, l_mode
 UNION ALL
-SELECT 'task', NULL, NULL, task, NULL, NULL, spent, NULL, NULL, money FROM (
-  SELECT l_task AS task, l_units AS spent, l_money AS money FROM l
-   WHERE l_corrects IS NULL AND l_task IS NOT NULL
-     AND l_task NOT IN (SELECT l_task FROM l WHERE l_corrects IS NOT NULL AND l_task IS NOT NULL)
-  UNION ALL
-  SELECT l_task, SUM(l_units), SUM(l_money) FROM l
-   WHERE l_task IN (SELECT l_task FROM l WHERE l_corrects IS NOT NULL)
-   GROUP BY l_task
-  ORDER BY spent DESC, task DESC LIMIT %s
-) top_tasks"""
+SELECT 'task', NULL, NULL, task, NULL, NULL, spent, NULL, NULL, money FROM (""",
+        _TOP_TASKS_SQL,
+        ") top_tasks",
+    )
+)
+# The statement of a report read from the rollups (``usage_figures(source="rollups")``): only
+# the most expensive tasks come from the ledger rows ``l``, and the tasks run from ``t``.
+_TOP_ONLY_BRANCH = "".join(
+    (
+        """
+SELECT 'task' AS part, CAST(NULL AS text) AS day, CAST(NULL AS text) AS family, task AS ref,
+       CAST(NULL AS text) AS name1, CAST(NULL AS text) AS name2, spent,
+       CAST(NULL AS numeric) AS failed_spent, CAST(NULL AS bigint) AS n, money FROM (""",
+        _TOP_TASKS_SQL,
+        ") top_tasks",
+    )
+)
 _TASK_BRANCH = """
 SELECT 'tasks', NULL, t_family, NULL, t_status, NULL, NULL, NULL, COUNT(*), NULL
   FROM t GROUP BY t_family, t_status"""
@@ -437,13 +464,87 @@ class Figures:
         return DaySeries(families=families, rows=rows)
 
 
-def usage_figures(*, scope: Scope, period: Period, group_kind: str = "member") -> Figures:
+def _rollups(scope: Scope, period: Period, model=UsageRollup) -> QuerySet:
+    """Rollup rows (``model``: ``UsageRollup``, or ``UsageDay`` for a scope without member)
+    of ``scope`` (one team) for the days of ``period`` (unordered)."""
+    qs = model.objects.filter(
+        team_id=scope.team_id, day__gte=period.first_day, day__lte=period.last_day
+    )
+    if scope.member_id is not None:
+        qs = qs.filter(member_id=scope.member_id)
+    if scope.member_username:
+        qs = qs.filter(member__username=scope.member_username)
+    if scope.family:
+        qs = qs.filter(family=scope.family)
+    return qs.order_by()
+
+
+def rollup_figure_rows(*, scope: Scope, period: Period) -> list[tuple]:
+    """The ``day``, ``group`` (per member) and ``model`` rows of ``usage_figures``' statement,
+    in its shape (part, day, family, ref, name1, name2, spent, failed_spent, n, money), from
+    the daily rollups (``tasks_app.models.UsageRollup``) in three grouped queries. Money is
+    the rollups' cash ``amount`` plus ``priced_units`` × ``settings.KLING_UNIT_PRICE``, as
+    ``ledger_money_expr`` prices a ledger row."""
+    price = unit_price()
+    failed = Q(task_status=Status.FAILED)
+    sums = {
+        "spent": units_sum(),
+        "failed_spent": Coalesce(
+            Sum("units", filter=failed), Value(ZERO), output_field=UNITS_FIELD
+        ),
+        "n": Coalesce(Sum("charged"), Value(0)),
+        "cash": Coalesce(Sum("amount"), Value(ZERO), output_field=UNITS_FIELD),
+        "priced": Coalesce(Sum("priced_units"), Value(ZERO), output_field=UNITS_FIELD),
+    }
+
+    def money(r: dict) -> Decimal:
+        return _units(r["cash"]) + _units(_units(r["priced"]) * price)
+
+    base = _rollups(scope, period)
+    out: list[tuple] = []
+    # Per day and family: the coarse UsageDay (365 × families rows a year) unless a member
+    # is chosen (only UsageRollup knows members).
+    by_member = scope.member_id is not None or bool(scope.member_username)
+    days = base
+    if not by_member:
+        days = _rollups(scope, period, UsageDay)
+        sums_day = {
+            **sums,
+            "failed_spent": Coalesce(Sum("failed_units"), Value(ZERO), output_field=UNITS_FIELD),
+        }
+    for r in days.values("day", "family").annotate(**(sums if by_member else sums_day)):
+        out.append(
+            ("day", r["day"], r["family"], None, None, None)
+            + (r["spent"], r["failed_spent"], r["n"], money(r))
+        )
+    username = get_user_model().USERNAME_FIELD
+    for r in base.values("member_id", name=F(f"member__{username}")).annotate(**sums):
+        out.append(
+            ("group", None, None, r["member_id"], r["name"], r["name"])
+            + (r["spent"], r["failed_spent"], r["n"], money(r))
+        )
+    for r in base.values("family", "model_name", "mode").annotate(**sums):
+        out.append(
+            ("model", None, r["family"], None, r["model_name"], r["mode"])
+            + (r["spent"], None, r["n"], money(r))
+        )
+    return out
+
+
+def usage_figures(
+    *, scope: Scope, period: Period, group_kind: str = "member", source: str = "ledger"
+) -> Figures:
     """Every figure of ``scope`` in ``period`` from ONE statement (``_LEDGER_BRANCHES``):
     units per local day × family, per member (``group_kind="member"``) or team (``"team"``),
     per family × model × mode, the most expensive tasks, and the tasks run per family ×
     status. The database groups; Python only reshapes the few hundred grouped rows (bounded by
     days × families, members, models — not by ledger rows). Raises ``KeyError`` for an unknown
-    ``group_kind``."""
+    ``group_kind``.
+
+    ``source="rollups"``: the sums (per day, member, model) are read from the daily rollups
+    (``rollup_figure_rows``: same figures, far fewer rows); only the most expensive tasks
+    and the tasks run come from the ledger and tasks. Only for a one-team scope whose period
+    runs in the team's zone (the rollups' days), ``group_kind="member"``."""
     ledger = scope.ledger(period).values(
         l_day=TruncDay("recorded_at", tzinfo=period.tz),
         l_family=F("family"),
@@ -460,21 +561,69 @@ def usage_figures(*, scope: Scope, period: Period, group_kind: str = "member") -
     ledger_sql, ledger_params = _compiled(ledger)
     tasks_sql, tasks_params = _compiled(tasks)
     labels_sql, labels_params = _compiled(_group_labels(group_kind))
-    sql = (
-        f"WITH l AS ({ledger_sql}), t AS ({tasks_sql}), x AS ({labels_sql})"
-        f"{_LEDGER_BRANCHES} UNION ALL {_TASK_BRANCH}"
-    )
-    params = (
-        *ledger_params,
-        *tasks_params,
-        *labels_params,
-        Status.FAILED,
-        Status.FAILED,
-        TOP_TASKS,
-    )
+    key = _cache_key(scope=scope, period=period, group_kind=group_kind, source=source)
+    cached = caches[settings.REPORT_CACHE].get(key) if key else None
+    if cached is not None:  # the ledger's figures; the tasks run are counted afresh
+        with connections[ledger.db].cursor() as cursor:
+            cursor.execute(f"WITH t AS ({tasks_sql}){_TASK_BRANCH}", tasks_params)
+            rows = [*cached, *cursor.fetchall()]
+        return _figures_from_rows(rows, period=period, group_kind=group_kind)
+    if source == "rollups":
+        sql = f"WITH l AS ({ledger_sql}), t AS ({tasks_sql}){_TOP_ONLY_BRANCH} UNION ALL {_TASK_BRANCH}"
+        params = (*ledger_params, *tasks_params, TOP_TASKS)
+    else:
+        sql = (
+            f"WITH l AS ({ledger_sql}), t AS ({tasks_sql}), x AS ({labels_sql})"
+            f"{_LEDGER_BRANCHES} UNION ALL {_TASK_BRANCH}"
+        )
+        params = (
+            *ledger_params,
+            *tasks_params,
+            *labels_params,
+            Status.FAILED,
+            Status.FAILED,
+            TOP_TASKS,
+        )
     with connections[ledger.db].cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
+    if source == "rollups":
+        rows = [*rollup_figure_rows(scope=scope, period=period), *rows]
+    if key:
+        caches[settings.REPORT_CACHE].set(
+            key, [r for r in rows if r[0] != "tasks"], settings.REPORT_CACHE_SECONDS
+        )
+    return _figures_from_rows(rows, period=period, group_kind=group_kind)
+
+
+def _cache_key(*, scope: Scope, period: Period, group_kind: str, source: str) -> str:
+    """The cache key of a one-team report's ledger figures: team, its ledger version
+    (``tasks_app.rollups.ledger_version``, bumped by every ledger row of the team, one
+    query), period (days and zone), filters, grouping, source and unit price. "" (no
+    caching) for a scope of several teams."""
+    if scope.team_id is None:
+        return ""
+    version = ledger_version(scope.team_id)
+    parts = (
+        scope.team_id,
+        version,
+        period.first_day,
+        period.last_day,
+        period.tz_name,
+        scope.member_id,
+        scope.member_username,
+        scope.family,
+        group_kind,
+        source,
+        unit_price(),
+        TOP_TASKS,
+    )
+    digest = hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+    return f"usage:{scope.team_id}:{version}:{digest}"
+
+
+def _figures_from_rows(rows: list[tuple], *, period: Period, group_kind: str) -> Figures:
+    """Reshape the rows of ``usage_figures``' statement into ``Figures``."""
 
     by_family: dict[str, FamilyRow] = {}
     per_day: dict[tuple[dt.date, str], Decimal] = {}
@@ -555,16 +704,33 @@ def usage_figures(*, scope: Scope, period: Period, group_kind: str = "member") -
     )
 
 
-def usage_report(*, scope: Scope, choice: Choice, group_kind: str = "member") -> UsageReport:
+#: A team report longer than this many days reads the daily rollups (``source="rollups"``).
+ROLLUP_MIN_DAYS = 32
+
+
+def team_figures_source(period: Period) -> str:
+    """Where a team report (one team, days in its zone) reads its sums: ``"rollups"`` for a
+    long range (``ROLLUP_MIN_DAYS`` days or more), else ``"ledger"``."""
+    return "rollups" if len(period.days) >= ROLLUP_MIN_DAYS else "ledger"
+
+
+def usage_report(
+    *,
+    scope: Scope,
+    choice: Choice,
+    group_kind: str = "member",
+    source: str = "ledger",
+) -> UsageReport:
     """Build the report of ``scope`` for ``choice``: two queries whatever the data (the
     statement of ``usage_figures``, then the most expensive tasks with their team and creator;
     none for the latter when nothing was charged).
 
     ``group_kind``: ``"member"`` (team report: units per member) or ``"team"`` (my usage:
-    units per team).
+    units per team). ``source``: see ``usage_figures`` (a one-team report's ledger figures
+    are cached there, keyed by the team's ledger version).
     """
     period = choice.period
-    figures = usage_figures(scope=scope, period=period, group_kind=group_kind)
+    figures = usage_figures(scope=scope, period=period, group_kind=group_kind, source=source)
     units = dict(figures.top)
     tasks = (
         Task.objects.filter(pk__in=list(units))
@@ -744,18 +910,65 @@ def usage_by_team_month(*, period: Period) -> QuerySet:
     )
 
 
+def rollups_by_team_month(*, period: Period, team_ids: list[int]) -> QuerySet:
+    """Grouped query over the coarse daily rollups (``UsageDay``: team × day × family): one
+    row per (team_id, month) with ``spent``
+    (units), ``cash`` (cash money) and ``priced`` (units priced at
+    ``settings.KLING_UNIT_PRICE``), for ``team_ids`` — teams whose zone is ``period.tz``, so
+    that the rollups' days are the period's days."""
+    return (
+        UsageDay.objects.filter(
+            team_id__in=team_ids, day__gte=period.first_day, day__lte=period.last_day
+        )
+        .annotate(month=TruncMonth("day"))
+        .values("team_id", "month")
+        .annotate(
+            spent=units_sum(),
+            cash=Coalesce(Sum("amount"), Value(ZERO), output_field=UNITS_FIELD),
+            priced=Coalesce(Sum("priced_units"), Value(ZERO), output_field=UNITS_FIELD),
+        )
+        .order_by()
+    )
+
+
+def _month(value: Any) -> dt.date:
+    """The first day of a month read back from a grouped rollup query (a date, or ISO text
+    on SQLite)."""
+    if isinstance(value, dt.datetime):
+        value = value.date()
+    if not isinstance(value, dt.date):
+        value = dt.date.fromisoformat(str(value)[:10])
+    return value.replace(day=1)
+
+
 def company_report(*, choice: Choice) -> CompanyReport:
-    """Units per team per month for ``choice.period`` (months in the period's zone): two
-    queries whatever the data (the grouped ledger query, and the list of teams)."""
+    """Units per team per month for ``choice.period`` (months in the period's zone): three
+    queries whatever the data (the list of teams; the daily rollups grouped by team and
+    month for the teams whose zone is the period's; the grouped ledger query for the other
+    teams, skipped when there is none). Figures equal the ledger's: a rollup's day is the
+    team's local day, the period's day for those teams."""
     period = choice.period
     months = period.months
     index = {m: i for i, m in enumerate(months)}
     cells: dict[int, list[Decimal]] = {}
     money: dict[int, Decimal] = {}
-    for row in usage_by_team_month(period=period):
-        month = row["month"].astimezone(period.tz).date().replace(day=1)
+    teams = list(Team.objects.order_by("name", "pk").values("pk", "code", "name", "time_zone"))
+    zone = str(getattr(period.tz, "key", period.tz))
+    same_zone = [t["pk"] for t in teams if team_zone_of(t["time_zone"]).key == zone]
+    others = [t["pk"] for t in teams if t["pk"] not in set(same_zone)]
+    price = unit_price()
+    for row in rollups_by_team_month(period=period, team_ids=same_zone):
+        month = _month(row["month"])
         cells.setdefault(row["team_id"], [ZERO] * len(months))[index[month]] += q3(row["spent"])
-        money[row["team_id"]] = money.get(row["team_id"], ZERO) + q3(row["spent_money"])
+        spent_money = q3(row["cash"]) + q3(q3(row["priced"]) * price)
+        money[row["team_id"]] = money.get(row["team_id"], ZERO) + spent_money
+    if others:
+        for row in usage_by_team_month(period=period).filter(team_id__in=others):
+            month = row["month"].astimezone(period.tz).date().replace(day=1)
+            cells.setdefault(row["team_id"], [ZERO] * len(months))[index[month]] += q3(row["spent"])
+            money[row["team_id"]] = money.get(row["team_id"], ZERO) + q3(row["spent_money"])
+    for t in teams:
+        del t["time_zone"]
     rows = [
         CompanyTeamRow(
             team=t,
@@ -763,7 +976,7 @@ def company_report(*, choice: Choice) -> CompanyReport:
             total=ZERO,
             money=money.get(t["pk"], ZERO),
         )
-        for t in Team.objects.order_by("name", "pk").values("pk", "code", "name")
+        for t in teams
     ]
     for r in rows:
         r.total = sum(r.months, ZERO)

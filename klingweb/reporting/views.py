@@ -32,7 +32,13 @@ from klingweb.reporting.exports import (
     csv_response,
     report_csv_rows,
 )
-from klingweb.reporting.figures import Scope, budgets_progress, company_report, usage_report
+from klingweb.reporting.figures import (
+    Scope,
+    budgets_progress,
+    company_report,
+    team_figures_source,
+    usage_report,
+)
 from klingweb.reporting.periods import (
     COMPANY_PERIODS,
     MAX_COMPANY_RANGE_DAYS,
@@ -126,7 +132,12 @@ def usage_team(request: HttpRequest, team: Any) -> HttpResponse:
         "access": access,
         "form": form,
         "choice": choice,
-        "report": usage_report(scope=scope, choice=choice, group_kind="member"),
+        "report": usage_report(
+            scope=scope,
+            choice=choice,
+            group_kind="member",
+            source=team_figures_source(choice.period),
+        ),
         "exports": _export_links(
             "usage-team-export", {"team": access.team.code}, TEAM_EXPORTS, choice
         ),
