@@ -204,7 +204,7 @@ def test_the_migration_fills_the_rollups_of_an_existing_ledger(portal, charged):
 
     from django.apps import apps
 
-    migration = import_module("tasks_app.migrations.0009_usage_rollups")
+    migration = import_module("tasks_app.migrations.0010_usage_rollups")
     before = rollup_snapshot()
     UsageRollup.objects.all().delete()
     UsageDay.objects.all().delete()

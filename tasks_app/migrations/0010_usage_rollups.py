@@ -56,7 +56,7 @@ def rollups_fill(apps, schema_editor):
 class Migration(migrations.Migration):
     dependencies = [
         ("accounts", "0003_apikey_kling_api_key"),
-        ("tasks_app", "0008_list_search_indexes"),
+        ("tasks_app", "0009_task_lost_at_vendor"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
@@ -175,6 +175,7 @@ class Migration(migrations.Migration):
                             ("failed", "Failed"),
                             ("error", "Refused"),
                             ("cancelled", "Cancelled"),
+                            ("lost", "Lost at vendor"),
                         ],
                         max_length=12,
                     ),
