@@ -556,7 +556,7 @@ class SandboxServer:
     def tasks_snapshot(self) -> list[Json]:
         """Every task of every account, oldest first: ``account, family, task_id,
         external_task_id, task_status, final_unit_deduction (str), created_at, updated_at
-        (ms), callback_url``."""
+        (ms), callback_url, forgotten``."""
         return self.state.snapshot()
 
     @property

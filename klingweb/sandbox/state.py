@@ -824,7 +824,7 @@ class SandboxState:
         the new design's path), task_id, external_task_id, task_status (legacy words),
         design ("legacy"|"new"), final_unit_deduction (units as a string, also on cash
         accounts), cash ((charged, list_price) USD strings or None), created_at/updated_at
-        (ms), callback_url."""
+        (ms), callback_url, forgotten (bool: ``forget``-ed, answered as unknown)."""
         with self.lock:
             self.tick()
             return [
@@ -840,6 +840,7 @@ class SandboxState:
                     "created_at": _ms(t.created),
                     "updated_at": _ms(t.updated),
                     "callback_url": t.callback_url,
+                    "forgotten": t.task_id in self._forgotten,
                 }
                 for t in self._tasks.values()
             ]

@@ -127,9 +127,15 @@ class Stack:
         )
 
     def units_charged(self) -> Decimal:
-        """Total ``final_unit_deduction`` of every finished task on the sandbox."""
+        """Total ``final_unit_deduction`` of every finished task on the sandbox that Kling
+        still answers for: a ``forget``-ed task is left out, as the account's costs leave it
+        out (the portal ended it "Lost at vendor" without a charge)."""
         return sum(
-            (Decimal(t["final_unit_deduction"] or "0") for t in self.kling_tasks()),
+            (
+                Decimal(t["final_unit_deduction"] or "0")
+                for t in self.kling_tasks()
+                if not t.get("forgotten")
+            ),
             Decimal("0"),
         )
 
