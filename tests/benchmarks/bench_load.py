@@ -1,30 +1,52 @@
-"""Load bench (issue 9, "Load"): 50 signed-in users against gunicorn, one team of 100 000 tasks.
+"""Load bench (issue 9 "Load", issue 15 item 6): signed-in users against gunicorn, one team
+of 100 000 tasks; with the worker cluster's and the web server's memory.
 
 On PostgreSQL (a database ``klingweb_bench_load`` on ``DATABASE_URL``'s server, default
 ``postgres://postgres@127.0.0.1:5432/postgres``, created and dropped), the bench seeds one team
-with 50 members and 100 000 tasks over the last 30 days (``INSERT … SELECT generate_series``:
-82 % succeeded with a result video, 6 % failed, 2 % failed and charged, 4 % refused, 6 % in
-flight or queued) and a ledger row for every charged task, then starts the portal's ``web``
-process from the ``Procfile`` (gunicorn, ``WEB_CONCURRENCY`` workers × 4 threads, through
-``tests/processes.py`` like the browser tests and the soak) and runs Debian's ``wrk`` on
-loopback for 60 s with 50 connections at once, each request carrying one of 50 sessions made
-in the database (``session_cookie_for``):
+with one member per user (at least 50) and 100 000 tasks over the last 30 days (``INSERT …
+SELECT generate_series``: 82 % succeeded with a result video, 6 % failed, 2 % failed and
+charged, 4 % refused, 6 % in flight or queued) and a ledger row for every charged task, then
+starts the portal's ``web`` process from the ``Procfile`` (gunicorn, ``WEB_CONCURRENCY``
+workers × 4 threads) and its ``worker`` process (``manage.py kling_worker``: the django-q2
+cluster, ``Q_WORKERS`` workers, idle: nothing is queued for it), both through
+``tests/processes.py`` like the browser tests and the soak, and runs Debian's ``wrk`` on
+loopback for ``BENCH_LOAD_SECONDS`` (60) s: one ``wrk`` process per kind of page, all at once,
+each request carrying one of the users' sessions made in the database
+(``session_cookie_for``; every wrk process cycles through all of them).
 
-- 20 connections on the task list (``/t/<team>/tasks/``, page 1, 25 rows);
-- 20 on the HTMX row partials (``/t/<team>/tasks/<code>/row/`` with ``HX-Request``, 2 000
-  different tasks, in flight and finished);
-- 10 on the team's usage page (``/t/<team>/usage/``, this month).
+``--users N`` (or ``BENCH_LOAD_USERS``; default 50) is the number of connections, i.e. users
+with a request always in flight (no think time). ``--mix``:
 
-It prints requests per second, p50/p95 latency and errors (connection errors, timeouts and
-any answer other than 200 — a redirect to the sign-in page counts as one). Then, in the same
-run and against the same gunicorn, it times the task list next to Django admin's change list
-of the same rows (``/admin/tasks_app/task/``, as a superuser), one request at a time,
-interleaved, median and p95 of 15 each after two warm-ups.
+- ``issue9`` (the default for 50 users; 50 → 20/20/10): 40 % on the task list
+  (``/t/<team>/tasks/``, page 1, 25 rows), 40 % on the HTMX row partials
+  (``/t/<team>/tasks/<code>/row/`` with ``HX-Request``, 2 000 different tasks, in flight and
+  finished), 20 % on the team's usage page (``/t/<team>/usage/``, this month);
+- ``issue15`` (the default for any other number; 200 → 60/60/40/30/10): 30 % on the task
+  list, 30 % on the list's one live request (``/t/<team>/tasks/live/?page=1&seen=…&n=…``
+  with ``HX-Request``, the URL the list page's poller asks, taken from the page: nothing
+  changes during the run, so it answers the empty patch), 20 % on the task page
+  (``/t/<team>/tasks/<code>/``, the same 2 000 tasks), 15 % on the usage page, 5 % on the
+  usage CSV export (``/t/<team>/usage/export/<table>.csv``, this month; ``BENCH_LOAD_CSV``
+  picks the table, default ``days``, units per day — ``ledger`` streams every ledger row of
+  the month, some 80 000).
+
+It prints, per kind of page and in all, requests per second, p50/p95/p99 latency and errors
+(connection errors, timeouts and any answer other than 200 — 286, htmx's "stop polling", is
+also fine for the live request; a redirect to the sign-in page counts as an error), and the
+memory of the ``web`` and ``worker`` process trees (the ``Procfile`` command and every
+descendant, from ``/proc``: the sum of ``VmRSS``, which counts pages shared between forked
+processes once per process, and the sum of ``Pss`` from ``smaps_rollup``, which shares them
+out) at idle (after start and one warm-up request per URL kind, before the load) and the
+highest seen while sampling every second under load. Then, in the same run and against the
+same gunicorn, it times the task list next to Django admin's change list of the same rows
+(``/admin/tasks_app/task/``, as a superuser), one request at a time, interleaved, median and
+p95 of 15 each after two warm-ups.
 
 ``wrk`` is installed with ``apt-get install -y wrk`` when missing and the bench runs as root;
 otherwise the bench says so and fails. ``BENCH_LOAD_SECONDS`` / ``BENCH_LOAD_TASKS`` change
 the duration and the size. Run: ``make bench`` or
-``.venv/bin/python -m tests.benchmarks.bench_load``. About 2–3 minutes on 2 cores.
+``.venv/bin/python -m tests.benchmarks.bench_load [--users 200] [--mix issue15]``. About
+2–3 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -37,6 +59,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -47,20 +70,47 @@ DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 BENCH_DB = "klingweb_bench_load"
 TASKS = int(os.environ.get("BENCH_LOAD_TASKS", "100000"))
 SECONDS = int(os.environ.get("BENCH_LOAD_SECONDS", "60"))
-MEMBERS = 50
+#: Connections (users with a request always in flight); ``--users`` sets it for the child.
+USERS = int(os.environ.get("BENCH_LOAD_USERS", "50"))
+#: Team members, each with a session: one per user, at least 50 (issue 9's team).
+MEMBERS = max(50, USERS)
 ROW_TASKS = 2000
-#: (name, connections, path kind) of the three wrk processes running at once: 50 users.
-MIXES = [("task list", 20, "list"), ("HTMX row partials", 20, "rows"), ("usage page", 10, "usage")]
+#: Table of the usage CSV export in the ``issue15`` mix (a key of ``TEAM_EXPORTS``).
+CSV_TABLE = os.environ.get("BENCH_LOAD_CSV", "days")
+#: (name, share of the connections, path kind) of the wrk processes running at once.
+MIXES = {
+    "issue9": [
+        ("task list", 0.4, "list"),
+        ("HTMX row partials", 0.4, "rows"),
+        ("usage page", 0.2, "usage"),
+    ],
+    "issue15": [
+        ("task list", 0.30, "list"),
+        ("live request", 0.30, "live"),
+        ("task page", 0.20, "task"),
+        ("usage page", 0.15, "usage"),
+        ("usage CSV", 0.05, "csv"),
+    ],
+}
+MIX = os.environ.get("BENCH_LOAD_MIX") or ("issue9" if USERS == 50 else "issue15")
+#: Answers that count as success, per path kind (anything else is an error).
+OK_STATUS = {"live": (200, 286)}
+#: Kinds of request sent with ``HX-Request: true`` (as htmx sends them).
+HX_KINDS = ("rows", "live")
 TIMING_RUNS = 15
+#: Seconds between two memory samples under load.
+SAMPLE_S = 1.0
 
 WRK_SCRIPT = r"""
--- One of many paths, one of many session cookies per request; counts answers other than 200.
+-- One of many paths, one of many session cookies per request; counts answers not in `ok`.
 local paths = {PATHS}
 local cookies = {COOKIES}
 local hx = {HX}
+local ok = {OK}
 local threads = {}
 local n = 0
 bad = 0
+last_bad = 0
 
 function setup(thread)
   table.insert(threads, thread)
@@ -75,21 +125,40 @@ function request()
 end
 
 function response(status, headers, body)
-  if status ~= 200 then bad = bad + 1 end
+  if not ok[status] then
+    bad = bad + 1
+    last_bad = status
+  end
 end
 
 function done(summary, latency, requests)
   local not200 = 0
-  for _, thread in ipairs(threads) do not200 = not200 + thread:get("bad") end
+  local status = 0
+  for _, thread in ipairs(threads) do
+    not200 = not200 + thread:get("bad")
+    if thread:get("last_bad") ~= 0 then status = thread:get("last_bad") end
+  end
   local e = summary.errors
   io.write(string.format(
     'WRK-RESULT {"requests": %d, "duration_us": %d, "p50_us": %d, "p95_us": %d, ' ..
     '"p99_us": %d, "connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d, ' ..
-    '"not200": %d}\n',
+    '"not200": %d, "last_bad_status": %d}\n',
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(95),
-    latency:percentile(99), e.connect, e.read, e.write, e.status, e.timeout, not200))
+    latency:percentile(99), e.connect, e.read, e.write, e.status, e.timeout, not200, status))
 end
 """
+
+
+def mix_connections(mix: str, users: int) -> list[tuple[str, int, str]]:
+    """(name, connections, path kind) of each wrk process: ``users`` split by the shares of
+    ``MIXES[mix]`` (rounded; the first kind takes the remainder; at least 1 each). Raises
+    ``KeyError`` for an unknown mix, ``ValueError`` when ``users`` is below the kinds."""
+    shares = MIXES[mix]
+    if users < len(shares):
+        raise ValueError(f"{mix} needs at least {len(shares)} users")
+    conns = [max(1, round(users * share)) for _, share, _ in shares]
+    conns[0] += users - sum(conns)
+    return [(name, c, kind) for (name, _, kind), c in zip(shares, conns, strict=True)]
 
 
 def _with_db(url: str, name: str) -> str:
@@ -112,10 +181,24 @@ def _wrk() -> str | None:
     return shutil.which("wrk")
 
 
-def main() -> int:
-    """Create the bench database, run the bench in a child process, drop the database."""
+def main(argv: list[str] | None = None) -> int:
+    """Create the bench database, run the bench in a child process, drop the database.
+
+    ``argv`` (command line, without the program): ``--users N``, ``--mix issue9|issue15``;
+    ``None`` (``tests/benchmarks/run.py``) keeps ``BENCH_LOAD_USERS`` / ``BENCH_LOAD_MIX``.
+    Returns the exit status: 1 on any error, a missing ``wrk`` or a failed child.
+    """
+    import argparse
+
     import psycopg
 
+    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks.bench_load")
+    parser.add_argument("--users", type=int, default=USERS, help="connections (default 50)")
+    parser.add_argument("--mix", choices=sorted(MIXES), default=None, help="pages of the load")
+    options = parser.parse_args(argv or [])
+    mix = options.mix or os.environ.get("BENCH_LOAD_MIX")
+    mix = mix or ("issue9" if options.users == 50 else "issue15")
+    mix_connections(mix, options.users)  # a mix it cannot split fails here, not in the child
     if _wrk() is None:
         print("bench_load: wrk is missing (apt-get install -y wrk); failed")
         return 1
@@ -136,6 +219,8 @@ def main() -> int:
             "KLINGWEB_E2E_NOMIGRATIONS": "1",
             "DEBUG": "0",
             "LOG_LEVEL": "WARNING",
+            "BENCH_LOAD_USERS": str(options.users),
+            "BENCH_LOAD_MIX": mix,
         }
         env.pop("REDIS_URL", None)
         args = [sys.executable, "-m", "tests.benchmarks.bench_load", "--child"]
@@ -232,11 +317,27 @@ def _seed() -> dict:
     return {"team": team, "users": users, "admin": admin}
 
 
-def _wrk_run(wrk: str, url: str, paths: list[str], cookies: list[str], *, hx: bool, conns: int):
-    """Start one wrk process (its Lua script in a temp file); returns (process, script)."""
-    script = WRK_SCRIPT.replace("{PATHS}", json.dumps(paths).replace("[", "{").replace("]", "}"))
-    script = script.replace("{COOKIES}", json.dumps(cookies).replace("[", "{").replace("]", "}"))
+def _lua_list(values: list) -> str:
+    return json.dumps(values).replace("[", "{").replace("]", "}")
+
+
+def _wrk_run(
+    wrk: str,
+    url: str,
+    paths: list[str],
+    cookies: list[str],
+    *,
+    hx: bool,
+    ok: tuple[int, ...],
+    conns: int,
+):
+    """Start one wrk process (its Lua script in a temp file) with ``conns`` connections for
+    ``SECONDS`` s, 10 s timeout; answers whose status is not in ``ok`` count as errors.
+    Returns (process, script path)."""
+    script = WRK_SCRIPT.replace("{PATHS}", _lua_list(paths))
+    script = script.replace("{COOKIES}", _lua_list(cookies))
     script = script.replace("{HX}", "true" if hx else "false")
+    script = script.replace("{OK}", "{" + ", ".join(f"[{code}] = true" for code in ok) + "}")
     handle = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115
     handle.write(script)
     handle.close()
@@ -244,6 +345,82 @@ def _wrk_run(wrk: str, url: str, paths: list[str], cookies: list[str], *, hx: bo
     cmd += ["-s", handle.name, url]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # noqa: S603
     return proc, handle.name
+
+
+# --- memory of a process tree (Linux /proc) ----------------------------------------------
+
+
+def tree_pids(root: int) -> list[int]:
+    """``root`` and every live descendant of it (by parent pid, ``/proc/<pid>/stat``)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _kib(path: str, field: str) -> int | None:
+    try:
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith(field):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def tree_memory(root: int) -> tuple[int, int, int]:
+    """(processes, sum of VmRSS KiB, sum of Pss KiB) of ``root``'s process tree; a process
+    that ends while being read is left out."""
+    count = rss = pss = 0
+    for pid in tree_pids(root):
+        vm = _kib(f"/proc/{pid}/status", "VmRSS:")
+        if vm is None:
+            continue
+        count += 1
+        rss += vm
+        pss += _kib(f"/proc/{pid}/smaps_rollup", "Pss:") or 0
+    return count, rss, pss
+
+
+class MemoryPeak(threading.Thread):
+    """Samples ``tree_memory`` of each named root every ``SAMPLE_S`` s until ``stop()``;
+    ``peak[name]`` = (most processes, highest RSS KiB, highest PSS KiB) seen."""
+
+    def __init__(self, roots: dict[str, int]) -> None:
+        super().__init__(daemon=True)
+        self.roots = roots
+        self.peak = {name: (0, 0, 0) for name in roots}
+        self._halt = threading.Event()
+
+    def sample(self) -> None:
+        """One sample of every root, folded into ``peak``."""
+        for name, root in self.roots.items():
+            now = tree_memory(root)
+            self.peak[name] = tuple(max(a, b) for a, b in zip(self.peak[name], now, strict=True))
+
+    def run(self) -> None:
+        while not self._halt.wait(SAMPLE_S):
+            self.sample()
+
+    def stop(self) -> None:
+        """Take a last sample and end the thread."""
+        self._halt.set()
+        self.join()
+        self.sample()
 
 
 def _time_pages(base: str, cookie: str, urls: dict[str, str]) -> dict[str, tuple[float, float]]:
@@ -269,8 +446,35 @@ def _time_pages(base: str, cookie: str, urls: dict[str, str]) -> dict[str, tuple
     return out
 
 
+def _live_url(body: str) -> str:
+    """The URL the task list page's one poller asks (``<div id="task-live" hx-get=…>``)."""
+    import html
+    import re
+
+    match = re.search(r'<div id="task-live"[^>]*hx-get="([^"]+)"', body)
+    if match is None:
+        raise RuntimeError("the task list page has no live poller")
+    return html.unescape(match.group(1))
+
+
+def _wait_tree(root: int, *, timeout: float) -> int:
+    """Wait until ``root``'s process tree stops growing (same count for 3 s, at least 2
+    processes); returns the count."""
+    deadline = time.monotonic() + timeout
+    last, steady = -1, 0
+    while time.monotonic() < deadline:
+        count = len(tree_pids(root))
+        steady = steady + 1 if count == last and count >= 2 else 0
+        if steady >= 6:
+            break
+        last = count
+        time.sleep(0.5)
+    return last
+
+
 def child() -> int:
-    """Seed, start gunicorn, load it with wrk, time list vs admin, print the tables."""
+    """Seed, start gunicorn and the worker, load gunicorn with wrk while sampling memory,
+    time list vs admin, print the tables. Returns 1 on any error, else 0."""
     import django
 
     django.setup()
@@ -282,12 +486,13 @@ def child() -> int:
     from tasks_app.models import Task
     from tests.processes import ProcfileProcess, free_port, portal_env, session_cookie_for
 
+    mixes = mix_connections(MIX, USERS)
     started = time.perf_counter()
     call_command("migrate", run_syncdb=True, verbosity=0, interactive=False)
     seeded = _seed()
     team = seeded["team"]
     seed_s = time.perf_counter() - started
-    _log(f"seeded in {seed_s:.0f} s; starting gunicorn")
+    _log(f"seeded in {seed_s:.0f} s; starting gunicorn and the worker")
     cookies = [session_cookie_for(user) for user in seeded["users"]]
     admin_cookie = session_cookie_for(seeded["admin"])
 
@@ -305,6 +510,7 @@ def child() -> int:
             "DJANGO_SETTINGS_MODULE": "tests.e2e.server_settings",
             "LOG_LEVEL": "WARNING",
             "WEB_CONCURRENCY": os.environ.get("WEB_CONCURRENCY", "2"),
+            "Q_WORKERS": os.environ.get("Q_WORKERS", "2"),
         },
     )
     # The sessions above were signed with this process's SECRET_KEY: the server needs it too.
@@ -312,6 +518,7 @@ def child() -> int:
 
     env["SECRET_KEY"] = settings.SECRET_KEY
     web = ProcfileProcess("web", env=env, log_path=work / "web.log").start()
+    worker = ProcfileProcess("worker", env=env, log_path=work / "worker.log").start()
     base = f"http://127.0.0.1:{port}"
     wrk = shutil.which("wrk")
     try:
@@ -319,40 +526,73 @@ def child() -> int:
             raise RuntimeError(f"gunicorn did not start: {(work / 'web.log').read_text()[-2000:]}")
         list_url = reverse("tasks-list", kwargs={"team": team.code})
         usage_url = reverse("usage-team", kwargs={"team": team.code})
+        csv_url = reverse("usage-team-export", kwargs={"team": team.code, "table": CSV_TABLE})
         codes = list(
             Task.objects.filter(team=team).order_by("?").values_list("code", flat=True)[:ROW_TASKS]
         )
         row_urls = [
             reverse("tasks-row", kwargs={"team": team.code, "code": code}) for code in codes
         ]
-        paths = {"list": [list_url], "rows": row_urls, "usage": [usage_url]}
-        # Every kind of request answers 200 for a signed-in member before the clock starts.
+        task_urls = [
+            reverse("tasks-detail", kwargs={"team": team.code, "code": code}) for code in codes
+        ]
+        page = httpx.get(base + list_url, cookies={"sessionid": cookies[1]}, timeout=60)
+        paths = {
+            "list": [list_url],
+            "rows": row_urls,
+            "live": [_live_url(page.text)],
+            "task": task_urls,
+            "usage": [usage_url],
+            "csv": [csv_url],
+        }
+        # Every kind of request answers as it should for a signed-in member before the clock
+        # starts (this also warms each URL kind up before the idle memory is read).
         for kind, urls in paths.items():
             for url in urls[:3]:
                 response = httpx.get(
                     base + url,
                     cookies={"sessionid": cookies[1]},
-                    headers={"HX-Request": "true"} if kind == "rows" else {},
+                    headers={"HX-Request": "true"} if kind in HX_KINDS else {},
                     timeout=60,
                 )
-                if response.status_code != 200:
+                if response.status_code not in OK_STATUS.get(kind, (200,)):
                     raise RuntimeError(f"{url}: HTTP {response.status_code} before the run")
-        _log(f"wrk: {sum(c for _, c, _ in MIXES)} connections for {SECONDS} s")
+        if not worker.alive():
+            raise RuntimeError(f"worker died: {(work / 'worker.log').read_text()[-2000:]}")
+        _wait_tree(worker.proc.pid, timeout=60)
+        time.sleep(2)
+        roots = {"web": web.proc.pid, "worker": worker.proc.pid}
+        idle = {name: tree_memory(root) for name, root in roots.items()}
+        sampler = MemoryPeak(roots)
+        sampler.start()
+        _log(f"wrk: {sum(c for _, c, _ in mixes)} connections ({MIX}) for {SECONDS} s")
         runs = []
-        for name, conns, kind in MIXES:
+        for name, conns, kind in mixes:
             proc, script = _wrk_run(
-                wrk, base, paths[kind], cookies, hx=(kind == "rows"), conns=conns
+                wrk,
+                base,
+                paths[kind],
+                cookies,
+                hx=kind in HX_KINDS,
+                ok=OK_STATUS.get(kind, (200,)),
+                conns=conns,
             )
-            runs.append((name, conns, proc, script))
+            runs.append((name, conns, kind, proc, script))
         results = []
-        for name, conns, proc, script in runs:
-            output, _ = proc.communicate(timeout=SECONDS + 120)
-            os.unlink(script)
-            line = next((x for x in output.splitlines() if x.startswith("WRK-RESULT ")), None)
-            if line is None:
-                raise RuntimeError(f"wrk gave no result for {name}:\n{output[-2000:]}")
-            data = json.loads(line[len("WRK-RESULT ") :])
-            results.append((name, conns, data))
+        try:
+            for name, conns, kind, proc, script in runs:
+                output, _ = proc.communicate(timeout=SECONDS + 120)
+                os.unlink(script)
+                line = next((x for x in output.splitlines() if x.startswith("WRK-RESULT ")), None)
+                if line is None:
+                    raise RuntimeError(f"wrk gave no result for {name}:\n{output[-2000:]}")
+                data = json.loads(line[len("WRK-RESULT ") :])
+                results.append((name, conns, kind, data))
+        finally:
+            sampler.stop()
+        peak = sampler.peak
+        if not worker.alive():
+            raise RuntimeError(f"worker died: {(work / 'worker.log').read_text()[-2000:]}")
         _log("timing the task list next to the admin change list")
         admin_url = "/admin/tasks_app/task/"
         timed = _time_pages(
@@ -362,38 +602,71 @@ def child() -> int:
         )
     finally:
         web.stop(timeout=10)
+        worker.stop(timeout=10)
         shutil.rmtree(work, ignore_errors=True)
 
+    users = sum(c for _, c, _ in mixes)
     print()
     print(
-        f"Load on PostgreSQL: {TASKS:,} tasks in one team, {MEMBERS} signed-in users, "
-        f"{sum(c for _, c, _ in MIXES)} wrk connections for {SECONDS} s against gunicorn "
+        f"Load on PostgreSQL: {TASKS:,} tasks in one team, {MEMBERS} members signed in, "
+        f"{users} wrk connections ({MIX} mix) for {SECONDS} s against gunicorn "
         f"({env['WEB_CONCURRENCY']} workers × 4 threads), loopback"
     )
     header = ("pages", "users", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors")
     rows = []
     total_errors = 0
-    for name, conns, d in results:
+    for name, conns, kind, d in results:
         errors = d["connect"] + d["read"] + d["write"] + d["timeout"] + d["not200"]
         total_errors += errors
+        label = f"{name} ({CSV_TABLE}.csv)" if kind == "csv" else name
         rows.append(
             (
-                name,
+                label,
                 str(conns),
                 f"{d['requests']:,}",
                 f"{d['requests'] / (d['duration_us'] / 1e6):.1f}",
                 f"{d['p50_us'] / 1000:.0f}",
                 f"{d['p95_us'] / 1000:.0f}",
                 f"{d['p99_us'] / 1000:.0f}",
-                str(errors),
+                str(errors) + (f" (last HTTP {d['last_bad_status']})" if d["not200"] else ""),
             )
         )
-    total = sum(d["requests"] for _, _, d in results)
-    duration = max(d["duration_us"] for _, _, d in results) / 1e6
+    total = sum(d["requests"] for _, _, _, d in results)
+    duration = max(d["duration_us"] for _, _, _, d in results) / 1e6
     rows.append(
-        ("all", "50", f"{total:,}", f"{total / duration:.1f}", "", "", "", str(total_errors))
+        ("all", str(users), f"{total:,}", f"{total / duration:.1f}", "", "", "", str(total_errors))
     )
     _table(header, rows)
+    listed = next(d for _, _, kind, d in results if kind == "list")
+    list_p95 = listed["p95_us"] / 1000
+    print(
+        f"task list p95 {list_p95:.0f} ms ({'<' if list_p95 < 500 else 'NOT <'} 500 ms), "
+        f"{total_errors} errors"
+    )
+    print()
+    print(
+        f"Memory of the process trees (the Procfile command and its descendants; MiB; idle = "
+        f"after start and warm-up, peak = highest of samples every {SAMPLE_S:.0f} s under load)"
+    )
+    labels = {
+        "web": f"web (gunicorn: master + {env['WEB_CONCURRENCY']} workers)",
+        "worker": f"worker (kling_worker cluster, Q_WORKERS={env['Q_WORKERS']})",
+    }
+    _table(
+        ("tree", "procs", "idle RSS", "idle PSS", "peak RSS", "peak PSS"),
+        [
+            (
+                labels[name],
+                f"{idle[name][0]}/{peak[name][0]}",
+                f"{idle[name][1] / 1024:.0f}",
+                f"{idle[name][2] / 1024:.0f}",
+                f"{peak[name][1] / 1024:.0f}",
+                f"{peak[name][2] / 1024:.0f}",
+            )
+            for name in ("web", "worker")
+        ],
+    )
+    print("(RSS counts pages shared between forked processes once per process; PSS shares them.)")
     print()
     print(
         f"Server time of one page, no other load (median / p95 of {TIMING_RUNS}, interleaved, "
@@ -445,4 +718,4 @@ def _table(header: tuple, rows: list[tuple]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(child() if "--child" in sys.argv else main())
+    sys.exit(child() if "--child" in sys.argv else main(sys.argv[1:]))
