@@ -37,10 +37,16 @@ memory of the ``web`` and ``worker`` process trees (the ``Procfile`` command and
 descendant, from ``/proc``: the sum of ``VmRSS``, which counts pages shared between forked
 processes once per process, and the sum of ``Pss`` from ``smaps_rollup``, which shares them
 out) at idle (after start and one warm-up request per URL kind, before the load) and the
-highest seen while sampling every second under load. Then, in the same run and against the
+highest seen while sampling every second under load, and the CPU seconds the two trees and
+the whole machine used during the load. Then, in the same run and against the
 same gunicorn, it times the task list next to Django admin's change list of the same rows
 (``/admin/tasks_app/task/``, as a superuser), one request at a time, interleaved, median and
 p95 of 15 each after two warm-ups.
+
+By default every connection sends its next request as soon as the answer is in (a closed
+loop: latency is then about users ÷ throughput once the server is saturated);
+``BENCH_LOAD_THINK_MS`` gives each connection a pause between an answer and its next request,
+drawn from half to one and a half times that (3000: the list's live poller interval).
 
 ``wrk`` is installed with ``apt-get install -y wrk`` when missing and the bench runs as root;
 otherwise the bench says so and fails. ``BENCH_LOAD_SECONDS`` / ``BENCH_LOAD_TASKS`` change
@@ -98,6 +104,9 @@ OK_STATUS = {"live": (200, 286)}
 #: Kinds of request sent with ``HX-Request: true`` (as htmx sends them).
 HX_KINDS = ("rows", "live")
 TIMING_RUNS = 15
+#: Think time of each connection between an answer and its next request, ms (0: none);
+#: each pause is drawn uniformly from half to one and a half times this.
+THINK_MS = int(os.environ.get("BENCH_LOAD_THINK_MS", "0"))
 #: Seconds between two memory samples under load.
 SAMPLE_S = 1.0
 
@@ -130,7 +139,7 @@ function response(status, headers, body)
     last_bad = status
   end
 end
-
+{DELAY}
 function done(summary, latency, requests)
   local not200 = 0
   local status = 0
@@ -338,6 +347,11 @@ def _wrk_run(
     script = script.replace("{COOKIES}", _lua_list(cookies))
     script = script.replace("{HX}", "true" if hx else "false")
     script = script.replace("{OK}", "{" + ", ".join(f"[{code}] = true" for code in ok) + "}")
+    delay = ""
+    if THINK_MS:
+        low, high = THINK_MS // 2, THINK_MS * 3 // 2
+        delay = f"\nfunction delay()\n  return math.random({low}, {high})\nend\n"
+    script = script.replace("{DELAY}", delay)
     handle = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115
     handle.write(script)
     handle.close()
@@ -380,6 +394,30 @@ def _kib(path: str, field: str) -> int | None:
     except OSError:
         return None
     return None
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of ``root``'s tree."""
+    ticks = 0
+    for pid in tree_pids(root):
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the machine since boot, all cores (``/proc/stat``)."""
+    with open("/proc/stat") as fh:
+        values = [int(v) for v in fh.readline().split()[1:]]
+    total = sum(values[:8])  # user nice system idle iowait irq softirq steal
+    idle = values[3] + values[4]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (total - idle) / tick, total / tick
 
 
 def tree_memory(root: int) -> tuple[int, int, int]:
@@ -564,6 +602,8 @@ def child() -> int:
         roots = {"web": web.proc.pid, "worker": worker.proc.pid}
         idle = {name: tree_memory(root) for name, root in roots.items()}
         sampler = MemoryPeak(roots)
+        cpu_before = {name: tree_cpu(root) for name, root in roots.items()}
+        machine_before = machine_cpu()
         sampler.start()
         _log(f"wrk: {sum(c for _, c, _ in mixes)} connections ({MIX}) for {SECONDS} s")
         runs = []
@@ -591,6 +631,10 @@ def child() -> int:
         finally:
             sampler.stop()
         peak = sampler.peak
+        cpu = {name: tree_cpu(root) - cpu_before[name] for name, root in roots.items()}
+        machine_after = machine_cpu()
+        busy = machine_after[0] - machine_before[0]
+        window = machine_after[1] - machine_before[1]
         if not worker.alive():
             raise RuntimeError(f"worker died: {(work / 'worker.log').read_text()[-2000:]}")
         _log("timing the task list next to the admin change list")
@@ -609,7 +653,9 @@ def child() -> int:
     print()
     print(
         f"Load on PostgreSQL: {TASKS:,} tasks in one team, {MEMBERS} members signed in, "
-        f"{users} wrk connections ({MIX} mix) for {SECONDS} s against gunicorn "
+        f"{users} wrk connections ({MIX} mix; think time "
+        f"{f'{THINK_MS / 2000:g}–{THINK_MS * 1.5 / 1000:g} s' if THINK_MS else 'none'}) "
+        f"for {SECONDS} s against gunicorn "
         f"({env['WEB_CONCURRENCY']} workers × 4 threads), loopback"
     )
     header = ("pages", "users", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors")
@@ -628,7 +674,7 @@ def child() -> int:
                 f"{d['p50_us'] / 1000:.0f}",
                 f"{d['p95_us'] / 1000:.0f}",
                 f"{d['p99_us'] / 1000:.0f}",
-                str(errors) + (f" (last HTTP {d['last_bad_status']})" if d["not200"] else ""),
+                _errors_cell(errors, d),
             )
         )
     total = sum(d["requests"] for _, _, _, d in results)
@@ -667,6 +713,12 @@ def child() -> int:
         ],
     )
     print("(RSS counts pages shared between forked processes once per process; PSS shares them.)")
+    cores = os.cpu_count() or 1
+    print(
+        f"CPU under load: web {cpu['web']:.0f} s, worker {cpu['worker']:.0f} s, the whole "
+        f"machine (PostgreSQL and wrk included) {busy:.0f} s busy of {window:.0f} s "
+        f"({cores} cores × the window: {100 * busy / window:.0f} %)"
+    )
     print()
     print(
         f"Server time of one page, no other load (median / p95 of {TIMING_RUNS}, interleaved, "
@@ -702,6 +754,21 @@ def child() -> int:
         print(f"bench_load: {total_errors} errors (must be 0)")
         return 1
     return 0
+
+
+def _errors_cell(errors: int, d: dict) -> str:
+    """``errors`` and, when any, what they were: timeouts (10 s), connection errors, answers
+    refused by the Lua hook (with the last such HTTP status)."""
+    if not errors:
+        return "0"
+    parts = []
+    if d["timeout"]:
+        parts.append(f"{d['timeout']} timeouts")
+    if d["connect"] + d["read"] + d["write"]:
+        parts.append(f"{d['connect'] + d['read'] + d['write']} socket")
+    if d["not200"]:
+        parts.append(f"{d['not200']} HTTP, last {d['last_bad_status']}")
+    return f"{errors} ({', '.join(parts)})"
 
 
 def _table(header: tuple, rows: list[tuple]) -> None:
