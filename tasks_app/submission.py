@@ -103,8 +103,17 @@ SUBMIT_GRACE_SECONDS = 30
 BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_MAX_SECONDS = 300.0
 BACKOFF_JITTER = (1.0, 1.25)
-#: Seconds before a task of a paused account is looked at again.
+#: Seconds before a task of a paused account is looked at again (``settings.
+#: PAUSED_RECHECK_SECONDS`` overrides it, as the browser tests' settings do).
 PAUSED_RECHECK_SECONDS = 60
+
+
+def _paused_recheck_seconds() -> float:
+    """Seconds a task waits on a paused account before it is tried again (it then follows
+    the team's current account): ``settings.PAUSED_RECHECK_SECONDS`` or the default 60."""
+    return float(getattr(settings, "PAUSED_RECHECK_SECONDS", PAUSED_RECHECK_SECONDS))
+
+
 #: Seconds after acceptance when the poller first looks at a submitted task.
 FIRST_POLL_SECONDS = 5
 
@@ -397,7 +406,7 @@ def _handle_error(
             code=error.code,
             message=message,
             request_id=error.request_id,
-            delay=PAUSED_RECHECK_SECONDS,
+            delay=_paused_recheck_seconds(),
         )
         return PAUSED
     delay = _backoff_seconds(task.submit_attempts)
@@ -447,7 +456,7 @@ def task_submit(*, task_pk: int) -> str:
             code=account.paused_code,
             message=account.paused_message or "Submissions for this Kling account are paused.",
             request_id=account.paused_request_id,
-            delay=PAUSED_RECHECK_SECONDS,
+            delay=_paused_recheck_seconds(),
         )
         return PAUSED
     family = get_family(task.family)
@@ -456,7 +465,7 @@ def task_submit(*, task_pk: int) -> str:
     except (ImproperlyConfigured, SecretUnreadable) as exc:
         # A configuration problem of ours, not a vendor answer: wait for it to be fixed.
         _task_retry_later(
-            task_pk, code=None, message=str(exc), request_id=None, delay=PAUSED_RECHECK_SECONDS
+            task_pk, code=None, message=str(exc), request_id=None, delay=_paused_recheck_seconds()
         )
         log.error("task %s: cannot build a Kling client: %s", task.code, exc)
         return RETRY

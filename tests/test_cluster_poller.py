@@ -160,7 +160,12 @@ def test_a_killed_pollers_claims_expire_and_another_poller_takes_over(portal, fr
     settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3",
     reason="the poller process is pointed at the test database by SQLITE_PATH",
 )
-def test_sigterm_stops_the_poller_after_its_current_cycle(portal, fresh_sandbox, tmp_path):
+def test_sigterm_stops_the_poller_mid_cycle_and_the_next_cycle_finishes_billing_once(
+    portal, fresh_sandbox, tmp_path
+):
+    """SIGTERM reaches a poller inside a slow cycle: it exits 0 at the next group boundary
+    (``poll_cycle``'s stop event), releases its claims, and whatever it had not applied is
+    applied by the next cycle — each task charged exactly once."""
     account = sandbox_account(fresh_sandbox, portal.team)
     tasks = in_flight_tasks(portal.team, portal.member, account, 2)
     fresh_sandbox.advance(2)
@@ -198,9 +203,13 @@ def test_sigterm_stops_the_poller_after_its_current_cycle(portal, fresh_sandbox,
     output = log.read_text()
     assert returncode == 0, output
     assert "poller: stopped after 1 cycles" in output
+    rows = Task.objects.filter(pk__in=[t.pk for t in tasks])
+    assert all(task.claimed_until is None for task in rows), "its claims released"
+    applied_before = sum(task.status == Status.SUCCEED for task in rows)
+    make_due(tasks)
+    assert tasks_poll().applied == len(tasks) - applied_before, "the next cycle does the rest"
     for task in Task.objects.filter(pk__in=[t.pk for t in tasks]):
-        assert task.status == Status.SUCCEED, "the cycle under way was finished"
-        assert task.claimed_until is None, "and its claims released"
+        assert task.status == Status.SUCCEED
         assert Deduction.objects.filter(task=task).count() == 1
     make_due(tasks)
     assert tasks_poll().applied == 0

@@ -34,7 +34,14 @@ if os.environ.get("KLINGWEB_E2E_NOMIGRATIONS") == "1":
 # database is a throwaway file, never a real one.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
-# A task the sandbox forgets (``SandboxServer.forget``) ends "Lost at vendor" after three
-# "not found" answers over eight seconds, not ten minutes (tests/e2e/test_lost_task.py).
-POLL_LOST_AFTER_CHECKS = 3
+# A task the sandbox forgets (``SandboxServer.forget``) ends "Lost at vendor" after two
+# "not found" answers over eight seconds, not three over ten minutes: the rule (consecutive
+# checks spread over a span) is the same, and the second check comes after the poller's
+# 10 s back-off, so the scenario takes ~15 s instead of ~35 s (tests/e2e/test_lost_task.py).
+POLL_LOST_AFTER_CHECKS = 2
 POLL_LOST_AFTER_SECONDS = 8
+
+# A task waiting on a paused account is tried again after 10 s instead of 60 s, so the
+# account-switch scenario sees it follow the team's new account sooner
+# (tests/e2e/test_account_switch.py); the rule is the same.
+PAUSED_RECHECK_SECONDS = 10

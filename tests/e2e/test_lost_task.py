@@ -2,7 +2,7 @@
 
 1. The owner creates a text-to-video task through the form; Kling (the sandbox) accepts it
    and then forgets it (``SandboxServer.forget``: 1203 "not found" from then on, as after a
-   vendor-side loss). With the e2e settings (three checks over eight seconds,
+   vendor-side loss). With the e2e settings (two checks over eight seconds,
    ``tests/e2e/server_settings.py``) the real poller ends it "Lost at vendor": the open task
    page shows it without a reload, says nothing was charged, and the usage page counts one
    more lost task with no more units spent.
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.e2e
 
 OWNER = "studio-owner"
 TASK_URL = re.compile(r"/t/[0-9a-f-]{36}/tasks/([0-9a-f-]{36})/$")
-#: Three "not found" polls with back-off (10 s, 20 s, jittered) plus the page's 3 s refresh.
+#: "Not found" polls with back-off (10 s, then 20 s, jittered) plus the page's 3 s refresh.
 LOST_MS = 90_000
 
 expect.set_options(timeout=TIMEOUT_MS)
