@@ -162,6 +162,27 @@ def groups_due(*, now: datetime) -> list[tuple[int, str]]:
     return list(seen)
 
 
+def claim_lease(now: datetime) -> datetime:
+    """The ``claimed_until`` of one cycle's claims: ``now`` + ``settings.POLL_CLAIM_SECONDS``
+    (120 s by default), plus random microseconds so the value identifies this cycle's rows."""
+    seconds = int(getattr(settings, "POLL_CLAIM_SECONDS", CLAIM_SECONDS))
+    return now + timedelta(seconds=seconds, microseconds=random.randint(0, 999_999))
+
+
+def wanted_of(tasks: list[Task]) -> list[Wanted]:
+    """What ``tasks_find`` looks for, one ``Wanted`` per task (keyed by primary key): its
+    ``task_id``, ``external_task_id`` and creation time (the vendor's when known)."""
+    return [
+        Wanted(
+            key=task.pk,
+            task_id=task.task_id,
+            external_task_id=task.external_task_id,
+            created_at=task.vendor_created_at or task.created_at,
+        )
+        for task in tasks
+    ]
+
+
 def group_claim(
     *, account_pk: int, family: str, now: datetime, lease: datetime, limit: int
 ) -> list[int]:
@@ -203,8 +224,7 @@ def tasks_claim(*, now: datetime | None = None, limit: int = 20000) -> tuple[lis
     rows). Returns the claimed tasks (with team and account loaded) and that lease value.
     """
     now = now or timezone.now()
-    claim_seconds = getattr(settings, "POLL_CLAIM_SECONDS", CLAIM_SECONDS)
-    lease = now + timedelta(seconds=claim_seconds, microseconds=random.randint(0, 999_999))
+    lease = claim_lease(now)
     _accounts_fill()
     pks: list[int] = []
     for account_pk, family in groups_due(now=now):
@@ -410,16 +430,7 @@ class _Cycle:
             self.error(f"account {account.pk}: {exc}")
             self.reschedule_error(tasks, minimum=60.0, error=exc)
             return
-        wanted = [
-            Wanted(
-                key=task.pk,
-                task_id=task.task_id,
-                external_task_id=task.external_task_id,
-                created_at=task.vendor_created_at or task.created_at,
-            )
-            for task in tasks
-        ]
-        found = tasks_find(client, family, wanted)
+        found = tasks_find(client, family, wanted_of(tasks))
         self.report.requests += found.requests
         self.report.id_queries += found.id_queries
         self.report.single_queries += found.single_queries
@@ -475,8 +486,7 @@ def lost_recheck(*, now: datetime | None = None, limit: int = 1000) -> PollRepor
     ``PollReport`` (``claimed``, ``requests``, ``applied``, ``errors``)."""
     now = now or timezone.now()
     report = PollReport()
-    claim_seconds = getattr(settings, "POLL_CLAIM_SECONDS", CLAIM_SECONDS)
-    lease = now + timedelta(seconds=claim_seconds, microseconds=random.randint(0, 999_999))
+    lease = claim_lease(now)
     due = (
         Task.objects.lost_recently(now)
         .filter(kling_account__isnull=False, next_poll_at__lte=now)
@@ -501,19 +511,7 @@ def lost_recheck(*, now: datetime | None = None, limit: int = 1000) -> PollRepor
             if account.is_paused:
                 continue
             try:
-                found = tasks_find(
-                    kling_client_for(account),
-                    group[0].family,
-                    [
-                        Wanted(
-                            key=task.pk,
-                            task_id=task.task_id,
-                            external_task_id=task.external_task_id,
-                            created_at=task.vendor_created_at or task.created_at,
-                        )
-                        for task in group
-                    ],
-                )
+                found = tasks_find(kling_client_for(account), group[0].family, wanted_of(group))
             except Exception as exc:
                 log.warning("lost recheck: account %s: %s", account.pk, exc)
                 cycle.error(f"lost recheck ({account.pk}, {group[0].family}): {exc}")
