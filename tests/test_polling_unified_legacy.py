@@ -155,3 +155,15 @@ def test_legacy_task_missing_from_tasks_but_on_the_pages_finishes_and_is_not_los
 
     assert done.lost == 0
     charged_once([served, hidden])
+
+
+def test_kling_sandbox_switch_is_off_unless_asked(monkeypatch):
+    from klingweb.management.commands.kling_sandbox import resolve_options
+    from klingweb.sandbox import SandboxConfig
+
+    monkeypatch.delenv("KLING_SANDBOX_UNIFIED_SERVES_LEGACY", raising=False)
+    assert SandboxConfig().unified_serves_legacy is False
+    assert resolve_options({})["unified_serves_legacy"] is False
+    assert resolve_options({"unified_serves_legacy": True})["unified_serves_legacy"] is True
+    monkeypatch.setenv("KLING_SANDBOX_UNIFIED_SERVES_LEGACY", "1")
+    assert resolve_options({})["unified_serves_legacy"] is True
