@@ -79,7 +79,7 @@ def test_default_sandbox_probe_costs_one_request_then_none_for_a_day(
     client, portal, vendor_account, fresh_sandbox, django_capture_on_commit_callbacks
 ):
     capture = django_capture_on_commit_callbacks
-    tasks = legacy_tasks(client, portal, 2, capture)
+    tasks = legacy_tasks(client, portal, 1, capture)
     fresh_sandbox.advance(3)
 
     first = cycle(capture)
@@ -108,7 +108,7 @@ def test_switch_on_legacy_tasks_found_by_id_whatever_else_is_in_the_account(
 ):
     capture = django_capture_on_commit_callbacks
     fresh_sandbox.config.unified_serves_legacy = True  # reset_faults puts it back
-    tasks = legacy_tasks(client, portal, 3, capture)
+    tasks = legacy_tasks(client, portal, 2, capture)
 
     alone = cycle(capture)
     info = validate_create("text2video", dict(FOREIGN_BODY))

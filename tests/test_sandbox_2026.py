@@ -10,12 +10,15 @@ of this module, so the sandbox fetches them the way the vendor would.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
+import struct
 import threading
 import time
 import uuid
+import zlib
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -25,6 +28,8 @@ import pytest
 from PIL import Image
 
 from klingweb.sandbox import SandboxConfig, SandboxServer
+from klingweb.sandbox.errors import ApiError
+from klingweb.sandbox.newdesign import validate_new
 from tests.test_sandbox import Receiver, make_token, png_b64
 
 TASK_SECONDS = 30.0
@@ -431,6 +436,47 @@ def test_boundary_values_are_accepted(client, files):
     ]  # fmt: skip
     for path, body in accepted:
         assert ok(client.post(path, json=body))["status"] == "submitted", body
+
+
+def png_b64_of_size(size: int) -> str:
+    """Raw Base64 of a valid 400x400 PNG of exactly ``size`` bytes: a private ancillary chunk
+    (``prVt``, zeros, CRC correct) after the image data pads it, so decoders read an ordinary
+    image. Built in memory; the zeros' Base64 is written as ``A``s, not encoded."""
+    out = io.BytesIO()
+    Image.new("RGB", (400, 400), "white").save(out, "PNG")
+    png = out.getvalue()
+    end = png.rindex(b"IEND") - 4  # the IEND chunk's length field
+    pad = size - len(png) - 12  # 12: the padding chunk's length, type and CRC
+    head = png[:end] + struct.pack(">I", pad) + b"prVt"
+    tail = struct.pack(">I", zlib.crc32(bytes(pad), zlib.crc32(b"prVt"))) + png[end:]
+    lead = -len(head) % 3  # zeros completing the head's last 3-byte group
+    middle = (pad - lead) // 3 * 3  # zeros encoded as whole groups: 3 zero bytes = "AAAA"
+    return (
+        base64.b64encode(head + bytes(lead)).decode()
+        + "A" * (middle // 3 * 4)
+        + base64.b64encode(bytes(pad - lead - middle) + tail).decode()
+    )
+
+
+@pytest.mark.parametrize("extra", [0, 1], ids=["50MB-accepted", "50MB+1-refused"])
+def test_contents_image_over_50_mb_is_refused_naming_it_and_50_mb_accepted(extra):
+    """§4 common rules: a ``contents[]`` image is at most 50 MB on the 2026 design (10 MB on
+    ``/v1``): exactly 50 MB passes, 50 MB + 1 byte is refused naming the field. Checked by
+    the sandbox's create validation itself (the HTTP layer around it would only add seconds
+    of moving 70 MB bodies; its own refusals are tested above)."""
+    size = 50 * 1024 * 1024 + extra
+    image = png_b64_of_size(size)
+    assert len(image) * 3 // 4 - len(image) + len(image.rstrip("=")) == size
+    body = {"contents": [{"type": "first_frame", "url": image}]}
+    if not extra:
+        assert validate_new(V3_I2V, body, elements=lambda _id: None)["kind"]
+        return
+    with pytest.raises(ApiError) as refusal:
+        validate_new(V3_I2V, body, elements=lambda _id: None)
+    assert (refusal.value.http_status, refusal.value.code) == (400, 1201)
+    message = refusal.value.message
+    assert message.startswith("contents[0].url"), message
+    assert "50 MB" in message and f"got {size} bytes" in message
 
 
 def test_element_names_must_not_be_substrings_of_each_other(sb, client):
