@@ -515,13 +515,9 @@ def lost_recheck(*, now: datetime | None = None, limit: int = 1000) -> PollRepor
             if account.is_paused:
                 continue
             try:
-                found = tasks_find(
-                    kling_client_for(account),
-                    group[0].family,
-                    wanted_of(group),
-                    account=account,
-                    now=now,
-                )
+                # No ``account``: lost tasks are the ones the vendor does not answer, so a
+                # probe of GET /tasks with them would record "no" for the whole account.
+                found = tasks_find(kling_client_for(account), group[0].family, wanted_of(group))
             except Exception as exc:
                 log.warning("lost recheck: account %s: %s", account.pk, exc)
                 cycle.error(f"lost recheck ({account.pk}, {group[0].family}): {exc}")

@@ -613,6 +613,49 @@ def test_post_tasks_limit_500_is_accepted(client):
 # ----- callbacks (kling-docs/callback-protocol.txt; KLING_API_2026.md §6) ---------------------------
 
 
+def test_get_tasks_serves_legacy_tasks_only_when_switched_on_in_the_new_shape(sb, client):
+    """``GET /tasks`` leaves legacy tasks out by default (the docs are silent, §3); with
+    ``unified_serves_legacy`` it answers them as 2026 items carrying what the legacy query
+    carries: video (and watermarked copy), multi-shot images, element, units."""
+    video = ok(client.post(T2V, json={"prompt": "x", "watermark_info": {"enabled": True}}))
+    multi = ok(client.post(MULTI, json={"element_frontal_image": IMG}))
+    element = ok(client.post(ELEMENTS, json={
+        "element_name": "Hero", "element_description": "d", "reference_type": "image_refer",
+        "element_image_list": {"frontal_image": IMG, "refer_images": [{"image_url": IMG}]},
+    }))  # fmt: skip
+    sb.advance(TASK_SECONDS + 1)
+    ids = ",".join(task["task_id"] for task in (video, multi, element))
+    assert ok(client.get(TASKS, params={"task_ids": ids})) == []
+
+    sb.config.unified_serves_legacy = True  # the sb fixture's reset_faults puts it back
+    items = {item["id"]: item for item in ok(client.get(TASKS, params={"task_ids": ids}))}
+
+    legacy = {
+        path: ok(client.get(f"{path}/{task['task_id']}"))
+        for path, task in ((T2V, video), (MULTI, multi), (ELEMENTS, element))
+    }
+    for path, task in ((T2V, video), (MULTI, multi), (ELEMENTS, element)):
+        item = items[task["task_id"]]
+        assert set(item) == ITEM_KEYS and item["status"] == "succeeded"
+        [charge] = item["billing"]
+        assert charge["amount"] == legacy[path]["final_unit_deduction"]
+    [out] = items[video["task_id"]]["outputs"]
+    [kept] = legacy[T2V]["task_result"]["videos"]
+    assert (out["type"], out["url"], out["watermark_url"]) == (
+        "video",
+        kept["url"],
+        kept["watermark_url"],
+    )
+    shots = items[multi["task_id"]]["outputs"]
+    urls = [img[f"url_{n}"] for img in legacy[MULTI]["task_result"]["images"] for n in (1, 2, 3)]
+    assert [o["url"] for o in shots] == urls and {o["type"] for o in shots} == {"image"}
+    [made] = items[element["task_id"]]["outputs"]
+    [known] = legacy[ELEMENTS]["task_result"]["elements"]
+    assert (made["type"], made["id"], made["name"]) == ("element", str(known["element_id"]), "Hero")
+    frontal = known["element_image_list"]["frontal_image"]
+    assert {"type": "image", "role": "frontal", "url": frontal} in made["references"]
+
+
 def test_legacy_callbacks_carry_exactly_the_documented_subset(sb, receiver):
     jwt_headers = {"Authorization": f"Bearer {make_token(AK, SK)}"}
     with httpx.Client(
