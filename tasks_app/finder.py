@@ -41,6 +41,9 @@ CREATED_SKEW = timedelta(minutes=2)  # our clock vs the vendor's, when comparing
 #: How long a Kling account's "GET /tasks does not serve legacy tasks" stands before the
 #: unified query is probed again (the vendor may start serving them; the docs are silent).
 UNIFIED_NO_FOR = timedelta(days=1)
+#: Probe failures that say "not for these tasks" (recorded as "no"); any other failure (5xx,
+#: 1302, network) records nothing and the pages answer for that cycle.
+_REFUSALS = (ErrorClass.NOT_FOUND, ErrorClass.INVALID_REQUEST, ErrorClass.PERMISSION)
 
 
 @dataclass(frozen=True)
@@ -129,8 +132,8 @@ def tasks_find(
     on ``GET /tasks`` (KLING_API_2026.md §3; its answers are the same ``KlingTask`` as any
     other). The first batch answering none of its tasks records "no" on the account
     (``unified_serves_legacy=False``, ``unified_checked_at=now``) and stops the probe; one
-    answering some records "yes". A probe failure records nothing (NOT_FOUND or
-    INVALID_REQUEST: "no") and falls back to the pages. Then list pages (``iter_tasks``,
+    answering some records "yes". A probe failure falls back to the pages and records
+    nothing, except a refusal (NOT_FOUND, INVALID_REQUEST, PERMISSION), which records "no". Then list pages (``iter_tasks``,
     ``PAGE_SIZE`` a page) for the tasks still missing, until each is found, the list ends,
     a page's oldest item is older than the oldest of them (less ``CREATED_SKEW``), or
     ``max_pages`` pages; then, with ``singles``, ``get_task`` for each one still missing
@@ -208,7 +211,7 @@ def _probe_unified(
         try:
             answers = client.get_tasks([item.task_id for item in batch])
         except KlingError as exc:
-            if exc.error_class in (ErrorClass.NOT_FOUND, ErrorClass.INVALID_REQUEST):
+            if exc.error_class in _REFUSALS:
                 report.unified_legacy = False  # the vendor refuses legacy ids there
                 _record_unified(account, False, now)
             return  # any other failure: the pages decide this cycle, nothing learnt

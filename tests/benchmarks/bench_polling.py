@@ -573,7 +573,6 @@ def _print_cycles(rows: list) -> None:
         " its wall time (median of 3); drain s: the cycle that applies the last N/2 finished tasks;"
         " cb/poll: finished tasks learnt by callback / by poll."
     )
-    print()
 
 
 def _print_foreign(rows: list) -> None:
