@@ -4,12 +4,18 @@ by id. Used by polling, nightly reconciliation, ``kling_sync`` and the element i
 - ``tasks_find``: given tasks of one (Kling account, family), by ``task_id`` or
   ``external_task_id``. Families of the 2026 design (``NEW_DESIGN_PATHS``) are asked by id with
   the unified ``GET /tasks?task_ids=…`` in batches of ``client.tasks_batch_size`` (100):
-  ⌈n / 100⌉ requests whatever else lives in the account (KLING_API_2026.md §3). Legacy
-  families are read from their list endpoint (``KlingClient.iter_tasks``, 500 a page, newest
-  first) until every wanted task is found or a page reaches back past the oldest one wanted,
-  and asked one by one (``get_task``) only for what the pages missed. The 2026 digest says
-  whether ``/tasks`` serves legacy ``/v1`` tasks is silent ("keep polling /v1"), so legacy
-  tasks are never asked there.
+  ⌈n / 100⌉ requests whatever else lives in the account (KLING_API_2026.md §3).
+  Legacy families: whether ``GET /tasks`` serves legacy ``/v1`` tasks is silent in the
+  vendor's pages (the digest's §3; the pages say only "the API currently supports querying
+  async tasks only"), so it is learnt per Kling account (``KlingAccount.
+  unified_serves_legacy``): an API-key account not known to say "no" is asked by id first
+  (the probe, same batches). None of the probed tasks answered → "no" is recorded for
+  ``UNIFIED_NO_FOR`` (a day; then asked again) and the list pages are read for all, in the
+  same call; some answered → "yes", and the pages are read only for the ones missing (new
+  or lost: absence from ``/tasks`` alone never makes a legacy task ``unknown``). The list
+  pages (``KlingClient.iter_tasks``, 500 a page, newest first) are read until every task
+  still wanted is found or a page reaches back past the oldest one, and ``get_task`` asks
+  one by one only for what the pages missed (1203 → ``unknown``, the lost rule's input).
 - ``tasks_pages``: every list page of a family, newest first, stopping at the first page
   wholly older than a given time (an import of tasks made elsewhere).
 """
@@ -21,14 +27,23 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from django.utils import timezone
+
 from klingweb.kling import NEW_DESIGN_PATHS, ErrorClass, KlingError
 
 if TYPE_CHECKING:
+    from klingweb.accounts.models import KlingAccount
     from klingweb.kling import KlingClient, KlingTask
 
 PAGE_SIZE = 500  # the vendor's largest pageSize (KLING_API.md §4)
 MAX_PAGES = 1000  # the vendor's largest pageNum: the safety stop of every walk
 CREATED_SKEW = timedelta(minutes=2)  # our clock vs the vendor's, when comparing created_at
+#: How long a Kling account's "GET /tasks does not serve legacy tasks" stands before the
+#: unified query is probed again (the vendor may start serving them; the docs are silent).
+UNIFIED_NO_FOR = timedelta(days=1)
+#: Probe failures that say "not for these tasks" (recorded as "no"); any other failure (5xx,
+#: 1302, network) records nothing and the pages answer for that cycle.
+_REFUSALS = (ErrorClass.NOT_FOUND, ErrorClass.INVALID_REQUEST, ErrorClass.PERMISSION)
 
 
 @dataclass(frozen=True)
@@ -53,7 +68,10 @@ class FindReport:
     (``error`` says how: 5xx, 1302, network, credentials); the caller retries them later.
     ``listing_ok``: the bulk step (list pages or id batches) answered without an error;
     ``found_in_listing``: tasks that step found. ``list_pages`` / ``id_queries`` /
-    ``single_queries``: requests of each kind.
+    ``single_queries``: requests of each kind (a legacy family's probe of ``GET /tasks``
+    counts in ``id_queries``). ``unified_legacy``: for a legacy family, what this call
+    learnt about ``GET /tasks`` serving the account's legacy tasks (``True``/``False``), or
+    ``None`` when it did not ask.
     """
 
     found: dict[int, KlingTask] = field(default_factory=dict)
@@ -65,6 +83,7 @@ class FindReport:
     list_pages: int = 0
     id_queries: int = 0
     single_queries: int = 0
+    unified_legacy: bool | None = None
 
     @property
     def requests(self) -> int:
@@ -96,6 +115,8 @@ def tasks_find(
     *,
     max_pages: int = MAX_PAGES,
     singles: bool = True,
+    account: KlingAccount | None = None,
+    now: datetime | None = None,
 ) -> FindReport:
     """Find ``wanted`` tasks of one ``family`` (a ``Task.family`` value) with ``client`` (one
     Kling account); returns a ``FindReport``. Never raises ``KlingError``: a failure stops
@@ -103,11 +124,21 @@ def tasks_find(
 
     2026 design: id batches of ``GET /tasks`` (by ``task_id``; by ``external_task_id`` for
     tasks without one); a task absent from the answer is ``unknown``; an access-key client
-    gets a PERMISSION ``error`` and sends nothing (the design takes API keys only). Legacy: list pages
-    (``iter_tasks``, ``PAGE_SIZE`` a page) until every wanted task is found, the list ends,
-    a page's oldest item is older than the oldest wanted task (less ``CREATED_SKEW``), or
+    gets a PERMISSION ``error`` and sends nothing (the design takes API keys only).
+
+    Legacy: with ``account`` (the ``KlingAccount`` behind ``client``; ``now``, an aware
+    datetime, defaults to the current time), an API-key ``client`` and no "no" on the account
+    younger than ``UNIFIED_NO_FOR``, first the probe: the tasks with a ``task_id`` asked by id
+    on ``GET /tasks`` (KLING_API_2026.md §3; its answers are the same ``KlingTask`` as any
+    other). The first batch answering none of its tasks records "no" on the account
+    (``unified_serves_legacy=False``, ``unified_checked_at=now``) and stops the probe; one
+    answering some records "yes". A probe failure falls back to the pages and records
+    nothing, except a refusal (NOT_FOUND, INVALID_REQUEST, PERMISSION), which records "no". Then list pages (``iter_tasks``,
+    ``PAGE_SIZE`` a page) for the tasks still missing, until each is found, the list ends,
+    a page's oldest item is older than the oldest of them (less ``CREATED_SKEW``), or
     ``max_pages`` pages; then, with ``singles``, ``get_task`` for each one still missing
-    (1203 → ``unknown``; any other error stops the search).
+    (1203 → ``unknown``; any other error stops the search). A legacy task is never
+    ``unknown`` for being absent from ``GET /tasks``.
     """
     report = FindReport()
     if not wanted:
@@ -117,13 +148,82 @@ def tasks_find(
         _find_by_id(client, wanted, report)
         report.found_in_listing = len(report.found)
     else:
-        _find_in_pages(client, name, wanted, report, max_pages=max_pages)
+        missing = wanted
+        if account is not None and unified_probe_due(client, account, now=now):
+            _probe_unified(client, account, wanted, report, now=now)
+            missing = [item for item in wanted if item.key not in report.found]
+        if missing:
+            _find_in_pages(client, name, missing, report, max_pages=max_pages)
         report.found_in_listing = len(report.found)
         if singles and report.listing_ok:
-            _find_singly(client, name, wanted, report)
+            _find_singly(client, name, missing, report)
     done = report.found.keys() | report.unknown.keys()
     report.left = [item.key for item in wanted if item.key not in done]
     return report
+
+
+def unified_probe_due(
+    client: KlingClient, account: KlingAccount, *, now: datetime | None = None
+) -> bool:
+    """True when ``account``'s legacy tasks should be asked for on ``GET /tasks`` first:
+    ``client`` has an API key (the 2026 design takes no other, KLING_API_2026.md §2) and the
+    account is not known, since less than ``UNIFIED_NO_FOR`` before ``now`` (aware datetime;
+    default the current time), to be answered none of them."""
+    if client.credential_kind != "api_key":
+        return False
+    if account.unified_serves_legacy is not False or account.unified_checked_at is None:
+        return True
+    return (now or timezone.now()) - account.unified_checked_at >= UNIFIED_NO_FOR
+
+
+def _record_unified(account: KlingAccount, serves: bool, now: datetime | None) -> None:
+    """Store what the probe learnt on the account row (one UPDATE, no read-modify-write:
+    pollers on other machines may record at the same time; the last one stands) and on the
+    in-memory ``account`` the caller holds. A "yes" already recorded is not written again."""
+    from klingweb.accounts.models import KlingAccount
+
+    if serves and account.unified_serves_legacy is True:
+        return
+    at = now or timezone.now()
+    KlingAccount.objects.filter(pk=account.pk).update(
+        unified_serves_legacy=serves, unified_checked_at=at
+    )
+    account.unified_serves_legacy = serves
+    account.unified_checked_at = at
+
+
+def _probe_unified(
+    client: KlingClient,
+    account: KlingAccount,
+    wanted: list[Wanted],
+    report: FindReport,
+    *,
+    now: datetime | None,
+) -> None:
+    """Ask ``GET /tasks?task_ids=`` for the legacy ``wanted`` tasks that have a ``task_id``
+    (batches of ``client.tasks_batch_size``); put what it answers in ``report.found`` and
+    record the verdict (see ``tasks_find``). Adds nothing to ``unknown``."""
+    items = [item for item in wanted if item.task_id]
+    size = client.tasks_batch_size
+    for start in range(0, len(items), size):
+        batch = items[start : start + size]
+        report.id_queries += 1
+        try:
+            answers = client.get_tasks([item.task_id for item in batch])
+        except KlingError as exc:
+            if exc.error_class in _REFUSALS:
+                report.unified_legacy = False  # the vendor refuses legacy ids there
+                _record_unified(account, False, now)
+            return  # any other failure: the pages decide this cycle, nothing learnt
+        by_id = {task.task_id: task for task in answers}
+        hits = [item for item in batch if item.task_id in by_id]
+        for item in hits:
+            report.found[item.key] = by_id[item.task_id]
+        if report.unified_legacy is None:
+            report.unified_legacy = bool(hits)
+            _record_unified(account, bool(hits), now)
+            if not hits:
+                return  # "no": the pages find them all, starting this very call
 
 
 def _find_by_id(client: KlingClient, wanted: list[Wanted], report: FindReport) -> None:
@@ -177,6 +277,7 @@ def _find_in_pages(
 ) -> None:
     by_task_id = {item.task_id: item for item in wanted if item.task_id}
     by_external = {item.external_task_id: item for item in wanted if item.external_task_id}
+    keys = {item.key for item in wanted}
     oldest = min(item.created_at for item in wanted) - CREATED_SKEW
     pages = client.iter_tasks(name, page_size=PAGE_SIZE, max_pages=max_pages)
     while True:
@@ -196,7 +297,7 @@ def _find_in_pages(
                 item = by_external.get(remote.external_task_id)
             if item is not None:
                 report.found.setdefault(item.key, remote)
-        if len(report.found) == len(wanted):
+        if keys <= report.found.keys():
             return
         created = [remote.created_at for remote in items if remote.created_at is not None]
         if created and min(created) < oldest:

@@ -2,14 +2,18 @@
 
 One cycle (``tasks_poll``) claims the tasks that are due, groups them by (Kling account,
 family) and finds each group at Kling with ``tasks_app.finder.tasks_find``: 2026-design
-families by id, ``GET /tasks?task_ids=…`` 100 ids a request; legacy families on the list
-endpoint, 500 tasks a page, newest first, until every due task of the group is found or the
-page is older than the oldest one due, with single queries only for what the pages missed.
+families by id, ``GET /tasks?task_ids=…`` 100 ids a request; legacy families the same way
+on an API-key account whose ``GET /tasks`` has been seen to serve legacy tasks (probed per
+account, see ``tasks_app.finder``), else on the list endpoint, 500 tasks a page, newest
+first, until every due task of the group is found or the page is older than the oldest one
+due, with single queries only for what the pages missed.
 Each answer goes through ``_Cycle.apply`` → ``tasks_app.services.task_apply_remote``; this
 module never writes status, result or cost.
 
 Cost per cycle: ⌈N/100⌉ requests for N due tasks of a 2026-design family, whatever else lives
-in the account; about ⌈(N + newer foreign tasks)/500⌉ for a legacy family.
+in the account; the same for a legacy family where ``GET /tasks`` serves legacy tasks (plus
+list pages only for tasks it did not answer); else about ⌈(N + newer foreign tasks)/500⌉,
+and one probe request a day per API-key account.
 
 Running: one long-running process, ``python manage.py kling_poll`` (the Procfile's
 ``poller``), runs ``poll_cycle`` every 5 s (``poll_run``); start one or several, on one
@@ -430,7 +434,7 @@ class _Cycle:
             self.error(f"account {account.pk}: {exc}")
             self.reschedule_error(tasks, minimum=60.0, error=exc)
             return
-        found = tasks_find(client, family, wanted_of(tasks))
+        found = tasks_find(client, family, wanted_of(tasks), account=account, now=self.now)
         self.report.requests += found.requests
         self.report.id_queries += found.id_queries
         self.report.single_queries += found.single_queries
@@ -511,6 +515,8 @@ def lost_recheck(*, now: datetime | None = None, limit: int = 1000) -> PollRepor
             if account.is_paused:
                 continue
             try:
+                # No ``account``: lost tasks are the ones the vendor does not answer, so a
+                # probe of GET /tasks with them would record "no" for the whole account.
                 found = tasks_find(kling_client_for(account), group[0].family, wanted_of(group))
             except Exception as exc:
                 log.warning("lost recheck: account %s: %s", account.pk, exc)

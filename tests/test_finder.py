@@ -191,3 +191,32 @@ def test_new_design_tasks_with_an_access_key_client_send_nothing_and_say_why(fre
 
     assert wire.requests == 0 and found.requests == 0
     assert "API key" in str(found.error) and found.left == [1]
+
+
+@pytest.mark.django_db
+def test_legacy_probe_refused_by_the_vendor_records_no_and_the_pages_find_them(
+    fresh_sandbox, monkeypatch
+):
+    from klingweb.accounts.models import KlingAccount
+    from klingweb.sandbox.errors import invalid
+
+    client, wire, _account = _api_key_client(fresh_sandbox)
+    wanted = _wanted_legacy(client, 2)
+    row = KlingAccount.objects.create(name="probe", credential_kind="api_key")
+
+    def refuse(account, ids, *, external):  # a vendor answering legacy ids with 1201
+        raise invalid("task_ids", "unknown task type")
+
+    monkeypatch.setattr(fresh_sandbox.state, "tasks_by_ids", refuse)
+    wire.requests = 0
+    now = datetime.now(UTC)
+
+    found = tasks_find(client, "text2video", wanted, account=row, now=now)
+
+    assert (found.id_queries, found.list_pages, wire.requests) == (1, 1, 2)
+    assert sorted(found.found) == [0, 1] and found.error is None and found.unknown == {}
+    row.refresh_from_db()
+    assert (row.unified_serves_legacy, row.unified_checked_at) == (False, now)
+    wire.requests = 0
+    again = tasks_find(client, "text2video", wanted, account=row, now=now + timedelta(hours=23))
+    assert (again.id_queries, wire.requests) == (0, 1), "the 'no' stands for a day"

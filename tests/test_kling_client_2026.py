@@ -771,6 +771,36 @@ def test_get_tasks_by_external_ids_with_a_small_batch(fake):
     assert [t.external_task_id for t in tasks] == ["x-0", "x-2", "x-4"]
 
 
+def test_get_tasks_reads_a_voice_output_into_the_legacy_voices_shape(fake):
+    # §3/§6: outputs[type=voice] {id, name, url, owned_by, status}; the legacy custom-voice
+    # query's task_result.voices[] is {voice_id, voice_name, trial_url, owned_by} (S15).
+    voice = {
+        "type": "voice",
+        "id": "850087542757535834",
+        "name": "Narrator",
+        "url": "https://cdn/narrator.mp3",
+        "owned_by": "1234",
+        "status": "succeeded",
+    }
+    item = {"id": "t-voice", "status": "succeeded", "outputs": [voice], "billing": []}
+    fake.routes[("GET", "/tasks")] = lambda seen: (200, envelope([item]))
+    with key_client(fake.base_url) as client:
+        (task,) = client.get_tasks(["t-voice"])
+    assert task.task_status == "succeed"
+    assert task.task_result["voices"] == [
+        {
+            "voice_id": "850087542757535834",
+            "voice_name": "Narrator",
+            "trial_url": "https://cdn/narrator.mp3",
+            "owned_by": "1234",
+            "status": "succeed",
+            "outputs_entry": voice,
+        }
+    ]
+    assert task.outputs == [voice]  # the 2026 entry as sent, too
+    assert task.videos == task.images == task.elements == []  # not read as anything else
+
+
 def test_get_tasks_url_encodes_each_id_but_not_the_separator(fake):
     fake.routes[("GET", "/tasks")] = lambda seen: (200, envelope([]))
     with key_client(fake.base_url) as client:

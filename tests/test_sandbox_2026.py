@@ -10,12 +10,15 @@ of this module, so the sandbox fetches them the way the vendor would.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
+import struct
 import threading
 import time
 import uuid
+import zlib
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -25,6 +28,8 @@ import pytest
 from PIL import Image
 
 from klingweb.sandbox import SandboxConfig, SandboxServer
+from klingweb.sandbox.errors import ApiError
+from klingweb.sandbox.newdesign import validate_new
 from tests.test_sandbox import Receiver, make_token, png_b64
 
 TASK_SECONDS = 30.0
@@ -433,6 +438,47 @@ def test_boundary_values_are_accepted(client, files):
         assert ok(client.post(path, json=body))["status"] == "submitted", body
 
 
+def png_b64_of_size(size: int) -> str:
+    """Raw Base64 of a valid 400x400 PNG of exactly ``size`` bytes: a private ancillary chunk
+    (``prVt``, zeros, CRC correct) after the image data pads it, so decoders read an ordinary
+    image. Built in memory; the zeros' Base64 is written as ``A``s, not encoded."""
+    out = io.BytesIO()
+    Image.new("RGB", (400, 400), "white").save(out, "PNG")
+    png = out.getvalue()
+    end = png.rindex(b"IEND") - 4  # the IEND chunk's length field
+    pad = size - len(png) - 12  # 12: the padding chunk's length, type and CRC
+    head = png[:end] + struct.pack(">I", pad) + b"prVt"
+    tail = struct.pack(">I", zlib.crc32(bytes(pad), zlib.crc32(b"prVt"))) + png[end:]
+    lead = -len(head) % 3  # zeros completing the head's last 3-byte group
+    middle = (pad - lead) // 3 * 3  # zeros encoded as whole groups: 3 zero bytes = "AAAA"
+    return (
+        base64.b64encode(head + bytes(lead)).decode()
+        + "A" * (middle // 3 * 4)
+        + base64.b64encode(bytes(pad - lead - middle) + tail).decode()
+    )
+
+
+@pytest.mark.parametrize("extra", [0, 1], ids=["50MB-accepted", "50MB+1-refused"])
+def test_contents_image_over_50_mb_is_refused_naming_it_and_50_mb_accepted(extra):
+    """§4 common rules: a ``contents[]`` image is at most 50 MB on the 2026 design (10 MB on
+    ``/v1``): exactly 50 MB passes, 50 MB + 1 byte is refused naming the field. Checked by
+    the sandbox's create validation itself (the HTTP layer around it would only add seconds
+    of moving 70 MB bodies; its own refusals are tested above)."""
+    size = 50 * 1024 * 1024 + extra
+    image = png_b64_of_size(size)
+    assert len(image) * 3 // 4 - len(image) + len(image.rstrip("=")) == size
+    body = {"contents": [{"type": "first_frame", "url": image}]}
+    if not extra:
+        assert validate_new(V3_I2V, body, elements=lambda _id: None)["kind"]
+        return
+    with pytest.raises(ApiError) as refusal:
+        validate_new(V3_I2V, body, elements=lambda _id: None)
+    assert (refusal.value.http_status, refusal.value.code) == (400, 1201)
+    message = refusal.value.message
+    assert message.startswith("contents[0].url"), message
+    assert "50 MB" in message and f"got {size} bytes" in message
+
+
 def test_element_names_must_not_be_substrings_of_each_other(sb, client):
     body = {
         "element_name": "Corgi pup",
@@ -565,6 +611,49 @@ def test_post_tasks_limit_500_is_accepted(client):
 
 
 # ----- callbacks (kling-docs/callback-protocol.txt; KLING_API_2026.md §6) ---------------------------
+
+
+def test_get_tasks_serves_legacy_tasks_only_when_switched_on_in_the_new_shape(sb, client):
+    """``GET /tasks`` leaves legacy tasks out by default (the docs are silent, §3); with
+    ``unified_serves_legacy`` it answers them as 2026 items carrying what the legacy query
+    carries: video (and watermarked copy), multi-shot images, element, units."""
+    video = ok(client.post(T2V, json={"prompt": "x", "watermark_info": {"enabled": True}}))
+    multi = ok(client.post(MULTI, json={"element_frontal_image": IMG}))
+    element = ok(client.post(ELEMENTS, json={
+        "element_name": "Hero", "element_description": "d", "reference_type": "image_refer",
+        "element_image_list": {"frontal_image": IMG, "refer_images": [{"image_url": IMG}]},
+    }))  # fmt: skip
+    sb.advance(TASK_SECONDS + 1)
+    ids = ",".join(task["task_id"] for task in (video, multi, element))
+    assert ok(client.get(TASKS, params={"task_ids": ids})) == []
+
+    sb.config.unified_serves_legacy = True  # the sb fixture's reset_faults puts it back
+    items = {item["id"]: item for item in ok(client.get(TASKS, params={"task_ids": ids}))}
+
+    legacy = {
+        path: ok(client.get(f"{path}/{task['task_id']}"))
+        for path, task in ((T2V, video), (MULTI, multi), (ELEMENTS, element))
+    }
+    for path, task in ((T2V, video), (MULTI, multi), (ELEMENTS, element)):
+        item = items[task["task_id"]]
+        assert set(item) == ITEM_KEYS and item["status"] == "succeeded"
+        [charge] = item["billing"]
+        assert charge["amount"] == legacy[path]["final_unit_deduction"]
+    [out] = items[video["task_id"]]["outputs"]
+    [kept] = legacy[T2V]["task_result"]["videos"]
+    assert (out["type"], out["url"], out["watermark_url"]) == (
+        "video",
+        kept["url"],
+        kept["watermark_url"],
+    )
+    shots = items[multi["task_id"]]["outputs"]
+    urls = [img[f"url_{n}"] for img in legacy[MULTI]["task_result"]["images"] for n in (1, 2, 3)]
+    assert [o["url"] for o in shots] == urls and {o["type"] for o in shots} == {"image"}
+    [made] = items[element["task_id"]]["outputs"]
+    [known] = legacy[ELEMENTS]["task_result"]["elements"]
+    assert (made["type"], made["id"], made["name"]) == ("element", str(known["element_id"]), "Hero")
+    frontal = known["element_image_list"]["frontal_image"]
+    assert {"type": "image", "role": "frontal", "url": frontal} in made["references"]
 
 
 def test_legacy_callbacks_carry_exactly_the_documented_subset(sb, receiver):

@@ -101,6 +101,12 @@ class KlingAccount(models.Model):
     ``team`` is null for the operator's default account. ``paused_*`` is set when the vendor
     answered 1100/1101/1102 (account exception, arrears, resource pack used up): submissions
     for this account wait until an admin clears it.
+    ``unified_serves_legacy`` / ``unified_checked_at``: what the poller last learnt about
+    whether the 2026 design's ``GET /tasks?task_ids=`` answers this account's legacy ``/v1``
+    tasks (the vendor's pages are silent, KLING_API_2026.md §3): ``None`` never asked, ``True``
+    it answered some, ``False`` it answered none of those asked (then the list pages are
+    used, and the question is asked again a day after ``unified_checked_at``). Written by
+    ``tasks_app.finder.tasks_find`` only.
     """
 
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
@@ -128,6 +134,13 @@ class KlingAccount(models.Model):
     paused_message = models.TextField(blank=True)
     paused_request_id = models.CharField(max_length=100, blank=True)
     paused_at = models.DateTimeField(null=True, blank=True)
+    unified_serves_legacy = models.BooleanField(
+        null=True,
+        blank=True,
+        help_text="Did GET /tasks answer this account's legacy tasks when last asked? "
+        "Unknown until the poller's first probe.",
+    )
+    unified_checked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     objects = KlingAccountQuerySet.as_manager()

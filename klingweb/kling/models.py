@@ -237,7 +237,7 @@ class KlingTask:
       ``message``→``task_status_msg``, ``external_id``→``external_task_id``,
       ``create_time``/``update_time``→``created_at``/``updated_at``, ``outputs[]``→
       ``task_result`` ``{videos, images, elements, audios, voices}`` in the legacy entry
-      shapes, the sum of ``billing[charge_type=unit].amount``→``final_unit_deduction``).
+      shapes (``audios`` as sent: no legacy query shape is documented), the sum of ``billing[charge_type=unit].amount``→``final_unit_deduction``).
     - ``outputs``: the 2026 ``outputs[]`` as sent (``[]`` for legacy answers).
     - ``billing``: every charge as ``BillingEntry`` (2026 ``billing[]`` as sent; for legacy,
       a ``unit`` entry from ``final_unit_deduction`` and a ``cash`` entry from
@@ -559,13 +559,32 @@ def _legacy_element(output: dict) -> dict:
     }
 
 
+def _legacy_voice(output: dict) -> dict:
+    """A 2026 ``outputs[type=voice]`` entry (``{id, name, url, owned_by, status}``,
+    KLING_API_2026.md §3, §6) in the legacy ``task_result.voices[]`` shape of the custom-voice
+    queries (``{voice_id, voice_name, trial_url, owned_by}``, S15): ``id``→``voice_id``,
+    ``name``→``voice_name``, ``url``→``trial_url``, ``owned_by`` as is, and ``status``
+    (``succeeded``→``succeed``, ``deleted``). The 2026 dict stays under ``"outputs_entry"``.
+    """
+    status = _str(output.get("status"))
+    return {
+        "voice_id": _str(output.get("id")),
+        "voice_name": _str(output.get("name")),
+        "trial_url": _str(output.get("url")),
+        "owned_by": _str(output.get("owned_by")),
+        "status": _NEW_STATUS_TO_LEGACY.get(status, status),
+        "outputs_entry": output,
+    }
+
+
 def _legacy_result(outputs: list[dict]) -> dict:
     """2026 ``outputs[]`` → a legacy-shaped ``task_result`` (KLING_API_2026.md §3, §6).
 
     ``video`` → ``videos[{id, url, watermark_url, duration}]``; ``image`` →
     ``images[{index (position among images), url, watermark_url, group_id}]``; ``element``
-    → ``elements[]`` (see ``_legacy_element``); ``audio`` → ``audios[]`` and ``voice`` →
-    ``voices[]`` as sent. Keys are present only when that type occurs.
+    → ``elements[]`` (see ``_legacy_element``); ``voice`` → ``voices[]`` (see
+    ``_legacy_voice``); ``audio`` → ``audios[]`` as sent. Keys are present only when that
+    type occurs.
     """
     result: dict[str, list] = {}
     for output in outputs:
@@ -589,7 +608,7 @@ def _legacy_result(outputs: list[dict]) -> dict:
         elif kind == "audio":
             result.setdefault("audios", []).append(output)
         elif kind == "voice":
-            result.setdefault("voices", []).append(output)
+            result.setdefault("voices", []).append(_legacy_voice(output))
     return result
 
 

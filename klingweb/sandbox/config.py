@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 DEFAULT_ACCESS_KEY = "sandbox-access-key"
 DEFAULT_SECRET_KEY = "sandbox-secret-key-loopback-only-0123456789"
 
-# The knobs ``SandboxServer.reset_faults()`` puts back, with their "no fault" value.
-FAULT_DEFAULTS: dict[str, float | int | None] = {
+# The knobs ``SandboxServer.reset_faults()`` puts back, with their "no fault" value (and
+# ``unified_serves_legacy``, a vendor behaviour a test may switch on: back to the default).
+FAULT_DEFAULTS: dict[str, float | int | bool | None] = {
     "error_rate": 0.0,
     "create_rate_limit_rate": 0.0,
     "create_concurrency_rate": 0.0,
@@ -22,6 +23,7 @@ FAULT_DEFAULTS: dict[str, float | int | None] = {
     "callback_drop_rate": 0.0,
     "callback_duplicate_rate": 0.0,
     "account_error_code": None,
+    "unified_serves_legacy": False,
 }
 
 
@@ -69,6 +71,13 @@ class SandboxConfig:
       ``video``) before refusing the create with 1201.
     - ``tasks_batch_max``: most ids one ``GET /tasks`` accepts (the vendor's maximum is not
       documented; see ``klingweb.sandbox.unified``).
+    - ``unified_serves_legacy``: ``False`` (the default): ``GET /tasks`` answers only
+      2026-design tasks, since the vendor's pages are silent on legacy ones
+      (KLING_API_2026.md §3) and the sandbox is never more generous than the docs; ``True``:
+      it also answers the account's legacy ``/v1`` tasks by ``task_ids`` /
+      ``external_task_ids``, in the new design's item shape (``id``, ``status``,
+      ``outputs[]``, ``billing[]``; §3, §6), so tests and benches can show both vendor
+      behaviours. ``POST /tasks`` lists 2026-design tasks only either way.
     """
 
     accounts: dict[str, str] = field(
@@ -89,6 +98,7 @@ class SandboxConfig:
     cash_discount: float = 1.0
     fetch_timeout: float = 10.0
     tasks_batch_max: int = 100
+    unified_serves_legacy: bool = False
 
     def reset_faults(self) -> None:
         """Set every fault knob (``FAULT_DEFAULTS``) back to "no fault"."""

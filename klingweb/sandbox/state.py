@@ -701,10 +701,12 @@ class SandboxState:
 
     def new_task_json(self, task: Task) -> Json:
         """The new design's task item (``GET /tasks`` ``data[]``, ``POST /tasks``
-        ``data.result[]``, callbacks): ``{id, status (submitted|processing|succeeded|
+        ``data.result[]``, callbacks; a legacy task's, with ``config.unified_serves_legacy``,
+        outputs from ``_legacy_outputs``): ``{id, status (submitted|processing|succeeded|
         failed), message, create_time, update_time (ms), external_id, outputs[],
         billing[]}``. ``billing`` is empty until the task is charged; then one entry:
-        unit account ``{charge_type "unit", amount (units), package_type "video"}``, cash
+        unit account ``{charge_type "unit", amount (units), package_type "video" ("image"
+        for multi-shot)}``, cash
         account ``{charge_type "cash", cash_type "balance", amount (USD charged), currency
         "USD", list_price (USD)}`` (KLING_API_2026.md §7)."""
         billing: list[Json] = []
@@ -714,7 +716,7 @@ class SandboxState:
                     {
                         "charge_type": "unit",
                         "amount": decimal_text(task.units),
-                        "package_type": "video",
+                        "package_type": "image" if task.family == "multi_shot" else "video",
                     }
                 )
             else:
@@ -735,17 +737,94 @@ class SandboxState:
             "create_time": _ms(task.created),
             "update_time": _ms(task.updated),
             "external_id": task.external_task_id or "",
-            "outputs": _copy(task.result.get("outputs", [])),
+            "outputs": (
+                _copy(task.result.get("outputs", []))
+                if task.design == "new"
+                else self._legacy_outputs(task)
+            ),
             "billing": billing,
         }
+
+    def _legacy_outputs(self, task: Task) -> list[Json]:
+        """A legacy task's ``task_result`` as the new design's ``outputs[]`` (only served with
+        ``config.unified_serves_legacy``; the vendor documents no such mapping, so this is the
+        plain one, KLING_API_2026.md §3 item shapes): each video → ``{type "video", id, url,
+        watermark_url ("" without one), duration}``; each multi-shot image index → one
+        ``{type "image", url, group_id (the index)}`` per ``url_1``–``url_3``; an element →
+        ``{type "element", id, name, description, element_type, references[] (query roles
+        ``frontal``/``reference``/``refer``), owned_by, status, tags[]}``."""
+        result = task.result
+        outputs: list[Json] = []
+        for video in result.get("videos") or []:
+            outputs.append(
+                {
+                    "type": "video",
+                    "id": video["id"],
+                    "url": video["url"],
+                    "watermark_url": video.get("watermark_url") or "",
+                    "duration": video["duration"],
+                }
+            )
+        for image in result.get("images") or []:
+            for key in ("url", "url_1", "url_2", "url_3"):
+                if image.get(key):
+                    outputs.append(
+                        {"type": "image", "url": image[key], "group_id": str(image["index"])}
+                    )
+        for element in result.get("elements") or []:
+            images = element.get("element_image_list") or {}
+            references: list[Json] = []
+            if images.get("frontal_image"):
+                references.append(
+                    {"type": "image", "role": "frontal", "url": images["frontal_image"]}
+                )
+            references += [
+                {"type": "image", "role": "reference", "url": item["image_url"]}
+                for item in images.get("refer_images") or []
+            ]
+            references += [
+                {"type": "video", "role": "refer", "url": item["video_url"]}
+                for item in (element.get("element_video_list") or {}).get("refer_videos") or []
+            ]
+            voice = element.get("element_voice_info") or {}
+            if voice:
+                references.append(
+                    {
+                        "type": "voice",
+                        "role": "refer",
+                        "url": voice.get("trial_url", ""),
+                        "id": voice["voice_id"],
+                        "name": voice.get("voice_name", ""),
+                        "owned_by": voice.get("owned_by", ""),
+                    }
+                )
+            outputs.append(
+                {
+                    "type": "element",
+                    "id": str(element["element_id"]),
+                    "name": element["element_name"],
+                    "description": element["element_description"],
+                    "element_type": element["reference_type"],
+                    "references": references,
+                    "owned_by": element["owned_by"],
+                    "status": "succeeded" if element["status"] == "succeed" else "deleted",
+                    "tags": [
+                        {"id": tag["tag_id"], "name": tag["tag_name"], "description": ""}
+                        for tag in element.get("tag_list") or []
+                    ],
+                }
+            )
+        return outputs
 
     # ----- the unified task queries (KLING_API_2026.md §3) ----------------------------------
 
     def tasks_by_ids(self, account: str, ids: list[str], *, external: bool) -> list[Json]:
         """``GET /tasks``: the account's new-design tasks with these ``task_ids`` (or
-        ``external_task_ids``), in the order asked, each once. Unknown ids, other accounts'
-        tasks and legacy tasks are left out (whether ``/tasks`` serves legacy tasks is
-        silent in the docs, so the sandbox does not)."""
+        ``external_task_ids``), in the order asked, each once. Unknown ids and other
+        accounts' tasks are left out; so are legacy tasks (whether ``/tasks`` serves them is
+        silent in the docs, so by default the sandbox does not), unless
+        ``config.unified_serves_legacy``: then they are answered too, in the new design's
+        shape (``new_task_json``)."""
         with self.lock:
             self.tick()
             out: list[Json] = []
@@ -756,7 +835,9 @@ class SandboxState:
                 else:
                     task = self._tasks.get(ident)
                 task = self._known(task)
-                if task is None or task.account != account or task.design != "new":
+                if task is None or task.account != account:
+                    continue
+                if task.design != "new" and not self.config.unified_serves_legacy:
                     continue
                 if task.task_id in seen:
                     continue

@@ -12,7 +12,6 @@ URLs only; the sandbox fetches them (``fetch``) and reads them with PyAV.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import io
 import posixpath
@@ -132,7 +131,7 @@ def _check_url(value: str, field: str, extensions: tuple[str, ...], kind: str) -
 
 
 def _decode_base64(value: str, field: str, max_bytes: int, kinds: str) -> bytes:
-    if value.lstrip().lower().startswith("data:"):
+    if value.lstrip()[:5].lower() == "data:":  # (not the whole value: it may be 270 MB)
         raise invalid(
             field,
             "Base64 must be raw, without a 'data:...;base64,' prefix",
@@ -143,7 +142,9 @@ def _decode_base64(value: str, field: str, max_bytes: int, kinds: str) -> bytes:
         raise invalid(field, f"file size must not exceed {limit_mb} MB")
     text += "=" * (-len(text) % 4)
     try:
-        data = base64.b64decode(text, validate=True)
+        # Strict: only the Base64 alphabet, padding only at the end (b64decode's
+        # validate=True, without its copy of the text into bytes).
+        data = binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError):
         raise invalid(field, f"must be an http(s) URL or raw Base64 of a {kinds} file")
     if not data:

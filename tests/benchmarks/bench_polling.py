@@ -20,16 +20,23 @@ For N = 10, 100, 1 000, 5 000 tasks in flight against a real sandbox on loopback
    would run it); the poller keeps running as the fallback, as in production.
 4. **foreign** — the requests of one cycle with all N due, alone in the Kling account and
    with 2 000 tasks of other systems created after them, for both designs. Legacy: the poll
-   cycle itself (``tasks_poll``; list pages, newest first). 2026 design: the finder the poll
-   cycle calls (``tasks_app.finder.tasks_find``, ``GET /tasks?task_ids=``) with an API-key
-   client.
+   cycle itself (``tasks_poll``), with an access key + secret key account (list pages,
+   newest first), and with an API-key account of the same vendor account under both
+   sandbox behaviours: ``/tasks`` not serving legacy tasks (the default; the probe cycle,
+   then a steady cycle with the "no" recorded) and serving them (``--unified-serves-legacy``:
+   ``GET /tasks?task_ids=`` only). 2026 design: the finder the poll cycle calls
+   (``tasks_app.finder.tasks_find``, ``GET /tasks?task_ids=``) with an API-key client.
 
 Database: a throwaway SQLite file (WAL, the project's settings) in a temp directory; tables
 are created straight from the models (``migrate --run-syncdb`` with migrations disabled, as
 the test suite does). The measuring runs in a child process so its settings never mix with
-another bench's. ``BENCH_POLLING_SIZES=10,100`` picks sizes. About 4–6 minutes on 2 cores.
+another bench's. ``BENCH_POLLING_SIZES=10,100`` picks sizes; ``BENCH_POLLING_CASES=foreign``
+runs only the named cases (``cycle``, ``latency``, ``foreign``; default all). About 4–6
+minutes on 2 cores.
 
-Run: ``make bench`` or ``.venv/bin/python -m tests.benchmarks.bench_polling``.
+Run: ``make bench`` or ``.venv/bin/python -m tests.benchmarks.bench_polling``; the foreign
+case alone at N=1000: ``BENCH_POLLING_SIZES=1000 BENCH_POLLING_CASES=foreign
+.venv/bin/python -m tests.benchmarks.bench_polling``.
 """
 
 from __future__ import annotations
@@ -398,10 +405,14 @@ def _foreign_tasks(sandbox, account: str, count: int, *, new_design: bool) -> No
 
 def _bench_foreign(n: int) -> dict:
     """Requests of one cycle with all ``n`` due: alone in the account, then with ``FOREIGN``
-    newer tasks of other systems; legacy through ``tasks_poll``, 2026 design through
-    ``tasks_find`` (see the module's docstring)."""
+    newer tasks of other systems; legacy through ``tasks_poll`` (access key + secret key
+    account; API-key account with the sandbox's ``/tasks`` not serving legacy tasks: probe
+    cycle and steady cycle; and serving them), 2026 design through ``tasks_find`` (see the
+    module's docstring)."""
     import uuid
 
+    from klingweb.accounts.models import KlingAccount
+    from klingweb.accounts.services import account_set_api_key, account_set_secret
     from klingweb.kling import KlingClient
     from tasks_app.finder import Wanted, tasks_find
     from tasks_app.models import Task
@@ -412,12 +423,38 @@ def _bench_foreign(n: int) -> dict:
         out = {}
         team, account = _team_and_account(sandbox, f"foreign {n}")
         tasks = _create_tasks(team, account, n)
-        for label, foreign in (("legacy", 0), ("legacy_foreign", FOREIGN)):
-            _foreign_tasks(sandbox, AK, foreign, new_design=False)
+        legacy_key = f"bench-legacy-key-{uuid.uuid4().hex}"
+        sandbox.config.api_keys[legacy_key] = AK  # the same vendor account as the AK/SK pair
+
+        def credentials(api_key: bool) -> None:
+            if api_key:
+                account_set_api_key(account=account, api_key=legacy_key)
+            else:
+                account.access_key = AK
+                account_set_secret(account=account, secret_key=SK)
+            account.save()
+
+        def poll(label: str, *, serves: bool | None = None, fresh: bool = False) -> None:
+            if serves is not None:
+                sandbox.config.unified_serves_legacy = serves
+            if fresh:  # an account never probed (or whose "no" has expired)
+                KlingAccount.objects.filter(pk=account.pk).update(
+                    unified_serves_legacy=None, unified_checked_at=None
+                )
             _make_due(tasks)
             report = tasks_poll()
             assert report.claimed == n and report.errors == 0, report
             out[label] = report.requests
+
+        for suffix, foreign in (("", 0), ("_foreign", FOREIGN)):
+            _foreign_tasks(sandbox, AK, foreign, new_design=False)
+            credentials(api_key=False)
+            poll(f"legacy{suffix}")
+            credentials(api_key=True)
+            poll(f"key_probe{suffix}", serves=False, fresh=True)
+            poll(f"key_no{suffix}")
+            poll(f"key_yes{suffix}", serves=True, fresh=True)
+        sandbox.config.unified_serves_legacy = False
         key, vendor_account = f"bench-key-{uuid.uuid4().hex}", "bench-new-design"
         sandbox.config.api_keys[key] = vendor_account
         client = KlingClient(api_key=key, base_url=sandbox.base_url)
@@ -457,21 +494,42 @@ def _finish_sources(team) -> dict:  # noqa: N802 - reads like the Counter it ret
     return {row["source"]: row["n"] for row in rows}
 
 
+CASES = ("cycle", "latency", "foreign")
+
+
 def child() -> int:
     _django_setup()
     sizes = [int(s) for s in os.environ.get("BENCH_POLLING_SIZES", "").split(",") if s] or SIZES
+    cases = [c for c in os.environ.get("BENCH_POLLING_CASES", "").split(",") if c] or CASES
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown:
+        print(f"BENCH_POLLING_CASES: unknown {', '.join(unknown)} (cases: {', '.join(CASES)})")
+        return 2
     rows = []
     started = time.monotonic()
     for n in sizes:
-        print(f"N={n}: cycles…", flush=True)
-        cycle = _bench_cycles(n)
-        print(f"N={n}: latency, polling only…", flush=True)
-        polled = _bench_latency(n, callbacks=False)
-        print(f"N={n}: latency, callbacks…", flush=True)
-        called = _bench_latency(n, callbacks=True)
-        print(f"N={n}: requests with {FOREIGN} foreign tasks…", flush=True)
-        foreign = _bench_foreign(n)
+        cycle = polled = called = foreign = None
+        if "cycle" in cases:
+            print(f"N={n}: cycles…", flush=True)
+            cycle = _bench_cycles(n)
+        if "latency" in cases:
+            print(f"N={n}: latency, polling only…", flush=True)
+            polled = _bench_latency(n, callbacks=False)
+            print(f"N={n}: latency, callbacks…", flush=True)
+            called = _bench_latency(n, callbacks=True)
+        if "foreign" in cases:
+            print(f"N={n}: requests with {FOREIGN} foreign tasks…", flush=True)
+            foreign = _bench_foreign(n)
         rows.append((n, cycle, polled, called, foreign))
+    if "cycle" in cases and "latency" in cases:
+        _print_cycles(rows)
+    if "foreign" in cases:
+        _print_foreign(rows)
+    print(f"\nTotal {time.monotonic() - started:.0f} s.")
+    return 0
+
+
+def _print_cycles(rows: list) -> None:
     print()
     print("Poll cycles against the sandbox (SQLite, loopback); latency = sandbox finish → row")
     head = (
@@ -515,22 +573,33 @@ def child() -> int:
         " its wall time (median of 3); drain s: the cycle that applies the last N/2 finished tasks;"
         " cb/poll: finished tasks learnt by callback / by poll."
     )
+
+
+def _print_foreign(rows: list) -> None:
     print()
     print(f"Requests of one cycle with all N due: alone, and with {FOREIGN} newer foreign tasks")
-    head = f"{'N':>6} | {'legacy':>6} | {'+foreign':>8} | {'2026 by id':>10} | {'+foreign':>8}"
+    cols = [
+        ("legacy AK/SK", "legacy"),
+        ("key, /tasks no: probe", "key_probe"),
+        ("key, no", "key_no"),
+        ("key, /tasks yes", "key_yes"),
+        ("2026 by id", "new"),
+    ]
+    head = f"{'N':>6} | " + " | ".join(f"{title:>21}" for title, _ in cols)
     print(head)
     print("-" * len(head))
     for n, *_, foreign in rows:
-        print(
-            f"{n:>6} | {foreign['legacy']:>6} | {foreign['legacy_foreign']:>8} | "
-            f"{foreign['new']:>10} | {foreign['new_foreign']:>8}"
-        )
+        cells = [f"{foreign[key]:>8} → {foreign[key + '_foreign']:<10}" for _title, key in cols]
+        print(f"{n:>6} | " + " | ".join(f"{cell:>21}" for cell in cells))
     print(
-        "\nlegacy: list pages newest first until every due task is found (the unified query's"
-        " service of legacy tasks is undocumented); 2026 by id: GET /tasks?task_ids=, 100 ids a"
-        f" request (⌈N/100⌉). Total {time.monotonic() - started:.0f} s."
+        "\nEach cell: alone → with foreign tasks. legacy AK/SK: list pages newest first until"
+        " every due task is found (GET /tasks takes API keys only). key: the same vendor"
+        " account through an API key; '/tasks no' = the sandbox's default (GET /tasks does not"
+        " serve legacy tasks, the docs being silent): the probe cycle (one GET /tasks, 'no'"
+        " recorded, then the pages) and the next cycles (pages only, for a day); '/tasks yes' ="
+        " kling_sandbox --unified-serves-legacy: GET /tasks?task_ids=, 100 ids a request"
+        " (⌈N/100⌉). 2026 by id: a 2026-design family, GET /tasks?task_ids= (⌈N/100⌉)."
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ when set, so the portal's default account talks to the sandbox out of the box. T
 (sent as ``Authorization: Bearer <key>``) belongs to the same sandbox account as the access
 key; it works on every endpoint, the AK/SK pair only on the legacy ones (KLING_API_2026.md
 §2). ``--cash`` (or ``KLING_SANDBOX_CASH=1``) makes the account a cash account.
+``--unified-serves-legacy`` (or ``KLING_SANDBOX_UNIFIED_SERVES_LEGACY=1``) makes the unified
+``GET /tasks`` answer legacy ``/v1`` tasks too (off by default: the vendor's pages are silent
+on it, KLING_API_2026.md §3; see ``SandboxConfig.unified_serves_legacy``).
 """
 
 from __future__ import annotations
@@ -87,7 +90,8 @@ def resolve_options(options: dict) -> dict:
     """Merge flags, ``KLING_SANDBOX_*`` variables and defaults into the server's settings.
 
     Returns ``{name: value}`` for every knob of ``_KNOBS`` plus ``cash`` (bool, from
-    ``--cash`` or ``KLING_SANDBOX_CASH``); raises ``CommandError`` on an unusable value (a
+    ``--cash`` or ``KLING_SANDBOX_CASH``) and ``unified_serves_legacy`` (bool, from
+    ``--unified-serves-legacy`` or ``KLING_SANDBOX_UNIFIED_SERVES_LEGACY``); raises ``CommandError`` on an unusable value (a
     rate outside [0, 1], a negative time, a bad number in a variable, an account error code
     other than 1100/1101/1102/1304, an API key equal to the access key).
     """
@@ -107,6 +111,9 @@ def resolve_options(options: dict) -> dict:
             getattr(settings, "KLING_API_KEY", "") or os.environ.get("KLING_API_KEY", "").strip()
         )
     values["cash"] = bool(options.get("cash")) or _env_flag("cash")
+    values["unified_serves_legacy"] = bool(options.get("unified_serves_legacy")) or _env_flag(
+        "unified_serves_legacy"
+    )
     if values["api_key"] and values["api_key"] == values["access_key"]:
         raise CommandError("--api-key must differ from the access key.")
     if not 0.0 < values["cash_discount"] <= 1.0:
@@ -152,6 +159,13 @@ class Command(BaseCommand):
             help="a cash (balance) account: charges reported in USD; env KLING_SANDBOX_CASH",
         )
         parser.add_argument(
+            "--unified-serves-legacy",
+            action="store_true",
+            default=None,
+            help="GET /tasks also answers legacy /v1 tasks (undocumented vendor behaviour; "
+            "off by default); env KLING_SANDBOX_UNIFIED_SERVES_LEGACY",
+        )
+        parser.add_argument(
             "--quiet", action="store_true", help="do not print one line per request"
         )
 
@@ -174,6 +188,7 @@ class Command(BaseCommand):
             cash_discount=values["cash_discount"],
             account_error_code=values["account_error_code"],
             fetch_timeout=values["fetch_timeout"],
+            unified_serves_legacy=values["unified_serves_legacy"],
         )
         try:
             server = SandboxServer(
@@ -191,7 +206,9 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Kling sandbox listening (access key {values['access_key']!r}{key_note}, "
             f"{'cash' if values['cash'] else 'unit'} account, "
-            f"tasks take {values['task_seconds']:g} s). Ctrl-C to stop."
+            f"tasks take {values['task_seconds']:g} s"
+            f"{', GET /tasks serves legacy tasks' if values['unified_serves_legacy'] else ''}"
+            "). Ctrl-C to stop."
         )
         self.stdout.flush()
         if threading.current_thread() is threading.main_thread():
