@@ -10,8 +10,10 @@
   and error write goes through ``tasks_app.services``.
 - ``tasks_submit_due``: the safety net, called by every cycle of the poller. Submits
   queued tasks whose ``retry_at`` has passed (``Task.objects.due_for_submit``): the retries
-  after 1302/1303/5xx/network errors, tasks whose account pause was lifted, and tasks whose
-  enqueued job was lost.
+  after 1302/1303/5xx/network errors, and tasks whose enqueued job was lost; and, whatever
+  their ``retry_at``, tasks waiting on a paused account that they would no longer be sent
+  through (``Task.objects.waiting_on_pause``: the team switched accounts, or the pause was
+  lifted), so they go at the next cycle instead of after ``PAUSED_RECHECK_SECONDS``.
 
 What each vendor answer does (KLING_API.md §2):
 
@@ -515,7 +517,11 @@ def task_submit(*, task_pk: int) -> str:
 def tasks_submit_due(
     *, limit: int = 50, time_budget_s: float = 20.0, stop: threading.Event | None = None
 ) -> int:
-    """Submit queued tasks whose ``retry_at`` ≤ now (every poll cycle calls this).
+    """Submit queued tasks whose ``retry_at`` ≤ now (every poll cycle calls this), and
+    tasks waiting on a paused account whose account for this attempt (the bound one, else
+    the team's current one) is not paused (``Task.objects.waiting_on_pause``): a switch of
+    the team's account, or a lifted pause, sends them at the next call, not after
+    ``PAUSED_RECHECK_SECONDS``. One query, on index ``task_submit_due``.
 
     Oldest first, at most ``limit`` per call, stopping after ``time_budget_s`` seconds.
     Skips tasks of paused accounts and tasks under a live claim; after a 1302/1303 for one
@@ -531,7 +537,7 @@ def tasks_submit_due(
     # task_submit will pick), so one account's trouble holds only that account's queue.
     effective = Coalesce("kling_account_id", "team__kling_account_id")
     due_rows = (
-        Task.objects.due_for_submit(now)
+        (Task.objects.due_for_submit(now) | Task.objects.waiting_on_pause(now))
         .exclude(kling_account__paused_at__isnull=False)
         .exclude(kling_account__isnull=True, team__kling_account__paused_at__isnull=False)
         .annotate(effective_account=effective)
