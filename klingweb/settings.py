@@ -400,8 +400,16 @@ POLL_STALE_AFTER_SECONDS = env_int("POLL_STALE_AFTER_SECONDS", 2 * 3600, minimum
 # run out): a poll cycle's claim on its tasks (tasks_app.polling.tasks_claim; must outlive one
 # cycle) and a worker's claim on one result download (tasks_app.media; a lease shorter than a
 # download may let a second worker fetch the same file again, which is harmless but wasted).
-POLL_CLAIM_SECONDS = env_int("POLL_CLAIM_SECONDS", 120, minimum=5)
-MEDIA_DOWNLOAD_LEASE_SECONDS = env_int("MEDIA_DOWNLOAD_LEASE_SECONDS", 600, minimum=5)
+POLL_CLAIM_SECONDS = env_int("POLL_CLAIM_SECONDS", 120, minimum=5)  # seconds
+MEDIA_DOWNLOAD_LEASE_SECONDS = env_int("MEDIA_DOWNLOAD_LEASE_SECONDS", 600, minimum=5)  # seconds
+# Seconds after queuing when the poller's safety net sends a task whose submission job never
+# ran, or ran on a worker that died (tasks_app.submission.tasks_submit_due); the job itself
+# sends it at once.
+SUBMIT_GRACE_SECONDS = env_int("SUBMIT_GRACE_SECONDS", 30, minimum=1)
+# Seconds a queued task waits on a paused Kling account (1000–1004, 1100–1102, 1304) before
+# it is tried again; a switch of the team's account or a lifted pause sends it at the
+# poller's next cycle instead (tasks_app.submission).
+PAUSED_RECHECK_SECONDS = env_int("PAUSED_RECHECK_SECONDS", 60, minimum=1)
 # A sent task Kling answers "not found" (1203) for on this many consecutive checks spread
 # over at least this many seconds becomes "lost at vendor" (tasks_app.services.task_lose).
 POLL_LOST_AFTER_CHECKS = env_int("POLL_LOST_AFTER_CHECKS", 3, minimum=1)

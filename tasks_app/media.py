@@ -55,9 +55,6 @@ CHUNK_BYTES = 64 * 1024
 MAX_REDIRECTS = 3
 QUICK_TRIES = 3  # tries inside one job, 1 s then 2 s apart
 MAX_ATTEMPTS = 10  # tries overall before giving up
-#: A download claim's length when ``settings.MEDIA_DOWNLOAD_LEASE_SECONDS`` is not set: a worker
-#: killed mid-download holds the file this long, then another worker (or the sweep) takes it.
-DOWNLOAD_LEASE = timedelta(minutes=10)
 RETRY_BASE = 60.0  # seconds; doubles per attempt, capped at RETRY_MAX
 RETRY_MAX = 6 * 3600.0
 
@@ -275,10 +272,10 @@ def _ensure_rows(task: Task) -> list[TaskMedia]:
 
 
 def _download_lease() -> timedelta:
-    """How long one download claim lasts: ``settings.MEDIA_DOWNLOAD_LEASE_SECONDS`` (s), else
-    ``DOWNLOAD_LEASE`` (10 minutes)."""
-    seconds = getattr(settings, "MEDIA_DOWNLOAD_LEASE_SECONDS", None)
-    return DOWNLOAD_LEASE if seconds is None else timedelta(seconds=seconds)
+    """How long one download claim lasts: ``settings.MEDIA_DOWNLOAD_LEASE_SECONDS`` (s, 600
+    by default). A worker killed mid-download holds the file this long, then another worker
+    (or the sweep) takes it."""
+    return timedelta(seconds=settings.MEDIA_DOWNLOAD_LEASE_SECONDS)
 
 
 def _keep_one(task: Task, media: TaskMedia, report: KeepReport, sleep=time.sleep) -> None:

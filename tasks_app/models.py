@@ -22,7 +22,17 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from klingweb.kling.errors import SERVER_CODES
+from klingweb.kling.errors import CODE_CLASSES, SERVER_CODES, ErrorClass
+
+#: Vendor codes after which a queued task waits on a paused Kling account
+#: (``tasks_app.submission`` pauses the account on them; KLING_API.md §2): credentials
+#: refused (1000–1004), account exception, arrears or resource pack used up (1100–1102), and
+#: 1304 (this server's IP is not on the allow-list).
+PAUSE_CODES = frozenset(
+    code
+    for code, kind in CODE_CLASSES.items()
+    if kind in (ErrorClass.AUTHENTICATION, ErrorClass.ACCOUNT)
+) | {1304}
 
 #: Digits and decimal places of every units/money column: the vendor's figures are kept
 #: exactly (a "0.3333" deduction stays 0.3333, on SQLite and PostgreSQL alike).
@@ -154,6 +164,20 @@ class TaskQuerySet(models.QuerySet):
         ``task_submit_due``)."""
         return self.queued().filter(retry_at__lte=now).unclaimed(now)
 
+    def waiting_on_pause(self, now) -> TaskQuerySet:
+        """Queued tasks that no worker has claimed whose last create (or lookup) found their
+        Kling account paused (``error_code`` in ``PAUSE_CODES``) and whose ``retry_at`` is
+        still ahead of ``now`` (aware datetime). Such a task may go as soon as the account
+        it would be sent through is no longer paused (the team switched accounts, or an
+        admin lifted the pause): ``tasks_app.submission.tasks_submit_due`` takes these with
+        ``due_for_submit`` and leaves out those whose account is still paused. Index
+        ``task_submit_due`` (status, retry_at)."""
+        return (
+            self.queued()
+            .filter(retry_at__gt=now, error_code__in=sorted(PAUSE_CODES))
+            .unclaimed(now)
+        )
+
     def pollable(self, now) -> TaskQuerySet:
         """In flight, or awaiting the confirmation of a callback (``pollable_q``)."""
         return self.filter(pollable_q(now))
@@ -198,7 +222,8 @@ class Task(models.Model):
     yet sent (a queued task follows the team's account, ``tasks_app.submission``).
     Scheduling: ``retry_at`` (queued only: when the create call is sent (again) — after the
     grace period of a new task, the backoff of a failed create, or a paused account's
-    recheck; None once the task leaves ``queued``), ``next_poll_at`` (in flight only: when
+    recheck, which a switch of the team's account or the lifted pause cuts short
+    (``TaskQuerySet.waiting_on_pause``); None once the task leaves ``queued``), ``next_poll_at`` (in flight only: when
     the poller should look again), ``poll_attempts``, ``submit_attempts``,
     ``claimed_until`` (a lease so two clusters never work one row).
     ``needs_confirmation``: the task finished on a callback whose full answer the vendor's

@@ -10,8 +10,10 @@
   and error write goes through ``tasks_app.services``.
 - ``tasks_submit_due``: the safety net, called by every cycle of the poller. Submits
   queued tasks whose ``retry_at`` has passed (``Task.objects.due_for_submit``): the retries
-  after 1302/1303/5xx/network errors, tasks whose account pause was lifted, and tasks whose
-  enqueued job was lost.
+  after 1302/1303/5xx/network errors, and tasks whose enqueued job was lost; and, whatever
+  their ``retry_at``, tasks waiting on a paused account that they would no longer be sent
+  through (``Task.objects.waiting_on_pause``: the team switched accounts, or the pause was
+  lifted), so they go at the next cycle instead of after ``settings.PAUSED_RECHECK_SECONDS``.
 
 What each vendor answer does (KLING_API.md §2):
 
@@ -95,23 +97,11 @@ log = logging.getLogger(__name__)
 #: runs out early costs only a wasted call: the vendor refuses a reused external_task_id and
 #: the client then returns the task that holds it.
 SUBMIT_LEASE_SECONDS = 300
-#: Seconds after queuing when the safety net may submit a task whose job never ran (or ran on
-#: a worker that died; ``settings.SUBMIT_GRACE_SECONDS`` overrides it, as the topology run does).
-SUBMIT_GRACE_SECONDS = 30
 #: Backoff of retryable failures (``klingweb.kling.backoff.backoff_delay``): 2 s doubling per
 #: attempt, at most 300 s, times a random factor in [1.0, 1.25] (+0–25 % jitter).
 BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_MAX_SECONDS = 300.0
 BACKOFF_JITTER = (1.0, 1.25)
-#: Seconds before a task of a paused account is looked at again (``settings.
-#: PAUSED_RECHECK_SECONDS`` overrides it, as the browser tests' settings do).
-PAUSED_RECHECK_SECONDS = 60
-
-
-def _paused_recheck_seconds() -> float:
-    """Seconds a task waits on a paused account before it is tried again (it then follows
-    the team's current account): ``settings.PAUSED_RECHECK_SECONDS`` or the default 60."""
-    return float(getattr(settings, "PAUSED_RECHECK_SECONDS", PAUSED_RECHECK_SECONDS))
 
 
 #: Seconds after acceptance when the poller first looks at a submitted task.
@@ -212,8 +202,7 @@ def task_queue(
             mode=str(params.get("mode") or _settings_resolution(params))[:10],
             kling_account=None,
             estimated_units=units if isinstance(units, Decimal) else Decimal(str(units)),
-            retry_at=now
-            + timedelta(seconds=getattr(settings, "SUBMIT_GRACE_SECONDS", SUBMIT_GRACE_SECONDS)),
+            retry_at=now + timedelta(seconds=settings.SUBMIT_GRACE_SECONDS),
         )
         task_pk = task.pk
         transaction.on_commit(lambda: async_task("tasks_app.jobs.submit_task", task_pk))
@@ -406,7 +395,7 @@ def _handle_error(
             code=error.code,
             message=message,
             request_id=error.request_id,
-            delay=_paused_recheck_seconds(),
+            delay=settings.PAUSED_RECHECK_SECONDS,
         )
         return PAUSED
     delay = _backoff_seconds(task.submit_attempts)
@@ -456,7 +445,7 @@ def task_submit(*, task_pk: int) -> str:
             code=account.paused_code,
             message=account.paused_message or "Submissions for this Kling account are paused.",
             request_id=account.paused_request_id,
-            delay=_paused_recheck_seconds(),
+            delay=settings.PAUSED_RECHECK_SECONDS,
         )
         return PAUSED
     family = get_family(task.family)
@@ -465,7 +454,11 @@ def task_submit(*, task_pk: int) -> str:
     except (ImproperlyConfigured, SecretUnreadable) as exc:
         # A configuration problem of ours, not a vendor answer: wait for it to be fixed.
         _task_retry_later(
-            task_pk, code=None, message=str(exc), request_id=None, delay=_paused_recheck_seconds()
+            task_pk,
+            code=None,
+            message=str(exc),
+            request_id=None,
+            delay=settings.PAUSED_RECHECK_SECONDS,
         )
         log.error("task %s: cannot build a Kling client: %s", task.code, exc)
         return RETRY
@@ -515,7 +508,11 @@ def task_submit(*, task_pk: int) -> str:
 def tasks_submit_due(
     *, limit: int = 50, time_budget_s: float = 20.0, stop: threading.Event | None = None
 ) -> int:
-    """Submit queued tasks whose ``retry_at`` ≤ now (every poll cycle calls this).
+    """Submit queued tasks whose ``retry_at`` ≤ now (every poll cycle calls this), and
+    tasks waiting on a paused account whose account for this attempt (the bound one, else
+    the team's current one) is not paused (``Task.objects.waiting_on_pause``): a switch of
+    the team's account, or a lifted pause, sends them at the next call, not after
+    ``settings.PAUSED_RECHECK_SECONDS``. One query, on index ``task_submit_due``.
 
     Oldest first, at most ``limit`` per call, stopping after ``time_budget_s`` seconds.
     Skips tasks of paused accounts and tasks under a live claim; after a 1302/1303 for one
@@ -531,7 +528,7 @@ def tasks_submit_due(
     # task_submit will pick), so one account's trouble holds only that account's queue.
     effective = Coalesce("kling_account_id", "team__kling_account_id")
     due_rows = (
-        Task.objects.due_for_submit(now)
+        (Task.objects.due_for_submit(now) | Task.objects.waiting_on_pause(now))
         .exclude(kling_account__paused_at__isnull=False)
         .exclude(kling_account__isnull=True, team__kling_account__paused_at__isnull=False)
         .annotate(effective_account=effective)

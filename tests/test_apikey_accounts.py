@@ -451,6 +451,32 @@ def test_queued_task_on_a_broken_account_is_sent_through_the_new_one_after_a_swi
     assert len(sent) == 1
 
 
+def test_a_task_waiting_on_a_paused_account_goes_at_the_first_cycle_after_a_switch(
+    portal, api_sandbox
+):
+    """No waiting out the paused account's recheck (``PAUSED_RECHECK_SECONDS``, 60 s by
+    default): the poller's next cycle sends the task through the team's new account."""
+    from tasks_app.polling import poll_cycle
+
+    broken = _team_account(portal.team, api_sandbox, secret="wrong-secret-0123456789")
+    services.account_use(team=portal.team, account=broken, confirmed=True)
+    task = _queued(portal.team, portal.member)
+    assert submission.task_submit(task_pk=task.pk) == submission.PAUSED
+    task.refresh_from_db()
+    assert task.retry_at > timezone.now() + timedelta(seconds=50)  # the default recheck
+    poll_cycle()  # the account is still the team's and still paused: nothing is sent
+    task.refresh_from_db()
+    assert task.status == Status.QUEUED and task.submit_attempts == 1
+
+    other = _team_account(portal.team, api_sandbox, secret=SANDBOX_SK)
+    services.account_use(team=Team.objects.get(pk=portal.team.pk), account=other, confirmed=True)
+    poll_cycle()
+    task.refresh_from_db()
+    assert task.status == Status.SUBMITTED and task.kling_account_id == other.pk
+    sent = [t for t in api_sandbox.tasks_snapshot() if t["external_task_id"] == str(task.code)]
+    assert len(sent) == 1
+
+
 def test_a_task_waiting_after_an_unknown_answer_stays_with_its_account(portal, api_sandbox):
     """A create that timed out may have created the task: it is asked for on the same
     account, never re-created through another one."""

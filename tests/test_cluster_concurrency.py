@@ -8,6 +8,7 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.db import connections
 from django.test import Client
 from django.urls import reverse
@@ -17,7 +18,7 @@ from django_q.conf import Conf
 from klingweb.accounts.services import kling_client_for
 from tasks_app.callbacks import callback_token_for
 from tasks_app.models import Deduction, Status, Task
-from tasks_app.polling import CLAIM_SECONDS, tasks_claim, tasks_poll
+from tasks_app.polling import tasks_claim, tasks_poll
 from tasks_app.services import task_apply_remote
 from tasks_app.submission import task_queue, task_refuse
 from tests.cluster_support import (  # noqa: F401 - fast_passwords is an autouse fixture
@@ -146,7 +147,7 @@ def test_poll_repeated_after_a_crash_mid_cycle_doubles_nothing(portal, fresh_san
     # Another cluster's cycle right after: the other four are still under the dead claim.
     assert tasks_poll().claimed == 0
     # Once the claims expire, a cycle picks them up; two clusters at that moment, even.
-    later = timezone.now() + timedelta(seconds=CLAIM_SECONDS + 1)
+    later = timezone.now() + timedelta(seconds=settings.POLL_CLAIM_SECONDS + 1)
     reports = []
     errors = _run_threads([lambda: reports.append(tasks_poll(now=later))] * 2)
     assert errors == []

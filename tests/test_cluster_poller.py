@@ -24,7 +24,7 @@ from django.db import connections
 from django.utils import timezone
 
 from tasks_app.models import Deduction, Status, Task
-from tasks_app.polling import CLAIM_SECONDS, tasks_claim, tasks_poll
+from tasks_app.polling import tasks_claim, tasks_poll
 from tests.cluster_support import (  # noqa: F401 - fast_passwords is an autouse fixture
     T2V,
     fast_passwords,
@@ -145,7 +145,7 @@ def test_a_killed_pollers_claims_expire_and_another_poller_takes_over(portal, fr
 
     assert tasks_poll().claimed == 0, "claims of the dead poller still hold"
 
-    later = timezone.now() + timedelta(seconds=CLAIM_SECONDS + 1)
+    later = timezone.now() + timedelta(seconds=settings.POLL_CLAIM_SECONDS + 1)
     reports = []
     errors = _run_threads([lambda: reports.append(tasks_poll(now=later))] * 2)
     assert errors == []

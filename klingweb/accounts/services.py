@@ -536,7 +536,9 @@ def account_use(*, team: Team, account: KlingAccount | None, confirmed: bool = F
     """Make ``account`` (one of ``team``'s, or None for the operator default) the team's.
 
     Queued tasks follow: a task is bound to an account only once its create call is sent
-    (``tasks_app.submission.task_submit``). Raises ``AccountsError`` for another team's
+    (``tasks_app.submission.task_submit``), and tasks waiting on a paused account are sent
+    through the new one at the poller's next cycle (``tasks_app.submission.
+    tasks_submit_due``), without waiting out their recheck delay. Raises ``AccountsError`` for another team's
     account, and ``AccountUntested`` (nothing changes) when ``account``'s last connection
     test did not pass with its current credentials (``account_test_state``) unless
     ``confirmed``.
@@ -561,7 +563,8 @@ def account_use(*, team: Team, account: KlingAccount | None, confirmed: bool = F
 def account_unpause(*, account: KlingAccount) -> bool:
     """Clear the pause recorded on ``account`` (codes 1100–1102); False if it was not paused.
 
-    Queued tasks of the account are submitted again by the tasks stream's jobs.
+    Queued tasks waiting on the account are submitted again at the poller's next cycle
+    (``tasks_app.submission.tasks_submit_due``).
     """
     cleared = KlingAccount.objects.filter(pk=account.pk, paused_at__isnull=False).update(
         paused_at=None, paused_code=None, paused_message="", paused_request_id=""

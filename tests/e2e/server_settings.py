@@ -40,8 +40,3 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # 10 s back-off, so the scenario takes ~15 s instead of ~35 s (tests/e2e/test_lost_task.py).
 POLL_LOST_AFTER_CHECKS = 2
 POLL_LOST_AFTER_SECONDS = 8
-
-# A task waiting on a paused account is tried again after 10 s instead of 60 s, so the
-# account-switch scenario sees it follow the team's new account sooner
-# (tests/e2e/test_account_switch.py); the rule is the same.
-PAUSED_RECHECK_SECONDS = 10

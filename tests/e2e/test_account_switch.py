@@ -89,7 +89,7 @@ def test_7_untested_account_needs_confirmation_waiting_task_follows_the_switch_a
         shots(member, "cancelled")
 
         # The admin switches back to the operator's account: the waiting task is sent through
-        # it (the safety net's next look, at most a minute later), the cancelled one never.
+        # it at the poller's next cycle, the cancelled one never.
         admin.goto(f"{stack.url}/t/{team}/settings/")
         admin.locator("#kling-default").get_by_role("button", name="Use for this team").click()
         expect(admin.get_by_text("The team now uses the operator's account.")).to_be_visible()
