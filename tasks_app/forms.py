@@ -840,10 +840,19 @@ class TaskFilterForm(forms.Form):
         if mine:
             del self.fields["creator"]
         else:
-            members = team.memberships.select_related("user").order_by("user__username")
-            self.fields["creator"].choices = [("", "Anyone")] + [
-                (str(m.user_id), m.user.get_username()) for m in members
-            ]
+            # A callable: the members are read only when the field is rendered or a
+            # ``creator`` is validated (the list's live request usually does neither).
+            self.fields["creator"].choices = self._creator_choices
+
+    def _creator_choices(self) -> list[tuple[str, str]]:
+        """``("", "Anyone")`` then the team's members (user id, username) by username; read
+        once per form (Django calls this at every iteration of the choices)."""
+        if self._members is None:
+            members = self.team.memberships.select_related("user").order_by("user__username")
+            self._members = [(str(m.user_id), m.user.get_username()) for m in members]
+        return [("", "Anyone"), *self._members]
+
+    _members: list[tuple[str, str]] | None = None
 
     def clean(self) -> dict:
         """Refuse a range whose end is before its start."""

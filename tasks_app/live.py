@@ -52,6 +52,7 @@ from tasks_app.families import registry
 from tasks_app.forms import TaskFilterForm
 from tasks_app.models import Status, Task
 from tasks_app.paging import CappedPaginator, list_count_cap
+from tasks_app.rows import task_rows
 
 #: Seconds between two live requests of an open page.
 LIVE_INTERVAL_SECONDS = 3
@@ -251,6 +252,7 @@ def task_table_context(request: HttpRequest, access: TeamAccess, *, mine: bool) 
         "filters": filters,
         "page": page,
         "tasks": tasks,
+        "rows": task_rows(tasks, access=access, user=request.user),
         "querystring": query.urlencode(),
         "filtered": any(v for k, v in request.GET.items() if k not in ("sort", *_LIVE_KEYS)),
         "list_url": reverse(list_name, kwargs={"team": access.team.code}),
@@ -312,7 +314,7 @@ def _task_live(request: HttpRequest, team: Any, *, mine: bool) -> HttpResponse:
     return live_response(
         request,
         context,
-        items=list(context["tasks"]),
+        items=context["rows"],
         page_template="tasks_app/task_list.html#table",
         target="#task-table",
         patch_template="tasks_app/_live_rows.html",
