@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from django.template.defaultfilters import date as date_filter
+import unicodedata
+
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.text import Truncator
 
 from tasks_app.media import media_for_display
@@ -70,18 +72,26 @@ def _thumb(task: Task) -> dict | None:
     return None
 
 
+def _chars(text: str, length: int) -> str:
+    """``text|truncatechars:length`` (``Truncator.chars``), without its per-character loop
+    when the text is short and already in NFC form (then it is returned as it is)."""
+    if len(text) <= length and unicodedata.is_normalized("NFC", text):
+        return text
+    return Truncator(text).chars(length)
+
+
 def _link_text(task: Task) -> str:
     if task.prompt:
-        return Truncator(task.prompt).chars(90)
+        return _chars(task.prompt, 90)
     if task.summary:
-        return Truncator(task.summary).chars(90)
+        return _chars(task.summary, 90)
     return str(task.code)[:8]
 
 
 def _note(task: Task) -> tuple[str, str] | None:
     if not task.error_message:
         return None
-    short = Truncator(task.error_message).chars(40)
+    short = _chars(task.error_message, 40)
     if task.status == Status.QUEUED:
         return f"waiting: {short}", task.error_message
     if task.is_at_vendor:
@@ -89,42 +99,75 @@ def _note(task: Task) -> tuple[str, str] | None:
     return None
 
 
-def task_row(task: Task, *, team_code: Any, user: Any, can_write: bool, can_admin: bool) -> TaskRow:
+#: ``get_status_display`` / ``get_family_display`` without their per-call choice lookups.
+_STATUS_LABELS = {str(k): str(v) for k, v in Task._meta.get_field("status").flatchoices}
+_FAMILY_LABELS = {str(k): str(v) for k, v in Task._meta.get_field("family").flatchoices}
+
+
+def _label(labels: dict[str, str], value: str) -> str:
+    """The label of a choice, or the value itself when it has none (as Django does)."""
+    return labels.get(value, value)
+
+
+#: A code no task has: reversed once per page, then replaced by each row's code.
+_PLACEHOLDER = UUID(int=0)
+
+
+class _Urls:
+    """The task page and cancel URLs of a team's tasks: two ``reverse`` calls per page, not
+    two per row (the code is a UUID path segment, replaced in the reversed text)."""
+
+    def __init__(self, team_code: Any) -> None:
+        kwargs = {"team": team_code, "code": _PLACEHOLDER}
+        self.detail = reverse("tasks-detail", kwargs=kwargs)
+        self.cancel = reverse("tasks-cancel", kwargs=kwargs)
+
+    def of(self, pattern: str, code: UUID) -> str:
+        """``pattern`` (one of the reversed URLs) for the task ``code``."""
+        return pattern.replace(str(_PLACEHOLDER), str(code))
+
+
+def task_row(
+    task: Task, *, team_code: Any, user: Any, can_write: bool, can_admin: bool, urls=None
+) -> TaskRow:
     """The row of ``task`` for a viewer (``user``, with the team role's ``can_write`` and
     ``can_admin``). Needs ``task.creator`` selected and ``task.media`` prefetched (no query);
-    ``team_code`` is the team's UUID. Reverses two URLs at most."""
+    ``team_code`` is the team's UUID; ``urls`` the page's ``_Urls`` (made when None)."""
+    urls = urls or _Urls(team_code)
     code = task.code
-    detail_url = reverse("tasks-detail", kwargs={"team": team_code, "code": code})
+    detail_url = urls.of(urls.detail, code)
     cancel_url = ""
     if (
         task.status == Status.QUEUED
         and can_write
         and (can_admin or task.creator_id == getattr(user, "pk", None))
     ):
-        cancel_url = reverse("tasks-cancel", kwargs={"team": team_code, "code": code})
+        cancel_url = urls.of(urls.cancel, code)
     model_line = ""
     if task.model_name:
         model_line = task.model_name + (f" · {task.mode}" if task.mode else "")
     creator = task.creator
+    created = timezone.localtime(task.created_at)
     return TaskRow(
         code=code,
         status=task.status,
-        status_label=task.get_status_display(),
+        status_label=_label(_STATUS_LABELS, task.status),
         is_stale=task.is_stale,
         is_finished=task.is_finished,
         elapsed_text=elapsed(task),
         elapsed_seconds=None if not task.is_unfinished else elapsed_seconds(task),
         detail_url=detail_url,
         thumb=_thumb(task),
-        family_label=task.get_family_display(),
+        family_label=_label(_FAMILY_LABELS, task.family),
         model_line=model_line,
         link_text=_link_text(task),
-        summary_line=Truncator(task.summary).chars(80) if task.prompt and task.summary else "",
+        summary_line=_chars(task.summary, 80) if task.prompt and task.summary else "",
         note=_note(task),
         creator_name=(creator.get_username() if creator is not None else "") or "—",
         units_text=number_text(task.final_unit_deduction),
-        created_iso=date_filter(task.created_at, "c"),
-        created_text=date_filter(task.created_at, "Y-m-d H:i"),
+        # As ``|date:"c"`` and ``|date:"Y-m-d H:i"`` in the current time zone.
+        created_iso=created.isoformat(),
+        created_text=created.strftime("%Y-%m-%d %H:%M"),
         cancel_url=cancel_url,
     )
 
@@ -134,7 +177,15 @@ def task_rows(tasks: list[Task], *, access: Any, user: Any) -> list[TaskRow]:
     ``TeamAccess``)."""
     team_code = access.team.code
     can_write, can_admin = access.can_write, access.can_admin
+    urls = _Urls(team_code)
     return [
-        task_row(task, team_code=team_code, user=user, can_write=can_write, can_admin=can_admin)
+        task_row(
+            task,
+            team_code=team_code,
+            user=user,
+            can_write=can_write,
+            can_admin=can_admin,
+            urls=urls,
+        )
         for task in tasks
     ]
