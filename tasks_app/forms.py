@@ -821,11 +821,11 @@ class PlainSelect(forms.Select):
         from django.utils.safestring import mark_safe
 
         widget = self.get_context(name, value, attrs)["widget"]
-        parts = [f"<select name=\"{conditional_escape(widget['name'])}\"{_attrs(widget['attrs'])}>"]
+        parts = [f'<select name="{conditional_escape(widget["name"])}"{_attrs(widget["attrs"])}>']
         for _group, group_choices, _index in widget["optgroups"]:
             for option in group_choices:
                 parts.append(
-                    f"\n  <option value=\"{conditional_escape(str(option['value']))}\""
+                    f'\n  <option value="{conditional_escape(str(option["value"]))}"'
                     f"{_attrs(option['attrs'])}>{conditional_escape(option['label'])}</option>\n"
                 )
         parts.append("\n</select>")

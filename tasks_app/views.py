@@ -158,7 +158,11 @@ def task_row(request: HttpRequest, team: Any, code: Any) -> HttpResponse:
     return render(
         request,
         "tasks_app/_row.html",
-        {**_base_context(access, banners=False), "task": task, "row": _row_of(request, access, task)},
+        {
+            **_base_context(access, banners=False),
+            "task": task,
+            "row": _row_of(request, access, task),
+        },
     )
 
 
