@@ -13,11 +13,10 @@ live request matches rows by ``code.hex``).
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
-
-import unicodedata
 
 from django.urls import reverse
 from django.utils import timezone

@@ -46,8 +46,8 @@ from tasks_app.families import TaskFamily, UnknownFamily, get_family, registry
 from tasks_app.forms import video_extend_refusal, video_source_task
 from tasks_app.inputs import InputNeedsPublicAddress
 from tasks_app.live import task_table_context
-from tasks_app.rows import task_rows
 from tasks_app.models import Family, Task, TaskMedia
+from tasks_app.rows import task_rows
 from tasks_app.services import END_REASON_MAX, LATE_ANSWER_NOTE, EndRefused, task_end_by_hand
 from tasks_app.submission import TaskNotCancellable, task_cancel, task_queue_form
 from tasks_app.templatetags.tasks_tags import units
