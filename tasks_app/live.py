@@ -52,7 +52,7 @@ from tasks_app.families import registry
 from tasks_app.forms import TaskFilterForm
 from tasks_app.models import Status, Task
 from tasks_app.paging import CappedPaginator, list_count_cap
-from tasks_app.rows import task_rows
+from tasks_app.rows import LazyRows
 
 #: Seconds between two live requests of an open page.
 LIVE_INTERVAL_SECONDS = 3
@@ -252,7 +252,9 @@ def task_table_context(request: HttpRequest, access: TeamAccess, *, mine: bool) 
         "filters": filters,
         "page": page,
         "tasks": tasks,
-        "rows": task_rows(tasks, access=access, user=request.user),
+        # Built when the template (or a live patch) uses them: a live request that finds
+        # nothing changed builds none.
+        "rows": LazyRows(tasks, access=access, user=request.user),
         "querystring": query.urlencode(),
         "filtered": any(v for k, v in request.GET.items() if k not in ("sort", *_LIVE_KEYS)),
         "list_url": reverse(list_name, kwargs={"team": access.team.code}),
@@ -277,7 +279,8 @@ def live_response(
 ) -> HttpResponse:
     """The answer of a list's one live request, shared by the task lists and the elements
     library. ``context``: the list's context (``live_rows``, ``live``, ``page``); ``items``:
-    the objects of the page (each with a ``code`` UUID). Compares the ``seen`` query
+    the objects of the page (each with a ``code`` UUID; a list or a lazy sequence such as
+    ``tasks_app.rows.LazyRows``, read only when a row is sent). Compares the ``seen`` query
     parameter with ``context["live_rows"]`` (``live_diff``): when it cannot be patched, the
     whole region ``page_template`` (a ``template#partial``) retargeted to ``target``
     (``HX-Retarget``, outerHTML); else ``patch_template`` rendered with ``changed`` (items),
@@ -289,7 +292,8 @@ def live_response(
     if diff.rebuild:
         response = render(request, page_template, context, status=status)
         return reswap(retarget(response, target), "outerHTML")
-    by_code = {item.code.hex: item for item in items}
+    # Items are looked up only for rows to send (a lazy sequence stays unbuilt otherwise).
+    by_code = {item.code.hex: item for item in items} if diff.changed or diff.added else {}
     html = render_to_string(
         patch_template,
         {
@@ -300,7 +304,7 @@ def live_response(
                 for code, anchor in diff.added
             ],
             "removed": [code_from_hex(code) for code in diff.removed],
-            "pages_changed": bool(items)
+            "pages_changed": bool(context["live_rows"])
             and request.GET.get("n") != str(context["page"].paginator.count),
         },
         request=request,

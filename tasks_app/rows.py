@@ -188,3 +188,32 @@ def task_rows(tasks: list[Task], *, access: Any, user: Any) -> list[TaskRow]:
         )
         for task in tasks
     ]
+
+
+class LazyRows:
+    """``task_rows(...)`` computed on first use (iteration, ``len``, truth, indexing): the
+    list's live request builds no row when nothing on the page changed."""
+
+    def __init__(self, tasks: list[Task], *, access: Any, user: Any) -> None:
+        self._args = (tasks, access, user)
+        self._rows: list[TaskRow] | None = None
+
+    @property
+    def rows(self) -> list[TaskRow]:
+        """The rows (computed once)."""
+        if self._rows is None:
+            tasks, access, user = self._args
+            self._rows = task_rows(tasks, access=access, user=user)
+        return self._rows
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __bool__(self) -> bool:
+        return bool(self._args[0])
+
+    def __getitem__(self, index: int) -> TaskRow:
+        return self.rows[index]
