@@ -22,10 +22,9 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import Truncator
 
-from tasks_app.media import media_for_display
 from tasks_app.models import Status, Task
 from tasks_app.prices import number_text
-from tasks_app.templatetags.tasks_tags import elapsed, elapsed_seconds
+from tasks_app.templatetags.tasks_tags import elapsed, elapsed_seconds, task_thumb
 
 
 @dataclass(frozen=True)
@@ -58,17 +57,6 @@ class TaskRow:
     created_iso: str
     created_text: str
     cancel_url: str
-
-
-def _thumb(task: Task) -> dict | None:
-    """As ``tasks_tags.task_thumb``: the first kept or still-available, unwatermarked result
-    of a succeeded task."""
-    if task.status != Status.SUCCEED:
-        return None
-    for item in media_for_display(task):
-        if item.url and not item.is_watermarked:
-            return {"kind": item.kind, "url": item.url}
-    return None
 
 
 def _chars(text: str, length: int) -> str:
@@ -156,7 +144,7 @@ def task_row(
         elapsed_text=elapsed(task),
         elapsed_seconds=None if not task.is_unfinished else elapsed_seconds(task),
         detail_url=detail_url,
-        thumb=_thumb(task),
+        thumb=task_thumb(task),
         family_label=_label(_FAMILY_LABELS, task.family),
         model_line=model_line,
         link_text=_link_text(task),
