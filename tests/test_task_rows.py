@@ -1,6 +1,6 @@
 """What a task list shows once its rows and filter form are computed in Python
 (``tasks_app/rows.py``, ``tasks_app.forms.PlainSelect``): the same row text, the cancel
-button for the right people, the "Created by" choices, and a search that counts to 250."""
+button for the right people, the "Created by" choices, and a search that counts to 50 (in the list order)."""
 
 from __future__ import annotations
 
@@ -87,12 +87,14 @@ def test_created_by_lists_the_members_and_keeps_the_choice(client, portal):
     assert portal.outsider.get_username() not in select
 
 
-def test_a_search_counts_up_to_250_matches(client, portal):
-    """Past 250 matches the pager says "250+" and "Older →" stays available."""
-    seed(portal, 260)
+def test_a_search_counts_up_to_50_matches(client, portal):
+    """Past 50 matches the pager says "50+" and "Older →" stays available."""
+    seed(portal, 90)
     client.force_login(portal.member)
     body = client.get(list_url(portal), {"q": "row"}).content.decode()
-    assert pager(body) == "Page 1 of 10+ · 250+ tasks"
+    assert pager(body) == "Page 1 of 2+ · 50+ tasks"
     assert "Older →" in body
-    last = client.get(list_url(portal), {"q": "row", "page": 11}).content.decode()
-    assert pager(last) == "Page 11 of 11 · 260 tasks"
+    last = client.get(list_url(portal), {"q": "row", "page": 3}).content.decode()
+    assert pager(last) == "Page 3 of 3+ · 75+ tasks"
+    end = client.get(list_url(portal), {"q": "row", "page": 4}).content.decode()
+    assert pager(end) == "Page 4 of 4 · 90 tasks" and "Older →" not in end
