@@ -283,10 +283,11 @@ def _in_state(state: str, fn: Callable[[], Any]) -> tuple[Any, float]:
     that is rolled back afterwards, and the paginator of that state in the view."""
     from django.db import transaction
 
-    import tasks_app.views as views
+    import tasks_app.live as live
     from tasks_app.paging import CappedPaginator
 
-    views.CappedPaginator = _FullCount if state == "before" else CappedPaginator
+    # The list's paginator lives in tasks_app.live (task_table_context).
+    live.CappedPaginator = _FullCount if state == "before" else CappedPaginator
     try:
         with transaction.atomic():
             _sql(*(f"DROP INDEX {name}" for name in WITHOUT[state]))
@@ -295,7 +296,7 @@ def _in_state(state: str, fn: Callable[[], Any]) -> tuple[Any, float]:
             elapsed = (time.perf_counter() - start) * 1000
             transaction.set_rollback(True)
     finally:
-        views.CappedPaginator = CappedPaginator
+        live.CappedPaginator = CappedPaginator
     return result, elapsed
 
 
@@ -402,7 +403,10 @@ def _plan_indexes(params: dict[str, str], team: Any) -> str:
     with connection.cursor() as cursor:
         for sql, sql_params in (
             qs[:25].query.sql_with_params(),
-            qs.order_by()[: list_count_cap(params) + 1].values("pk").query.sql_with_params(),
+            # A search counts in the list's order (CappedPaginator(ordered=True)).
+            (qs if (params.get("q") or "").strip() else qs.order_by())[: list_count_cap(params) + 1]
+            .values("pk")
+            .query.sql_with_params(),
         ):
             cursor.execute("EXPLAIN " + sql, sql_params)
             plan = "\n".join(r[0] for r in cursor.fetchall())
