@@ -52,6 +52,7 @@ from tasks_app.families import registry
 from tasks_app.forms import TaskFilterForm
 from tasks_app.models import Status, Task
 from tasks_app.paging import CappedPaginator, list_count_cap
+from tasks_app.rows import LazyRows
 
 #: Seconds between two live requests of an open page.
 LIVE_INTERVAL_SECONDS = 3
@@ -227,9 +228,13 @@ def task_table_context(request: HttpRequest, access: TeamAccess, *, mine: bool) 
     labels = [(family.key, family.label) for family in registry().values()]
     filters = TaskFilterForm(request.GET or None, team=access.team, families=labels, mine=mine)
     queryset = filters.filter(queryset).prefetch_related("media")
-    # Counts at most 10,000 rows ("10,000+"; 1,000 for a search): same cost at 1M tasks.
+    # Counts at most 10,000 rows ("10,000+"; 50 for a search, in the list's order): same
+    # cost at 1M tasks.
     cap = list_count_cap(request.GET)
-    page = CappedPaginator(queryset, PAGE_SIZE, cap=cap).get_page(request.GET.get("page"))
+    searched = bool((request.GET.get("q") or "").strip())
+    page = CappedPaginator(queryset, PAGE_SIZE, cap=cap, ordered=searched).get_page(
+        request.GET.get("page")
+    )
     tasks = list(page.object_list)
     query = request.GET.copy()
     for key in _LIVE_KEYS:
@@ -251,6 +256,9 @@ def task_table_context(request: HttpRequest, access: TeamAccess, *, mine: bool) 
         "filters": filters,
         "page": page,
         "tasks": tasks,
+        # Built when the template (or a live patch) uses them: a live request that finds
+        # nothing changed builds none.
+        "rows": LazyRows(tasks, access=access, user=request.user),
         "querystring": query.urlencode(),
         "filtered": any(v for k, v in request.GET.items() if k not in ("sort", *_LIVE_KEYS)),
         "list_url": reverse(list_name, kwargs={"team": access.team.code}),
@@ -275,7 +283,8 @@ def live_response(
 ) -> HttpResponse:
     """The answer of a list's one live request, shared by the task lists and the elements
     library. ``context``: the list's context (``live_rows``, ``live``, ``page``); ``items``:
-    the objects of the page (each with a ``code`` UUID). Compares the ``seen`` query
+    the objects of the page (each with a ``code`` UUID; a list or a lazy sequence such as
+    ``tasks_app.rows.LazyRows``, read only when a row is sent). Compares the ``seen`` query
     parameter with ``context["live_rows"]`` (``live_diff``): when it cannot be patched, the
     whole region ``page_template`` (a ``template#partial``) retargeted to ``target``
     (``HX-Retarget``, outerHTML); else ``patch_template`` rendered with ``changed`` (items),
@@ -287,7 +296,8 @@ def live_response(
     if diff.rebuild:
         response = render(request, page_template, context, status=status)
         return reswap(retarget(response, target), "outerHTML")
-    by_code = {item.code.hex: item for item in items}
+    # Items are looked up only for rows to send (a lazy sequence stays unbuilt otherwise).
+    by_code = {item.code.hex: item for item in items} if diff.changed or diff.added else {}
     html = render_to_string(
         patch_template,
         {
@@ -298,7 +308,7 @@ def live_response(
                 for code, anchor in diff.added
             ],
             "removed": [code_from_hex(code) for code in diff.removed],
-            "pages_changed": bool(items)
+            "pages_changed": bool(context["live_rows"])
             and request.GET.get("n") != str(context["page"].paginator.count),
         },
         request=request,
@@ -312,7 +322,7 @@ def _task_live(request: HttpRequest, team: Any, *, mine: bool) -> HttpResponse:
     return live_response(
         request,
         context,
-        items=list(context["tasks"]),
+        items=context["rows"],
         page_template="tasks_app/task_list.html#table",
         target="#task-table",
         patch_template="tasks_app/_live_rows.html",

@@ -47,6 +47,7 @@ from tasks_app.forms import video_extend_refusal, video_source_task
 from tasks_app.inputs import InputNeedsPublicAddress
 from tasks_app.live import task_table_context
 from tasks_app.models import Family, Task, TaskMedia
+from tasks_app.rows import task_rows
 from tasks_app.services import END_REASON_MAX, LATE_ANSWER_NOTE, EndRefused, task_end_by_hand
 from tasks_app.submission import TaskNotCancellable, task_cancel, task_queue_form
 from tasks_app.templatetags.tasks_tags import units
@@ -140,6 +141,11 @@ def task_mine(request: HttpRequest, team: Any) -> HttpResponse:
     return _task_list(request, team, mine=True)
 
 
+def _row_of(request: HttpRequest, access: TeamAccess, task: Task) -> Any:
+    """The list row of ``task`` for the caller (``tasks_app.rows.TaskRow``)."""
+    return task_rows([task], access=access, user=request.user)[0]
+
+
 def task_row(request: HttpRequest, team: Any, code: Any) -> HttpResponse:
     """GET /t/<team>/tasks/<code>/row/: one row of the list (HTMX polling of unfinished
     tasks: queued, submitted, processing).
@@ -152,7 +158,11 @@ def task_row(request: HttpRequest, team: Any, code: Any) -> HttpResponse:
     return render(
         request,
         "tasks_app/_row.html",
-        {**_base_context(access, banners=False), "task": task},
+        {
+            **_base_context(access, banners=False),
+            "task": task,
+            "row": _row_of(request, access, task),
+        },
     )
 
 
@@ -378,7 +388,12 @@ def task_cancel_view(request: HttpRequest, team: Any, code: Any) -> HttpResponse
     if request.htmx:
         if request.htmx.target == f"task-{task.code}":
             row = Task.objects.select_related("creator").prefetch_related("media").get(pk=task.pk)
-            context = {**_base_context(access, banners=False), "task": row, "notice": notice}
+            context = {
+                **_base_context(access, banners=False),
+                "task": row,
+                "row": _row_of(request, access, row),
+                "notice": notice,
+            }
             return render(request, "tasks_app/_row.html", context)
         fresh = (
             Task.objects.select_related("creator", "team", "kling_account")

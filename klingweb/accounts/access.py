@@ -105,6 +105,8 @@ def team_for_user(
     )
     if membership is None:
         raise Http404("No such team.")
+    # The membership's user is the caller: reuse it instead of a query when a page asks.
+    Membership.user.field.set_cached_value(membership, request.user)
     needed = role
     if write_role is not None and request.method not in READ:
         needed = max(role, write_role, key=lambda r: ROLE_RANK[r])

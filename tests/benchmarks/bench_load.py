@@ -73,7 +73,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/postgres"
-BENCH_DB = "klingweb_bench_load"
+BENCH_DB = os.environ.get("BENCH_LOAD_DB", "klingweb_bench_load")
 TASKS = int(os.environ.get("BENCH_LOAD_TASKS", "100000"))
 SECONDS = int(os.environ.get("BENCH_LOAD_SECONDS", "60"))
 #: Connections (users with a request always in flight); ``--users`` sets it for the child.
