@@ -538,16 +538,7 @@ def _legacy_element(output: dict) -> dict:
         "reference_type": _str(output.get("element_type")),
         "element_image_list": image_list,
         "element_video_list": {"refer_videos": refer_videos} if refer_videos else {},
-        "element_voice_info": (
-            {
-                "voice_id": _str(voice.get("id")),
-                "voice_name": _str(voice.get("name")),
-                "trial_url": _str(voice.get("url")),
-                "owned_by": _str(voice.get("owned_by")),
-            }
-            if voice
-            else None
-        ),
+        "element_voice_info": _voice_fields(voice) if voice else None,
         "tag_list": [
             {"tag_id": _str(tag.get("id")), "tag_name": _str(tag.get("name"))}
             for tag in _list(output.get("tags"))
@@ -568,12 +559,21 @@ def _legacy_voice(output: dict) -> dict:
     """
     status = _str(output.get("status"))
     return {
-        "voice_id": _str(output.get("id")),
-        "voice_name": _str(output.get("name")),
-        "trial_url": _str(output.get("url")),
-        "owned_by": _str(output.get("owned_by")),
+        **_voice_fields(output),
         "status": _NEW_STATUS_TO_LEGACY.get(status, status),
         "outputs_entry": output,
+    }
+
+
+def _voice_fields(voice: dict) -> dict:
+    """A 2026 voice (``{id, name, url, owned_by}``: an ``outputs[type=voice]`` entry or an
+    element's ``materials[type=voice]``) as the legacy voice fields (``voice_id``,
+    ``voice_name``, ``trial_url``, ``owned_by``; S15), each a string ("" when absent)."""
+    return {
+        "voice_id": _str(voice.get("id")),
+        "voice_name": _str(voice.get("name")),
+        "trial_url": _str(voice.get("url")),
+        "owned_by": _str(voice.get("owned_by")),
     }
 
 
