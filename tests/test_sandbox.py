@@ -249,7 +249,7 @@ def _get(server, headers):
         ("Bearer not-a-jwt", 1002),
         ("Bearer " + make_token(SANDBOX_AK, "wrong-secret-key-0123456789abcdef"), 1002),
         ("Bearer " + make_token("unknown-access-key", SANDBOX_SK), 1002),
-        ("Bearer " + make_token(SANDBOX_AK, SANDBOX_SK, nbf_in=600), 1003),
+        ("Bearer " + make_token(SANDBOX_AK, SANDBOX_SK, nbf_in=86_400), 1003),
         ("Bearer " + make_token(SANDBOX_AK, SANDBOX_SK, exp_in=-10, nbf_in=-100), 1004),
     ],
     ids=["no-header", "empty", "bearer-empty", "basic", "malformed", "bad-signature",
