@@ -51,7 +51,7 @@ from klingweb.accounts.access import READ, TeamAccess, team_for_user
 from tasks_app.families import registry
 from tasks_app.forms import TaskFilterForm
 from tasks_app.models import Status, Task
-from tasks_app.paging import CappedPaginator, list_count_cap
+from tasks_app.paging import list_paginator
 from tasks_app.rows import LazyRows
 
 #: Seconds between two live requests of an open page.
@@ -230,11 +230,7 @@ def task_table_context(request: HttpRequest, access: TeamAccess, *, mine: bool) 
     queryset = filters.filter(queryset).prefetch_related("media")
     # Counts at most 10,000 rows ("10,000+"; 50 for a search, in the list's order): same
     # cost at 1M tasks.
-    cap = list_count_cap(request.GET)
-    searched = bool((request.GET.get("q") or "").strip())
-    page = CappedPaginator(queryset, PAGE_SIZE, cap=cap, ordered=searched).get_page(
-        request.GET.get("page")
-    )
+    page = list_paginator(queryset, PAGE_SIZE, request.GET).get_page(request.GET.get("page"))
     tasks = list(page.object_list)
     query = request.GET.copy()
     for key in _LIVE_KEYS:

@@ -24,15 +24,18 @@ from django.utils import timezone
 
 from klingweb.kling.errors import CODE_CLASSES, SERVER_CODES, ErrorClass
 
-#: Vendor codes after which a queued task waits on a paused Kling account
-#: (``tasks_app.submission`` pauses the account on them; KLING_API.md §2): credentials
-#: refused (1000–1004), account exception, arrears or resource pack used up (1100–1102), and
-#: 1304 (this server's IP is not on the allow-list).
-PAUSE_CODES = frozenset(
-    code
-    for code, kind in CODE_CLASSES.items()
-    if kind in (ErrorClass.AUTHENTICATION, ErrorClass.ACCOUNT)
-) | {1304}
+#: Error classes after which the Kling account is paused and its queued tasks wait
+#: (``tasks_app.submission``; KLING_API.md §2): credentials refused (1000–1004), account
+#: exception, arrears or resource pack used up (1100–1102).
+PAUSING_CLASSES = frozenset({ErrorClass.AUTHENTICATION, ErrorClass.ACCOUNT})
+#: Codes that pause the account whatever their class: 1304, IP allow-list (KLING_API.md §2:
+#: "permanent until an admin acts"; it concerns this server, not one task).
+PAUSING_CODES = frozenset({1304})
+#: Every vendor code after which a queued task waits on a paused Kling account.
+PAUSE_CODES = (
+    frozenset(code for code, kind in CODE_CLASSES.items() if kind in PAUSING_CLASSES)
+    | PAUSING_CODES
+)
 
 #: Digits and decimal places of every units/money column: the vendor's figures are kept
 #: exactly (a "0.3333" deduction stays 0.3333, on SQLite and PostgreSQL alike).

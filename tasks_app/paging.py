@@ -50,9 +50,22 @@ def list_count_cap(query: Any) -> int:
     of every match in the table (33 ms at 1M whatever the cap). The person sees "Page 1 of
     2+ · 50+ tasks" and "Older →" while more matches remain; a later page widens the count
     to reach it ("Page 3 of 3+ · 75+ tasks")."""
-    if (query.get("q") or "").strip():
+    if searches(query):
         return int(getattr(settings, "TASK_LIST_SEARCH_COUNT_CAP", SEARCH_COUNT_CAP))
     return count_cap()
+
+
+def searches(query: Any) -> bool:
+    """True when a list request whose GET parameters are ``query`` (a ``QueryDict`` or dict)
+    searches: a non-blank ``q`` (a blank one is no search)."""
+    return bool((query.get("q") or "").strip())
+
+
+def list_paginator(queryset: Any, per_page: int, query: Any) -> CappedPaginator:
+    """The ``CappedPaginator`` of a list request whose GET parameters are ``query``:
+    ``per_page`` rows a page, capped at ``list_count_cap(query)`` rows, counting in the
+    queryset's order when it ``searches``. Call ``get_page`` on it."""
+    return CappedPaginator(queryset, per_page, cap=list_count_cap(query), ordered=searches(query))
 
 
 class CappedPaginator(Paginator):

@@ -78,7 +78,7 @@ from tasks_app.inputs import (
     inputs_by_url_available,
     inputs_need_url,
 )
-from tasks_app.models import Status, Task
+from tasks_app.models import PAUSING_CLASSES, PAUSING_CODES, Status, Task
 from tasks_app.services import (
     TaskError,
     task_apply_remote,
@@ -116,10 +116,8 @@ PAUSED = "paused"  # the account is (now) paused: stays queued
 NOT_CLAIMED = "not-claimed"  # not queued, or another worker holds the claim
 
 _REFUSING = {"invalid_request", "policy", "permission", "not_found"}
-_PAUSING = {"account", "authentication"}
-#: Codes that pause the account whatever their class: 1304, IP allow-list (KLING_API.md §2:
-#: "permanent until an admin acts"; it concerns this server, not one task).
-_PAUSING_CODES = frozenset({1304})
+_PAUSING = PAUSING_CLASSES
+_PAUSING_CODES = PAUSING_CODES
 
 
 def task_queue_form(*, team: Any, user: Any, family: Any, form: Any) -> Task:

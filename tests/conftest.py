@@ -128,6 +128,16 @@ def fresh_sandbox(sandbox):
     sandbox.reset_faults()
 
 
+def use_api_key(settings, sandbox, key: str, account: str = SANDBOX_AK) -> None:
+    """Point the operator default Kling account at ``sandbox`` with only the API key ``key``
+    (no access key + secret key), registered there as a key of the vendor ``account``."""
+    sandbox.config.api_keys[key] = account
+    settings.KLING_API_BASE_URL = sandbox.base_url
+    settings.KLING_API_KEY = key
+    settings.KLING_ACCESS_KEY = ""
+    settings.KLING_SECRET_KEY = ""
+
+
 @pytest.fixture
 def kling_settings(settings, fresh_sandbox):
     """Point the operator default Kling account at the sandbox."""

@@ -17,6 +17,7 @@ from klingweb.sandbox.validation import validate_create
 from tasks_app import polling
 from tasks_app.finder import UNIFIED_NO_FOR
 from tasks_app.models import Deduction, Status, Task
+from tests.conftest import use_api_key
 from tests.test_tasks_submission import NO_CALLBACKS_HERE, create
 
 T2V_FORM = {
@@ -39,12 +40,7 @@ def vendor_account(settings, fresh_sandbox, monkeypatch, portal) -> str:
     monkeypatch.setattr(Conf, "SYNC", True)
     account = f"ak-{uuid.uuid4().hex[:12]}"
     fresh_sandbox.config.accounts[account] = f"sk-{uuid.uuid4().hex}"
-    key = f"key-{uuid.uuid4().hex}"
-    fresh_sandbox.config.api_keys[key] = account
-    settings.KLING_API_BASE_URL = fresh_sandbox.base_url
-    settings.KLING_API_KEY = key
-    settings.KLING_ACCESS_KEY = ""
-    settings.KLING_SECRET_KEY = ""
+    use_api_key(settings, fresh_sandbox, f"key-{uuid.uuid4().hex}", account)
     settings.PUBLIC_BASE_URL = NO_CALLBACKS_HERE
     return account
 

@@ -24,7 +24,7 @@ from tasks_app.forms_v3 import (
 )
 from tasks_app.media import media_keep
 from tasks_app.models import Deduction, Status, Task
-from tests.conftest import SANDBOX_AK
+from tests.conftest import SANDBOX_AK, use_api_key
 from tests.test_sandbox_2026 import FileServer, make_mp4
 from tests.test_tasks_forms import errors_of, png_upload
 from tests.test_tasks_submission import NO_CALLBACKS_HERE, create
@@ -50,11 +50,7 @@ def kling_key(settings, fresh_sandbox, monkeypatch, portal):
     from django_q.conf import Conf
 
     monkeypatch.setattr(Conf, "SYNC", True)
-    fresh_sandbox.config.api_keys[API_KEY] = SANDBOX_AK
-    settings.KLING_API_BASE_URL = fresh_sandbox.base_url
-    settings.KLING_API_KEY = API_KEY
-    settings.KLING_ACCESS_KEY = ""
-    settings.KLING_SECRET_KEY = ""
+    use_api_key(settings, fresh_sandbox, API_KEY)
     settings.PUBLIC_BASE_URL = NO_CALLBACKS_HERE
     return settings
 

@@ -395,7 +395,7 @@ def _plan_indexes(params: dict[str, str], team: Any) -> str:
 
     from tasks_app.forms import TaskFilterForm
     from tasks_app.models import Task
-    from tasks_app.paging import list_count_cap
+    from tasks_app.paging import list_count_cap, searches
 
     form = TaskFilterForm(RequestFactory().get("/", params).GET, team=team, families=[], mine=0)
     qs = form.filter(Task.objects.filter(team=team))
@@ -404,7 +404,7 @@ def _plan_indexes(params: dict[str, str], team: Any) -> str:
         for sql, sql_params in (
             qs[:25].query.sql_with_params(),
             # A search counts in the list's order (CappedPaginator(ordered=True)).
-            (qs if (params.get("q") or "").strip() else qs.order_by())[: list_count_cap(params) + 1]
+            (qs if searches(params) else qs.order_by())[: list_count_cap(params) + 1]
             .values("pk")
             .query.sql_with_params(),
         ):
