@@ -14,13 +14,19 @@ report zone's offset, units as plain decimal strings.
 
 from __future__ import annotations
 
+import hashlib
+import pickle
 from typing import Any
 
+from django.conf import settings
+from django.core.cache import caches
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
+from django.utils.functional import SimpleLazyObject
 from django.utils.text import slugify
 
 from klingweb.accounts.access import READ, require_login, require_methods, team_for_user
@@ -33,6 +39,7 @@ from klingweb.reporting.exports import (
     report_csv_rows,
 )
 from klingweb.reporting.figures import (
+    TOP_TASKS,
     Scope,
     budgets_progress,
     company_report,
@@ -50,7 +57,9 @@ from klingweb.reporting.periods import (
 )
 from tasks_app.budgets import team_zone
 from tasks_app.models import Budget
+from tasks_app.prices import unit_price
 from tasks_app.resource_packs import resource_packs_latest
+from tasks_app.rollups import usage_versions
 
 #: Tables each page exports, with the link text.
 TEAM_EXPORTS = {
@@ -117,6 +126,36 @@ def _team_request(request: HttpRequest, team: Any):
     return access, form, choice, scope
 
 
+def _region_key(access: Any, choice: Choice, versions: tuple[int, int]) -> str:
+    """The report cache key of a team page's rendered report region: the team, its ledger
+    and tasks versions (``usage_versions``: bumped in the transaction of every ledger row,
+    new task and status move), the period (days and zone), the filters, the unit price and
+    the reader's role. The region shows nothing else that can change (no user's name, no
+    CSRF token)."""
+    period = choice.period
+    parts = (
+        access.team.pk,
+        versions,
+        period.key,
+        period.first_day,
+        period.last_day,
+        period.tz_name,
+        choice.family,
+        choice.member,
+        str(access.team.code),
+        access.membership.role,
+        unit_price(),
+        TOP_TASKS,
+        REGION_FORMAT,
+    )
+    digest = hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+    return f"usage-region:{access.team.pk}:{versions[0]}:{versions[1]}:{digest}"
+
+
+#: Part of the region cache key: change it when the region's template or its context change.
+REGION_FORMAT = 1
+
+
 def usage_team(request: HttpRequest, team: Any) -> HttpResponse:
     """GET /t/<team>/usage/ (``usage-team``): the team's usage for a period.
 
@@ -124,28 +163,51 @@ def usage_team(request: HttpRequest, team: Any) -> HttpResponse:
     Query: ``period`` (``TEAM_PERIODS``; default this month), ``start``/``end`` (ISO dates,
     custom), ``family``, ``member`` (username). Days run in the team's time zone. An HTMX
     request gets ``reporting/usage.html#report``. A fixed number of queries.
+
+    The rendered report region (HTML, with the pickled ``UsageReport`` it was drawn from)
+    is kept in the report cache (``settings.REPORT_CACHE``) under ``_region_key``, behind
+    the access check: a page load after a charge, a new task or a status move (new
+    versions) renders afresh; a valid choice only (a form error renders afresh too). The
+    budgets' sums are cached by the ledger version (``budgets_progress``).
     """
     access, form, choice, scope = _team_request(request, team)
+    partial = _is_partial(request)
+    versions = usage_versions(access.team.pk)
+    cache = caches[settings.REPORT_CACHE]
+    key = _region_key(access, choice, versions) if form.is_valid() else ""
+    hit = cache.get(key) if key else None
     context: dict[str, Any] = {
         "page": "team",
         "team": access.team,
         "access": access,
         "form": form,
         "choice": choice,
-        "report": usage_report(
-            scope=scope,
-            choice=choice,
-            group_kind="member",
-            source=team_figures_source(choice.period),
-        ),
         "exports": _export_links(
             "usage-team-export", {"team": access.team.code}, TEAM_EXPORTS, choice
         ),
     }
-    if not _is_partial(request):
+    if hit is not None:
+        html, blob = hit
+        # The report the cached region was drawn from, unpickled only if read (tests do).
+        context["report"] = SimpleLazyObject(lambda: pickle.loads(blob))
+        context["report_html"] = html
+    else:
+        context["report"] = usage_report(
+            scope=scope,
+            choice=choice,
+            group_kind="member",
+            source=team_figures_source(choice.period),
+        )
+        html = render_to_string("reporting/usage.html#report", context, request)
+        context["report_html"] = html
+        if key:
+            blob = pickle.dumps(context["report"], pickle.HIGHEST_PROTOCOL)
+            cache.set(key, (html, blob), settings.REPORT_CACHE_SECONDS)
+    if not partial:
         budgets = Budget.objects.filter(team=access.team).select_related("team", "member")
         context["budgets"] = budgets_progress(
-            budgets=list(budgets.order_by("member__username", "period"))
+            budgets=list(budgets.order_by("member__username", "period")),
+            ledger_version=versions[0],
         )
     return _render(request, "reporting/usage.html", context)
 
