@@ -824,7 +824,7 @@ class LedgerState(models.Model):
     also counts the tasks run, succeeded and failed, is never stale either."""
 
     team = models.OneToOneField(
-        "accounts.Team", on_delete=models.CASCADE, primary_key=True, related_name="+"
+        "accounts.Team", on_delete=models.CASCADE, primary_key=True, related_name="ledger_state"
     )
     version = models.BigIntegerField(default=0)
     tasks_version = models.BigIntegerField(default=0)

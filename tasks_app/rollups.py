@@ -253,9 +253,7 @@ def usage_versions(team_id: int) -> tuple[int, int]:
     """The team's (ledger version, tasks version), (0, 0) before either was bumped, in one
     query: the key parts of a cached usage page."""
     state = (
-        LedgerState.objects.filter(team_id=team_id)
-        .values_list("version", "tasks_version")
-        .first()
+        LedgerState.objects.filter(team_id=team_id).values_list("version", "tasks_version").first()
     )
     return state or (0, 0)
 

@@ -833,8 +833,7 @@ def budgets_progress(
     key = ""
     if ledger_version is not None and len({b.team_id for b in budgets}) == 1:
         parts = [
-            (b.pk, b.team_id, b.member_id, b.measure, windows[b.pk][0].isoformat())
-            for b in budgets
+            (b.pk, b.team_id, b.member_id, b.measure, windows[b.pk][0].isoformat()) for b in budgets
         ]
         digest = hashlib.sha256(repr((parts, unit_price())).encode()).hexdigest()[:32]
         key = f"budgets:{budgets[0].team_id}:{ledger_version}:{digest}"
@@ -984,10 +983,6 @@ def company_report(*, choice: Choice) -> CompanyReport:
     of each ledger row), the teams (code, name, zone), the period's days and zone and the
     unit price: a page load after any charge computes it afresh; otherwise two queries."""
     period = choice.period
-    months = period.months
-    index = {m: i for i, m in enumerate(months)}
-    cells: dict[int, list[Decimal]] = {}
-    money: dict[int, Decimal] = {}
     teams = list(Team.objects.order_by("name", "pk").values("pk", "code", "name", "time_zone"))
     zone = str(getattr(period.tz, "key", period.tz))
     price = unit_price()

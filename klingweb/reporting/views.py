@@ -20,6 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import caches
+from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
@@ -29,7 +30,13 @@ from django.utils.cache import patch_vary_headers
 from django.utils.functional import SimpleLazyObject
 from django.utils.text import slugify
 
-from klingweb.accounts.access import READ, require_login, require_methods, team_for_user
+from klingweb.accounts.access import (
+    READ,
+    require_login,
+    require_methods,
+    team_and_memberships_for_user,
+    team_for_user,
+)
 from klingweb.accounts.models import Membership
 from klingweb.reporting.exports import (
     COMPANY_TABLES,
@@ -59,7 +66,6 @@ from tasks_app.budgets import team_zone
 from tasks_app.models import Budget
 from tasks_app.prices import unit_price
 from tasks_app.resource_packs import resource_packs_latest
-from tasks_app.rollups import usage_versions
 
 #: Tables each page exports, with the link text.
 TEAM_EXPORTS = {
@@ -107,8 +113,8 @@ def _filename(prefix: str, table: str, choice: Choice) -> str:
 # --- Team ---------------------------------------------------------------------------------
 
 
-def _team_request(request: HttpRequest, team: Any):
-    access = team_for_user(request, team)
+def _team_request(request: HttpRequest, team: Any, access: Any = None):
+    access = access or team_for_user(request, team)
     members = (
         Membership.objects.filter(team=access.team)
         .order_by("user__username")
@@ -128,10 +134,10 @@ def _team_request(request: HttpRequest, team: Any):
 
 def _region_key(access: Any, choice: Choice, versions: tuple[int, int]) -> str:
     """The report cache key of a team page's rendered report region: the team, its ledger
-    and tasks versions (``usage_versions``: bumped in the transaction of every ledger row,
-    new task and status move), the period (days and zone), the filters, the unit price and
-    the reader's role. The region shows nothing else that can change (no user's name, no
-    CSRF token)."""
+    and tasks versions (``tasks_app.rollups.usage_versions``: bumped in the transaction of
+    every ledger row, new task and status move), the period (days and zone), the filters,
+    the unit price and the reader's role. The region shows nothing else that can change (no
+    user's name, no CSRF token)."""
     period = choice.period
     parts = (
         access.team.pk,
@@ -152,6 +158,16 @@ def _region_key(access: Any, choice: Choice, versions: tuple[int, int]) -> str:
     return f"usage-region:{access.team.pk}:{versions[0]}:{versions[1]}:{digest}"
 
 
+def _versions(team: Any) -> tuple[int, int]:
+    """The team's (ledger version, tasks version) from its ``ledger_state`` loaded with the
+    access check (``usage_versions``' figures; (0, 0) before either was bumped)."""
+    try:
+        state = team.ledger_state
+    except ObjectDoesNotExist:
+        return (0, 0)
+    return (state.version, state.tasks_version)
+
+
 #: Part of the region cache key: change it when the region's template or its context change.
 REGION_FORMAT = 1
 
@@ -170,9 +186,13 @@ def usage_team(request: HttpRequest, team: Any) -> HttpResponse:
     versions) renders afresh; a valid choice only (a form error renders afresh too). The
     budgets' sums are cached by the ledger version (``budgets_progress``).
     """
-    access, form, choice, scope = _team_request(request, team)
+    # One query: the access check, the switcher's memberships and the team's versions.
+    access, memberships = team_and_memberships_for_user(
+        request, team, related=("team__ledger_state",)
+    )
+    access, form, choice, scope = _team_request(request, team, access)
     partial = _is_partial(request)
-    versions = usage_versions(access.team.pk)
+    versions = _versions(access.team)
     cache = caches[settings.REPORT_CACHE]
     key = _region_key(access, choice, versions) if form.is_valid() else ""
     hit = cache.get(key) if key else None
@@ -180,6 +200,7 @@ def usage_team(request: HttpRequest, team: Any) -> HttpResponse:
         "page": "team",
         "team": access.team,
         "access": access,
+        "my_memberships": memberships,
         "form": form,
         "choice": choice,
         "exports": _export_links(
@@ -188,8 +209,10 @@ def usage_team(request: HttpRequest, team: Any) -> HttpResponse:
     }
     if hit is not None:
         html, blob = hit
-        # The report the cached region was drawn from, unpickled only if read (tests do).
-        context["report"] = SimpleLazyObject(lambda: pickle.loads(blob))
+        # The report the cached region was drawn from, unpickled only if read (tests do). The
+        # blob was pickled by this view into the report cache, whose backends unpickle every
+        # value anyway: no data from outside the portal.
+        context["report"] = SimpleLazyObject(lambda: pickle.loads(blob))  # noqa: S301
         context["report_html"] = html
     else:
         context["report"] = usage_report(
