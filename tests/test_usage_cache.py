@@ -122,3 +122,35 @@ def test_task_moves_in_a_batch_bump_each_team_once_when_it_ends(portal):
         portal.team.pk: 1,
         portal.other_team.pk: 1,
     }
+
+
+def test_cached_page_body_follows_members_budgets_and_names(client, portal, django_user_model):
+    from klingweb.accounts.models import Membership, Role
+
+    team = portal.team
+    charge(make_task(team, portal.member, at=timezone.now()), "2")  # the team's version row
+    client.force_login(portal.owner)
+    url = reverse("usage-team", kwargs={"team": team.code})
+    html, first = page(client, url)
+    assert "budgets-heading" not in html and '<option value="newcomer"' not in html
+    again, cached = page(client, url)
+    assert cached < first and "budgets-heading" not in again  # the body from the cache
+
+    budget = Budget.objects.create(team=team, period="monthly", units=Decimal("10"))
+    assert "2 units / 10 units" in page(client, url)[0]
+    budget.units = Decimal("40")
+    budget.save()
+    assert "2 units / 40 units" in page(client, url)[0]
+    budget.delete()
+    assert "budgets-heading" not in page(client, url)[0]
+
+    newcomer = django_user_model.objects.create_user("newcomer", password="x")
+    Membership.objects.create(user=newcomer, team=team, role=Role.MEMBER)
+    assert '<option value="newcomer"' in page(client, url)[0]
+    newcomer.username = "renamed"
+    newcomer.save()
+    html = page(client, url)[0]
+    assert '<option value="renamed"' in html and '<option value="newcomer"' not in html
+    team.name = "Green team"
+    team.save()
+    assert "Usage · Green team</h1>" in page(client, url)[0]

@@ -26,6 +26,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadReque
 from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 from django.utils.functional import SimpleLazyObject
 from django.utils.text import slugify
@@ -86,13 +87,17 @@ def _is_partial(request: HttpRequest) -> bool:
     return bool(htmx) and not htmx.history_restore_request
 
 
+#: The template holding a page's ``report`` partial, when not the page's own.
+REGIONS = {"reporting/usage.html": "reporting/_usage_body.html"}
+
+
 def _render(request: HttpRequest, template: str, context: dict[str, Any]) -> HttpResponse:
     """The page, or its report region for HTMX; the region's response pushes the canonical
     URL of the choice (``?period=…``) so the address bar can be shared as it is."""
     if not _is_partial(request):
         response = render(request, template, context)
     else:
-        response = render(request, f"{template}#report", context)
+        response = render(request, f"{REGIONS.get(template, template)}#report", context)
         response["HX-Push-Url"] = f"{request.path}?{context['choice'].query}"
     patch_vary_headers(response, ("HX-Request",))
     return response
@@ -158,14 +163,31 @@ def _region_key(access: Any, choice: Choice, versions: tuple[int, int]) -> str:
     return f"usage-region:{access.team.pk}:{versions[0]}:{versions[1]}:{digest}"
 
 
-def _versions(team: Any) -> tuple[int, int]:
-    """The team's (ledger version, tasks version) from its ``ledger_state`` loaded with the
-    access check (``usage_versions``' figures; (0, 0) before either was bumped)."""
+def _versions(team: Any) -> tuple[int, int, int | None]:
+    """The team's (ledger version, tasks version, settings version) from its
+    ``ledger_state`` loaded with the access check (``usage_versions``' figures); (0, 0,
+    None) when the team has no ``LedgerState`` row yet (its settings are then not
+    versioned: the page body is not cached)."""
     try:
         state = team.ledger_state
     except ObjectDoesNotExist:
-        return (0, 0)
-    return (state.version, state.tasks_version)
+        return (0, 0, None)
+    return (state.version, state.tasks_version, state.settings_version)
+
+
+def _body_key(region_key: str, access: Any, settings_version: int, today: Any) -> str:
+    """The report cache key of a team page's rendered body (heading, picker, budgets,
+    region): the region's key, the team's settings version (``LedgerState.settings_version``,
+    bumped with every change of its members, budgets, name or zone, and of a member's
+    username: ``tasks_app.rollups.team_settings_touch``), its name and zone, and today's
+    date in its zone (the budgets' windows, ``tasks_app.budgets.period_bounds``, follow it)."""
+    team = access.team
+    parts = (region_key, settings_version, team.name, team.time_zone, today, BODY_FORMAT)
+    return f"usage-body:{team.pk}:" + hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+
+
+#: Part of the body cache key: change it when ``_usage_body.html`` or its context change.
+BODY_FORMAT = 1
 
 
 #: Part of the region cache key: change it when the region's template or its context change.
@@ -178,13 +200,16 @@ def usage_team(request: HttpRequest, team: Any) -> HttpResponse:
     Any member (viewers too) reads it; outsider → 404; anonymous → login; not GET → 405.
     Query: ``period`` (``TEAM_PERIODS``; default this month), ``start``/``end`` (ISO dates,
     custom), ``family``, ``member`` (username). Days run in the team's time zone. An HTMX
-    request gets ``reporting/usage.html#report``. A fixed number of queries.
+    request gets ``reporting/_usage_body.html#report``. A fixed number of queries.
 
-    The rendered report region (HTML, with the pickled ``UsageReport`` it was drawn from)
-    is kept in the report cache (``settings.REPORT_CACHE``) under ``_region_key``, behind
-    the access check: a page load after a charge, a new task or a status move (new
-    versions) renders afresh; a valid choice only (a form error renders afresh too). The
-    budgets' sums are cached by the ledger version (``budgets_progress``).
+    Behind the access check, the report cache (``settings.REPORT_CACHE``) keeps the
+    rendered report region (HTML, with the pickled ``UsageReport`` it was drawn from) under
+    ``_region_key`` and the whole rendered body (heading, picker, budgets, region) under
+    ``_body_key``: a page load after a charge, a new task or a status move (new ledger or
+    tasks version), a change of the team's members, budgets, name or zone (new settings
+    version) or a new local day renders afresh; so does a form error. A body served from
+    the cache costs three queries (session, user, memberships with the team's versions).
+    The budgets' sums are cached by the ledger version (``budgets_progress``).
     """
     # One query: the access check, the switcher's memberships and the team's versions.
     access, memberships = team_and_memberships_for_user(
@@ -192,10 +217,14 @@ def usage_team(request: HttpRequest, team: Any) -> HttpResponse:
     )
     access, form, choice, scope = _team_request(request, team, access)
     partial = _is_partial(request)
-    versions = _versions(access.team)
+    *versions, settings_version = _versions(access.team)
+    versions = tuple(versions)
     cache = caches[settings.REPORT_CACHE]
     key = _region_key(access, choice, versions) if form.is_valid() else ""
-    hit = cache.get(key) if key else None
+    body_key = ""
+    if key and not partial and settings_version is not None:
+        today = timezone.now().astimezone(team_zone(access.team)).date()
+        body_key = _body_key(key, access, settings_version, today)
     context: dict[str, Any] = {
         "page": "team",
         "team": access.team,
@@ -207,12 +236,15 @@ def usage_team(request: HttpRequest, team: Any) -> HttpResponse:
             "usage-team-export", {"team": access.team.code}, TEAM_EXPORTS, choice
         ),
     }
+    body = cache.get(body_key) if body_key else None
+    if body is not None:  # the whole body: no query for members, budgets or figures
+        context["body_html"], blob = body
+        context["report"] = _unpickled(blob)
+        return _render(request, "reporting/usage.html", context)
+    hit = cache.get(key) if key else None
     if hit is not None:
         html, blob = hit
-        # The report the cached region was drawn from, unpickled only if read (tests do). The
-        # blob was pickled by this view into the report cache, whose backends unpickle every
-        # value anyway: no data from outside the portal.
-        context["report"] = SimpleLazyObject(lambda: pickle.loads(blob))  # noqa: S301
+        context["report"] = _unpickled(blob)
         context["report_html"] = html
     else:
         context["report"] = usage_report(
@@ -221,10 +253,10 @@ def usage_team(request: HttpRequest, team: Any) -> HttpResponse:
             group_kind="member",
             source=team_figures_source(choice.period),
         )
-        html = render_to_string("reporting/usage.html#report", context, request)
+        html = render_to_string("reporting/_usage_body.html#report", context, request)
         context["report_html"] = html
+        blob = pickle.dumps(context["report"], pickle.HIGHEST_PROTOCOL)
         if key:
-            blob = pickle.dumps(context["report"], pickle.HIGHEST_PROTOCOL)
             cache.set(key, (html, blob), settings.REPORT_CACHE_SECONDS)
     if not partial:
         budgets = Budget.objects.filter(team=access.team).select_related("team", "member")
@@ -232,7 +264,18 @@ def usage_team(request: HttpRequest, team: Any) -> HttpResponse:
             budgets=list(budgets.order_by("member__username", "period")),
             ledger_version=versions[0],
         )
+        if body_key:
+            body_html = render_to_string("reporting/_usage_body.html", context, request)
+            cache.set(body_key, (body_html, blob), settings.REPORT_CACHE_SECONDS)
+            context["body_html"] = body_html
     return _render(request, "reporting/usage.html", context)
+
+
+def _unpickled(blob: bytes) -> Any:
+    """The ``UsageReport`` a cached region or body was drawn from, unpickled only if read
+    (tests read ``response.context["report"]``). The blob was pickled by ``usage_team`` into
+    the report cache, whose backends unpickle every value anyway: no outside data."""
+    return SimpleLazyObject(lambda: pickle.loads(blob))  # noqa: S301
 
 
 def usage_team_export(request: HttpRequest, team: Any, table: str) -> HttpResponse:
