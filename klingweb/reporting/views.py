@@ -232,7 +232,8 @@ def usage_team(request: HttpRequest, team: Any) -> HttpResponse:
         "my_memberships": memberships,
         "form": form,
         "choice": choice,
-        "exports": _export_links(
+        # Drawn only by the body (not on a cached body).
+        "exports": lambda: _export_links(
             "usage-team-export", {"team": access.team.code}, TEAM_EXPORTS, choice
         ),
     }
