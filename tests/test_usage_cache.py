@@ -154,3 +154,25 @@ def test_cached_page_body_follows_members_budgets_and_names(client, portal, djan
     team.name = "Green team"
     team.save()
     assert "Usage · Green team</h1>" in page(client, url)[0]
+
+
+def test_cached_page_is_each_users_own_and_its_csrf_token_works(portal):
+    from django.test import Client
+
+    charge(make_task(portal.team, portal.member, at=timezone.now()), "2")
+    url = reverse("usage-team", kwargs={"team": portal.team.code})
+    pages = {}
+    for user in (portal.viewer, portal.member):
+        browser = Client(enforce_csrf_checks=True)
+        browser.force_login(user)
+        page(browser, url)
+        html, queries = page(browser, url)  # the whole page from the cache
+        assert queries == 3  # session, user, memberships with the team's versions
+        assert f'title="Change password">{user.username}</a>' in html
+        token = re.search(r'"X-CSRFToken": "([^"]+)"', html).group(1)
+        assert "placeholder" not in token
+        pages[user.username] = html
+        # Signing out with the cached page's token works (a stale token would be a 403).
+        response = browser.post(reverse("accounts-logout"), {"csrfmiddlewaretoken": token})
+        assert response.status_code == 302
+    assert "Change password\">viewer<" not in pages["member"]

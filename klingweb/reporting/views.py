@@ -19,16 +19,20 @@ import pickle
 from typing import Any
 
 from django.conf import settings
+from django.contrib.messages import get_messages
 from django.core.cache import caches
 from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.middleware.csrf import get_token
 from django.shortcuts import render
 from django.template.loader import render_to_string
+from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 from django.utils.functional import SimpleLazyObject
+from django.utils.safestring import mark_safe
 from django.utils.text import slugify
 
 from klingweb.accounts.access import (
@@ -237,11 +241,17 @@ def usage_team(request: HttpRequest, team: Any) -> HttpResponse:
             "usage-team-export", {"team": access.team.code}, TEAM_EXPORTS, choice
         ),
     }
+    page_key = _page_key(request, body_key, memberships) if body_key else ""
+    page = cache.get(page_key) if page_key else None
+    if page is not None:  # the whole page as this user saw it: only the CSRF token is new
+        html, blob = page
+        context["report"] = _unpickled(blob)
+        return _page_response(request, context, html)
     body = cache.get(body_key) if body_key else None
     if body is not None:  # the whole body: no query for members, budgets or figures
         context["body_html"], blob = body
         context["report"] = _unpickled(blob)
-        return _render(request, "reporting/usage.html", context)
+        return _page_store(request, context, page_key, blob)
     hit = cache.get(key) if key else None
     if hit is not None:
         html, blob = hit
@@ -269,7 +279,62 @@ def usage_team(request: HttpRequest, team: Any) -> HttpResponse:
             body_html = render_to_string("reporting/_usage_body.html", context, request)
             cache.set(body_key, (body_html, blob), settings.REPORT_CACHE_SECONDS)
             context["body_html"] = body_html
+            return _page_store(request, context, page_key, blob)
     return _render(request, "reporting/usage.html", context)
+
+
+#: Stands for the CSRF token in a cached page (``_page_store``); replaced on every load.
+CSRF_SENTINEL = "klingweb-csrf-token-placeholder"
+#: Part of the page cache key: change it when ``base.html`` or its context change.
+PAGE_FORMAT = 1
+#: The static files a usage page links (their hashed names key a cached page: a deploy that
+#: changes one renders afresh).
+PAGE_STATIC = ("css/app.css", "js/app.js", "js/usage.js", "vendor/chartjs/chart.umd.min.js")
+
+
+def _page_key(request: HttpRequest, body_key: str, memberships: list) -> str:
+    """The report cache key of a whole team usage page as one user sees it: the body's key
+    (``_body_key``), then what ``base.html`` shows of the user and the portal: user id,
+    username and staff flag, the team switcher (the user's memberships as just read: team,
+    code, name, role), the sandbox and sign-up settings and the static files' URLs. ""
+    (no page cache) while messages wait to be shown."""
+    if len(get_messages(request)):  # loads them without marking them shown
+        return ""
+    user = request.user
+    parts = (
+        body_key,
+        user.pk,
+        user.get_username(),
+        user.is_staff,
+        [(m.team_id, str(m.team.code), m.team.name, m.role) for m in memberships],
+        settings.KLING_SANDBOX_MODE,
+        settings.ALLOW_SIGNUP,
+        [static(name) for name in PAGE_STATIC],
+        PAGE_FORMAT,
+    )
+    return f"usage-page:{user.pk}:" + hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+
+
+def _page_store(request: HttpRequest, context: dict[str, Any], page_key: str, blob: bytes):
+    """Render the whole team usage page (``usage.html``, its body in ``body_html``), keep it
+    under ``page_key`` with ``CSRF_SENTINEL`` for the CSRF token, and answer it."""
+    if not page_key:
+        return _render(request, "reporting/usage.html", context)
+    html = render_to_string(
+        "reporting/usage.html", {**context, "csrf_token": CSRF_SENTINEL}, request
+    )
+    caches[settings.REPORT_CACHE].set(page_key, (html, blob), settings.REPORT_CACHE_SECONDS)
+    return _page_response(request, context, html)
+
+
+def _page_response(request: HttpRequest, context: dict[str, Any], html: str) -> HttpResponse:
+    """Answer a page kept by ``_page_store``, with this request's CSRF token (``get_token``
+    also sets the CSRF cookie as rendering ``{% csrf_token %}`` would). Rendered through
+    ``reporting/_cached_page.html`` so the response carries its context, as any page's."""
+    page = mark_safe(html.replace(CSRF_SENTINEL, get_token(request)))  # noqa: S308 - our HTML
+    response = render(request, "reporting/_cached_page.html", {**context, "page_html": page})
+    patch_vary_headers(response, ("HX-Request",))
+    return response
 
 
 def _unpickled(blob: bytes) -> Any:
