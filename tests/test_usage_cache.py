@@ -175,4 +175,4 @@ def test_cached_page_is_each_users_own_and_its_csrf_token_works(portal):
         # Signing out with the cached page's token works (a stale token would be a 403).
         response = browser.post(reverse("accounts-logout"), {"csrfmiddlewaretoken": token})
         assert response.status_code == 302
-    assert "Change password\">viewer<" not in pages["member"]
+    assert 'Change password">viewer<' not in pages["member"]

@@ -133,13 +133,14 @@ def team_and_memberships_for_user(
 ) -> tuple[TeamAccess, list[Membership]]:
     """``team_for_user`` (same checks, same errors) that reads ALL the caller's memberships
     in its one query, ordered by team name, with their teams (and ``related``: more
-    ``select_related`` paths, e.g. ``"team__ledger_state"``). Returns the access and that
+    ``select_related`` paths, e.g. ``"team__ledger_state"``; unlike ``team_for_user`` the
+    team's Kling account is not loaded unless named there). Returns the access and that
     list, which a page passes to its template as ``my_memberships`` (the team switcher), so
     the switcher costs no query of its own."""
     require_login(request)
     require_methods(request, methods)
     memberships = list(
-        Membership.objects.select_related("team", "team__kling_account", *related)
+        Membership.objects.select_related("team", *related)
         .filter(user=request.user)
         .order_by("team__name")
     )
