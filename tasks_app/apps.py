@@ -10,10 +10,3 @@ class TasksAppConfig(AppConfig):
 
     name = "tasks_app"
     verbose_name = "Tasks and billing"
-
-    def ready(self) -> None:
-        """Connect the receivers that version a team's settings for cached usage pages
-        (``tasks_app.rollups.settings_signals_connect``)."""
-        from tasks_app.rollups import settings_signals_connect
-
-        settings_signals_connect()

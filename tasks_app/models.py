@@ -821,19 +821,14 @@ class LedgerState(models.Model):
 
     ``tasks_version``: bumped in every transaction that creates a task of the team or moves
     one to another status (``tasks_app.rollups.tasks_touch``), so a cached usage page, which
-    also counts the tasks run, succeeded and failed, is never stale either.
-
-    ``settings_version``: bumped in the transaction that saves or deletes one of the team's
-    memberships or budgets, saves the team, or saves a member (a username) — signal
-    receivers, ``tasks_app.rollups.team_settings_touch`` — so a cached usage page body
-    (picker, budgets) is never stale."""
+    also counts the tasks run, succeeded and failed, is never stale either. (What a page
+    shows of the team's settings is versioned by ``accounts.Team.settings_version``.)"""
 
     team = models.OneToOneField(
         "accounts.Team", on_delete=models.CASCADE, primary_key=True, related_name="ledger_state"
     )
     version = models.BigIntegerField(default=0)
     tasks_version = models.BigIntegerField(default=0)
-    settings_version = models.BigIntegerField(default=0)
 
     def __str__(self) -> str:
         return f"{self.team_id}: v{self.version}"

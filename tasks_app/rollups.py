@@ -143,9 +143,7 @@ def _version_bump(team_id: int, field: str = "version") -> None:
             # The first version is the clock (µs): versions of a recreated database never
             # repeat those of a cache that outlived it.
             first = int(time.time() * 1_000_000)
-            LedgerState.objects.create(
-                team_id=team_id, version=first, tasks_version=first, settings_version=first
-            )
+            LedgerState.objects.create(team_id=team_id, version=first, tasks_version=first)
     except IntegrityError:
         LedgerState.objects.filter(team_id=team_id).update(**{field: F(field) + 1})
 
@@ -243,56 +241,6 @@ def rollups_deferred() -> Iterator[None]:
         _touched.reset(touched_token)
     rows = Deduction.objects.filter(pk__in=sorted(pending)).order_by() if pending else []
     _apply(rows, touched=touched)
-
-
-def team_settings_touch(team_ids: Iterable[int]) -> None:
-    """Bump ``LedgerState.settings_version`` of ``team_ids`` (in id order) in the current
-    transaction: their members, budgets, name, zone or a member's username changed, so a
-    cached usage page body (picker, budgets; ``klingweb.reporting.views.usage_team``) is
-    rendered afresh. Only existing rows are bumped: a team without one has no cached body
-    (the page caches a body only once the row exists), and a team being deleted must not
-    get a new row."""
-    for team_id in sorted(set(team_ids)):
-        LedgerState.objects.filter(team_id=team_id).update(
-            settings_version=F("settings_version") + 1
-        )
-
-
-def _settings_changed(sender, instance, **kwargs) -> None:
-    """Signal receiver: a membership, budget, team or user was saved or deleted."""
-    from django.contrib.auth import get_user_model
-
-    from klingweb.accounts.models import Membership, Team
-
-    if kwargs.get("update_fields") and set(kwargs["update_fields"]) <= {"last_login", "password"}:
-        return  # a sign-in or a new password: nothing a usage page shows
-    if sender is Team:
-        team_ids = [instance.pk]
-    elif sender is get_user_model():
-        team_ids = Membership.objects.filter(user_id=instance.pk).values_list("team_id", flat=True)
-    else:  # Membership, Budget
-        team_ids = [instance.team_id]
-    team_settings_touch(list(team_ids))
-
-
-def settings_signals_connect() -> None:
-    """Connect ``_settings_changed`` (``TasksAppConfig.ready``): saves and deletes of
-    memberships and budgets, saves of teams and users. Bulk updates bypass signals: the
-    portal changes these rows one by one (``klingweb.accounts.services``,
-    ``tasks_app.views_budgets``)."""
-    from django.contrib.auth import get_user_model
-    from django.db.models.signals import post_delete, post_save
-
-    from klingweb.accounts.models import Membership, Team
-    from tasks_app.models import Budget
-
-    for model in (Membership, Budget):
-        post_save.connect(_settings_changed, sender=model, dispatch_uid=f"usage-{model.__name__}")
-        post_delete.connect(
-            _settings_changed, sender=model, dispatch_uid=f"usage-d-{model.__name__}"
-        )
-    for model in (Team, get_user_model()):
-        post_save.connect(_settings_changed, sender=model, dispatch_uid=f"usage-{model.__name__}")
 
 
 def ledger_version(team_id: int) -> int:

@@ -68,7 +68,7 @@ from tasks_app.models import (
     UsageRollup,
 )
 from tasks_app.prices import unit_price
-from tasks_app.rollups import ledger_version, ledger_versions, team_zone_of
+from tasks_app.rollups import ledger_versions, team_zone_of
 
 #: Output field of every units sum: wide enough for a company's lifetime, the ledger's places.
 UNITS_FIELD = DecimalField(max_digits=30, decimal_places=UNITS_PLACES)
@@ -598,15 +598,22 @@ def usage_figures(
 
 def _cache_key(*, scope: Scope, period: Period, group_kind: str, source: str) -> str:
     """The cache key of a one-team report's ledger figures: team, its ledger version
-    (``tasks_app.rollups.ledger_version``, bumped by every ledger row of the team, one
-    query), period (days and zone), filters, grouping, source and unit price. "" (no
-    caching) for a scope of several teams."""
+    (``LedgerState.version``, bumped by every ledger row of the team) and settings version
+    (``Team.settings_version``, bumped by a member's username change among others: the
+    figures name members), read in one query, period (days and zone), filters, grouping,
+    source and unit price. "" (no caching) for a scope of several teams."""
     if scope.team_id is None:
         return ""
-    version = ledger_version(scope.team_id)
+    version, settings_version = (
+        Team.objects.filter(pk=scope.team_id)
+        .values_list("ledger_state__version", "settings_version")
+        .first()
+    ) or (None, None)
+    version = version or 0
     parts = (
         scope.team_id,
         version,
+        settings_version,
         period.first_day,
         period.last_day,
         period.tz_name,

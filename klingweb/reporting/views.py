@@ -141,12 +141,13 @@ def _team_request(request: HttpRequest, team: Any, access: Any = None):
     return access, form, choice, scope
 
 
-def _region_key(access: Any, choice: Choice, versions: tuple[int, int]) -> str:
-    """The report cache key of a team page's rendered report region: the team, its ledger
-    and tasks versions (``tasks_app.rollups.usage_versions``: bumped in the transaction of
-    every ledger row, new task and status move), the period (days and zone), the filters,
-    the unit price and the reader's role. The region shows nothing else that can change (no
-    user's name, no CSRF token)."""
+def _region_key(access: Any, choice: Choice, versions: tuple[int, int, int]) -> str:
+    """The report cache key of a team page's rendered report region: the team, its ledger,
+    tasks and settings versions (``_versions``: the first two bumped in the transaction of
+    every ledger row, new task and status move, the third with every change of its members,
+    budgets, name or zone or a member's username), the period (days and zone), the
+    filters, the unit price and the reader's role. The region shows nothing else that can
+    change (its member names are covered by the settings version; no CSRF token)."""
     period = choice.period
     parts = (
         access.team.pk,
@@ -167,26 +168,25 @@ def _region_key(access: Any, choice: Choice, versions: tuple[int, int]) -> str:
     return f"usage-region:{access.team.pk}:{versions[0]}:{versions[1]}:{digest}"
 
 
-def _versions(team: Any) -> tuple[int, int, int | None]:
-    """The team's (ledger version, tasks version, settings version) from its
-    ``ledger_state`` loaded with the access check (``usage_versions``' figures); (0, 0,
-    None) when the team has no ``LedgerState`` row yet (its settings are then not
-    versioned: the page body is not cached)."""
+def _versions(team: Any) -> tuple[int, int, int]:
+    """The team's (ledger version, tasks version, settings version): the first two from its
+    ``ledger_state`` loaded with the access check (``tasks_app.rollups.usage_versions``'
+    figures; (0, 0) before the team's first task or charge made the row), the third
+    ``Team.settings_version`` (``klingweb.accounts.services.team_settings_touch``)."""
     try:
         state = team.ledger_state
     except ObjectDoesNotExist:
-        return (0, 0, None)
-    return (state.version, state.tasks_version, state.settings_version)
+        return (0, 0, team.settings_version)
+    return (state.version, state.tasks_version, team.settings_version)
 
 
-def _body_key(region_key: str, access: Any, settings_version: int, today: Any) -> str:
+def _body_key(region_key: str, access: Any, today: Any) -> str:
     """The report cache key of a team page's rendered body (heading, picker, budgets,
-    region): the region's key, the team's settings version (``LedgerState.settings_version``,
-    bumped with every change of its members, budgets, name or zone, and of a member's
-    username: ``tasks_app.rollups.team_settings_touch``), its name and zone, and today's
-    date in its zone (the budgets' windows, ``tasks_app.budgets.period_bounds``, follow it)."""
+    region): the region's key (which holds the three versions, the settings one covering
+    the members, budgets, name and zone), the team's name and zone, and today's date in its
+    zone (the budgets' windows, ``tasks_app.budgets.period_bounds``, follow it)."""
     team = access.team
-    parts = (region_key, settings_version, team.name, team.time_zone, today, BODY_FORMAT)
+    parts = (region_key, team.name, team.time_zone, today, BODY_FORMAT)
     return f"usage-body:{team.pk}:" + hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
 
 
@@ -221,14 +221,13 @@ def usage_team(request: HttpRequest, team: Any) -> HttpResponse:
     )
     access, form, choice, scope = _team_request(request, team, access)
     partial = _is_partial(request)
-    *versions, settings_version = _versions(access.team)
-    versions = tuple(versions)
+    versions = _versions(access.team)
     cache = caches[settings.REPORT_CACHE]
     key = _region_key(access, choice, versions) if form.is_valid() else ""
     body_key = ""
-    if key and not partial and settings_version is not None:
+    if key and not partial:
         today = timezone.now().astimezone(team_zone(access.team)).date()
-        body_key = _body_key(key, access, settings_version, today)
+        body_key = _body_key(key, access, today)
     context: dict[str, Any] = {
         "page": "team",
         "team": access.team,

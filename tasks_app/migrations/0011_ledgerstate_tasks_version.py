@@ -1,6 +1,5 @@
 """The teams' task versions (issue 15 item 3): a cached usage page is keyed by them, so a task
-created or moved to another status shows on the next page load; and their settings
-versions (members, budgets, name and zone) key a cached usage page's body. ``Team.ledger_state`` (the
+created or moved to another status shows on the next page load. ``Team.ledger_state`` (the
 reverse of ``LedgerState.team``): the usage page reads a team's versions with its access
 check's query."""
 
@@ -15,11 +14,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="ledgerstate",
             name="tasks_version",
-            field=models.BigIntegerField(default=0),
-        ),
-        migrations.AddField(
-            model_name="ledgerstate",
-            name="settings_version",
             field=models.BigIntegerField(default=0),
         ),
         migrations.AlterField(
