@@ -249,15 +249,6 @@ def ledger_version(team_id: int) -> int:
     return state or 0
 
 
-def usage_versions(team_id: int) -> tuple[int, int]:
-    """The team's (ledger version, tasks version), (0, 0) before either was bumped, in one
-    query: the key parts of a cached usage page."""
-    state = (
-        LedgerState.objects.filter(team_id=team_id).values_list("version", "tasks_version").first()
-    )
-    return state or (0, 0)
-
-
 def ledger_versions() -> dict[int, int]:
     """Every team's ledger version (teams without a ledger row are absent), in one query: the
     key part of the cached company report."""

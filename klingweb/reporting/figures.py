@@ -827,7 +827,7 @@ def budgets_progress(
     budget in money counts each row's money (``ledger_money_expr``), one in units each row's
     units (``ledger_units_expr``: a cash-only row as its money ÷ the unit price).
 
-    ``ledger_version``: the version (``tasks_app.rollups.usage_versions``) of the ONE team
+    ``ledger_version``: the version (``LedgerState.version``) of the ONE team
     all ``budgets`` belong to, read before this call; the sums are then kept in the report
     cache, keyed by it, the budgets' scopes, measures and window starts and the unit price,
     so a page load after a charge (a new version) or a window's reset sums afresh."""

@@ -170,8 +170,8 @@ def _region_key(access: Any, choice: Choice, versions: tuple[int, int, int]) -> 
 
 def _versions(team: Any) -> tuple[int, int, int]:
     """The team's (ledger version, tasks version, settings version): the first two from its
-    ``ledger_state`` loaded with the access check (``tasks_app.rollups.usage_versions``'
-    figures; (0, 0) before the team's first task or charge made the row), the third
+    ``ledger_state`` loaded with the access check (``LedgerState.version`` and
+    ``tasks_version``; (0, 0) before the team's first task or charge made the row), the third
     ``Team.settings_version`` (``klingweb.accounts.services.team_settings_touch``)."""
     try:
         state = team.ledger_state
