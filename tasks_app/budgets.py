@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
@@ -25,6 +26,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from klingweb.accounts.services import team_settings_touch
 from klingweb.safe_text import mail_subject
 from tasks_app.ledger import MONEY_FIELD, ledger_money_expr, ledger_units_expr
 from tasks_app.models import (
@@ -41,6 +43,11 @@ from tasks_app.prices import (
     task_estimate_or_none,
     unit_price,
 )
+
+if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
+
+    from klingweb.accounts.models import Team
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +81,45 @@ class BudgetExceeded(Exception):
         self.needed = needed
         self.resets_at = resets_at
         self.exceeded = exceeded or []
+
+
+# --- Writes -------------------------------------------------------------------------------
+
+
+def budget_set(
+    *,
+    team: Team,
+    member: AbstractBaseUser | None,
+    period: str,
+    units: Decimal,
+    measure: str,
+    by: AbstractBaseUser | None,
+) -> tuple[Budget, bool]:
+    """Create or replace the budget of ``team`` for ``member`` (None: the whole team) and
+    ``period`` (a ``BudgetPeriod`` value): its limit ``units`` (≥ 0, in ``measure``: a
+    ``BudgetMeasure`` value), ``created_by`` = ``by`` when new. Returns (budget, created).
+    In one transaction with the team's settings version bump
+    (``klingweb.accounts.services.team_settings_touch``: a cached usage page shows the new
+    limit on its next load). Raises ``IntegrityError`` when the same budget is created by
+    two calls at once (the caller asks to try again)."""
+    with transaction.atomic():
+        budget, created = Budget.objects.update_or_create(
+            team=team,
+            member=member,
+            period=period,
+            defaults={"units": units, "measure": measure},
+            create_defaults={"units": units, "measure": measure, "created_by": by},
+        )
+        team_settings_touch(team_ids=[team.pk])
+    return budget, created
+
+
+def budget_remove(*, budget: Budget) -> None:
+    """Delete ``budget`` (its alerts with it), bumping its team's settings version in the
+    same transaction (``team_settings_touch``)."""
+    with transaction.atomic():
+        budget.delete()
+        team_settings_touch(team_ids=[budget.team_id])
 
 
 def estimate_units(*, family: str, params: dict) -> Decimal:

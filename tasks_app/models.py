@@ -817,12 +817,18 @@ class UsageDay(models.Model):
 
 class LedgerState(models.Model):
     """A team's ledger version: bumped in every transaction that adds a ledger row for the
-    team (``tasks_app.rollups``), so a cached report keyed by it is never stale."""
+    team (``tasks_app.rollups``), so a cached report keyed by it is never stale.
+
+    ``tasks_version``: bumped in every transaction that creates a task of the team or moves
+    one to another status (``tasks_app.rollups.tasks_touch``), so a cached usage page, which
+    also counts the tasks run, succeeded and failed, is never stale either. (What a page
+    shows of the team's settings is versioned by ``accounts.Team.settings_version``.)"""
 
     team = models.OneToOneField(
-        "accounts.Team", on_delete=models.CASCADE, primary_key=True, related_name="+"
+        "accounts.Team", on_delete=models.CASCADE, primary_key=True, related_name="ledger_state"
     )
     version = models.BigIntegerField(default=0)
+    tasks_version = models.BigIntegerField(default=0)
 
     def __str__(self) -> str:
         return f"{self.team_id}: v{self.version}"

@@ -133,17 +133,19 @@ def _zones(team_ids: Iterable[int]) -> dict[int, dt.tzinfo]:
     }
 
 
-def _version_bump(team_id: int) -> None:
-    if LedgerState.objects.filter(team_id=team_id).update(version=F("version") + 1):
+def _version_bump(team_id: int, field: str = "version") -> None:
+    """Add 1 to the team's ``LedgerState.<field>`` (``version`` or ``tasks_version``),
+    creating the row when it is missing (both versions then start at the clock)."""
+    if LedgerState.objects.filter(team_id=team_id).update(**{field: F(field) + 1}):
         return
     try:
         with transaction.atomic():
             # The first version is the clock (µs): versions of a recreated database never
             # repeat those of a cache that outlived it.
             first = int(time.time() * 1_000_000)
-            LedgerState.objects.create(team_id=team_id, version=first)
+            LedgerState.objects.create(team_id=team_id, version=first, tasks_version=first)
     except IntegrityError:
-        LedgerState.objects.filter(team_id=team_id).update(version=F("version") + 1)
+        LedgerState.objects.filter(team_id=team_id).update(**{field: F(field) + 1})
 
 
 def _upsert(model, key_fields: tuple, sum_fields: tuple, key: Key, sums: Sums) -> None:
@@ -159,13 +161,15 @@ def _upsert(model, key_fields: tuple, sum_fields: tuple, key: Key, sums: Sums) -
         model.objects.filter(**where).update(**increments)
 
 
-def _apply(rows: Iterable[Deduction]) -> None:
-    """Add ``rows`` (saved ledger rows) to the rollups and bump their teams' versions, in
-    team id then key order. Must run in the transaction that inserted the rows."""
+def _apply(rows: Iterable[Deduction], touched: Iterable[int] = ()) -> None:
+    """Add ``rows`` (saved ledger rows) to the rollups and bump their teams' versions, and
+    bump the tasks versions of the teams ``touched``, in team id then key order (every row
+    lock taken in one order). Must run in the transaction that inserted the rows."""
     rows = list(rows)
-    if not rows:
+    touched = set(touched)
+    if not rows and not touched:
         return
-    zones = _zones(r.team_id for r in rows)
+    zones = _zones(r.team_id for r in rows) if rows else {}
     grains = []
     for _, model, key_fields, sum_fields in GRAINS:
         by_key: dict[Key, Sums] = {}
@@ -173,7 +177,12 @@ def _apply(rows: Iterable[Deduction]) -> None:
             by_key.setdefault(_key(row, zones, key_fields), Sums()).add_row(row)
         ordered = sorted(by_key, key=lambda k: tuple("" if v is None else str(v) for v in k[1:]))
         grains.append((model, key_fields, sum_fields, by_key, ordered))
-    for team_id in sorted({r.team_id for r in rows}):
+    charged = {r.team_id for r in rows}
+    for team_id in sorted(charged | touched):
+        if team_id in touched:
+            _version_bump(team_id, "tasks_version")
+        if team_id not in charged:
+            continue
         _version_bump(team_id)
         for model, key_fields, sum_fields, by_key, ordered in grains:
             for key in ordered:
@@ -182,6 +191,21 @@ def _apply(rows: Iterable[Deduction]) -> None:
 
 
 _pending: ContextVar[set[int] | None] = ContextVar("tasks_app_rollups_pending", default=None)
+_touched: ContextVar[set[int] | None] = ContextVar("tasks_app_tasks_touched", default=None)
+
+
+def tasks_touch(team_id: int) -> None:
+    """Bump the team's ``LedgerState.tasks_version`` in the current transaction: call it
+    where a task of the team is created or moves to another status (``tasks_app.services``),
+    so a cached usage page (its counts of tasks run, succeeded, failed, lost, running) is
+    recomputed on the next load. Inside ``rollups_deferred`` the team is only noted and
+    bumped when the block ends, in team id order with the ledger versions (no deadlock
+    between two chunks moving tasks of the same teams)."""
+    touched = _touched.get()
+    if touched is not None:
+        touched.add(team_id)
+        return
+    _version_bump(team_id, "tasks_version")
 
 
 def rollup_add(row: Deduction) -> None:
@@ -207,19 +231,28 @@ def rollups_deferred() -> Iterator[None]:
         yield
         return
     pending: set[int] = set()
+    touched: set[int] = set()
     token = _pending.set(pending)
+    touched_token = _touched.set(touched)
     try:
         yield
     finally:
         _pending.reset(token)
-    if pending:
-        _apply(Deduction.objects.filter(pk__in=sorted(pending)).order_by())
+        _touched.reset(touched_token)
+    rows = Deduction.objects.filter(pk__in=sorted(pending)).order_by() if pending else []
+    _apply(rows, touched=touched)
 
 
 def ledger_version(team_id: int) -> int:
     """The team's ledger version (0 before its first ledger row): a cache key part."""
     state = LedgerState.objects.filter(team_id=team_id).values_list("version", flat=True).first()
     return state or 0
+
+
+def ledger_versions() -> dict[int, int]:
+    """Every team's ledger version (teams without a ledger row are absent), in one query: the
+    key part of the cached company report."""
+    return dict(LedgerState.objects.values_list("team_id", "version"))
 
 
 # --- rebuild and check --------------------------------------------------------------------

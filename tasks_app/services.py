@@ -56,7 +56,7 @@ from tasks_app.models import (
     Task,
     TaskEvent,
 )
-from tasks_app.rollups import rollups_deferred
+from tasks_app.rollups import rollups_deferred, tasks_touch
 
 if TYPE_CHECKING:
     from klingweb.kling import KlingTask
@@ -204,7 +204,8 @@ def _rows(task_pk: int | None, tasks: QuerySet[Task] | None) -> QuerySet[Task]:
 def task_create(*, source: str, at: datetime | None = None, **fields: Any) -> Task:
     """Save a new task ``queued`` (``created_at`` = ``at``, default now) with its first
     status-history entry (``source``, e.g. ``"form"``). ``fields``: the other columns
-    (team, creator, family, params, ``retry_at``…). Returns the saved task. Raises
+    (team, creator, family, params, ``retry_at``…); the team's tasks version is bumped
+    (``tasks_app.rollups.tasks_touch``). Returns the saved task. Raises
     ``ValueError`` when ``fields`` holds ``status`` or an ``error_*`` column.
     """
     _check_fields(fields)
@@ -213,6 +214,7 @@ def task_create(*, source: str, at: datetime | None = None, **fields: Any) -> Ta
     with transaction.atomic(savepoint=False):
         task = Task.objects.create(status=Status.QUEUED, created_at=at, **fields)
         TaskEvent.objects.create(task=task, status=Status.QUEUED, at=at, source=source)
+        tasks_touch(task.team_id)  # a cached usage page counts it (running) at once
     return task
 
 
@@ -239,7 +241,8 @@ def task_status_move(
     when two writers race only one wins and the other gets False. ``error``: the error
     fields to write with it (``NO_ERROR`` clears them; None leaves them). ``fields``: other
     columns written in the same UPDATE (``finished_at``, ``result``…); ``updated_at`` is set
-    to ``at``, and ``retry_at`` is cleared when ``to`` is not ``queued``.
+    to ``at``, and ``retry_at`` is cleared when ``to`` is not ``queued``. A move bumps the
+    team's tasks version (``tasks_app.rollups.tasks_touch``: cached usage pages).
 
     Returns True when this call moved the task. Raises ``ValueError`` for an unknown
     status, and when ``fields`` holds ``status`` or an ``error_*`` column; ``TypeError``
@@ -266,6 +269,12 @@ def task_status_move(
         moved = Task.objects.filter(pk=pk, status__in=allowed).update(**values) == 1
         if moved:
             TaskEvent.objects.create(task_id=pk, status=to, at=at, source=source, note=note)
+            team_id = (
+                task.team_id
+                if task is not None
+                else Task.objects.filter(pk=pk).values_list("team_id", flat=True).first()
+            )
+            tasks_touch(team_id)  # a cached usage page counts the new status at once
     if moved and task is not None:
         for name, value in values.items():
             if not hasattr(value, "resolve_expression"):

@@ -23,6 +23,7 @@ from django.utils import timezone
 from tasks_app.families import DESIGN_LEGACY, registry
 from tasks_app.finder import MAX_PAGES, tasks_pages
 from tasks_app.models import Task
+from tasks_app.rollups import tasks_touch
 from tasks_app.services import task_apply_remote
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ def _import(team: Team, account: KlingAccount, family: str, remote: KlingTask) -
             vendor_created_at=remote.created_at,
             next_poll_at=now,
         )
+        tasks_touch(team.pk)  # a cached usage page counts the imported task at once
         task_apply_remote(task_pk=task.pk, remote=remote, source="sync")
     return True
 

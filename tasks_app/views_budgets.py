@@ -17,7 +17,7 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
@@ -26,6 +26,8 @@ from klingweb.accounts.models import Role
 from tasks_app.budgets import (
     budget_banners,
     budget_label,
+    budget_remove,
+    budget_set,
     budget_statuses,
     measure_text,
     reserved_tasks,
@@ -123,18 +125,14 @@ def budgets(request: HttpRequest, team: Any) -> HttpResponse:
             )
         data = form.cleaned_data
         try:
-            with transaction.atomic():
-                budget, created = Budget.objects.update_or_create(
-                    team=access.team,
-                    member=data["member"],
-                    period=data["period"],
-                    defaults={"units": data["units"], "measure": data["measure"]},
-                    create_defaults={
-                        "units": data["units"],
-                        "measure": data["measure"],
-                        "created_by": request.user,
-                    },
-                )
+            budget, created = budget_set(
+                team=access.team,
+                member=data["member"],
+                period=data["period"],
+                units=data["units"],
+                measure=data["measure"],
+                by=request.user,
+            )
         except IntegrityError:  # the same budget saved twice at once
             return _budgets_answer(request, access, ok=False, text="Try again.")
         verb = "set" if created else "changed"
@@ -159,5 +157,5 @@ def budget_delete(request: HttpRequest, team: Any, code: Any) -> HttpResponse:
         methods=WRITE,
     )
     label = budget_label(budget)
-    budget.delete()
+    budget_remove(budget=budget)
     return _budgets_answer(request, access, ok=True, text=f"{label} removed.")

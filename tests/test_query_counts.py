@@ -31,6 +31,7 @@ from tasks_app.models import (
     TaskEvent,
     TaskMedia,
 )
+from tasks_app.rollups import rollup_add, tasks_touch
 from tests.conftest import make_user
 
 pytestmark = pytest.mark.django_db
@@ -78,7 +79,7 @@ def _task(portal, index: int, **extra) -> Task:
             file=f"results/{index}.mp4" if index % 2 else "",
             kept_at=timezone.now() if index % 2 else None,
         )
-        Deduction.objects.create(
+        row = Deduction.objects.create(
             team=portal.team,
             task=task,
             member=task.creator,
@@ -88,6 +89,8 @@ def _task(portal, index: int, **extra) -> Task:
             task_status=status,
             units=Decimal("2.5"),
         )
+        rollup_add(row)  # as the ledger writer does: rollups and the team's ledger version
+    tasks_touch(portal.team.pk)  # as task_create / task_status_move do (cached usage pages)
     return task
 
 

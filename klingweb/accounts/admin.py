@@ -1,5 +1,10 @@
 """Django admin for accounts: teams, memberships, invitations, Kling accounts, vendor calls.
 
+Edits that change what a team's pages show of its settings (a team's name or zone, its
+members and roles, a user's username) bump the teams' settings version in the admin's
+transaction through ``services.team_settings_touch``, as the portal's own services do: a
+cached usage page shows the edit on its next load.
+
 Secrets never appear: ``KlingAccount.secret_key_encrypted`` is excluded (only the last 4
 characters show) and a new secret is typed into a password field that is stored through
 ``services.account_set_secret``. Invitations are created by the portal (it sends the e-mail
@@ -10,6 +15,8 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -44,6 +51,21 @@ class TeamAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Team]:
         return super().get_queryset(request).annotate(_members=Count("memberships"))
 
+    def save_model(self, request: HttpRequest, obj: Team, form, change: bool) -> None:
+        """Save only the fields the form changed: a full save would write back the
+        ``settings_version`` read when the form was loaded, undoing a bump made since."""
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        columns = {f.name for f in obj._meta.concrete_fields}
+        obj.save(update_fields=[name for name in form.changed_data if name in columns])
+
+    def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
+        """Save the inline memberships, then bump the team's settings version (its name,
+        zone or members may have changed), in the admin's transaction."""
+        super().save_related(request, form, formsets, change)
+        services.team_settings_touch(team_ids=[form.instance.pk])
+
     @admin.display(description="Members", ordering="_members")
     def member_count(self, obj: Team) -> int:
         """How many people are in the team."""
@@ -60,6 +82,28 @@ class MembershipAdmin(admin.ModelAdmin):
     list_select_related = ("user", "team")
     raw_id_fields = ("user", "team")
     readonly_fields = ("code",)
+
+    def save_model(self, request: HttpRequest, obj: Membership, form, change: bool) -> None:
+        """Save, bumping the settings version of the membership's team (and of its former
+        team when the edit moved it to another one)."""
+        before = (
+            list(Membership.objects.filter(pk=obj.pk).values_list("team_id", flat=True))
+            if change
+            else []
+        )
+        super().save_model(request, obj, form, change)
+        services.team_settings_touch(team_ids=[obj.team_id, *before])
+
+    def delete_model(self, request: HttpRequest, obj: Membership) -> None:
+        """Delete, bumping the settings version of the membership's team."""
+        super().delete_model(request, obj)
+        services.team_settings_touch(team_ids=[obj.team_id])
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Membership]) -> None:
+        """The "delete selected" action: bump the settings version of every team concerned."""
+        team_ids = list(queryset.values_list("team_id", flat=True))
+        super().delete_queryset(request, queryset)
+        services.team_settings_touch(team_ids=team_ids)
 
 
 class InvitationStatusFilter(admin.SimpleListFilter):
@@ -273,3 +317,31 @@ class VendorCallAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: VendorCall | None = None) -> bool:
         """A record of what Kling answered: never edited."""
         return False
+
+
+User = get_user_model()
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class PortalUserAdmin(UserAdmin):
+    """Django's user admin, plus: a changed username, or a deleted user (memberships gone,
+    ledger rows' member cleared), bumps the settings version of EVERY team, since usage
+    pages name members (the picker, budgets, the per-member table, top tasks), former
+    members included. Both are rare admin actions; every other user edit bumps nothing."""
+
+    def save_model(self, request: HttpRequest, obj, form, change: bool) -> None:
+        """Save; a change of username bumps every team's settings version."""
+        super().save_model(request, obj, form, change)
+        if change and User.USERNAME_FIELD in form.changed_data:
+            services.team_settings_touch(team_ids=Team.objects.values_list("pk", flat=True))
+
+    def delete_model(self, request: HttpRequest, obj) -> None:
+        """Delete; bumps every team's settings version."""
+        super().delete_model(request, obj)
+        services.team_settings_touch(team_ids=Team.objects.values_list("pk", flat=True))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        """The "delete selected" action; bumps every team's settings version."""
+        super().delete_queryset(request, queryset)
+        services.team_settings_touch(team_ids=Team.objects.values_list("pk", flat=True))

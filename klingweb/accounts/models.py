@@ -191,6 +191,13 @@ class Team(models.Model):
 
     ``kling_account`` is the account the team's new tasks go to; null means the operator's
     default account. ``time_zone`` (IANA name) sets day boundaries in usage reports.
+
+    ``settings_version`` counts changes to what a team's pages show of its settings: its
+    members and their roles, its budgets, its name and zone, a member's username. Every
+    writer of those bumps it in its own transaction through ONE function,
+    ``klingweb.accounts.services.team_settings_touch`` (the portal's services, the admin,
+    the management commands); a cached usage page is keyed by it, so the next load after
+    such a change renders afresh.
     """
 
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
@@ -200,6 +207,7 @@ class Team(models.Model):
         KlingAccount, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now)
+    settings_version = models.BigIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["name"]

@@ -27,7 +27,7 @@ import hashlib
 import logging
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -38,6 +38,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -265,11 +266,45 @@ class InvitationInvalid(AccountsError):
 # --- Teams and memberships ----------------------------------------------------------------
 
 
+def team_settings_touch(*, team_ids: Iterable[int]) -> None:
+    """Bump ``Team.settings_version`` of the teams ``team_ids`` (primary keys; unknown ones
+    are skipped) in the caller's transaction: what their pages show of their settings changed
+    (members or roles, budgets, name or zone, a member's username). The ONE place that
+    versions a team's settings: every writer of those calls it in the transaction of its
+    write — these services, ``tasks_app.budgets.budget_set``/``budget_remove``, the admin
+    (``klingweb.accounts.admin``), ``demo_data`` — so a cached usage page keyed by the
+    version (``klingweb.reporting.views.usage_team``) is drawn afresh on the next load.
+
+    Several teams are locked in id order first (two callers touching overlapping teams
+    cannot deadlock); one team is one UPDATE. No signals: a write that bypasses the
+    services (a raw UPDATE, a shell) must call it too."""
+    ids = sorted(set(team_ids))
+    if not ids:
+        return
+    with transaction.atomic(savepoint=False):
+        teams = Team.objects.filter(pk__in=ids)
+        if len(ids) > 1:
+            list(teams.select_for_update().order_by("pk").values_list("pk", flat=True))
+        teams.update(settings_version=F("settings_version") + 1)
+
+
 def team_create(*, name: str, owner: AbstractBaseUser, time_zone: str = "UTC") -> Team:
     """Create a team named ``name`` and make ``owner`` its first owner; returns the team."""
     with transaction.atomic():
         team = Team.objects.create(name=name, time_zone=time_zone)
         Membership.objects.create(team=team, user=owner, role=Role.OWNER)
+    return team
+
+
+def team_update(*, team: Team, name: str, time_zone: str) -> Team:
+    """Rename ``team`` and set its ``time_zone`` (an IANA name the caller validated, e.g.
+    ``TeamForm``), bumping its settings version in the same transaction
+    (``team_settings_touch``). Returns the saved team. After a change of zone, usage
+    rollups keep their old days until ``rollups_rebuild`` runs (README)."""
+    with transaction.atomic():
+        team.name, team.time_zone = name, time_zone
+        team.save(update_fields=["name", "time_zone"])
+        team_settings_touch(team_ids=[team.pk])
     return team
 
 
@@ -312,7 +347,8 @@ def membership_set_role(*, membership: Membership, role: str, actor: Membership)
     """Give ``membership`` the ``Role`` value ``role``, acting as ``actor``.
 
     Raises ``RoleNotAllowed`` (admins cannot grant owner or touch owners), ``LastOwnerError``
-    (demoting the last owner). Returns the saved membership.
+    (demoting the last owner). Returns the saved membership; the team's settings version is
+    bumped in the same transaction (``team_settings_touch``).
     """
     if role not in ROLE_RANK:
         raise RoleNotAllowed(f"Unknown role {role!r}.")
@@ -324,19 +360,22 @@ def membership_set_role(*, membership: Membership, role: str, actor: Membership)
             _check_not_last_owner(membership=membership)
         membership.role = role
         membership.save(update_fields=["role"])
+        team_settings_touch(team_ids=[membership.team_id])
     return membership
 
 
 def membership_remove(*, membership: Membership, actor: Membership) -> None:
     """Remove ``membership`` from its team, acting as ``actor`` (a member leaving: itself).
 
-    Raises ``RoleNotAllowed`` (an admin removing an owner), ``LastOwnerError``.
+    Raises ``RoleNotAllowed`` (an admin removing an owner), ``LastOwnerError``. The team's
+    settings version is bumped in the same transaction (``team_settings_touch``).
     """
     if actor.pk != membership.pk:
         _check_may_manage(actor=actor, target=membership)
     with transaction.atomic():
         _check_not_last_owner(membership=membership)
         membership.delete()
+        team_settings_touch(team_ids=[membership.team_id])
 
 
 # --- Invitations --------------------------------------------------------------------------
@@ -445,7 +484,8 @@ def invitation_accept(*, token: str, user: AbstractBaseUser) -> Membership:
     case), so a link that reaches someone else is of no use to them. Single use: the row is
     claimed with a conditional update, so two requests with the same token cannot both join.
     Raises ``InvitationInvalid``, ``InvitationForOtherAddress``, ``AlreadyMemberError``
-    (nothing changes: the invitation stays pending).
+    (nothing changes: the invitation stays pending). The team's settings version is bumped
+    with the new membership (``team_settings_touch``).
     """
     with transaction.atomic():
         invitation = invitation_check(token=token, lock=True)
@@ -466,7 +506,11 @@ def invitation_accept(*, token: str, user: AbstractBaseUser) -> Membership:
         ).update(accepted_at=now, accepted_by=user)
         if claimed != 1:
             raise InvitationInvalid("This invitation has already been used.")
-        return Membership.objects.create(team=invitation.team, user=user, role=invitation.role)
+        membership = Membership.objects.create(
+            team=invitation.team, user=user, role=invitation.role
+        )
+        team_settings_touch(team_ids=[invitation.team_id])
+        return membership
 
 
 def invitation_accept_new_user(

@@ -169,7 +169,9 @@ def team_update(request: HttpRequest, team: Any) -> HttpResponse:
     form = TeamForm(request.POST, instance=Team.objects.get(pk=access.team.pk))
     if not form.is_valid():
         return _section(request, access, "team-form", team_form=form)
-    form.save()
+    services.team_update(
+        team=form.instance, name=form.cleaned_data["name"], time_zone=form.cleaned_data["time_zone"]
+    )
     return _done(request, access, "team-form", "Team settings saved.")
 
 

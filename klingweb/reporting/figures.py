@@ -68,7 +68,7 @@ from tasks_app.models import (
     UsageRollup,
 )
 from tasks_app.prices import unit_price
-from tasks_app.rollups import ledger_version, team_zone_of
+from tasks_app.rollups import ledger_versions, team_zone_of
 
 #: Output field of every units sum: wide enough for a company's lifetime, the ledger's places.
 UNITS_FIELD = DecimalField(max_digits=30, decimal_places=UNITS_PLACES)
@@ -598,15 +598,22 @@ def usage_figures(
 
 def _cache_key(*, scope: Scope, period: Period, group_kind: str, source: str) -> str:
     """The cache key of a one-team report's ledger figures: team, its ledger version
-    (``tasks_app.rollups.ledger_version``, bumped by every ledger row of the team, one
-    query), period (days and zone), filters, grouping, source and unit price. "" (no
-    caching) for a scope of several teams."""
+    (``LedgerState.version``, bumped by every ledger row of the team) and settings version
+    (``Team.settings_version``, bumped by a member's username change among others: the
+    figures name members), read in one query, period (days and zone), filters, grouping,
+    source and unit price. "" (no caching) for a scope of several teams."""
     if scope.team_id is None:
         return ""
-    version = ledger_version(scope.team_id)
+    version, settings_version = (
+        Team.objects.filter(pk=scope.team_id)
+        .values_list("ledger_state__version", "settings_version")
+        .first()
+    ) or (None, None)
+    version = version or 0
     parts = (
         scope.team_id,
         version,
+        settings_version,
         period.first_day,
         period.last_day,
         period.tz_name,
@@ -809,19 +816,45 @@ class BudgetRow:
 
 
 def budgets_progress(
-    *, budgets: Sequence[Budget], now: dt.datetime | None = None
+    *,
+    budgets: Sequence[Budget],
+    now: dt.datetime | None = None,
+    ledger_version: int | None = None,
 ) -> list[BudgetRow]:
     """Progress of ``budgets`` (with ``team`` and ``member`` loaded) in their current windows,
     from the ledger in one aggregate query (none when there is no budget). A team budget
     counts every member's units in the team; a member budget that member's units there. A
     budget in money counts each row's money (``ledger_money_expr``), one in units each row's
-    units (``ledger_units_expr``: a cash-only row as its money ÷ the unit price)."""
+    units (``ledger_units_expr``: a cash-only row as its money ÷ the unit price).
+
+    ``ledger_version``: the version (``LedgerState.version``) of the ONE team
+    all ``budgets`` belong to, read before this call; the sums are then kept in the report
+    cache, keyed by it, the budgets' scopes, measures and window starts and the unit price,
+    so a page load after a charge (a new version) or a window's reset sums afresh."""
     if not budgets:
         return []
     now = now or timezone.now()
     windows = {
         b.pk: period_bounds(period=b.period, zone=team_zone(b.team), now=now) for b in budgets
     }
+    key = ""
+    if ledger_version is not None and len({b.team_id for b in budgets}) == 1:
+        parts = [
+            (b.pk, b.team_id, b.member_id, b.measure, windows[b.pk][0].isoformat()) for b in budgets
+        ]
+        digest = hashlib.sha256(repr((parts, unit_price())).encode()).hexdigest()[:32]
+        key = f"budgets:{budgets[0].team_id}:{ledger_version}:{digest}"
+        cached = caches[settings.REPORT_CACHE].get(key)
+        if cached is not None:
+            return [
+                BudgetRow(
+                    budget=b,
+                    spent=cached[b.pk],
+                    starts_at=windows[b.pk][0],
+                    resets_at=windows[b.pk][1],
+                )
+                for b in budgets
+            ]
     sums = {}
     for b in budgets:
         cond = Q(team_id=b.team_id, recorded_at__gte=windows[b.pk][0])
@@ -839,6 +872,10 @@ def budgets_progress(
         .order_by()
         .aggregate(**sums)
     )
+    if key:
+        caches[settings.REPORT_CACHE].set(
+            key, {b.pk: q3(spent[f"b{b.pk}"]) for b in budgets}, settings.REPORT_CACHE_SECONDS
+        )
     return [
         BudgetRow(
             budget=b,
@@ -942,21 +979,50 @@ def _month(value: Any) -> dt.date:
 
 
 def company_report(*, choice: Choice) -> CompanyReport:
-    """Units per team per month for ``choice.period`` (months in the period's zone): three
-    queries whatever the data (the list of teams; the daily rollups grouped by team and
-    month for the teams whose zone is the period's; the grouped ledger query for the other
-    teams, skipped when there is none). Figures equal the ledger's: a rollup's day is the
-    team's local day, the period's day for those teams."""
+    """Units per team per month for ``choice.period`` (months in the period's zone): four
+    queries whatever the data (the list of teams; every team's ledger version; the daily
+    rollups grouped by team and month for the teams whose zone is the period's; the grouped
+    ledger query for the other teams, skipped when there is none). Figures equal the
+    ledger's: a rollup's day is the team's local day, the period's day for those teams.
+
+    The report is kept in the report cache (``settings.REPORT_CACHE``), keyed by every
+    team's ledger version (``tasks_app.rollups.ledger_versions``: bumped in the transaction
+    of each ledger row), the teams (code, name, zone), the period's days and zone and the
+    unit price: a page load after any charge computes it afresh; otherwise two queries."""
+    period = choice.period
+    teams = list(Team.objects.order_by("name", "pk").values("pk", "code", "name", "time_zone"))
+    zone = str(getattr(period.tz, "key", period.tz))
+    price = unit_price()
+    parts = (
+        sorted(ledger_versions().items()),
+        [(t["pk"], str(t["code"]), t["name"], t["time_zone"]) for t in teams],
+        period.first_day,
+        period.last_day,
+        zone,
+        price,
+    )
+    key = "company:" + hashlib.sha256(repr(parts).encode()).hexdigest()[:40]
+    cached = caches[settings.REPORT_CACHE].get(key)
+    if cached is not None:
+        cached.choice = choice
+        return cached
+    report = _company_report(choice=choice, teams=teams, zone=zone, price=price)
+    caches[settings.REPORT_CACHE].set(key, report, settings.REPORT_CACHE_SECONDS)
+    return report
+
+
+def _company_report(
+    *, choice: Choice, teams: list[dict[str, Any]], zone: str, price: Decimal
+) -> CompanyReport:
+    """``company_report`` computed (not cached): ``teams`` as read by it (pk, code, name,
+    time_zone), ``zone`` the period's zone name, ``price`` the unit price."""
     period = choice.period
     months = period.months
     index = {m: i for i, m in enumerate(months)}
     cells: dict[int, list[Decimal]] = {}
     money: dict[int, Decimal] = {}
-    teams = list(Team.objects.order_by("name", "pk").values("pk", "code", "name", "time_zone"))
-    zone = str(getattr(period.tz, "key", period.tz))
     same_zone = [t["pk"] for t in teams if team_zone_of(t["time_zone"]).key == zone]
     others = [t["pk"] for t in teams if t["pk"] not in set(same_zone)]
-    price = unit_price()
     for row in rollups_by_team_month(period=period, team_ids=same_zone):
         month = _month(row["month"])
         cells.setdefault(row["team_id"], [ZERO] * len(months))[index[month]] += q3(row["spent"])

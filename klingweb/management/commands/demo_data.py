@@ -72,6 +72,7 @@ class Command(BaseCommand):
         from django.db import transaction
 
         from klingweb.accounts.models import Membership, Team
+        from klingweb.accounts.services import team_settings_touch
 
         user_model = get_user_model()
         names = [demo.username for demo in DEMO_USERS]
@@ -117,6 +118,8 @@ class Command(BaseCommand):
                 )
                 if made:
                     created.append(f"{demo.username} → {demo.team}")
+                    # A team's members are part of what its cached usage page shows.
+                    team_settings_touch(team_ids=[teams[demo.team].pk])
         if options["verbosity"] < 1:
             return
         if created:
