@@ -102,7 +102,7 @@ def test_a_task_that_cannot_be_applied_leaves_the_rest_of_its_chunk_applied(
 
 
 def test_a_burst_of_two_teams_over_several_chunks_is_charged_once_and_alerted_once_per_team(
-    portal, fresh_sandbox, small_chunks, monkeypatch, django_capture_on_commit_callbacks
+    portal, fresh_sandbox, small_chunks, monkeypatch, django_capture_on_commit_callbacks, caplog
 ):
     blue = sandbox_account(fresh_sandbox, portal.team)
     red = sandbox_account(fresh_sandbox, portal.other_team)
@@ -126,6 +126,8 @@ def test_a_burst_of_two_teams_over_several_chunks_is_charged_once_and_alerted_on
         report = tasks_poll()
 
     assert report.applied == 140 and report.errors == 0
+    # Each chunk went through tasks_apply_remote together (no fall back to one by one).
+    assert not [r for r in caplog.records if r.name == "tasks_app.services"], caplog.text
     everyone = blues + reds
     ledger = {d.task.task_id: d.units for d in Deduction.objects.select_related("task")}
     assert ledger == {t.task_id: vendor[t.task_id] for t in everyone}, "one row each, as billed"
