@@ -448,9 +448,10 @@ KLINGWEB_PLUGIN_SCHEDULES = [
     {"name": "klingweb-element-presets", "func": "elements_app.jobs.sync_presets", "minutes": 360},
     {"name": "klingweb-webhook-retries", "func": "klingweb.api.jobs.webhooks_retry", "minutes": 1},
 ]
-# Called in the transaction that finishes a task (task_apply_remote, or task_refuse for a
-# create Kling refused), dotted paths taking ``task=``.
-KLINGWEB_TASK_FINISHED_HOOKS = ["klingweb.api.webhooks.task_finished_hook"]
+# Called in the transaction that finishes tasks (task_apply_remote, tasks_apply_remote for a
+# poll cycle's chunk, or task_refuse for a create Kling refused), dotted paths taking
+# ``tasks=`` (a list of finished Task rows).
+KLINGWEB_TASK_FINISHED_HOOKS = ["klingweb.api.webhooks.tasks_finished_hook"]
 # Called when budget thresholds are announced (budget_alerts_mail, with the alert mail),
 # dotted paths taking ``team=``, ``status=``, ``alerts=``.
 KLINGWEB_BUDGET_ALERT_HOOKS = ["klingweb.api.webhooks.budget_alert_hook"]

@@ -7,7 +7,9 @@ append-only, and this module is the only place that makes them.
   copied from the task), used by every writer below so they fill it the same way.
 - ``deduction_record``: the task's primary charge, recorded by
   ``tasks_app.services.task_apply_remote`` in the transaction that finishes the task —
-  exactly once (the task row is locked, and a unique constraint backs it up).
+  exactly once (the task row is locked, and a unique constraint backs it up);
+  ``deduction_due`` builds that row, ``deductions_record`` inserts many at once (a burst
+  applied by ``tasks_app.services.tasks_apply_remote``) under the same rules.
 - ``deduction_append``: a correction row (reconciliation), pointing at the row it corrects.
 
 Each row is counted in the daily rollups (``tasks_app.rollups.rollup_add``) in the savepoint
@@ -33,7 +35,7 @@ from django.db.models import Case, DecimalField, ExpressionWrapper, F, Q, Value,
 from klingweb.kling import BalanceDeduction
 from tasks_app.models import UNITS_PLACES, Deduction, Status, Task
 from tasks_app.prices import unit_price
-from tasks_app.rollups import rollup_add
+from tasks_app.rollups import rollup_add, rollups_add
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,21 @@ def deduction_row(
     )
 
 
+def deduction_due(
+    *, task: Task, charged_at: datetime, balance: BalanceDeduction | None = None
+) -> Deduction | None:
+    """The unsaved primary ledger row of a task that has just finished, or None when it
+    owes nothing (the rules of ``deduction_record``, which saves it)."""
+    units = task.final_unit_deduction
+    if units is None and balance is None:
+        return None
+    units = units if units is not None else Decimal("0")
+    cash = balance.quota if balance is not None else Decimal("0")
+    if task.status != Status.SUCCEED and units <= 0 and cash <= 0:
+        return None
+    return deduction_row(task, units=units, recorded_at=charged_at, balance=balance)
+
+
 def deduction_record(
     *, task: Task, charged_at: datetime, balance: BalanceDeduction | None = None
 ) -> Deduction | None:
@@ -95,14 +112,9 @@ def deduction_record(
     duplicate is logged and not recorded (inside a savepoint, so the caller's transaction
     goes on). Returns the new row, or None when nothing was recorded.
     """
-    units = task.final_unit_deduction
-    if units is None and balance is None:
+    row = deduction_due(task=task, charged_at=charged_at, balance=balance)
+    if row is None:
         return None
-    units = units if units is not None else Decimal("0")
-    cash = balance.quota if balance is not None else Decimal("0")
-    if task.status != Status.SUCCEED and units <= 0 and cash <= 0:
-        return None
-    row = deduction_row(task, units=units, recorded_at=charged_at, balance=balance)
     try:
         with transaction.atomic():
             row.save()
@@ -111,6 +123,32 @@ def deduction_record(
         log.warning("task %s: deduction already recorded; not recording twice", task.pk)
         return None
     return row
+
+
+def deductions_record(*, rows: list[Deduction]) -> list[Deduction]:
+    """Record many primary charges at once (``tasks_app.services.tasks_apply_remote``, a
+    burst of finished tasks): ``rows`` built by ``deduction_due`` for tasks finished in the
+    current transaction, their rows locked. A task that already has a primary row is logged
+    and skipped, as ``deduction_record`` refuses the duplicate; the others are inserted by
+    one bulk INSERT and counted in the rollups (``rollups_add``), in one savepoint. Returns
+    the inserted rows (primary keys set). Raises ``IntegrityError`` if a primary row appears
+    concurrently anyway (the constraint ``one_primary_deduction_per_task``): nothing of
+    ``rows`` is then recorded, and the caller's transaction may go on.
+    """
+    if not rows:
+        return []
+    recorded = set(
+        Deduction.objects.filter(
+            task_id__in=[row.task_id for row in rows], corrects__isnull=True
+        ).values_list("task_id", flat=True)
+    )
+    for task_id in sorted(recorded):
+        log.warning("task %s: deduction already recorded; not recording twice", task_id)
+    fresh = [row for row in rows if row.task_id not in recorded]
+    with transaction.atomic():
+        Deduction.objects.bulk_create(fresh)
+        rollups_add(fresh)
+    return fresh
 
 
 def deduction_append(

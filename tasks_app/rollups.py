@@ -213,11 +213,17 @@ def rollup_add(row: Deduction) -> None:
     team's rollup and bump the team's ``LedgerState.version``. Inside ``rollups_deferred``
     the row is only noted, and counted when the block ends. Call it in the savepoint that
     inserted the row, and only when it was inserted (exactly once per row)."""
+    rollups_add([row])
+
+
+def rollups_add(rows: list[Deduction]) -> None:
+    """``rollup_add`` for many rows inserted together (one bulk INSERT): counted at once,
+    one version bump per team."""
     pending = _pending.get()
     if pending is not None:
-        pending.add(row.pk)
+        pending.update(row.pk for row in rows)
         return
-    _apply([row])
+    _apply(rows)
 
 
 @contextlib.contextmanager

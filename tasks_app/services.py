@@ -12,6 +12,10 @@
 - ``apply_batch``: apply many vendor answers in chunks of one transaction each (the
   poller's bursts): the per-team work of a finished task (budget threshold check, alert
   job) runs once per team and media keeping is one job per cycle.
+- ``tasks_apply_remote``: a chunk of vendor answers applied together, under the rules of
+  ``task_apply_remote`` (rows locked, one guarded UPDATE per row sent as one
+  ``executemany``, bulk INSERTs of events and ledger rows, the finished hooks once); what
+  is not a plain forward move is handed back for ``task_apply_remote``.
 - ``task_finished_announce``: the finished-task hooks (webhooks) for a task that ended
   without a vendor task object (a refused create); ``task_apply_remote`` runs them itself.
 - ``task_not_found_count`` / ``task_lose`` / ``task_end_by_hand``: a sent task the vendor no
@@ -31,7 +35,7 @@ No other module assigns ``Task.status``, creates a ``TaskEvent`` or writes ``err
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -45,7 +49,7 @@ from django.utils import timezone
 from klingweb.security import vendor_task_http_only
 from tasks_app.budgets import budget_alerts_record
 from tasks_app.families import UnknownFamily, get_family
-from tasks_app.ledger import deduction_record
+from tasks_app.ledger import deduction_due, deduction_record, deductions_record
 from tasks_app.models import (
     FINISHED,
     IN_FLIGHT,
@@ -260,11 +264,7 @@ def task_status_move(
     final = FINISHED - {Status.LOST} if to in (Status.SUCCEED, Status.FAILED) else FINISHED
     allowed = sorted(set(expected_from) - final)
     at = at or timezone.now()
-    values: dict[str, Any] = {**fields, "status": to, "updated_at": at}
-    if to != Status.QUEUED:
-        values.setdefault("retry_at", None)
-    if error is not None:
-        values.update(_error_values(error))
+    values = _move_values(to=to, at=at, error=error, fields=fields)
     with transaction.atomic(savepoint=False):
         moved = Task.objects.filter(pk=pk, status__in=allowed).update(**values) == 1
         if moved:
@@ -280,6 +280,19 @@ def task_status_move(
             if not hasattr(value, "resolve_expression"):
                 setattr(task, name, value)
     return moved
+
+
+def _move_values(
+    *, to: str, at: datetime, error: TaskError | None, fields: dict[str, Any]
+) -> dict[str, Any]:
+    """Every column a move to ``to`` at ``at`` writes: ``fields``, status, ``updated_at``,
+    ``retry_at`` cleared unless ``to`` is queued, the error fields when ``error`` is given."""
+    values: dict[str, Any] = {**fields, "status": to, "updated_at": at}
+    if to != Status.QUEUED:
+        values.setdefault("retry_at", None)
+    if error is not None:
+        values.update(_error_values(error))
+    return values
 
 
 def task_error_record(
@@ -386,27 +399,7 @@ def task_apply_remote(
             return False
 
         now = timezone.now()
-        fields: dict[str, Any] = {
-            "task_id": task.task_id,
-            "vendor_created_at": task.vendor_created_at,
-            "vendor_updated_at": remote.updated_at or task.vendor_updated_at,
-            "task_status_msg": remote.task_status_msg or "",
-            "submitted_at": task.submitted_at or now,
-        }
-        if new_status in FINISHED:
-            fields.update(
-                finished_at=now,
-                next_poll_at=None,
-                claimed_until=None,
-                is_stale=False,
-                result=remote.task_result or {},
-                final_unit_deduction=remote.final_unit_deduction,
-                # Unconfirmed: the poller asks for the full answer at its next cycle.
-                needs_confirmation=not confirmed,
-            )
-        if new_status in FINISHED or task.not_found_checks:
-            # The vendor knows the task (again): "not found" answers no longer count.
-            fields.update(not_found_checks=0, not_found_since=None)
+        fields = _move_fields(task, remote, now=now, confirmed=confirmed)
         note = fields["task_status_msg"]
         if late:
             note = LATE_ANSWER_NOTE + (f" {note}" if note else "")
@@ -438,6 +431,223 @@ def task_apply_remote(
             _after_finish(task, keep=new_status == Status.SUCCEED and confirmed)
             _run_finished_hooks(task)
     return True
+
+
+def _move_fields(task: Task, remote: KlingTask, *, now: datetime, confirmed: bool) -> dict:
+    """The columns a forward move of the locked ``task`` to ``remote.task_status`` writes
+    besides status, ``updated_at`` and the error fields (``task_status_move``): vendor ids,
+    times and message; for a finished answer its result and charge, the end of polling and
+    of "not found" counting. ``task.task_id`` / ``vendor_created_at`` already learnt."""
+    fields: dict[str, Any] = {
+        "task_id": task.task_id,
+        "vendor_created_at": task.vendor_created_at,
+        "vendor_updated_at": remote.updated_at or task.vendor_updated_at,
+        "task_status_msg": remote.task_status_msg or "",
+        "submitted_at": task.submitted_at or now,
+    }
+    if remote.task_status in FINISHED:
+        fields.update(
+            finished_at=now,
+            next_poll_at=None,
+            claimed_until=None,
+            is_stale=False,
+            result=remote.task_result or {},
+            final_unit_deduction=remote.final_unit_deduction,
+            # Unconfirmed: the poller asks for the full answer at its next cycle.
+            needs_confirmation=not confirmed,
+        )
+    if remote.task_status in FINISHED or task.not_found_checks:
+        # The vendor knows the task (again): "not found" answers no longer count.
+        fields.update(not_found_checks=0, not_found_since=None)
+    return fields
+
+
+class ManyApplied(NamedTuple):
+    """What ``tasks_apply_remote`` did: ``moved``, the primary keys of the tasks it moved
+    (each changed status); ``rest``, the answers it left to ``task_apply_remote`` one by
+    one (``(task_pk, remote)``, in the order given)."""
+
+    moved: list[int]
+    rest: list[tuple[int, KlingTask]]
+
+
+def tasks_apply_remote(*, answers: Sequence[tuple[int, KlingTask]], source: str) -> ManyApplied:
+    """Apply many vendor answers at once, as ``task_apply_remote(confirmed=True)`` would
+    apply each (same rules, same rows written), with a handful of statements for all of
+    them: issue 15 item 4, a burst of finished tasks applied within a poll cycle.
+
+    ``answers``: ``(task_pk, remote)`` pairs, one per task (the poller's chunk of
+    ``APPLY_BATCH``); ``remote``: a vendor's full answer (a query or list item, KLING_API.md
+    §4; KLING_API_2026.md §3). ``source``: recorded in the status history (``"poll"``).
+
+    In one savepoint: the tasks' rows are locked (``SELECT … FOR UPDATE`` in primary key
+    order on PostgreSQL; SQLite's transactions begin IMMEDIATE and hold the write lock);
+    each unfinished task the answer moves forward is moved by one ``UPDATE … WHERE id = %s
+    AND status = <status read under the lock>`` run for all rows at once
+    (``executemany``), its ``TaskEvent`` rows inserted by one bulk INSERT, the finished
+    ones' primary ledger rows by one more (``tasks_app.ledger.deductions_record``: a task
+    with a ledger row already is not charged again), and the finished-task hooks called
+    once (``KLINGWEB_TASK_FINISHED_HOOKS`` with ``tasks=``). Budget thresholds, media
+    keeping and the budget alert job are left to the ``apply_batch`` scope, as for one task.
+
+    Left in ``rest`` for ``task_apply_remote``: unknown statuses, answers for finished,
+    lost (a late answer) or unconfirmed tasks, answers that move nothing (vendor times
+    only), tasks gone from the table, and succeeded tasks of a family with an
+    ``on_succeed`` hook. If anything of the bulk path fails (its savepoint is rolled back:
+    nothing of it stays), every answer is returned in ``rest``. Returns ``ManyApplied``.
+    """
+    answers = list(answers)
+    try:
+        with transaction.atomic():
+            moved, charged, rest = _apply_many(answers, source=source)
+    except Exception:
+        log.exception("applying %s answers together failed; one by one instead", len(answers))
+        return ManyApplied([], answers)
+    for task in moved:
+        if task.pk in charged:
+            _after_charge(task)
+        if task.status in FINISHED:
+            _after_finish(task, keep=task.status == Status.SUCCEED)
+    return ManyApplied([task.pk for task in moved], rest)
+
+
+#: The columns ``tasks_apply_remote`` reads (a move's inputs, the ledger row's copies, the
+#: webhook's data); a finished-task hook reading others loads them, one query per task.
+_MANY_COLUMNS = (
+    *("team", "creator", "code", "family", "model_name", "mode", "status", "task_id"),
+    *("vendor_created_at", "vendor_updated_at", "submitted_at", "not_found_checks"),
+)
+
+
+def _apply_many(
+    answers: list[tuple[int, KlingTask]], *, source: str
+) -> tuple[list[Task], set[int], list[tuple[int, KlingTask]]]:
+    """The bulk path of ``tasks_apply_remote``, in the caller's savepoint: returns the
+    moved tasks (instances updated as saved), the primary keys of those charged, and the
+    answers left for ``task_apply_remote``."""
+    remotes = {
+        pk: vendor_task_http_only(remote, where=f"task {pk} ({source})") for pk, remote in answers
+    }
+    locked = {
+        task.pk: task
+        for task in Task.objects.select_for_update()
+        .filter(pk__in=sorted(remotes))
+        .only(*_MANY_COLUMNS)
+        .order_by("pk")
+    }
+    now = timezone.now()
+    rest: list[tuple[int, KlingTask]] = []
+    moves: list[tuple[Task, KlingTask, str, dict[str, Any]]] = []
+    for pk, _ in answers:
+        task, remote = locked.get(pk), remotes[pk]
+        if task is None or not _moves_simply(task, remote):
+            rest.append((pk, remote))
+            continue
+        if remote.task_id and not task.task_id:
+            task.task_id = remote.task_id
+        if remote.created_at and not task.vendor_created_at:
+            task.vendor_created_at = remote.created_at
+        fields = _move_fields(task, remote, now=now, confirmed=True)
+        values = _move_values(to=remote.task_status, at=now, error=NO_ERROR, fields=fields)
+        moves.append((task, remote, task.status, values))
+    if not moves:
+        return [], set(), rest
+    written = _update_each([(task.pk, old, values) for task, _, old, values in moves])
+    if written != len(moves):  # cannot happen under the locks: then nothing of it counts
+        raise RuntimeError(f"{len(moves) - written} of {len(moves)} rows changed under lock")
+    events = []
+    for task, _, _, values in moves:
+        for name, value in values.items():
+            setattr(task, name, value)
+        events.append(
+            TaskEvent(
+                task_id=task.pk,
+                status=task.status,
+                at=now,
+                source=source,
+                note=values["task_status_msg"],
+            )
+        )
+    TaskEvent.objects.bulk_create(events)
+    finished = [(task, remote) for task, remote, _, _ in moves if task.status in FINISHED]
+    rows = []
+    for task, remote in finished:
+        # An imported task (kling_sync) was charged when Kling finished it, not now.
+        charged_at = remote.updated_at if source == "sync" and remote.updated_at else now
+        row = deduction_due(
+            task=task, charged_at=charged_at, balance=remote.final_balance_deduction
+        )
+        if row is not None:
+            rows.append(row)
+    charged = {row.task_id for row in deductions_record(rows=rows)}
+    if finished:
+        _run_finished_hooks_many([task for task, _ in finished])
+    return [task for task, _, _, _ in moves], charged, rest
+
+
+def _moves_simply(task: Task, remote: KlingTask) -> bool:
+    """True when ``remote`` moves the locked, unfinished ``task`` forward with nothing
+    special to it (the bulk path of ``tasks_apply_remote``)."""
+    status = remote.task_status
+    if status not in VENDOR_STATUSES or task.status in FINISHED:
+        return False
+    if STATUS_RANK[status] <= STATUS_RANK[task.status]:
+        return False
+    if status == Status.SUCCEED:
+        try:
+            return get_family(task.family).on_succeed is None
+        except UnknownFamily:
+            return False
+    return True
+
+
+def _update_each(rows: list[tuple[int, str, dict[str, Any]]]) -> int:
+    """Write each task's own ``values`` (``(pk, status read under lock, values)``), one
+    ``UPDATE … WHERE id = %s AND status = %s`` per row, run by ``executemany`` per set of
+    columns (Django's ``bulk_update`` builds a CASE per column and row instead: several
+    times slower for a chunk). Values are prepared by their model fields as ``update()``
+    would. Returns the number of rows written."""
+    from django.db import connection
+
+    quote = connection.ops.quote_name
+    by_columns: dict[tuple[str, ...], list[tuple[int, str, dict[str, Any]]]] = {}
+    for row in rows:
+        by_columns.setdefault(tuple(row[2]), []).append(row)
+    meta = Task._meta
+    written = 0
+    prepared: dict[tuple, Any] = {}
+    for names, group in by_columns.items():
+        fields = [meta.get_field(name) for name in names]
+        # Identifiers from the model's options, quoted; every value is a parameter.
+        sql = "UPDATE {} SET {} WHERE {} = %s AND {} = %s".format(  # noqa: S608
+            quote(meta.db_table),
+            ", ".join(f"{quote(field.column)} = %s" for field in fields),
+            quote(meta.pk.column),
+            quote(meta.get_field("status").column),
+        )
+        params = [
+            [_prepared(field, values[field.name], prepared) for field in fields] + [pk, old]
+            for pk, old, values in group
+        ]
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, params)
+            written += cursor.rowcount
+    return written
+
+
+def _prepared(field, value: Any, cache: dict[tuple, Any]) -> Any:
+    """``field.get_db_prep_save(value)``, once per distinct hashable value (most columns of
+    a chunk hold one value: status, times, cleared fields); a dict (``result``) each time."""
+    from django.db import connection
+
+    try:
+        key = (field.name, type(value), value)
+        return cache[key]
+    except TypeError:
+        return field.get_db_prep_save(value, connection)
+    except KeyError:
+        cache[key] = field.get_db_prep_save(value, connection)
+        return cache[key]
 
 
 #: The status-history note of a late vendor answer for a ``lost`` task.
@@ -629,18 +839,35 @@ def task_finished_announce(*, task: Task) -> None:
 
 
 def _run_finished_hooks(task: Task) -> None:
+    """``_run_finished_hooks_many`` for one task."""
+    _run_finished_hooks_many([task])
+
+
+def _run_finished_hooks_many(tasks: list[Task]) -> None:
     """Call each ``settings.KLINGWEB_TASK_FINISHED_HOOKS`` entry (dotted path of a function
-    taking ``task=``) in a savepoint, e.g. the API's webhooks; a failing hook is logged and
-    never undoes the apply."""
+    taking ``tasks=``, a list of finished tasks), e.g. the API's webhooks, once for
+    ``tasks``, in a savepoint; when that fails with several tasks it is called again for
+    each task alone (so one bad task does not cost the others their hook). A failing hook
+    is logged and never undoes the apply."""
     from django.conf import settings
     from django.utils.module_loading import import_string
 
     for path in getattr(settings, "KLINGWEB_TASK_FINISHED_HOOKS", ()):
-        try:
-            with transaction.atomic():
-                import_string(path)(task=task)
-        except Exception:
-            log.exception("task %s: finished hook %s failed", task.pk, path)
+        hook = import_string(path)
+        groups = [tasks]
+        while groups:
+            group = groups.pop(0)
+            try:
+                with transaction.atomic():
+                    hook(tasks=group)
+            except Exception:
+                if len(group) > 1:
+                    log.warning(
+                        "finished hook %s failed for %s tasks: one by one", path, len(group)
+                    )
+                    groups.extend([task] for task in group)
+                    continue
+                log.exception("task %s: finished hook %s failed", group[0].pk, path)
 
 
 def _enqueue_on_commit(func: str, *args: object) -> None:

@@ -3,9 +3,10 @@ Standard Webhooks. Events: ``task.succeeded``, ``task.failed`` (failed at Kling,
 by Kling when sent), ``task.lost`` (Kling no longer knows it, or an admin ended it by hand),
 ``budget.threshold`` (80/90/100 % of a budget, once per period).
 
-- ``task_finished_hook(task=)``: named in ``settings.KLINGWEB_TASK_FINISHED_HOOKS`` and called
-  by ``tasks_app.services.task_apply_remote`` inside its transaction when a task finishes
-  (and by ``tasks_app.submission.task_refuse`` when Kling refuses the create call);
+- ``tasks_finished_hook(tasks=)``: named in ``settings.KLINGWEB_TASK_FINISHED_HOOKS`` and
+  called by ``tasks_app.services.task_apply_remote`` inside its transaction when a task
+  finishes (by ``tasks_apply_remote`` once for a poll cycle's chunk of finished tasks, and by
+  ``tasks_app.submission.task_refuse`` when Kling refuses the create call);
   it only records deliveries (``webhooks_emit``) and enqueues their jobs on commit, so the
   task pipeline never waits for a receiver.
 - ``budget_alert_hook(team=, status=, alerts=)``: named in
@@ -154,14 +155,28 @@ def _enqueue_on_commit(delivery_pk: int) -> None:
     transaction.on_commit(lambda: async_task(DELIVER_JOB, delivery_pk))
 
 
+def tasks_finished_hook(*, tasks: list[Any]) -> None:
+    """``KLINGWEB_TASK_FINISHED_HOOKS`` entry, called with the tasks that have just finished
+    (one, or a poll cycle's chunk): ``task.succeeded`` for a succeeded task, ``task.failed``
+    for a failed or refused one, ``task.lost`` for one lost at the vendor (or ended by hand;
+    a later vendor answer then sends its own event), to the subscribed endpoints of each
+    task's team (one query for all the tasks' teams). Event id ``<type>.<task code>``.
+    ``data``: code, family, status, vendor task_id, final_unit_deduction (units, decimal
+    string), error code/message, finished_at."""
+    endpoints: dict[int, list[WebhookEndpoint]] = {}
+    for endpoint in WebhookEndpoint.objects.filter(team_id__in={t.team_id for t in tasks}):
+        endpoints.setdefault(endpoint.team_id, []).append(endpoint)
+    for task in tasks:
+        if task.team_id in endpoints:
+            _task_event(task, endpoints[task.team_id])
+
+
 def task_finished_hook(*, task: Any) -> None:
-    """``KLINGWEB_TASK_FINISHED_HOOKS`` entry: ``task.succeeded`` for a succeeded task,
-    ``task.failed`` for a failed or refused one, ``task.lost`` for one lost at the vendor
-    (or ended by hand; a later vendor answer then sends its own event), to the team's subscribed endpoints. Event
-    id ``<type>.<task code>``. ``data``: code, family, status, vendor task_id,
-    final_unit_deduction (units, decimal string), error code/message, finished_at."""
-    if not WebhookEndpoint.objects.filter(team_id=task.team_id).exists():
-        return
+    """``tasks_finished_hook`` for one task."""
+    tasks_finished_hook(tasks=[task])
+
+
+def _task_event(task: Any, endpoints: list[WebhookEndpoint]) -> None:
     if task.status == "succeed":
         event_type = WebhookEvent.TASK_SUCCEEDED
     elif task.status == "lost":
@@ -188,6 +203,7 @@ def task_finished_hook(*, task: Any) -> None:
         event_type=str(event_type),
         event_id=f"{event_type}.{task.code}",
         data=data,
+        endpoints=[e for e in endpoints if str(event_type) in e.events],
     )
 
 
