@@ -484,7 +484,8 @@ def tasks_apply_remote(*, answers: Sequence[tuple[int, KlingTask]], source: str)
     order on PostgreSQL; SQLite's transactions begin IMMEDIATE and hold the write lock);
     each unfinished task the answer moves forward is moved by one ``UPDATE … WHERE id = %s
     AND status = <status read under the lock>`` run for all rows at once
-    (``executemany``), its ``TaskEvent`` rows inserted by one bulk INSERT, the finished
+    (``executemany``), each moved task's team's tasks version bumped once
+    (``tasks_app.rollups.tasks_touch``: cached usage pages), its ``TaskEvent`` rows inserted by one bulk INSERT, the finished
     ones' primary ledger rows by one more (``tasks_app.ledger.deductions_record``: a task
     with a ledger row already is not charged again), and the finished-task hooks called
     once (``KLINGWEB_TASK_FINISHED_HOOKS`` with ``tasks=``). Budget thresholds, media
@@ -569,6 +570,8 @@ def _apply_many(
             )
         )
     TaskEvent.objects.bulk_create(events)
+    for team_id in sorted({task.team_id for task, _, _, _ in moves}):
+        tasks_touch(team_id)  # a cached usage page counts the new statuses at once
     finished = [(task, remote) for task, remote, _, _ in moves if task.status in FINISHED]
     rows = []
     for task, remote in finished:

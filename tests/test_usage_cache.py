@@ -22,7 +22,13 @@ from klingweb.accounts.services import invitation_accept, invitation_create, tea
 from klingweb.kling import parse_task
 from tasks_app.models import Budget, LedgerState, Status
 from tasks_app.rollups import rollups_deferred
-from tasks_app.services import apply_batch, task_apply_remote, task_create, task_status_move
+from tasks_app.services import (
+    apply_batch,
+    task_apply_remote,
+    task_create,
+    task_status_move,
+    tasks_apply_remote,
+)
 from tests.conftest import make_user
 from tests.test_usage import charge, fast_passwords, make_task  # noqa: F401 - autouse fixture
 
@@ -275,6 +281,17 @@ def test_a_task_charged_through_the_apply_path_shows_on_the_next_load(client, po
         assert task_apply_remote(task_pk=task.pk, remote=remote, source="poll")
     html = page(client, url)[0]
     assert figure(html, "Units spent") == "5.5" and figure(html, "Failed") == "2"
+
+    # Poll chunks applied together (tasks_apply_remote, the burst path): a task failed
+    # without a charge (no ledger row: only the tasks version says so), then a charged one.
+    for answer, units, failed in (("kt-three", "0", "3"), ("kt-four", "2", "4")):
+        task, remote = finished(answer, units)
+        with apply_batch() as batch, batch.transaction():
+            applied = tasks_apply_remote(answers=[(task.pk, remote)], source="poll")
+        assert applied.moved == [task.pk] and not applied.rest
+        html = page(client, url)[0]
+        assert figure(html, "Failed") == failed
+    assert figure(html, "Units spent") == "7.5"
 
 
 def test_cached_page_is_each_users_own_and_its_csrf_token_works(portal):
