@@ -815,6 +815,14 @@ class PlainSelect(forms.Select):
     filter form the costliest part of a list page. Groups (optgroups) are not used by the
     list's filters and are rendered flat."""
 
+    def use_required_attribute(self, initial: Any) -> bool:
+        """As ``Select`` (``required`` only when the first option is empty), without reading
+        the choices for a field that is not required (``BoundField`` then adds no
+        ``required`` anyway): the members' choices are normalised once, when rendered."""
+        if not self.is_required:
+            return False
+        return super().use_required_attribute(initial)
+
     def render(self, name: str, value: Any, attrs: dict | None = None, renderer=None) -> str:
         """The ``<select>`` element (safe HTML) for ``name`` with ``value`` selected: the
         same text, byte for byte, as Django's templates give."""
