@@ -346,12 +346,11 @@ def task_detail(request: HttpRequest, team: Any, code: Any) -> HttpResponse:
     """
     task, access = object_for_user(
         request,
-        Task.objects.select_related("creator", "team", "kling_account").prefetch_related(
-            "media", "events"
-        ),
+        Task.objects.select_related("creator", "kling_account").prefetch_related("media", "events"),
         team,
         code,
     )
+    Task.team.field.set_cached_value(task, access.team)  # the team the access check read
     partial = bool(request.htmx and not request.htmx.boosted)
     template = "tasks_app/task_detail.html" + ("#live" if partial else "")
     return render(request, template, _task_context(access, task, banners=not partial))

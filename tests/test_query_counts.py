@@ -246,3 +246,47 @@ def test_budget_statuses_in_bulk_equal_one_by_one(portal):
     Task.objects.filter(status=Status.QUEUED).update(estimated_units=Decimal("4"))
     budgets = team_budgets(team=portal.team)
     assert budget_statuses(budgets=budgets) == [budget_status(budget=b) for b in budgets]
+
+
+# -- what a signed-in member pays per page (issue 15, "Load": 200 users) -------------------
+
+#: Queries of one GET by a signed-in member, by page: session, user, the access check (which
+#: also gives the team switcher its memberships), the two banners' reads (the operator's
+#: Kling account, the team's budgets), then the page's own reads. A change here is a change
+#: in what every person waits for on every page.
+PAGE_QUERIES = {
+    # + capped count, one page of tasks, their media, the "Created by" members.
+    "tasks-list": 9,
+    # + the task, its media, its status history, its ledger rows.
+    "tasks-detail": 9,
+}
+
+
+@pytest.mark.parametrize("url_name", list(PAGE_QUERIES))
+def test_member_page_queries(client, portal, url_name):
+    tasks = [_task(portal, index) for index in range(5)]
+    kwargs = {"team": portal.team.code}
+    if url_name == "tasks-detail":
+        kwargs["code"] = tasks[0].code  # succeeded: media, events and a ledger row
+    url = reverse(url_name, kwargs=kwargs)
+    client.force_login(portal.member)
+    client.get(url)  # first request of the session: nothing extra is counted below
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url)
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert portal.team.name in body and portal.other_team.name not in body  # the switcher
+    assert len(queries) == PAGE_QUERIES[url_name], [q["sql"][:120] for q in queries]
+
+
+def test_switcher_lists_every_team_of_the_caller_without_a_query(client, portal):
+    """The access check reads all the caller's memberships; the switcher shows them all,
+    by team name, with the role in each."""
+    Membership.objects.create(user=portal.member, team=portal.other_team, role=Role.VIEWER)
+    client.force_login(portal.member)
+    body = client.get(reverse("tasks-list", kwargs={"team": portal.team.code})).content.decode()
+    switcher = body[body.index('<details class="switcher">') :]
+    switcher = switcher[: switcher.index("</details>")]
+    assert switcher.index("Blue team") < switcher.index("Red team")
+    assert "Member" in switcher and "Viewer" in switcher
+    assert 'aria-current="true">Blue team' in switcher

@@ -14,6 +14,7 @@ which reveals nothing about a team because it depends only on the URL pattern.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -29,6 +30,9 @@ WRITE = ("POST",)
 READ_WRITE = ("GET", "HEAD", "POST")
 
 M = TypeVar("M", bound=Model)
+
+#: Request attribute where ``team_for_user`` keeps the caller's memberships for the page.
+_MEMBERSHIPS_ATTR = "_klingweb_memberships"
 
 
 class LoginRequired(Exception):
@@ -93,17 +97,22 @@ def team_for_user(
     for a non-safe method (POST, ...); ``None`` means ``role`` suffices. ``methods``: the
     HTTP methods the view accepts.
 
+    One query: all the caller's memberships with their teams and Kling accounts (see
+    ``team_and_memberships_for_user``); for a GET/HEAD the page's team switcher reuses them
+    (``request_memberships``), so it costs no query of its own.
+
     Raises ``LoginRequired`` (anonymous), ``MethodNotAllowed`` (405), ``Http404`` (no such
     team, or the caller is not in it), ``PermissionDenied`` (403: role too weak).
     """
-    require_login(request)
-    require_methods(request, methods)
-    membership = (
-        Membership.objects.select_related("team", "team__kling_account")
-        .filter(team__code=code, user=request.user)
-        .first()
+    access, _ = team_and_memberships_for_user(
+        request,
+        code,
+        related=("team__kling_account",),
+        role=role,
+        methods=methods,
+        write_role=write_role,
     )
-    return _team_access(request, membership, role=role, write_role=write_role)
+    return access
 
 
 def _team_access(
@@ -112,8 +121,6 @@ def _team_access(
     """The checks of ``team_for_user`` once the caller's membership (or None) is read."""
     if membership is None:
         raise Http404("No such team.")
-    # The membership's user is the caller: reuse it instead of a query when a page asks.
-    Membership.user.field.set_cached_value(membership, request.user)
     needed = role
     if write_role is not None and request.method not in READ:
         needed = max(role, write_role, key=lambda r: ROLE_RANK[r])
@@ -136,17 +143,28 @@ def team_and_memberships_for_user(
     ``select_related`` paths, e.g. ``"team__ledger_state"``; unlike ``team_for_user`` the
     team's Kling account is not loaded unless named there). Returns the access and that
     list, which a page passes to its template as ``my_memberships`` (the team switcher), so
-    the switcher costs no query of its own."""
+    the switcher costs no query of its own; for a GET/HEAD the list is also kept for
+    ``request_memberships`` (a read changes no membership; a write may, and its page reads
+    them again)."""
     require_login(request)
     require_methods(request, methods)
+    try:
+        wanted = code if isinstance(code, uuid.UUID) else uuid.UUID(str(code))
+    except ValueError:
+        raise Http404("No such team.") from None
     memberships = list(
         Membership.objects.select_related("team", *related)
         .filter(user=request.user)
-        .order_by("team__name")
+        .order_by("team__name", "pk")
     )
-    wanted = str(code)
-    membership = next((m for m in memberships if str(m.team.code) == wanted), None)
-    return _team_access(request, membership, role=role, write_role=write_role), memberships
+    membership = next((m for m in memberships if m.team.code == wanted), None)
+    access = _team_access(request, membership, role=role, write_role=write_role)
+    for item in memberships:
+        # The membership's user is the caller: reuse it instead of a query when a page asks.
+        Membership.user.field.set_cached_value(item, request.user)
+    if request.method in READ:
+        setattr(request, _MEMBERSHIPS_ATTR, memberships)
+    return access, memberships
 
 
 def object_for_user(
@@ -169,6 +187,13 @@ def object_for_user(
     if obj is None:
         raise Http404("Not found.")
     return obj, access
+
+
+def request_memberships(request: HttpRequest) -> list[Membership] | None:
+    """The caller's memberships (with teams, by team name) that ``team_for_user`` read for
+    this GET/HEAD request, or None when it did not run (or the request writes). Lets the
+    page's team switcher (``context_processors.portal``) skip a second query."""
+    return getattr(request, _MEMBERSHIPS_ATTR, None)
 
 
 def user_teams(request: HttpRequest) -> QuerySet[Membership]:
