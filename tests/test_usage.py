@@ -16,6 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from klingweb.accounts.models import KlingAccount, Membership, Role, Team
+from klingweb.reporting.exports import CSV_LINES_PER_CHUNK
 from klingweb.reporting.figures import Scope, usage_report
 from klingweb.reporting.periods import Choice, period_resolve
 from klingweb.reporting.templatetags.usage_tags import (
@@ -422,6 +423,52 @@ def test_company_report_units_per_team_per_month(client, portal, ledger):
 
 
 # --- CSV ----------------------------------------------------------------------------------
+
+
+def test_a_long_ledger_csv_arrives_whole_in_chunks_of_whole_lines(client, portal):
+    """2,500 ledger rows: every row arrives, in three chunks of at most
+    ``CSV_LINES_PER_CHUNK`` lines, none of them cutting a line."""
+    team = portal.team
+    at = dt.datetime(2025, 3, 10, 12, tzinfo=UTC)
+    tasks = Task.objects.bulk_create(
+        Task(
+            team=team,
+            creator=portal.member,
+            family="text2video",
+            status=Status.SUCCEED,
+            created_at=at,
+            model_name="kling-v2-6",
+            mode="std",
+        )
+        for _ in range(2500)
+    )
+    Deduction.objects.bulk_create(
+        Deduction(
+            team_id=team.pk,
+            task=task,
+            member_id=portal.member.pk,
+            family="text2video",
+            model_name="kling-v2-6",
+            mode="std",
+            task_status=Status.SUCCEED,
+            units=Decimal("1.5"),
+            recorded_at=at + dt.timedelta(seconds=i),
+        )
+        for i, task in enumerate(tasks)
+    )
+    client.force_login(portal.viewer)
+    url = reverse("usage-team-export", kwargs={"team": team.code, "table": "ledger"})
+    response = client.get(url, MARCH)
+    assert response.status_code == 200 and response.streaming
+    chunks = [chunk.decode("utf-8") for chunk in response.streaming_content]
+    assert [chunk.count("\r\n") for chunk in chunks] == [CSV_LINES_PER_CHUNK] * 2 + [501]
+    assert all(chunk.endswith("\r\n") for chunk in chunks)
+    rows = list(csv.reader(io.StringIO("".join(chunks))))
+    assert len(rows) == 2501
+    header = rows[0]
+    assert {str(t.code) for t in tasks} == {
+        dict(zip(header, r, strict=True))["task"] for r in rows[1:]
+    }
 
 
 def test_ledger_csv_streams_rows_with_iso_timestamps(client, portal, ledger):
