@@ -1,4 +1,4 @@
-"""The PostgreSQL pass of ``make test``: is a server there, and the whole suite against it.
+"""The PostgreSQL pass of ``make test``: is a server there, and the database tests against it.
 
 ``python -m tests.pg_pass check``: exit 0 when PostgreSQL answers at ``PG_URL``. When it does
 not: under ``CI`` (any value but empty/0/false/no) print why on stderr and exit 1, since CI
