@@ -29,18 +29,35 @@ lint: $(STAMP)
 test-sqlite: $(STAMP)
 	env -u DATABASE_URL -u REDIS_URL $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# Every test again on PostgreSQL, browser scenarios included (their portal processes then use
-# a PostgreSQL database too), with a database name unique to the run, dropped at the end.
-# No PostgreSQL at PG_URL: "skipped", except under CI=true, where it fails (tests/pg_pass.py).
+# The database tests again on PostgreSQL (tests/pg_pass.py runs pytest --database-tests-only,
+# tests/conftest.py): every test that reaches the database, and the browser scenarios marked
+# both_databases (their portal processes then use a PostgreSQL database too). Tests that never
+# touch a database (client, sandbox, parsing, settings; the soak and topology, which make their
+# own databases) and the other browser scenarios ran in the SQLite pass and are deselected.
+# A database name unique to the run, dropped at the end. No PostgreSQL at PG_URL: "skipped",
+# except under CI=true, where it fails.
 test-postgres: $(STAMP)
 	@PG_URL='$(PG_URL)' $(BIN)/python -m tests.pg_pass run $(PYTEST_ARGS)
 
-# Under CI=true a missing PostgreSQL fails at once, before the SQLite pass.
+# Under CI=true a missing PostgreSQL fails at once, before the SQLite pass. The two passes run
+# at the same time: the suite mostly waits (sandbox clocks, poll intervals, processes starting;
+# the SQLite pass keeps one of the two cores about a third busy), and they share nothing (a
+# SQLite file per process and a PostgreSQL database per run, free ports, Redis databases of
+# their own, artifacts/e2e vs artifacts/e2e-postgres). The PostgreSQL pass's output is printed
+# after the SQLite pass's; the status is the first failure.
 test: lint
 	@start=$$(date +%s); \
-	PG_URL='$(PG_URL)' $(BIN)/python -m tests.pg_pass check && \
-	echo "== SQLite ==" && $(MAKE) --no-print-directory test-sqlite && \
-	$(MAKE) --no-print-directory test-postgres; rc=$$?; \
+	PG_URL='$(PG_URL)' $(BIN)/python -m tests.pg_pass check || exit 1; \
+	pglog=$$(mktemp); \
+	( $(MAKE) --no-print-directory test-postgres >"$$pglog" 2>&1; echo $$? >"$$pglog.rc"; \
+	  echo "$$(( $$(date +%s) - start ))" >"$$pglog.s" ) & pgpid=$$!; \
+	echo "== SQLite (the PostgreSQL pass runs alongside; its output follows) =="; \
+	$(MAKE) --no-print-directory test-sqlite; rc=$$?; \
+	echo "SQLite pass took $$(( $$(date +%s) - start )) s"; \
+	wait $$pgpid; cat "$$pglog"; pgrc=$$(cat "$$pglog.rc" 2>/dev/null || echo 1); \
+	echo "PostgreSQL pass took $$(cat "$$pglog.s" 2>/dev/null || echo '?') s"; \
+	rm -f "$$pglog" "$$pglog.rc" "$$pglog.s"; \
+	[ $$rc -eq 0 ] && rc=$$pgrc; \
 	echo "make test took $$(( $$(date +%s) - start )) s"; exit $$rc
 
 bench: $(STAMP)

@@ -5,6 +5,10 @@
 ``sandbox`` is a real Kling look-alike HTTP server on a free loopback port, shared by the
 session; ``kling_settings`` points the operator default account at it. Every test gets its
 own temporary ``MEDIA_ROOT`` and fast password hashing (autouse fixtures).
+
+``--database-tests-only`` (``make test``'s PostgreSQL pass, ``tests/pg_pass.py``) keeps only
+the tests whose outcome can depend on the database (``uses_database``) and deselects the rest:
+they ran in the SQLite pass already and would prove nothing new.
 """
 
 from __future__ import annotations
@@ -21,6 +25,96 @@ from klingweb.accounts.models import Membership, Role, Team
 SANDBOX_AK = "sandbox-access-key"
 SANDBOX_SK = "sandbox-secret-key-for-the-klingweb-test-suite"
 PASSWORD = "correct-horse-battery-staple-42"
+
+
+#: pytest-django's fixtures through which a test reaches the database; without one of them (or
+#: the ``django_db`` marker) pytest-django refuses every query of the test process.
+DATABASE_FIXTURES = frozenset(
+    {
+        "db",
+        "transactional_db",
+        "django_db_reset_sequences",
+        "django_db_serialized_rollback",
+        "live_server",
+    }
+)
+
+
+def pytest_addoption(parser) -> None:
+    """``--database-tests-only``: see the module docstring and ``uses_database``."""
+    parser.addoption(
+        "--database-tests-only",
+        action="store_true",
+        help="deselect the tests whose outcome cannot depend on the database "
+        "(make test's PostgreSQL pass)",
+    )
+
+
+def uses_database(item) -> bool:
+    """True when ``item``'s outcome can depend on the database backend.
+
+    - A browser scenario (marker ``e2e``) starts portal processes on the pass's database, but
+      what it proves is what a person sees: it counts only when also marked
+      ``both_databases`` (it shows behaviour that hangs on the database: locks, several
+      processes writing the same rows). The rest run once, in the SQLite pass (``make run``'s
+      database); the multi-process shape on PostgreSQL is the topology test's and the soak's.
+    - Any other test counts when it has the ``django_db`` marker or one of
+      ``DATABASE_FIXTURES`` in its fixture closure. Without them pytest-django blocks every
+      query in the test process, and the processes such tests start either get no
+      ``DATABASE_URL`` (stripped, or a SQLite file of their own) or never connect (the
+      sandbox command), so their outcome is the same on both passes: the client, the
+      sandbox, parsing, settings, the soak and topology (which make their own databases).
+    """
+    if item.get_closest_marker("e2e") is not None:
+        return item.get_closest_marker("both_databases") is not None
+    if item.get_closest_marker("django_db") is not None:
+        return True
+    return bool(DATABASE_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under ``--database-tests-only`` deselect what ``uses_database`` says is database-free."""
+    if not config.getoption("database_tests_only"):
+        return
+    kept = [item for item in items if uses_database(item)]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if not uses_database(item)])
+        items[:] = kept
+
+
+#: Background scenarios of the session (``tests/background.py``) not started yet:
+#: ``(name, command, env)`` of each collected test marked ``background`` and not skipped.
+_background_pending: list[tuple[str, list[str], dict[str, str]]] = []
+
+
+def pytest_collection_finish(session) -> None:
+    """Note the background scenarios of the tests that will run (``-k``, ``-m`` and
+    ``--database-tests-only`` applied; a test whose ``skipif`` holds starts nothing)."""
+    _background_pending.clear()
+    for item in session.items:
+        mark = item.get_closest_marker("background")
+        if mark is None or any(m.args and m.args[0] for m in item.iter_markers("skipif")):
+            continue
+        _background_pending.append(tuple(mark.args))
+
+
+def pytest_runtest_setup(item) -> None:
+    """Start the background scenarios at the first test that is not a browser scenario
+    (those come first, ``tests/e2e``): the scenarios' processes then never compete with
+    Chromium and the portal stacks, and have the rest of the session to finish."""
+    from tests import background
+
+    if _background_pending and item.get_closest_marker("e2e") is None:
+        for name, command, env in _background_pending:
+            background.start(name, command, env)
+        _background_pending.clear()
+
+
+def pytest_sessionfinish(session) -> None:
+    """Stop background scenarios whose test did not wait for them."""
+    from tests import background
+
+    background.stop_all()
 
 
 @pytest.fixture(scope="session")

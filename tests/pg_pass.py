@@ -1,4 +1,4 @@
-"""The PostgreSQL pass of ``make test``: is a server there, and the whole suite against it.
+"""The PostgreSQL pass of ``make test``: is a server there, and the database tests against it.
 
 ``python -m tests.pg_pass check``: exit 0 when PostgreSQL answers at ``PG_URL``. When it does
 not: under ``CI`` (any value but empty/0/false/no) print why on stderr and exit 1, since CI
@@ -7,8 +7,10 @@ must test the ``SELECT … FOR UPDATE SKIP LOCKED`` paths; otherwise exit 0 quie
 SQLite pass rather than after it.
 
 ``python -m tests.pg_pass run [pytest arguments]``: the same check (it prints
-"== PostgreSQL not reachable …: skipped ==" and exits 0 outside CI), then every test,
-browser scenarios included, with ``DATABASE_URL`` naming a database unique to this run
+"== PostgreSQL not reachable …: skipped ==" and exits 0 outside CI), then the suite with
+``--database-tests-only`` (``tests/conftest.py``: the tests that reach the database, and of
+the browser scenarios those marked ``both_databases``; the others ran in the SQLite pass and
+would prove nothing new), with ``DATABASE_URL`` naming a database unique to this run
 (``klingweb_<pid>_<unix seconds>``): pytest-django creates and drops ``test_<name>``, the
 browser tests' portal processes use ``<name>_e2e`` (``tests/e2e/conftest.py``), so two runs
 on one server never share a database. Both are dropped again at the end, whatever happened
@@ -93,7 +95,8 @@ def drop_databases(url: str, names: list[str]) -> None:
 
 
 def run(url: str, pytest_args: list[str]) -> int:
-    """The whole suite against a database unique to this run; returns pytest's status."""
+    """The database tests (``--database-tests-only``) against a database unique to this run;
+    returns pytest's status."""
     ok, status = check(url, say_skipped=True)
     if not ok:
         return status
@@ -104,7 +107,8 @@ def run(url: str, pytest_args: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         return subprocess.call(  # noqa: S603
-            [sys.executable, "-m", "pytest", "-q", *pytest_args], env=env
+            [sys.executable, "-m", "pytest", "-q", "--database-tests-only", *pytest_args],
+            env=env,
         )
     finally:
         drop_databases(url, [f"test_{name}", f"{name}_e2e"])

@@ -6,7 +6,9 @@ scenario against the sandbox with its faults on, with the portal's real processe
 cluster (worker and poller), (c) two clusters, so two pollers, at once (PostgreSQL when one
 answers, else SQLite). Each must converge — every task's status the sandbox's, every team's ledger
 equal to the sandbox's charges to the unit — with no duplicate. The soak picks its own
-throwaway databases, so it runs once, in the SQLite pass of ``make test``.
+throwaway databases, so it runs once, in the SQLite pass of ``make test``; the session starts
+it in the background once the browser scenarios are done (``tests/background.py``) and the
+test reads its outcome.
 
 The claims audit (how the soak tells that no task was held by two poll cycles at once) is
 checked here against made-up logs too, so a broken audit cannot pass silently.
@@ -15,16 +17,14 @@ checked here against made-up logs too, so a broken audit cannot pass silently.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from tests import background
 from tests.benchmarks.soak import claims_audit
-
-ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.soak
 
@@ -88,26 +88,29 @@ def test_claims_audit_holds_a_killed_cycles_tasks_until_its_lease_expires(tmp_pa
     assert claims_audit([log])[1] == 1
 
 
+#: The soak's command and environment (its own databases: no ``DATABASE_URL``/``REDIS_URL``).
+SOAK_COMMAND = [
+    sys.executable,
+    "-m",
+    "tests.benchmarks.soak",
+    "--small",
+    "--scenarios",
+    "a,b,c",
+    "--c-brokers",
+    "orm",
+    "--parallel",
+]
+SOAK_ENV = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+
+
+# Started in the background early in the session (tests/background.py); read here.
+@pytest.mark.background("soak-small", SOAK_COMMAND, SOAK_ENV)
 @pytest.mark.skipif(
     bool(os.environ.get("DATABASE_URL")),
     reason="runs once, in the SQLite pass: the soak makes its own databases",
 )
 def test_small_soak_converges_with_no_duplicate_and_an_exact_ledger():
-    cmd = [
-        sys.executable,
-        "-m",
-        "tests.benchmarks.soak",
-        "--small",
-        "--scenarios",
-        "a,b,c",
-        "--c-brokers",
-        "orm",
-        "--parallel",
-    ]
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    result = subprocess.run(  # noqa: S603
-        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=280, check=False
-    )
+    result = background.finished("soak-small", SOAK_COMMAND, SOAK_ENV, timeout=280)
     table = result.stdout[result.stdout.find("Soak (issue 9") :]
     assert result.returncode == 0, f"{table or result.stdout[-4000:]}\n{result.stderr[-3000:]}"
     rows = [line for line in table.splitlines() if line.endswith(("PASS", "PASS  "))]

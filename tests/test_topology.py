@@ -7,7 +7,8 @@ form over HTTP; ``web-2``, ``worker-2`` and ``poller-2`` SIGKILLed half-way thro
 converge with no task lost, one vendor task per ``external_task_id``, the ledger equal to what
 the vendor charged, and every kept result readable (200, the vendor's bytes) through each web
 server directly and through HAProxy. The scenario makes its own PostgreSQL database, so it runs
-once, in the SQLite pass of ``make test``. Without haproxy, Redis, PostgreSQL or rclone it is
+once, in the SQLite pass of ``make test``, started in the background once the browser
+scenarios are done (``tests/background.py``); the test reads its outcome. Without haproxy, Redis, PostgreSQL or rclone it is
 skipped, except under ``CI``, where it fails (``.ci/run`` installs and starts them).
 """
 
@@ -15,16 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
+from tests import background
 from tests.benchmarks.topology import MISSING_STATUS, RESULT_PREFIX, missing_prerequisites
-
-ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.soak
 
@@ -33,6 +31,13 @@ def _ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
+#: The scenario's command and environment (its own databases: no ``DATABASE_URL``/``REDIS_URL``).
+TOPOLOGY_COMMAND = [sys.executable, "-m", "tests.benchmarks.topology", "--small"]
+TOPOLOGY_ENV = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+
+
+# Started in the background early in the session (tests/background.py); read here.
+@pytest.mark.background("topology-small", TOPOLOGY_COMMAND, TOPOLOGY_ENV)
 @pytest.mark.skipif(
     bool(os.environ.get("DATABASE_URL")),
     reason="runs once, in the SQLite pass: the scenario makes its own PostgreSQL database",
@@ -44,16 +49,7 @@ def test_two_machines_lose_nothing_when_one_web_server_and_one_worker_die():
         if _ci():
             pytest.fail(message)
         pytest.skip(message)
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    run = subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "tests.benchmarks.topology", "--small"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
+    run = background.finished("topology-small", TOPOLOGY_COMMAND, TOPOLOGY_ENV, timeout=280)
     output = f"{run.stdout[-6000:]}\n{run.stderr[-3000:]}"
     assert run.returncode != MISSING_STATUS, output
     lines = [line for line in run.stdout.splitlines() if line.startswith(RESULT_PREFIX)]

@@ -22,9 +22,9 @@ How it runs, and why:
 - **Chromium** is Debian's ``/usr/bin/chromium`` driven by Playwright. Without it the tests
   are skipped, unless ``CI`` is set, when they fail: CI must run them.
 
-Each test saves numbered screenshots under ``artifacts/e2e/<test>/`` (git-ignored), plus one
-named ``failure`` when it fails; the portal's process logs are copied to
-``artifacts/e2e/servers.log`` at the end (during the run they are in the temporary folder
+Each test saves numbered screenshots under ``artifacts/e2e/<test>/`` (git-ignored;
+``artifacts/e2e-postgres/`` in the PostgreSQL pass), plus one named ``failure`` when it fails;
+the portal's process logs are copied to ``artifacts/e2e/servers.log`` at the end (during the run they are in the temporary folder
 that failure messages name).
 The database schema follows pytest's ``--nomigrations`` switch like the rest of the suite.
 """
@@ -59,7 +59,17 @@ CHROMIUM_ARGS = [
     "--disable-quic",
     "--disable-sync",
 ]
-ARTIFACTS = BASE_DIR / "artifacts" / "e2e"
+#: ``artifacts/e2e``, or ``artifacts/e2e-postgres`` in the PostgreSQL pass: ``make test`` runs
+#: the two passes at the same time, and a scenario of both passes must not wipe the other's.
+ARTIFACTS = (
+    BASE_DIR
+    / "artifacts"
+    / (
+        "e2e-postgres"
+        if os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
+        else "e2e"
+    )
+)
 #: The sandbox clock only moves when a test calls ``stack.advance``; a task's whole life
 #: on that clock is this long (processing after a third of it).
 TASK_SECONDS = 300.0

@@ -26,7 +26,9 @@ from playwright.sync_api import expect
 
 from tests.e2e.conftest import TIMEOUT_MS, Stack, sign_in
 
-pytestmark = pytest.mark.e2e
+# Both passes: the reservation is taken under a row lock (``select_for_update`` on the team,
+# a no-op on SQLite) by the web process while the worker and the poller write the same rows.
+pytestmark = [pytest.mark.e2e, pytest.mark.both_databases]
 
 OWNER = "studio-owner"
 TASK_URL = re.compile(r"/t/[0-9a-f-]{36}/tasks/([0-9a-f-]{36})/$")
