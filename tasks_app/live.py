@@ -20,6 +20,11 @@ number of rows (access, members of the filter form, count, one page of rows, the
   (``tasks_can_grow``); otherwise it comes back without a trigger, with HTTP 286, and the
   page stops asking.
 
+A poll that finds the page up to date (the usual answer) is checked from the rows' state
+columns only (``STATE_FIELDS``: one ``values_list`` of the page, one of its media's three
+state columns, the same capped count) and answers the poller alone, without a ``Task``
+object or a row; anything changed falls back to the full answer below (up to three more queries).
+
 When the page cannot be patched row by row (no ``seen`` or a malformed one, the page was
 empty or becomes empty, the rows it keeps changed order), the whole ``#table`` partial is
 sent instead (``HX-Retarget: #task-table``), which carries a fresh poller.
