@@ -52,7 +52,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django_htmx.http import reswap, retarget
 
-from klingweb.accounts.access import READ, TeamAccess, team_for_user
+from klingweb.accounts.access import READ, TeamAccess, team_and_memberships_for_user
 from tasks_app.families import registry
 from tasks_app.forms import TaskFilterForm
 from tasks_app.models import UNFINISHED, Status, Task, TaskMedia
@@ -386,7 +386,9 @@ def _live_unchanged(request: HttpRequest, access: TeamAccess, *, mine: bool) -> 
 
 
 def _task_live(request: HttpRequest, team: Any, *, mine: bool) -> HttpResponse:
-    access = team_for_user(request, team, methods=READ)
+    # The checks of ``team_for_user`` without its join of the team's Kling account: neither
+    # the answer nor the ``#table`` partial shows it (no banner, no switcher here).
+    access, _ = team_and_memberships_for_user(request, team, methods=READ)
     unchanged = _live_unchanged(request, access, mine=mine)
     if unchanged is not None:
         return unchanged

@@ -356,7 +356,7 @@ def test_up_to_date_page_is_checked_without_building_rows(client, portal, unfini
     286 on an older page) is the one the full context gives, and it is computed from the
     state columns: no ``Task`` or ``TaskMedia`` object is made and no task's prompt,
     params or result, no creator, no media URL is read (the previous code made 25 tasks
-    and their media for every poll)."""
+    and their media for every poll, and joined the team's Kling account)."""
     from django.db.models.signals import post_init
 
     from tasks_app.models import TaskMedia
@@ -396,6 +396,7 @@ def test_up_to_date_page_is_checked_without_building_rows(client, portal, unfini
     sql = " ".join(q["sql"] for q in queries.captured_queries)
     for column in ('"prompt"', '"params"', '"result"', '"source_url"', '"creator_id"'):
         assert column not in sql, column
+    assert "accounts_klingaccount" not in sql  # the access check reads no Kling account
     body = answer.content.decode()
     assert swaps(body) == [] and "<tr" not in body
     assert poller(body) == (live, unfinished)
