@@ -326,7 +326,7 @@ def test_element_library_stops_and_refuses_outsiders(client, portal):
 # -- the up-to-date answer: state columns only ---------------------------------------------
 
 
-def _answer_of_full_path(user, team, live: str) -> tuple[int, str]:
+def _answer_of_full_path(user, team, live: str, *, mine: bool) -> tuple[int, str]:
     """The answer ``live_response`` builds from the full list context (``Task`` rows with
     creators and media) for the live request ``live`` of ``user``: what the page got
     before the check from the state columns."""
@@ -338,7 +338,7 @@ def _answer_of_full_path(user, team, live: str) -> tuple[int, str]:
     request = RequestFactory().get(live, headers=HTMX)
     request.user = user
     access = team_for_user(request, team.code, methods=READ)
-    context = task_table_context(request, access, mine=False)
+    context = task_table_context(request, access, mine=mine)
     response = live_response(
         request,
         context,
@@ -350,8 +350,9 @@ def _answer_of_full_path(user, team, live: str) -> tuple[int, str]:
     return response.status_code, response.content.decode()
 
 
+@pytest.mark.parametrize("name", ["tasks-list", "tasks-mine"])
 @pytest.mark.parametrize("unfinished", [True, False])
-def test_up_to_date_page_is_checked_without_building_rows(client, portal, unfinished):
+def test_up_to_date_page_is_checked_without_building_rows(client, portal, unfinished, name):
     """Nothing changed: the answer (the poller alone, 200 while a row is unfinished, else
     286 on an older page) is the one the full context gives, and it is computed from the
     state columns: no ``Task`` or ``TaskMedia`` object is made and no task's prompt,
@@ -373,9 +374,9 @@ def test_up_to_date_page_is_checked_without_building_rows(client, portal, unfini
     TaskMedia.objects.create(
         task=tasks[1], kind="video", source_url="https://cdn.example.com/b.mp4"
     )
-    client.force_login(portal.viewer)
+    client.force_login(portal.member)
     page = "1" if unfinished else "2"  # page 2 of a finished list can no longer change
-    live, _, _ = open_page(client, portal.team, page=page)
+    live, _, _ = open_page(client, portal.team, name, page=page)
 
     made: list[str] = []
 
@@ -394,10 +395,13 @@ def test_up_to_date_page_is_checked_without_building_rows(client, portal, unfini
     assert answer.status_code == (200 if unfinished else 286)
     assert made == []
     sql = " ".join(q["sql"] for q in queries.captured_queries)
-    for column in ('"prompt"', '"params"', '"result"', '"source_url"', '"creator_id"'):
+    for column in ('"prompt"', '"params"', '"result"', '"source_url"'):
         assert column not in sql, column
+    assert 'JOIN "auth_user"' not in sql  # no creator read with the rows
     assert "accounts_klingaccount" not in sql  # the access check reads no Kling account
     body = answer.content.decode()
     assert swaps(body) == [] and "<tr" not in body
     assert poller(body) == (live, unfinished)
-    assert (answer.status_code, body) == _answer_of_full_path(portal.viewer, portal.team, live)
+    assert (answer.status_code, body) == _answer_of_full_path(
+        portal.member, portal.team, live, mine=name == "tasks-mine"
+    )
