@@ -20,6 +20,7 @@ plugged-in family's form (e.g. ``elements_app``) follows too:
 
 from __future__ import annotations
 
+import html
 import posixpath
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
@@ -32,6 +33,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.utils import timezone
+from django.utils.functional import Promise
 
 from tasks_app.kept import KeepUploadsMixin
 from tasks_app.models import Family, Status, Task
@@ -847,11 +849,22 @@ class PlainSelect(forms.Select):
                 ) in values
                 has_selected |= selected
                 parts.append(
-                    f'\n  <option value="{conditional_escape(str(subvalue))}"'
-                    f"{' selected' if selected else ''}>{conditional_escape(sublabel)}</option>\n"
+                    f'\n  <option value="{_escape(str(subvalue))}"'
+                    f"{' selected' if selected else ''}>{_escape(sublabel)}</option>\n"
                 )
         parts.append("\n</select>")
         return mark_safe("".join(parts))  # noqa: S308 -- every value above is escaped
+
+
+def _escape(value: Any) -> str:
+    """``conditional_escape(value)`` as text, without its lazy wrappers (two options per
+    member): ``__html__()`` for safe text, else ``html.escape`` (what Django's ``escape``
+    returns, marked safe)."""
+    if isinstance(value, Promise):
+        value = str(value)
+    if hasattr(value, "__html__"):
+        return value.__html__()
+    return html.escape(str(value))
 
 
 def _attrs(attrs: dict) -> str:

@@ -20,6 +20,11 @@ number of rows (access, members of the filter form, count, one page of rows, the
   (``tasks_can_grow``); otherwise it comes back without a trigger, with HTTP 286, and the
   page stops asking.
 
+A poll that finds the page up to date (the usual answer) is checked from the rows' state
+columns only (``STATE_FIELDS``: one ``values_list`` of the page, one of its media's three
+state columns, the same capped count) and answers the poller alone, without a ``Task``
+object or a row; anything changed falls back to the full answer below (up to three more queries).
+
 When the page cannot be patched row by row (no ``seen`` or a malformed one, the page was
 empty or becomes empty, the rows it keeps changed order), the whole ``#table`` partial is
 sent instead (``HX-Retarget: #task-table``), which carries a fresh poller.
@@ -47,10 +52,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django_htmx.http import reswap, retarget
 
-from klingweb.accounts.access import READ, TeamAccess, team_for_user
+from klingweb.accounts.access import READ, TeamAccess, team_and_memberships_for_user
 from tasks_app.families import registry
 from tasks_app.forms import TaskFilterForm
-from tasks_app.models import Status, Task
+from tasks_app.models import UNFINISHED, Status, Task, TaskMedia
 from tasks_app.paging import list_paginator
 from tasks_app.rows import LazyRows
 
@@ -170,21 +175,35 @@ def code_from_hex(code: str) -> str:
 # -- the task lists -----------------------------------------------------------------------
 
 
-def task_row_state(task: Task) -> str:
+#: Task columns a list row's displayed state depends on (``row_state``), after ``id`` and
+#: ``code``: what the live request reads when it only checks whether the page changed.
+STATE_FIELDS = (
+    "id",
+    "code",
+    "updated_at",
+    "status",
+    "is_stale",
+    "error_code",
+    "error_message",
+    "final_unit_deduction",
+    "finished_at",
+)
+
+
+def row_state(values: tuple, media: list[tuple]) -> str:
     """The displayed state of a list row (``templates/tasks_app/_row.html``) as 8 hex digits.
 
-    Needs ``task.media`` prefetched (no query per row)."""
-    media = sorted((m.pk, bool(m.file), m.kept_at) for m in task.media.all())
-    return state_digest(
-        task.updated_at,
-        task.status,
-        task.is_stale,
-        task.error_code,
-        task.error_message,
-        task.final_unit_deduction,
-        task.finished_at,
-        media,
-    )
+    ``values``: the row's ``STATE_FIELDS`` after ``id`` and ``code`` (a tuple, in that
+    order); ``media``: its media as ``(pk, has a file (bool), kept_at)`` tuples, any order.
+    ``task_row_state`` and the live request's check (``_live_unchanged``) both come here, so
+    a page and its live answer cannot disagree about a row's state."""
+    return state_digest(*values, sorted(media))
+
+
+def task_row_state(task: Task) -> str:
+    """``row_state`` of a ``Task``. Needs ``task.media`` prefetched (no query per row)."""
+    media = [(m.pk, bool(m.file), m.kept_at) for m in task.media.all()]
+    return row_state(tuple(getattr(task, name) for name in STATE_FIELDS[2:]), media)
 
 
 def tasks_can_grow(*, team: Any, filters: TaskFilterForm, page: Page) -> bool:
@@ -216,18 +235,25 @@ def tasks_can_grow(*, team: Any, filters: TaskFilterForm, page: Page) -> bool:
     return Task.objects.filter(team=team).unfinished().exists()
 
 
+def _list_queryset(request: HttpRequest, access: TeamAccess, *, mine: bool) -> tuple:
+    """``(filters, queryset)`` of a list request: the bound ``TaskFilterForm`` and the team's
+    tasks (the caller's when ``mine``) narrowed and sorted by it (no query yet)."""
+    queryset = Task.objects.filter(team=access.team)
+    if mine:
+        queryset = queryset.filter(creator=request.user)
+    labels = [(family.key, family.label) for family in registry().values()]
+    filters = TaskFilterForm(request.GET or None, team=access.team, families=labels, mine=mine)
+    return filters, filters.filter(queryset)
+
+
 def task_table_context(request: HttpRequest, access: TeamAccess, *, mine: bool) -> dict:
     """Context of the ``#table`` partial of a task list (and of its live poller).
 
     ``request.GET``: the list's filters (``TaskFilterForm``) and ``page``. Loads one page of
     tasks with their creators and media (a constant number of queries).
     """
-    queryset = Task.objects.filter(team=access.team).select_related("creator")
-    if mine:
-        queryset = queryset.filter(creator=request.user)
-    labels = [(family.key, family.label) for family in registry().values()]
-    filters = TaskFilterForm(request.GET or None, team=access.team, families=labels, mine=mine)
-    queryset = filters.filter(queryset).prefetch_related("media")
+    filters, queryset = _list_queryset(request, access, mine=mine)
+    queryset = queryset.select_related("creator").prefetch_related("media")
     # Counts at most 10,000 rows ("10,000+"; 50 for a search, in the list's order): same
     # cost at 1M tasks.
     page = list_paginator(queryset, PAGE_SIZE, request.GET).get_page(request.GET.get("page"))
@@ -316,8 +342,56 @@ def live_response(
     return HttpResponse(html, status=status)
 
 
+def _live_unchanged(request: HttpRequest, access: TeamAccess, *, mine: bool) -> HttpResponse | None:
+    """The live answer when the page is up to date, else None (the caller then builds the
+    full answer with ``task_table_context`` and ``live_response``).
+
+    Up to date: ``seen`` names the page's rows in their current states (``row_state``) and
+    ``n`` is the current count. Checked from the state columns only (``STATE_FIELDS``, one
+    ``values_list`` query of the page, the same capped count as the page) and the media's
+    three state columns (one query, none for an empty page): no ``Task`` or ``TaskMedia``
+    object, no row, no template but the poller. The answer is then what ``live_response``
+    sends for an empty diff: the poller alone, with the same ``seen`` and ``n``, HTTP 200 or
+    286 (``STOP_POLLING``)."""
+    seen = parse_live_token(request.GET.get("seen"))
+    if seen is None:
+        return None
+    filters, queryset = _list_queryset(request, access, mine=mine)
+    # Counted as the page counts (the same statement); only the page's rows are read as values.
+    paginator = list_paginator(queryset, PAGE_SIZE, request.GET)
+    page = paginator.get_page(request.GET.get("page"))
+    values = list(page.object_list.values_list(*STATE_FIELDS))
+    if seen and request.GET.get("n") != str(paginator.count):
+        return None  # the pagination line changes: the full answer sends it
+    media: dict[int, list[tuple]] = {}
+    if values:
+        found = TaskMedia.objects.filter(task_id__in=[v[0] for v in values]).order_by()
+        for task_id, pk, name, kept_at in found.values_list("task_id", "pk", "file", "kept_at"):
+            media.setdefault(task_id, []).append((pk, bool(name), kept_at))
+    rows = [(v[1].hex, row_state(v[2:], media.get(v[0], []))) for v in values]
+    if not live_diff(seen, rows).empty:
+        return None
+    active = any(v[3] in UNFINISHED for v in values) or tasks_can_grow(
+        team=access.team, filters=filters, page=page
+    )
+    live_name = "tasks-mine-live" if mine else "tasks-live"
+    live_url = reverse(live_name, kwargs={"team": access.team.code})
+    live_qs = live_query(request, page=page.number, seen=live_token(rows), count=paginator.count)
+    live = {"id": "task-live", "url": f"{live_url}?{live_qs}", "active": active}
+    live["interval"] = LIVE_INTERVAL_SECONDS
+    # The patch template with nothing to patch (no request: it prints only the poller).
+    empty = {"changed": [], "added": [], "removed": [], "pages_changed": False, "live": live}
+    html = render_to_string("tasks_app/_live_rows.html", empty)
+    return HttpResponse(html, status=200 if active else STOP_POLLING)
+
+
 def _task_live(request: HttpRequest, team: Any, *, mine: bool) -> HttpResponse:
-    access = team_for_user(request, team, methods=READ)
+    # The checks of ``team_for_user`` without its join of the team's Kling account: neither
+    # the answer nor the ``#table`` partial shows it (no banner, no switcher here).
+    access, _ = team_and_memberships_for_user(request, team, methods=READ)
+    unchanged = _live_unchanged(request, access, mine=mine)
+    if unchanged is not None:
+        return unchanged
     context = task_table_context(request, access, mine=mine)
     return live_response(
         request,

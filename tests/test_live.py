@@ -321,3 +321,87 @@ def test_element_library_stops_and_refuses_outsiders(client, portal):
     assert open_page(client, portal.team, name="elements-list")[1] is True
     client.force_login(portal.outsider)
     assert client.get(live, headers=HTMX).status_code == 404
+
+
+# -- the up-to-date answer: state columns only ---------------------------------------------
+
+
+def _answer_of_full_path(user, team, live: str, *, mine: bool) -> tuple[int, str]:
+    """The answer ``live_response`` builds from the full list context (``Task`` rows with
+    creators and media) for the live request ``live`` of ``user``: what the page got
+    before the check from the state columns."""
+    from django.test import RequestFactory
+
+    from klingweb.accounts.access import READ, team_for_user
+    from tasks_app.live import live_response, task_table_context
+
+    request = RequestFactory().get(live, headers=HTMX)
+    request.user = user
+    access = team_for_user(request, team.code, methods=READ)
+    context = task_table_context(request, access, mine=mine)
+    response = live_response(
+        request,
+        context,
+        items=context["rows"],
+        page_template="tasks_app/task_list.html#table",
+        target="#task-table",
+        patch_template="tasks_app/_live_rows.html",
+    )
+    return response.status_code, response.content.decode()
+
+
+@pytest.mark.parametrize("name", ["tasks-list", "tasks-mine"])
+@pytest.mark.parametrize("unfinished", [True, False])
+def test_up_to_date_page_is_checked_without_building_rows(client, portal, unfinished, name):
+    """Nothing changed: the answer (the poller alone, 200 while a row is unfinished, else
+    286 on an older page) is the one the full context gives, and it is computed from the
+    state columns: no ``Task`` or ``TaskMedia`` object is made and no task's prompt,
+    params or result, no creator, no media URL is read (the previous code made 25 tasks
+    and their media for every poll, and joined the team's Kling account)."""
+    from django.db.models.signals import post_init
+
+    from tasks_app.models import TaskMedia
+
+    status = Status.PROCESSING if unfinished else Status.SUCCEED
+    tasks = [make_task(portal.team, portal.member, status=status, minutes=m) for m in range(30)]
+    TaskMedia.objects.create(
+        task=tasks[0],
+        kind="video",
+        source_url="https://cdn.example.com/a.mp4",
+        file="results/a.mp4",
+        kept_at=timezone.now(),
+    )
+    TaskMedia.objects.create(
+        task=tasks[1], kind="video", source_url="https://cdn.example.com/b.mp4"
+    )
+    client.force_login(portal.member)
+    page = "1" if unfinished else "2"  # page 2 of a finished list can no longer change
+    live, _, _ = open_page(client, portal.team, name, page=page)
+
+    made: list[str] = []
+
+    def count(sender, **kwargs):
+        made.append(sender.__name__)
+
+    post_init.connect(count, sender=Task)
+    post_init.connect(count, sender=TaskMedia)
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            answer = client.get(live, headers=HTMX)
+    finally:
+        post_init.disconnect(count, sender=Task)
+        post_init.disconnect(count, sender=TaskMedia)
+
+    assert answer.status_code == (200 if unfinished else 286)
+    assert made == []
+    sql = " ".join(q["sql"] for q in queries.captured_queries)
+    for column in ('"prompt"', '"params"', '"result"', '"source_url"'):
+        assert column not in sql, column
+    assert 'JOIN "auth_user"' not in sql  # no creator read with the rows
+    assert "accounts_klingaccount" not in sql  # the access check reads no Kling account
+    body = answer.content.decode()
+    assert swaps(body) == [] and "<tr" not in body
+    assert poller(body) == (live, unfinished)
+    assert (answer.status_code, body) == _answer_of_full_path(
+        portal.member, portal.team, live, mine=name == "tasks-mine"
+    )

@@ -98,3 +98,28 @@ def test_a_search_counts_up_to_50_matches(client, portal):
     assert pager(last) == "Page 3 of 3+ · 75+ tasks"
     end = client.get(list_url(portal), {"q": "row", "page": 4}).content.decode()
     assert pager(end) == "Page 4 of 4 · 90 tasks" and "Older →" not in end
+
+
+def test_plain_select_writes_what_djangos_select_writes():
+    """``PlainSelect`` (escaping each option in Python) gives Django's ``Select`` markup byte
+    for byte: escaped values and labels, lazy labels, safe labels kept as they are, the
+    selected option, no value."""
+    from django import forms
+    from django.utils.functional import lazy
+    from django.utils.safestring import mark_safe
+
+    from tasks_app.forms import PlainSelect
+
+    lazy_text = lazy(lambda: "Any <status>", str)
+    choices = [
+        ("", lazy_text()),
+        ("a&b", 'Tom "the" <b>'),
+        (7, "Seven's"),
+        ("safe", mark_safe("<em>kept</em>")),  # noqa: S308 -- a constant
+        ("é", "Ünïcode & co"),
+    ]
+    for value in (None, "", "a&b", 7, "safe", "é", "missing"):
+        attrs = {"id": "id_x", "data-x": 'q"<'}
+        ours = PlainSelect(choices=choices).render("x", value, attrs=attrs)
+        django = forms.Select(choices=choices).render("x", value, attrs=attrs)
+        assert str(ours) == str(django), value
