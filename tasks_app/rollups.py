@@ -15,6 +15,14 @@ moment it commits.
   rows that still exist are read back in one query, summed per key, and written in a fixed
   order (team id, then key), version first — so two chunks that charge the same teams lock
   the same rows in the same order (no deadlock on PostgreSQL).
+- Lock order: a team's ``LedgerState`` row is locked after the rows that reference the
+  team were inserted (a ledger INSERT key-share locks the team's row), never before. The
+  form's transaction locks the team's row (``tasks_app.submission.task_queue``, the budget
+  check); a transaction holding ``LedgerState`` that then inserted a ledger row waited
+  behind it while it waited for ``LedgerState``: deadlocks in the topology soak at 500
+  tasks (2026-11-29). So ``task_apply_remote`` defers its move's ``tasks_touch`` and its
+  charge's rollups to the end of its transaction (``rollups_deferred``), a poll chunk bumps
+  versions at its end, and creating a task (queued: in no figure) bumps nothing.
 - Upsert per key: an ``UPDATE … SET units = units + %s`` (``F()`` increments), else an
   ``INSERT`` in a savepoint, retried as the update when a concurrent transaction inserted the
   key first (unique constraint ``usage_rollup_key``).
@@ -196,7 +204,8 @@ _touched: ContextVar[set[int] | None] = ContextVar("tasks_app_tasks_touched", de
 
 def tasks_touch(team_id: int) -> None:
     """Bump the team's ``LedgerState.tasks_version`` in the current transaction: call it
-    where a task of the team is created or moves to another status (``tasks_app.services``),
+    where a task of the team moves to another status (``tasks_app.services``), as the
+    transaction's last write to rows of the team (module docstring, "lock order"),
     so a cached usage page (its counts of tasks run, succeeded, failed, lost, running) is
     recomputed on the next load. Inside ``rollups_deferred`` the team is only noted and
     bumped when the block ends, in team id order with the ledger versions (no deadlock

@@ -208,9 +208,13 @@ def _rows(task_pk: int | None, tasks: QuerySet[Task] | None) -> QuerySet[Task]:
 def task_create(*, source: str, at: datetime | None = None, **fields: Any) -> Task:
     """Save a new task ``queued`` (``created_at`` = ``at``, default now) with its first
     status-history entry (``source``, e.g. ``"form"``). ``fields``: the other columns
-    (team, creator, family, params, ``retry_at``…); the team's tasks version is bumped
-    (``tasks_app.rollups.tasks_touch``). Returns the saved task. Raises
+    (team, creator, family, params, ``retry_at``…). Returns the saved task. Raises
     ``ValueError`` when ``fields`` holds ``status`` or an ``error_*`` column.
+
+    The team's tasks version is NOT bumped: a queued task is in no usage figure (they count
+    tasks from ``submitted`` on), and the form's transaction holds the team's row lock
+    (``submission.task_queue``'s budget check); taking the ``LedgerState`` row there as well
+    made deadlocks with the apply path under load (the topology soak, 2026-11-29).
     """
     _check_fields(fields)
     at = at or timezone.now()
@@ -218,7 +222,6 @@ def task_create(*, source: str, at: datetime | None = None, **fields: Any) -> Ta
     with transaction.atomic(savepoint=False):
         task = Task.objects.create(status=Status.QUEUED, created_at=at, **fields)
         TaskEvent.objects.create(task=task, status=Status.QUEUED, at=at, source=source)
-        tasks_touch(task.team_id)  # a cached usage page counts it (running) at once
     return task
 
 
@@ -374,7 +377,9 @@ def task_apply_remote(
     if new_status not in VENDOR_STATUSES:
         log.warning("task %s: ignoring unknown task_status %r", task_pk, new_status)
         return False
-    with transaction.atomic():
+    # The move's tasks version and the charge's rollups are written together at the end of
+    # the transaction, after the ledger INSERT (tasks_app.rollups, "lock order").
+    with transaction.atomic(), rollups_deferred():
         task = Task.objects.select_for_update().get(pk=task_pk)
         late = task.status == Status.LOST and new_status in FINISHED
         if task.status in FINISHED and not late:
@@ -570,8 +575,6 @@ def _apply_many(
             )
         )
     TaskEvent.objects.bulk_create(events)
-    for team_id in sorted({task.team_id for task, _, _, _ in moves}):
-        tasks_touch(team_id)  # a cached usage page counts the new statuses at once
     finished = [(task, remote) for task, remote, _, _ in moves if task.status in FINISHED]
     rows = []
     for task, remote in finished:
@@ -583,6 +586,10 @@ def _apply_many(
         if row is not None:
             rows.append(row)
     charged = {row.task_id for row in deductions_record(rows=rows)}
+    # After the ledger INSERT (which key-share locks the teams' rows): the LedgerState rows
+    # are locked last (tasks_app.rollups, "lock order").
+    for team_id in sorted({task.team_id for task, _, _, _ in moves}):
+        tasks_touch(team_id)  # a cached usage page counts the new statuses at once
     if finished:
         _run_finished_hooks_many([task for task, _ in finished])
     return [task for task, _, _, _ in moves], charged, rest

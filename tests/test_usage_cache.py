@@ -314,3 +314,40 @@ def test_cached_page_is_each_users_own_and_its_csrf_token_works(portal):
         response = browser.post(reverse("accounts-logout"), {"csrfmiddlewaretoken": token})
         assert response.status_code == 302
     assert 'Change password">viewer<' not in pages["member"]
+
+
+def test_the_ledger_state_row_is_locked_after_the_ledger_insert_and_not_by_a_new_task(portal):
+    """Lock order (tasks_app.rollups): the form's transaction holds the team's row while it
+    creates a task, and a ledger INSERT key-share locks that row; a transaction that took
+    ``LedgerState`` first and inserted a ledger row after deadlocked with it (the topology
+    soak at 500 tasks: 3 forms answered 500). A charged answer writes ``LedgerState`` only
+    after its ledger row; creating a task does not write it at all."""
+    team = portal.team
+    with CaptureQueriesContext(connection) as ctx:
+        task_create(source="form", team=team, creator=portal.member, family="text2video")
+    assert not [q for q in ctx.captured_queries if "tasks_app_ledgerstate" in q["sql"]]
+
+    task = make_task(team, portal.member, at=timezone.now(), status=Status.SUBMITTED)
+    task.task_id = "kt-order"
+    task.save(update_fields=["task_id"])
+    remote = parse_task(
+        {
+            "task_id": "kt-order",
+            "task_status": "failed",
+            "task_status_msg": "refused",
+            "created_at": 1_700_000_000_000,
+            "updated_at": 1_700_000_100_000,
+            "final_unit_deduction": "3",
+            "task_info": {"external_task_id": str(task.code)},
+        }
+    )
+    with CaptureQueriesContext(connection) as ctx:
+        assert task_apply_remote(task_pk=task.pk, remote=remote, source="poll")
+    sqls = [q["sql"] for q in ctx.captured_queries]
+    ledger_insert = next(
+        i for i, sql in enumerate(sqls) if sql.startswith('INSERT INTO "tasks_app_deduction"')
+    )
+    state_writes = [i for i, sql in enumerate(sqls) if "tasks_app_ledgerstate" in sql]
+    assert state_writes and min(state_writes) > ledger_insert
+    state = LedgerState.objects.get(team=team)
+    assert state.version > 0 and state.tasks_version > 0
