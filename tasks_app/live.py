@@ -392,6 +392,15 @@ def _task_live(request: HttpRequest, team: Any, *, mine: bool) -> HttpResponse:
     unchanged = _live_unchanged(request, access, mine=mine)
     if unchanged is not None:
         return unchanged
+    return live_full_answer(request, access, mine=mine)
+
+
+def live_full_answer(request: HttpRequest, access: TeamAccess, *, mine: bool) -> HttpResponse:
+    """The live request's answer built from the whole list context (``task_table_context``:
+    the page's ``Task`` rows with creators and media), whatever changed: the rows' patch,
+    or the whole ``#table`` partial when it cannot be patched (``live_response``). Used when
+    ``_live_unchanged`` finds a difference; for an unchanged page its answer is the same
+    byte for byte (``tests/test_live.py``)."""
     context = task_table_context(request, access, mine=mine)
     return live_response(
         request,

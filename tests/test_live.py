@@ -333,20 +333,12 @@ def _answer_of_full_path(user, team, live: str, *, mine: bool) -> tuple[int, str
     from django.test import RequestFactory
 
     from klingweb.accounts.access import READ, team_for_user
-    from tasks_app.live import live_response, task_table_context
+    from tasks_app.live import live_full_answer
 
     request = RequestFactory().get(live, headers=HTMX)
     request.user = user
     access = team_for_user(request, team.code, methods=READ)
-    context = task_table_context(request, access, mine=mine)
-    response = live_response(
-        request,
-        context,
-        items=context["rows"],
-        page_template="tasks_app/task_list.html#table",
-        target="#task-table",
-        patch_template="tasks_app/_live_rows.html",
-    )
+    response = live_full_answer(request, access, mine=mine)
     return response.status_code, response.content.decode()
 
 

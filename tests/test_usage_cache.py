@@ -50,6 +50,24 @@ def page(client, url: str, **headers: str) -> tuple[str, int]:
     return response.content.decode(), len(ctx.captured_queries)
 
 
+def failed_at_vendor(portal, task_id: str, units: str):
+    """A task of ``portal.team`` at Kling (submitted, ``task_id``) and the vendor's full
+    answer that it failed, charging ``units``: ``(task, remote)``."""
+    task = make_task(portal.team, portal.member, at=timezone.now(), status=Status.SUBMITTED)
+    task.task_id = task_id
+    task.save(update_fields=["task_id"])
+    body = {
+        "task_id": task_id,
+        "task_status": "failed",
+        "task_status_msg": "refused",
+        "created_at": 1_700_000_000_000,
+        "updated_at": 1_700_000_100_000,
+        "final_unit_deduction": units,
+        "task_info": {"external_task_id": str(task.code)},
+    }
+    return task, parse_task(body)
+
+
 def test_team_page_shows_a_charge_a_new_task_and_a_status_move_on_the_next_load(client, portal):
     team, member = portal.team, portal.member
     now = timezone.now()
@@ -257,19 +275,7 @@ def test_a_task_charged_through_the_apply_path_shows_on_the_next_load(client, po
     assert "No units were recorded" in html
 
     def finished(task_id: str, units: str):
-        task = make_task(team, portal.member, at=timezone.now(), status=Status.SUBMITTED)
-        task.task_id = task_id
-        task.save(update_fields=["task_id"])
-        body = {
-            "task_id": task_id,
-            "task_status": "failed",
-            "task_status_msg": "refused",
-            "created_at": 1_700_000_000_000,
-            "updated_at": 1_700_000_100_000,
-            "final_unit_deduction": units,
-            "task_info": {"external_task_id": str(task.code)},
-        }
-        return task, parse_task(body)
+        return failed_at_vendor(portal, task_id, units)
 
     task, remote = finished("kt-one", "4")  # one answer, as a callback applies it
     assert task_apply_remote(task_pk=task.pk, remote=remote, source="poll")
@@ -327,20 +333,7 @@ def test_the_ledger_state_row_is_locked_after_the_ledger_insert_and_not_by_a_new
         task_create(source="form", team=team, creator=portal.member, family="text2video")
     assert not [q for q in ctx.captured_queries if "tasks_app_ledgerstate" in q["sql"]]
 
-    task = make_task(team, portal.member, at=timezone.now(), status=Status.SUBMITTED)
-    task.task_id = "kt-order"
-    task.save(update_fields=["task_id"])
-    remote = parse_task(
-        {
-            "task_id": "kt-order",
-            "task_status": "failed",
-            "task_status_msg": "refused",
-            "created_at": 1_700_000_000_000,
-            "updated_at": 1_700_000_100_000,
-            "final_unit_deduction": "3",
-            "task_info": {"external_task_id": str(task.code)},
-        }
-    )
+    task, remote = failed_at_vendor(portal, "kt-order", "3")
     with CaptureQueriesContext(connection) as ctx:
         assert task_apply_remote(task_pk=task.pk, remote=remote, source="poll")
     sqls = [q["sql"] for q in ctx.captured_queries]
