@@ -141,10 +141,12 @@ def _zones(team_ids: Iterable[int]) -> dict[int, dt.tzinfo]:
     }
 
 
-def _version_bump(team_id: int, field: str = "version") -> None:
-    """Add 1 to the team's ``LedgerState.<field>`` (``version`` or ``tasks_version``),
-    creating the row when it is missing (both versions then start at the clock)."""
-    if LedgerState.objects.filter(team_id=team_id).update(**{field: F(field) + 1}):
+def _version_bump(team_id: int, *fields: str) -> None:
+    """Add 1 to each of the team's ``LedgerState.<field>`` (``version``, ``tasks_version``;
+    default ``version``) in one UPDATE, creating the row when it is missing (both versions
+    then start at the clock)."""
+    increments = {field: F(field) + 1 for field in fields or ("version",)}
+    if LedgerState.objects.filter(team_id=team_id).update(**increments):
         return
     try:
         with transaction.atomic():
@@ -153,7 +155,7 @@ def _version_bump(team_id: int, field: str = "version") -> None:
             first = int(time.time() * 1_000_000)
             LedgerState.objects.create(team_id=team_id, version=first, tasks_version=first)
     except IntegrityError:
-        LedgerState.objects.filter(team_id=team_id).update(**{field: F(field) + 1})
+        LedgerState.objects.filter(team_id=team_id).update(**increments)
 
 
 def _upsert(model, key_fields: tuple, sum_fields: tuple, key: Key, sums: Sums) -> None:
@@ -187,11 +189,10 @@ def _apply(rows: Iterable[Deduction], touched: Iterable[int] = ()) -> None:
         grains.append((model, key_fields, sum_fields, by_key, ordered))
     charged = {r.team_id for r in rows}
     for team_id in sorted(charged | touched):
-        if team_id in touched:
-            _version_bump(team_id, "tasks_version")
+        bumps = {"version": team_id in charged, "tasks_version": team_id in touched}
+        _version_bump(team_id, *(name for name, due in bumps.items() if due))
         if team_id not in charged:
             continue
-        _version_bump(team_id)
         for model, key_fields, sum_fields, by_key, ordered in grains:
             for key in ordered:
                 if key[0] == team_id:

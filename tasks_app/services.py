@@ -491,9 +491,9 @@ def tasks_apply_remote(*, answers: Sequence[tuple[int, KlingTask]], source: str)
     AND status = <status read under the lock>`` run for all rows at once
     (``executemany``), each moved task's team's tasks version bumped once
     (``tasks_app.rollups.tasks_touch``: cached usage pages), its ``TaskEvent`` rows
-    inserted by one bulk INSERT, the finished ones' primary ledger rows by one more (``tasks_app.ledger.deductions_record``: a task
-    with a ledger row already is not charged again), and the finished-task hooks called
-    once (``KLINGWEB_TASK_FINISHED_HOOKS`` with ``tasks=``). Budget thresholds, media
+    inserted by one bulk INSERT, the finished ones' primary ledger rows by one more
+    (``tasks_app.ledger.deductions_record``: a task with a ledger row already is not
+    charged again), and the finished-task hooks called once (``KLINGWEB_TASK_FINISHED_HOOKS`` with ``tasks=``). Budget thresholds, media
     keeping and the budget alert job are left to the ``apply_batch`` scope, as for one task.
 
     Left in ``rest`` for ``task_apply_remote``: unknown statuses, answers for finished,

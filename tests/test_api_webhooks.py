@@ -94,10 +94,10 @@ def test_task_succeeded_is_delivered_signed(
     delivery = WebhookDelivery.objects.get(endpoint=endpoint)
     assert delivery.status == DeliveryStatus.SUCCEEDED and delivery.response_status == 204
     # The same event again (a duplicate callback, a re-run hook) sends nothing new.
-    from klingweb.api.webhooks import task_finished_hook
+    from klingweb.api.webhooks import tasks_finished_hook
 
     with django_capture_on_commit_callbacks(execute=True):
-        task_finished_hook(task=task)
+        tasks_finished_hook(tasks=[task])
     assert len(receiver.requests) == 1
 
 

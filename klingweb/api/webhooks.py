@@ -171,11 +171,6 @@ def tasks_finished_hook(*, tasks: list[Any]) -> None:
             _task_event(task, endpoints[task.team_id])
 
 
-def task_finished_hook(*, task: Any) -> None:
-    """``tasks_finished_hook`` for one task."""
-    tasks_finished_hook(tasks=[task])
-
-
 def _task_event(task: Any, endpoints: list[WebhookEndpoint]) -> None:
     if task.status == "succeed":
         event_type = WebhookEvent.TASK_SUCCEEDED

@@ -596,6 +596,13 @@ def usage_figures(
     return _figures_from_rows(rows, period=period, group_kind=group_kind)
 
 
+def key_digest(parts: Any) -> str:
+    """The digest (32 hex characters of SHA-256 over ``repr(parts)``) that ends every report
+    cache key (``settings.REPORT_CACHE``): ``parts`` is a tuple of plain values (ints,
+    strings, dates, Decimals) naming everything the cached value depends on."""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+
+
 def _cache_key(*, scope: Scope, period: Period, group_kind: str, source: str) -> str:
     """The cache key of a one-team report's ledger figures: team, its ledger version
     (``LedgerState.version``, bumped by every ledger row of the team) and settings version
@@ -625,8 +632,7 @@ def _cache_key(*, scope: Scope, period: Period, group_kind: str, source: str) ->
         unit_price(),
         TOP_TASKS,
     )
-    digest = hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
-    return f"usage:{scope.team_id}:{version}:{digest}"
+    return f"usage:{scope.team_id}:{version}:{key_digest(parts)}"
 
 
 def _figures_from_rows(rows: list[tuple], *, period: Period, group_kind: str) -> Figures:
@@ -842,7 +848,7 @@ def budgets_progress(
         parts = [
             (b.pk, b.team_id, b.member_id, b.measure, windows[b.pk][0].isoformat()) for b in budgets
         ]
-        digest = hashlib.sha256(repr((parts, unit_price())).encode()).hexdigest()[:32]
+        digest = key_digest((parts, unit_price()))
         key = f"budgets:{budgets[0].team_id}:{ledger_version}:{digest}"
         cached = caches[settings.REPORT_CACHE].get(key)
         if cached is not None:
@@ -1001,7 +1007,7 @@ def company_report(*, choice: Choice) -> CompanyReport:
         zone,
         price,
     )
-    key = "company:" + hashlib.sha256(repr(parts).encode()).hexdigest()[:40]
+    key = "company:" + key_digest(parts)
     cached = caches[settings.REPORT_CACHE].get(key)
     if cached is not None:
         cached.choice = choice

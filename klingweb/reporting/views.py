@@ -14,7 +14,6 @@ report zone's offset, units as plain decimal strings.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from typing import Any
 
@@ -55,6 +54,7 @@ from klingweb.reporting.figures import (
     Scope,
     budgets_progress,
     company_report,
+    key_digest,
     team_figures_source,
     usage_report,
 )
@@ -164,8 +164,7 @@ def _region_key(access: Any, choice: Choice, versions: tuple[int, int, int]) -> 
         TOP_TASKS,
         REGION_FORMAT,
     )
-    digest = hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
-    return f"usage-region:{access.team.pk}:{versions[0]}:{versions[1]}:{digest}"
+    return f"usage-region:{access.team.pk}:{versions[0]}:{versions[1]}:{key_digest(parts)}"
 
 
 def _versions(team: Any) -> tuple[int, int, int]:
@@ -187,7 +186,7 @@ def _body_key(region_key: str, access: Any, today: Any) -> str:
     zone (the budgets' windows, ``tasks_app.budgets.period_bounds``, follow it)."""
     team = access.team
     parts = (region_key, team.name, team.time_zone, today, BODY_FORMAT)
-    return f"usage-body:{team.pk}:" + hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+    return f"usage-body:{team.pk}:" + key_digest(parts)
 
 
 #: Part of the body cache key: change it when ``_usage_body.html`` or its context change.
@@ -311,7 +310,7 @@ def _page_key(request: HttpRequest, body_key: str, memberships: list) -> str:
         [static(name) for name in PAGE_STATIC],
         PAGE_FORMAT,
     )
-    return f"usage-page:{user.pk}:" + hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+    return f"usage-page:{user.pk}:" + key_digest(parts)
 
 
 def _page_store(request: HttpRequest, context: dict[str, Any], page_key: str, blob: bytes):
